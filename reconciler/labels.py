@@ -1,0 +1,24 @@
+"""Label keys that mark what the reconciler owns. Part of the contract: never rename."""
+
+PREFIX = "dev.reconciler"
+PROJECT = f"{PREFIX}.project"
+SERVICE = f"{PREFIX}.service"
+COMMIT = f"{PREFIX}.commit"
+CONFIG_HASH = f"{PREFIX}.config-hash"
+NETWORK = f"{PREFIX}.network"
+VOLUME = f"{PREFIX}.volume"
+# Set on short-lived helper containers (volume access, backups): never services.
+HELPER = f"{PREFIX}.helper"
+
+
+def container_name(project: str, service: str) -> str:
+    """Docker Compose's name for the single replica of a service."""
+    return f"{project}-{service}-1"
+
+
+def volume_name(project: str, key: str) -> str:
+    return f"{project}_{key}"
+
+
+def network_name(project: str, key: str) -> str:
+    return f"{project}_{key}"

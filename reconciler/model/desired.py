@@ -1,0 +1,129 @@
+"""The desired state, resolved: what the engine must run, with no I/O left to do.
+
+The loader (``model/loading.py``) turns ``compose.yaml`` into these values:
+variables interpolated, relative paths made absolute inside the checked-out
+commit, referenced files (env_file, bind-mounted repo files, build contexts)
+read and hashed, names expanded to Docker names (``<project>_<volume>``).
+Planning and hashing work on these values alone.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class PortBinding(Frozen):
+    target: int
+    published: int | None = None  # None: Docker picks a free host port
+    host_ip: str = ""
+    protocol: Literal["tcp", "udp"] = "tcp"
+
+
+class Mount(Frozen):
+    type: Literal["volume", "bind"]
+    # volume: the Docker volume name (``<project>_<key>`` or an external name);
+    # bind: an absolute host path.
+    source: str
+    target: str
+    read_only: bool = False
+    # For binds of files inside the repository: a hash of their contents, so a
+    # changed file recreates the service. None for host paths outside the repo.
+    content_hash: str | None = None
+
+
+class HealthCheck(Frozen):
+    # Docker's form: ("CMD", ...), ("CMD-SHELL", "..."), or ("NONE",) to disable
+    # the image's own check.
+    test: tuple[str, ...]
+    interval_s: float = 30.0
+    timeout_s: float = 30.0
+    retries: int = 3
+    start_period_s: float = 0.0
+
+    @property
+    def disabled(self) -> bool:
+        return self.test[:1] == ("NONE",)
+
+    def max_wait_s(self) -> float:
+        """How long a new container may take to turn healthy before it counts as failed."""
+        return self.start_period_s + (self.interval_s + self.timeout_s) * (self.retries + 1) + 5
+
+
+class BuildSpec(Frozen):
+    context: str  # absolute path inside the checked-out commit
+    dockerfile: str = "Dockerfile"  # relative to context
+    args: dict[str, str] = {}
+    target: str | None = None
+    # Hash of every file in the context: a changed context is a new image tag.
+    context_hash: str
+
+
+DependsCondition = Literal[
+    "service_started", "service_healthy", "service_completed_successfully"
+]
+
+
+class Dependency(Frozen):
+    service: str
+    condition: DependsCondition = "service_started"
+
+
+class ServiceNetwork(Frozen):
+    name: str  # Docker network name, e.g. ``shop_default``
+    aliases: tuple[str, ...] = ()
+
+
+class ServiceSpec(Frozen):
+    name: str  # the compose key, e.g. ``web``
+    image: str  # for a build: the tag the reconciler gives the built image
+    build: BuildSpec | None = None
+    pull_policy: Literal["missing", "always", "never", "build"] = "missing"
+    command: tuple[str, ...] | None = None
+    entrypoint: tuple[str, ...] | None = None
+    environment: dict[str, str] = {}
+    ports: tuple[PortBinding, ...] = ()
+    mounts: tuple[Mount, ...] = ()
+    networks: tuple[ServiceNetwork, ...] = ()
+    depends_on: tuple[Dependency, ...] = ()
+    healthcheck: HealthCheck | None = None
+    restart: str = "no"  # no | always | on-failure[:N] | unless-stopped
+    labels: dict[str, str] = {}
+    user: str | None = None
+    working_dir: str | None = None
+    hostname: str | None = None
+    stop_grace_period_s: float = 10.0
+
+
+class NetworkSpec(Frozen):
+    key: str  # the compose key, e.g. ``default``
+    name: str  # Docker name, e.g. ``shop_default``
+    driver: str = "bridge"
+    internal: bool = False
+    labels: dict[str, str] = {}
+    external: bool = False  # exists already; never created nor removed
+
+
+class VolumeSpec(Frozen):
+    key: str
+    name: str
+    driver: str = "local"
+    driver_opts: dict[str, str] = {}
+    labels: dict[str, str] = {}
+    external: bool = False
+
+
+class DesiredState(Frozen):
+    project: str
+    # In file order; only the services whose profiles are active.
+    services: dict[str, ServiceSpec]
+    networks: dict[str, NetworkSpec]
+    volumes: dict[str, VolumeSpec]
+    # Where each service is declared, for messages: ("desired-state/compose.yaml", 12).
+    service_lines: dict[str, int] = {}
+    compose_path: str = "desired-state/compose.yaml"

@@ -1,0 +1,79 @@
+"""The seams between deciding and acting: what a pass needs of git and Docker.
+
+Adapters in ``reconciler/adapters`` implement these against the real things;
+tests of the loop may use in-memory fakes. Every method raises
+``reconciler.errors.Unavailable`` when the other side cannot be reached, never
+returns "nothing" in that case.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from reconciler.model.desired import HealthCheck, NetworkSpec, ServiceSpec, VolumeSpec
+from reconciler.model.observed import Observed
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Checkout:
+    """A commit materialised as a read-only folder that never moves."""
+
+    commit: str
+    root: Path  # the repository's files at that commit
+
+
+class Source(Protocol):
+    def remote_head(self) -> str:
+        """The commit the branch points at on the remote (cheap: no fetch)."""
+        ...
+
+    def checkout(self, commit: str) -> Checkout:
+        """Fetch if needed, then give the files of exactly that commit."""
+        ...
+
+
+class Engine(Protocol):
+    def observe(self, project: str) -> Observed:
+        """All containers (ours and others), and the project's networks and
+        volumes plus any with colliding names: one list call per kind."""
+        ...
+
+    def ensure_image(self, service: ServiceSpec, *, progress: Progress | None = None) -> None:
+        """Make ``service.image`` present: build it, or pull it when missing.
+        Raises ``ImageUnavailable`` with what was tried."""
+        ...
+
+    def create_network(self, network: NetworkSpec, *, project: str) -> None: ...
+
+    def create_volume(self, volume: VolumeSpec, *, project: str) -> None: ...
+
+    def remove_network(self, network_id: str) -> None: ...
+
+    def run_container(
+        self, service: ServiceSpec, *, name: str, labels: dict[str, str]
+    ) -> str:
+        """Create the container, attach its networks, start it; return its id."""
+        ...
+
+    def start_container(self, container_id: str) -> None: ...
+
+    def stop_container(self, container_id: str, *, timeout_s: float = 10.0) -> None: ...
+
+    def rename_container(self, container_id: str, new_name: str) -> None: ...
+
+    def remove_container(self, container_id: str) -> None:
+        """Force-remove a container; its anonymous volumes stay (never lose data)."""
+        ...
+
+    def wait_ready(
+        self, container_id: str, healthcheck: HealthCheck | None, *, timeout_s: float
+    ) -> str | None:
+        """Wait until the container is healthy (or, without a health check,
+        running). Return None when ready, else why not ("unhealthy", "exited
+        with code 1", "not healthy after 60s")."""
+        ...

@@ -1,0 +1,62 @@
+#!/bin/sh
+# The whole test suite, on a fresh Debian/Ubuntu machine (as root, or with sudo):
+# installs what the tests need (Docker engine, git daemon, sshd, debootstrap),
+# starts the Docker engine when none answers, builds the local base images
+# (no registry needed), then runs lint, types and every test, integration included.
+#
+# Usage: sh tests/run.sh [pytest arguments]
+set -eu
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+VENV=${RECONCILER_TEST_VENV:-$ROOT/.venv}
+log() { printf '[tests/run.sh] %s\n' "$*" >&2; }
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+missing=""
+command -v dockerd >/dev/null 2>&1 || missing="$missing docker.io"
+command -v git >/dev/null 2>&1 || missing="$missing git"
+[ -x /usr/sbin/sshd ] || missing="$missing openssh-server"
+command -v debootstrap >/dev/null 2>&1 || missing="$missing debootstrap"
+command -v busybox >/dev/null 2>&1 || missing="$missing busybox-static"
+command -v docker-compose >/dev/null 2>&1 || missing="$missing docker-compose"
+command -v shellcheck >/dev/null 2>&1 || missing="$missing shellcheck"
+command -v zstd >/dev/null 2>&1 || missing="$missing zstd"
+python3 -c 'import venv, ensurepip' 2>/dev/null || missing="$missing python3-venv"
+if [ -n "$missing" ]; then
+  log "installing:$missing"
+  as_root apt-get update -q >/dev/null
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $missing >/dev/null
+fi
+
+if ! docker info >/dev/null 2>&1; then
+  log "starting the Docker engine"
+  as_root sh -c 'nohup dockerd >/var/log/dockerd.log 2>&1 &'
+  i=0
+  until docker info >/dev/null 2>&1; do
+    i=$((i + 1))
+    if [ "$i" -gt 60 ]; then log "dockerd did not answer in 60s; see /var/log/dockerd.log"; exit 1; fi
+    sleep 1
+  done
+fi
+
+sh images/local/build-base-images.sh
+
+if [ ! -x "$VENV/bin/python" ]; then
+  log "creating $VENV"
+  python3 -m venv "$VENV"
+fi
+"$VENV/bin/pip" install -q -U pip >/dev/null
+"$VENV/bin/pip" install -q -e '.[test]'
+PATH="$VENV/bin:$PATH"
+export PATH
+
+log "ruff"
+ruff check reconciler tests bench
+ruff format --check reconciler tests bench
+log "mypy"
+mypy
+log "shellcheck"
+shellcheck -s sh install.sh tests/run.sh images/local/build-base-images.sh .ci/run
+log "pytest"
+exec python -m pytest "$@"
