@@ -3,4 +3,5 @@
 pytest_plugins = [
     "tests.fixtures.docker_engine",
     "tests.fixtures.git_remotes",
+    "tests.fixtures.s3_server",
 ]
