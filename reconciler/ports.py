@@ -54,9 +54,7 @@ class Engine(Protocol):
 
     def remove_network(self, network_id: str) -> None: ...
 
-    def run_container(
-        self, service: ServiceSpec, *, name: str, labels: dict[str, str]
-    ) -> str:
+    def run_container(self, service: ServiceSpec, *, name: str, labels: dict[str, str]) -> str:
         """Create the container, attach its networks, start it; return its id."""
         ...
 

@@ -64,9 +64,7 @@ class BuildSpec(Frozen):
     context_hash: str
 
 
-DependsCondition = Literal[
-    "service_started", "service_healthy", "service_completed_successfully"
-]
+DependsCondition = Literal["service_started", "service_healthy", "service_completed_successfully"]
 
 
 class Dependency(Frozen):

@@ -1,0 +1,216 @@
+"""YAML with line numbers, and pydantic errors turned into ``file:line: key: message``.
+
+Every desired-state file (compose.yaml, backup.yaml, restore.yaml) is read
+through ``load_yaml``: it keeps the line of every key so that any later error,
+from pydantic or from our own checks, can name where it is.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from reconciler.errors import Issue
+
+KeyPath = tuple[str | int, ...]
+
+
+@dataclass
+class LineMap:
+    """Line (1-based) of every key path seen in a YAML document."""
+
+    path: str
+    lines: dict[KeyPath, int] = field(default_factory=dict)
+
+    def line_of(self, key_path: Sequence[str | int]) -> int:
+        """The line of the deepest known prefix of ``key_path`` (0 when unknown)."""
+        parts = tuple(key_path)
+        while parts:
+            if parts in self.lines:
+                return self.lines[parts]
+            parts = parts[:-1]
+        return self.lines.get((), 0)
+
+    def issue(self, key_path: Sequence[str | int], message: str) -> Issue:
+        return Issue(self.path, self.line_of(key_path), dotted(key_path), message)
+
+
+def dotted(key_path: Sequence[str | int]) -> str:
+    """``("services", "web", "ports", 0)`` -> ``services.web.ports[0]``."""
+    out = ""
+    for part in key_path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+class YamlError(Exception):
+    def __init__(self, issue: Issue) -> None:
+        self.issue = issue
+        super().__init__(str(issue))
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys, as the Compose Specification does."""
+
+
+def load_yaml(text: str, *, path: str) -> tuple[Any, LineMap]:
+    """Parse one YAML document; return the plain data and the line of every key.
+
+    Raises ``YamlError`` (with file and line) on a syntax error or a duplicate key.
+    """
+    line_map = LineMap(path)
+    try:
+        node = yaml.compose(text, Loader=_Loader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 0
+        problem = exc.problem or str(exc)
+        raise YamlError(Issue(path, line, "", f"invalid YAML: {problem}")) from exc
+    except yaml.YAMLError as exc:
+        raise YamlError(Issue(path, 0, "", f"invalid YAML: {exc}")) from exc
+    if node is None:
+        return None, line_map
+    line_map.lines[()] = node.start_mark.line + 1
+    _walk(node, (), line_map)
+    try:
+        data = yaml.load(text, Loader=_Loader)  # SafeLoader subclass: no arbitrary objects
+    except yaml.YAMLError as exc:
+        raise YamlError(Issue(path, 0, "", f"invalid YAML: {exc}")) from exc
+    return data, line_map
+
+
+def _walk(node: yaml.Node, prefix: KeyPath, line_map: LineMap) -> None:
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = str(key_node.value)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise YamlError(
+                    Issue(
+                        line_map.path,
+                        line,
+                        dotted((*prefix, key)),
+                        f"duplicate key (first at line {seen[key]})",
+                    )
+                )
+            seen[key] = line
+            line_map.lines.setdefault((*prefix, key), line)
+            _walk(value_node, (*prefix, key), line_map)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            line_map.lines.setdefault((*prefix, index), item.start_mark.line + 1)
+            _walk(item, (*prefix, index), line_map)
+
+
+def pydantic_issues(
+    error: ValidationError,
+    line_map: LineMap,
+    *,
+    model: type[BaseModel] | None = None,
+    prefix: KeyPath = (),
+) -> list[Issue]:
+    """Turn pydantic's errors into our issues, one per problem, with lines.
+
+    Unknown keys get "unknown key" and a suggestion when one is close, so a
+    typo reads ``services.web.imagee: unknown key (did you mean 'image'?)``.
+    """
+    issues: list[Issue] = []
+    for err in error.errors():
+        loc = tuple(p for p in err["loc"] if not _is_union_tag(p))
+        key_path: KeyPath = (*prefix, *loc)
+        if err["type"] == "extra_forbidden":
+            known = _known_fields(model, loc[:-1]) if model else []
+            unknown = str(loc[-1]) if loc else ""
+            message = "unknown key"
+            close = difflib.get_close_matches(unknown, known, n=1, cutoff=0.6)
+            if close:
+                message += f" (did you mean '{close[0]}'?)"
+            elif known:
+                message += f" (supported: {', '.join(sorted(known))})"
+        elif err["type"] == "missing":
+            message = "required key is missing"
+        else:
+            message = _clean(err["msg"])
+        issues.append(line_map.issue(key_path, message))
+    return _dedupe(issues)
+
+
+def _is_union_tag(part: str | int) -> bool:
+    # pydantic adds the union member's name to locations (e.g. "str", "list[str]",
+    # "function-after[...]"); they mean nothing to the user.
+    return isinstance(part, str) and (
+        part in {"str", "int", "float", "bool", "list", "dict"}
+        or "[" in part
+        or part.startswith(("function-", "tagged-union", "nullable"))
+    )
+
+
+def _known_fields(model: type[BaseModel], loc: Iterable[str | int]) -> list[str]:
+    """Field names (by alias) of the model found by following ``loc`` from ``model``."""
+    current: Any = model
+    skip_next = False  # the next part is a user's key into a dict of models
+    for part in loc:
+        if isinstance(part, int) or skip_next:
+            skip_next = False
+            continue
+        fields = getattr(current, "model_fields", None)
+        if fields is None:
+            return []
+        match = next(
+            (f for name, f in fields.items() if (f.alias or name) == part or name == part),
+            None,
+        )
+        if match is None:
+            return []
+        skip_next = _is_mapping(match.annotation)
+        current = _model_in(match.annotation)
+        if current is None:
+            return []
+    fields = getattr(current, "model_fields", {})
+    return [f.alias or name for name, f in fields.items()]
+
+
+def _is_mapping(annotation: Any) -> bool:
+    if getattr(annotation, "__origin__", None) is dict:
+        return True
+    return any(_is_mapping(arg) for arg in getattr(annotation, "__args__", ()) or ())
+
+
+def _model_in(annotation: Any) -> Any:
+    """The first BaseModel class inside an annotation like ``dict[str, Service] | None``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _clean(message: str) -> str:
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if message.startswith(prefix):
+            return message[len(prefix) :]
+    return message
+
+
+def _dedupe(issues: list[Issue]) -> list[Issue]:
+    seen: set[tuple[str, int, str, str]] = set()
+    out: list[Issue] = []
+    for issue in issues:
+        key = (issue.path, issue.line, issue.key, issue.message)
+        if key not in seen:
+            seen.add(key)
+            out.append(issue)
+    return out
