@@ -1,0 +1,190 @@
+"""Planning: ``plan(desired, observed) -> Plan``, a pure function.
+
+The plan is an ordered list of typed actions, each with its reason:
+
+1. remove containers of services no longer declared (frees their ports first);
+2. create missing networks and volumes;
+3. per service, in depends_on order: remove leftovers of an interrupted
+   recreate, then create, recreate (config hash differs) or start;
+4. remove our networks that are no longer declared.
+
+Only objects labelled with the project are ever acted on. Anything else in the
+way (a container, network or volume with one of our names but not our labels)
+is a conflict that stops the pass before it changes anything. Volumes are never
+removed.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+
+from reconciler import labels
+from reconciler.decide.actions import (
+    Action,
+    CreateNetwork,
+    CreateService,
+    CreateVolume,
+    Plan,
+    RecreateService,
+    RemoveContainer,
+    RemoveNetwork,
+    StartService,
+)
+from reconciler.decide.hashing import config_hash
+from reconciler.model.desired import DesiredState, ServiceSpec
+from reconciler.model.observed import Observed, ObservedContainer
+
+
+def plan(desired: DesiredState, observed: Observed) -> Plan:
+    project = desired.project
+    conflicts: list[str] = []
+    ours = [c for c in observed.containers if c.project == project and not c.is_helper]
+    by_service: dict[str, list[ObservedContainer]] = defaultdict(list)
+    for container in ours:
+        by_service[container.service or ""].append(container)
+
+    removals: list[Action] = [
+        RemoveContainer(c, f"service {c.service!r} is no longer declared")
+        for c in sorted(ours, key=lambda c: c.name)
+        if c.service not in desired.services
+    ]
+
+    infrastructure: list[Action] = []
+    infrastructure += _plan_networks(desired, observed, conflicts)
+    infrastructure += _plan_volumes(desired, observed, conflicts)
+
+    service_actions: list[Action] = []
+    by_name = {c.name: c for c in observed.containers}
+    for name in dependency_order(desired.services.values()):
+        service = desired.services[name]
+        service_actions += _plan_service(
+            service,
+            project=project,
+            mine=by_service.get(name, []),
+            same_name=by_name.get(labels.container_name(project, name)),
+            conflicts=conflicts,
+        )
+
+    declared_networks = {n.name for n in desired.networks.values()}
+    network_removals: list[Action] = [
+        RemoveNetwork(n, "network is no longer declared")
+        for n in sorted(observed.networks, key=lambda n: n.name)
+        if n.labels.get(labels.PROJECT) == project and n.name not in declared_networks
+    ]
+
+    return Plan(
+        actions=tuple(removals + infrastructure + service_actions + network_removals),
+        conflicts=tuple(conflicts),
+    )
+
+
+def _plan_service(
+    service: ServiceSpec,
+    *,
+    project: str,
+    mine: list[ObservedContainer],
+    same_name: ObservedContainer | None,
+    conflicts: list[str],
+) -> list[Action]:
+    canonical = labels.container_name(project, service.name)
+    if same_name is not None and same_name.project != project:
+        owner = f"project {same_name.project!r}" if same_name.project else "no reconciler project"
+        conflicts.append(
+            f"container {canonical} exists but belongs to {owner}, so it is never touched; "
+            f"remove or rename it (docker rm -f {canonical}, or docker rename {canonical} NEW) "
+            f"or choose another RECONCILER_PROJECT"
+        )
+        return []
+
+    wanted = config_hash(service)
+    current = next((c for c in mine if c.name == canonical), None)
+    actions: list[Action] = [
+        RemoveContainer(c, "leftover of an interrupted change")
+        for c in sorted(mine, key=lambda c: c.name)
+        if c is not current
+    ]
+    if current is None:
+        actions.append(CreateService(service, wanted, "no container"))
+    elif current.config_hash != wanted:
+        old = (current.config_hash or "none")[:12]
+        actions.append(
+            RecreateService(
+                service, wanted, current, f"configuration changed ({old} -> {wanted[:12]})"
+            )
+        )
+    elif current.state in {"paused", "dead"}:
+        actions.append(RecreateService(service, wanted, current, f"container is {current.state}"))
+    elif current.state in {"exited", "created"} and not _finished_one_shot(service, current):
+        detail = f" (exit code {current.exit_code})" if current.exit_code is not None else ""
+        actions.append(StartService(service, current, f"container is {current.state}{detail}"))
+    return actions
+
+
+def _finished_one_shot(service: ServiceSpec, container: ObservedContainer) -> bool:
+    """A job that ran to success and is not meant to restart (a migration, a seed)."""
+    return service.restart == "no" and container.state == "exited" and container.exit_code == 0
+
+
+def _plan_networks(desired: DesiredState, observed: Observed, conflicts: list[str]) -> list[Action]:
+    existing = {n.name: n for n in observed.networks}
+    actions: list[Action] = []
+    for network in desired.networks.values():
+        found = existing.get(network.name)
+        if network.external:
+            if found is None:
+                conflicts.append(
+                    f"network {network.name} is declared external but does not exist; "
+                    f"create it (docker network create {network.name})"
+                )
+        elif found is None:
+            actions.append(CreateNetwork(network, "does not exist"))
+        elif found.labels.get(labels.PROJECT) != desired.project:
+            conflicts.append(
+                f"network {network.name} exists but was not created by the reconciler for "
+                f"project {desired.project!r}; remove it (docker network rm {network.name}) "
+                f"or declare networks.{network.key} with external: true"
+            )
+    return actions
+
+
+def _plan_volumes(desired: DesiredState, observed: Observed, conflicts: list[str]) -> list[Action]:
+    existing = {v.name: v for v in observed.volumes}
+    actions: list[Action] = []
+    for volume in desired.volumes.values():
+        found = existing.get(volume.name)
+        if volume.external:
+            if found is None:
+                conflicts.append(
+                    f"volume {volume.name} is declared external but does not exist; "
+                    f"create it (docker volume create {volume.name})"
+                )
+        elif found is None:
+            actions.append(CreateVolume(volume, "does not exist"))
+        elif found.labels.get(labels.PROJECT) != desired.project:
+            # It may hold data (e.g. made by docker compose): never adopt it silently.
+            conflicts.append(
+                f"volume {volume.name} exists but was not created by the reconciler for "
+                f"project {desired.project!r}; to use its data declare volumes.{volume.key} "
+                f"with external: true and name: {volume.name}, or rename the volume in compose.yaml"
+            )
+    return actions
+
+
+def dependency_order(services: Iterable[ServiceSpec]) -> list[str]:
+    """Service names with every dependency before its dependents; file order breaks ties.
+
+    The loader rejects cycles; one here is a bug, so it raises.
+    """
+    specs = list(services)
+    names = [s.name for s in specs]
+    deps = {s.name: [d.service for d in s.depends_on if d.service in names] for s in specs}
+    ordered: list[str] = []
+    done: set[str] = set()
+    while len(ordered) < len(names):
+        ready = next((n for n in names if n not in done and all(d in done for d in deps[n])), None)
+        if ready is None:
+            raise ValueError(f"depends_on cycle among {sorted(set(names) - done)}")
+        ordered.append(ready)
+        done.add(ready)
+    return ordered
