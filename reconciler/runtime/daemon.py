@@ -1,0 +1,114 @@
+"""The daemon: a pass every interval, jobs on their schedule, until SIGTERM.
+
+The interval is jittered so many VMs polling one forge do not beat in step.
+While git or Docker cannot be reached, passes back off exponentially (with
+jitter) and nothing running is touched. A heartbeat file tells the container
+health check that the loop is alive.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+
+from reconciler.logs import event
+from reconciler.redaction import redact_url
+from reconciler.runtime.passes import PassOutcome, Reconciler
+
+FIRST_BACKOFF_S = 5.0
+MAX_BACKOFF_S = 300.0
+JITTER = 0.1
+
+# A job the loop runs between passes (the backup schedule, the restore drill).
+Job = Callable[[], None]
+
+
+def next_delay(outcome: PassOutcome, *, interval_s: float, failures: int) -> float:
+    """Seconds until the next pass: the interval, or a growing backoff while unavailable."""
+    if outcome.result == "unavailable" and failures > 0:
+        ceiling = max(interval_s, MAX_BACKOFF_S)
+        backoff = min(ceiling, FIRST_BACKOFF_S * 2 ** (failures - 1))
+        return random.uniform(backoff / 2, backoff)
+    return interval_s * random.uniform(1 - JITTER, 1 + JITTER)
+
+
+def heartbeat_path(state_dir: Path) -> Path:
+    return state_dir / "heartbeat"
+
+
+def heartbeat_age_s(state_dir: Path) -> float | None:
+    try:
+        return time.time() - heartbeat_path(state_dir).stat().st_mtime
+    except OSError:
+        return None
+
+
+class Daemon:
+    def __init__(
+        self,
+        reconciler: Reconciler,
+        *,
+        jobs: list[Job] | None = None,
+        tick_s: float = 1.0,
+    ) -> None:
+        self.reconciler = reconciler
+        self.settings = reconciler.settings
+        self.jobs = jobs or []
+        self.tick_s = tick_s
+        self.stopping = threading.Event()
+
+    def stop(self, signum: int = signal.SIGTERM, _frame: FrameType | None = None) -> None:
+        event("daemon.stopping", signal=signal.Signals(signum).name)
+        self.stopping.set()
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+        event(
+            "daemon.start",
+            repo=redact_url(self.settings.repo),
+            branch=self.settings.branch,
+            interval_s=self.settings.interval_s,
+            state_dir=str(self.settings.state_dir),
+            pid=os.getpid(),
+        )
+        failures = 0
+        next_pass = time.monotonic()
+        while not self.stopping.is_set():
+            self._beat()
+            if time.monotonic() >= next_pass:
+                outcome = self.reconciler.sync()
+                failures = failures + 1 if outcome.result == "unavailable" else 0
+                delay = next_delay(outcome, interval_s=self.settings.interval_s, failures=failures)
+                next_pass = time.monotonic() + delay
+                if failures:
+                    event("daemon.backoff", level=30, failures=failures, retry_in_s=round(delay, 1))
+            for job in self.jobs:
+                if self.stopping.is_set():
+                    break
+                try:
+                    job()
+                except Exception as exc:  # a job's bug must not stop deploys
+                    event(
+                        "job.crashed",
+                        level=40,
+                        job=getattr(job, "__name__", str(job)),
+                        error=repr(exc),
+                    )
+            self.stopping.wait(max(0.0, min(self.tick_s, next_pass - time.monotonic())))
+        event("daemon.stopped")
+        return 0
+
+    def _beat(self) -> None:
+        path = heartbeat_path(self.settings.state_dir)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+        except OSError as exc:
+            event("heartbeat.failed", level=30, error=str(exc))

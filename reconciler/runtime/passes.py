@@ -1,0 +1,296 @@
+"""One pass of the reconciler: fetch, validate, observe, plan, apply; status at the end.
+
+Each step is small and may stop the pass; the class of the error decides the
+result (house style 7):
+
+- git or Docker unreachable: ``unavailable``; nothing is changed, the daemon
+  backs off and tries again;
+- the commit's desired state is invalid: ``stalled``; what runs stays as it is
+  (the last applied commit is still enforced against drift); only a new
+  commit, or a fixed env file, moves on;
+- something we do not own is in the way, an image cannot be had, or an apply
+  fails part way: ``failed``, with what was done.
+
+Every pass re-reads Docker, even when the commit has not changed, so a
+container removed or stopped by hand is put back (level-based).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from reconciler.decide.actions import Plan, describe
+from reconciler.decide.planning import plan as make_plan
+from reconciler.errors import (
+    ApplyError,
+    Conflict,
+    ImageUnavailable,
+    InvalidDesiredState,
+    Unavailable,
+)
+from reconciler.logs import event
+from reconciler.model.desired import DesiredState
+from reconciler.model.loading import load_desired_state
+from reconciler.ports import Checkout, Engine, Source
+from reconciler.redaction import redact_url
+from reconciler.runtime.applying import apply
+from reconciler.settings import Settings
+from reconciler.statefiles import StateError, exclusive_lock
+from reconciler.status import HistoryEntry, PassResult, Reason, Status, StatusStore, now
+
+# Extra checks of a commit beyond compose.yaml (backup.yaml, restore.yaml), and
+# work after a converged apply (due restore requests). Kept as hooks so the
+# pass does not import every feature.
+Validator = Callable[[Checkout, DesiredState], None]
+AfterApply = Callable[[Checkout, DesiredState, Status], list[str]]
+
+PASS_LOCK_WAIT_S = 600.0
+
+
+class SourceUnavailable(Unavailable):
+    """The git remote cannot be reached."""
+
+
+class EngineUnavailable(Unavailable):
+    """The Docker engine cannot be reached."""
+
+
+@dataclass
+class PassOutcome:
+    result: PassResult
+    reason: Reason
+    message: str = ""
+    commit: str | None = None
+    changes: list[str] = field(default_factory=list)
+    plan: Plan | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.result == "succeeded"
+
+
+@dataclass
+class Prepared:
+    """A commit fetched and validated, with what runs now and the plan between them."""
+
+    checkout: Checkout
+    desired: DesiredState
+    plan: Plan
+
+
+class Reconciler:
+    """The steps of a pass over injected seams (a ``Source`` and an ``Engine``)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        source: Source,
+        engine: Engine,
+        store: StatusStore | None = None,
+        validators: list[Validator] | None = None,
+        after_apply: list[AfterApply] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.source = source
+        self.engine = engine
+        self.store = store or StatusStore(settings.state_dir)
+        self.validators = validators or []
+        self.after_apply = after_apply or []
+
+    # -- steps -----------------------------------------------------------
+
+    def load(self, checkout: Checkout) -> DesiredState:
+        desired = load_desired_state(
+            checkout.root,
+            directory=self.settings.directory,
+            project=self.settings.project,
+            environ=self.settings.environ,
+        )
+        for validate in self.validators:
+            validate(checkout, desired)
+        return desired
+
+    def prepare(self, commit: str) -> Prepared:
+        try:
+            checkout = self.source.checkout(commit)
+        except Unavailable as exc:
+            raise SourceUnavailable(str(exc)) from exc
+        desired = self.load(checkout)
+        try:
+            observed = self.engine.observe(desired.project)
+        except Unavailable as exc:
+            raise EngineUnavailable(str(exc)) from exc
+        return Prepared(checkout, desired, make_plan(desired, observed))
+
+    def remote_head(self) -> str:
+        try:
+            return self.source.remote_head()
+        except Unavailable as exc:
+            raise SourceUnavailable(str(exc)) from exc
+
+    # -- commands --------------------------------------------------------
+
+    def plan_only(self) -> PassOutcome:
+        """What a sync would do now; changes nothing (``reconciler plan``)."""
+        commit: str | None = None
+        try:
+            commit = self.remote_head()
+            prepared = self.prepare(commit)
+        except (Unavailable, InvalidDesiredState) as exc:
+            return self._outcome_of_error(exc, commit)
+        reason: Reason = "Conflict" if prepared.plan.conflicts else "ReconciliationSucceeded"
+        return PassOutcome(
+            result="failed" if prepared.plan.conflicts else "succeeded",
+            reason=reason,
+            message="\n".join(prepared.plan.conflicts),
+            commit=commit,
+            plan=prepared.plan,
+        )
+
+    def sync(self) -> PassOutcome:
+        """One full pass under the pass lock; status is written once, at the end."""
+        started = time.monotonic()
+        try:
+            with exclusive_lock(
+                self.settings.state_dir / "pass.lock", wait_s=PASS_LOCK_WAIT_S, what="pass"
+            ):
+                status = self.store.load()
+                outcome = self._sync(status)
+                self._record(status, outcome, duration_s=time.monotonic() - started)
+        except StateError as exc:
+            outcome = PassOutcome("unavailable", "StateUnavailable", str(exc))
+        event(
+            "sync.done" if outcome.ok else "sync.failed",
+            level=20 if outcome.ok else 40,
+            result=outcome.result,
+            reason=outcome.reason,
+            commit=outcome.commit,
+            changes=len(outcome.changes),
+            message=outcome.message or None,
+            duration_s=round(time.monotonic() - started, 3),
+        )
+        return outcome
+
+    def _sync(self, status: Status) -> PassOutcome:
+        commit: str | None = None
+        try:
+            commit = self.remote_head()
+            event("sync.start", commit=commit, applied=status.applied_commit)
+            try:
+                prepared = self.prepare(commit)
+            except InvalidDesiredState as exc:
+                return self._stalled(status, commit, exc)
+            if prepared.plan.conflicts:
+                return PassOutcome("failed", "Conflict", "\n".join(prepared.plan.conflicts), commit)
+            for action in prepared.plan.actions:
+                event("plan.action", commit=commit, action=describe(action))
+            change_set = apply(
+                prepared.plan,
+                self.engine,
+                project=prepared.desired.project,
+                commit=commit,
+                on_event=_log_apply_event,
+            )
+            changes = list(change_set.done)
+            previous = status.applied_commit
+            status.project = prepared.desired.project
+            status.applied_commit = commit
+            status.applied_at = now()
+            for hook in self.after_apply:
+                changes += hook(prepared.checkout, prepared.desired, status)
+            # The previous commit's files stay: its containers may still bind-mount them.
+            self._prune_checkouts(keep={c for c in (commit, previous) if c})
+            message = "; ".join(change_set.failures)
+            return PassOutcome("succeeded", "ReconciliationSucceeded", message, commit, changes)
+        except Unavailable as exc:
+            return self._outcome_of_error(exc, commit)
+        except ApplyError as exc:
+            if isinstance(exc.__cause__, Unavailable):
+                return PassOutcome(
+                    "unavailable", "EngineUnavailable", str(exc), commit, list(exc.done)
+                )
+            reason: Reason = (
+                "ImageUnavailable" if isinstance(exc.__cause__, ImageUnavailable) else "ApplyFailed"
+            )
+            return PassOutcome("failed", reason, str(exc), commit, list(exc.done))
+        except Conflict as exc:
+            return PassOutcome("failed", "Conflict", str(exc), commit)
+
+    def _stalled(self, status: Status, commit: str, exc: InvalidDesiredState) -> PassOutcome:
+        """The head is invalid: keep enforcing the last applied commit against drift."""
+        outcome = PassOutcome("stalled", "ValidationFailed", str(exc), commit)
+        for issue in exc.issues:
+            event("validate.error", level=40, commit=commit, error=str(issue))
+        applied = status.applied_commit
+        if applied is None or applied == commit:
+            return outcome
+        try:
+            previous = self.prepare(applied)
+        except (InvalidDesiredState, Unavailable) as previous_exc:
+            event("drift.skipped", level=30, commit=applied, error=str(previous_exc))
+            return outcome
+        if previous.plan.actions and not previous.plan.conflicts:
+            try:
+                change_set = apply(
+                    previous.plan,
+                    self.engine,
+                    project=previous.desired.project,
+                    commit=applied,
+                    on_event=_log_apply_event,
+                )
+                outcome.changes = list(change_set.done)
+            except (ApplyError, Conflict) as apply_exc:
+                outcome.message += f"\nrepairing drift of {applied[:12]} failed: {apply_exc}"
+        return outcome
+
+    def _outcome_of_error(self, exc: Exception, commit: str | None) -> PassOutcome:
+        if isinstance(exc, InvalidDesiredState):
+            return PassOutcome("stalled", "ValidationFailed", str(exc), commit)
+        reason: Reason = (
+            "SourceUnavailable" if isinstance(exc, SourceUnavailable) else "EngineUnavailable"
+        )
+        return PassOutcome("unavailable", reason, str(exc), commit)
+
+    def _prune_checkouts(self, keep: set[str]) -> None:
+        prune = getattr(self.source, "prune_checkouts", None)
+        if prune is None:
+            return
+        try:
+            prune(keep)
+        except OSError as exc:  # a left-over folder costs disk, not correctness
+            event("checkouts.prune_failed", level=30, error=str(exc))
+
+    def _record(self, status: Status, outcome: PassOutcome, *, duration_s: float) -> None:
+        status.repo = redact_url(self.settings.repo)
+        status.branch = self.settings.branch
+        if self.settings.project:
+            status.project = self.settings.project
+        status.attempted_commit = outcome.commit or status.attempted_commit
+        status.last_sync = now()
+        status.last_result = outcome.result
+        status.last_duration_s = round(duration_s, 3)
+        status.ready = outcome.ok
+        status.reason = outcome.reason
+        status.last_error = None if outcome.ok else outcome.message
+        status.stalled_commit = outcome.commit if outcome.result == "stalled" else None
+        status.consecutive_failures = 0 if outcome.ok else status.consecutive_failures + 1
+        status.record(
+            HistoryEntry(
+                time=status.last_sync,
+                commit=outcome.commit,
+                result=outcome.result,
+                reason=outcome.reason,
+                message=outcome.message[:2000],
+                changes=outcome.changes,
+                duration_s=round(duration_s, 3),
+            )
+        )
+        self.store.save(status)
+
+
+def _log_apply_event(name: str, fields: dict[str, object]) -> None:
+    level = 40 if name.endswith("failed") else 20
+    event(name, level=level, **fields)

@@ -1,0 +1,110 @@
+"""Builds the real pass from settings: the git source, the Docker engine, the hooks.
+
+The only place that knows which adapter implements which seam; everything
+else takes them as arguments.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from reconciler.adapters.docker_engine import DockerEngine
+from reconciler.adapters.git_source import GitSource
+from reconciler.errors import ReconcilerError
+from reconciler.model.desired import DesiredState
+from reconciler.ports import Checkout
+from reconciler.runtime.daemon import Daemon, Job
+from reconciler.runtime.passes import AfterApply, Reconciler, Validator
+from reconciler.settings import Settings
+from reconciler.status import StatusStore
+
+
+def make_source(settings: Settings) -> GitSource:
+    return GitSource(
+        settings.repo,
+        branch=settings.branch,
+        cache_dir=settings.checkouts_dir,
+        ssh_key=settings.ssh_key,
+        known_hosts=settings.known_hosts,
+    )
+
+
+def feature_hooks(settings: Settings) -> tuple[list[Validator], list[AfterApply], list[Job]]:
+    """Validators, after-apply steps and daemon jobs of the backup and restore features."""
+    validators: list[Validator] = []
+    after_apply: list[AfterApply] = []
+    jobs: list[Job] = []
+    return validators, after_apply, jobs
+
+
+def make_reconciler(settings: Settings, *, engine: DockerEngine | None = None) -> Reconciler:
+    validators, after_apply, _jobs = feature_hooks(settings)
+    return Reconciler(
+        settings,
+        source=make_source(settings),
+        engine=engine or DockerEngine(),
+        validators=validators,
+        after_apply=after_apply,
+    )
+
+
+def make_daemon(settings: Settings) -> Daemon:
+    _validators, _after_apply, jobs = feature_hooks(settings)
+    return Daemon(make_reconciler(settings), jobs=jobs)
+
+
+def validate_folder(folder: Path, settings: Settings) -> DesiredState:
+    """Validate a desired-state folder on disk (``reconciler validate DIR``).
+
+    Paths in messages are relative to the folder's parent, the repository root
+    in the usual layout (``desired-state/compose.yaml:12: ...``).
+    """
+    folder = folder.resolve()
+    checkout = Checkout(commit="working-tree", root=folder.parent)
+    reconciler = Reconciler(
+        settings.model_copy(update={"directory": folder.name}),
+        source=make_source(settings),
+        engine=DockerEngine(),
+        validators=feature_hooks(settings)[0],
+    )
+    return reconciler.load(checkout)
+
+
+def collect_status(settings: Settings) -> dict[str, Any]:
+    """The stored status plus what runs now (when Docker answers) and feature reports."""
+    status = StatusStore(settings.state_dir).load()
+    report: dict[str, Any] = status.model_dump(mode="json")
+    project = settings.project or status.project
+    report["project"] = project
+    if project:
+        try:
+            report["services"] = services_of(DockerEngine(), project)
+        except ReconcilerError as exc:
+            report["services"] = None
+            report["services_error"] = str(exc)
+    else:
+        report["services"] = []
+    return report
+
+
+def services_of(engine: DockerEngine, project: str) -> list[dict[str, Any]]:
+    from reconciler import labels
+
+    observed = engine.observe(project)
+    services = []
+    for container in sorted(observed.containers, key=lambda c: c.name):
+        if container.project != project or container.is_helper:
+            continue
+        services.append(
+            {
+                "name": container.service,
+                "container": container.name,
+                "state": container.state,
+                "health": container.health,
+                "commit": container.labels.get(labels.COMMIT),
+                "config_hash": (container.config_hash or "")[:12],
+                "image": container.image,
+            }
+        )
+    return services

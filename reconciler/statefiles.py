@@ -1,0 +1,113 @@
+"""Durable local state as small JSON files that survive a crash mid-write.
+
+A write goes to a temp file, is fsynced, and renamed over the old one (then the
+folder is fsynced), so a reader sees the old or the new document, never half of
+one. The previous version is kept as ``NAME.prev``: a file found corrupt (a
+disk that lied, a hand edit) is moved aside and the previous one is used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from reconciler.errors import ReconcilerError
+from reconciler.logs import event
+
+
+class StateError(ReconcilerError):
+    """The state folder cannot be written (full disk, read-only, permissions)."""
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = json.dumps(data, indent=2, sort_keys=True, default=str).encode() + b"\n"
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if _is_valid_json(path):
+            # A hard link, not a rename: ``path`` must exist at every instant.
+            prev = path.with_name(path.name + ".prev")
+            with contextlib.suppress(OSError):
+                prev.unlink(missing_ok=True)
+                os.link(path, prev)
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise StateError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def read_json(path: Path) -> Any | None:
+    """The document at ``path``, falling back to ``.prev`` when it is corrupt.
+
+    A corrupt file is renamed ``NAME.corrupt-<time>`` (kept for a post-mortem)
+    and reported; None when there is no usable document at all.
+    """
+    for candidate in (path, path.with_name(path.name + ".prev")):
+        if not candidate.exists():
+            continue
+        try:
+            return json.loads(candidate.read_text())
+        except (OSError, ValueError) as exc:
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+            aside = candidate.with_name(f"{candidate.name}.corrupt-{stamp}")
+            with contextlib.suppress(OSError):
+                os.replace(candidate, aside)
+            event(
+                "state.corrupt",
+                level=40,
+                file=str(candidate),
+                moved_to=str(aside),
+                error=str(exc),
+            )
+    return None
+
+
+def _is_valid_json(path: Path) -> bool:
+    try:
+        json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path, *, wait_s: float, what: str) -> Iterator[None]:
+    """Hold an flock on ``path``; wait up to ``wait_s`` for another holder, then fail.
+
+    The kernel drops the lock when the holder dies, so a killed process never
+    leaves a stale lock behind.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise StateError(
+                        f"another {what} is running (lock {path}); wait for it to finish"
+                    ) from None
+                time.sleep(0.2)
+        yield
+    finally:
+        os.close(fd)
