@@ -87,7 +87,10 @@ build_derived() {
 }
 
 wanted busybox && build_busybox
-if wanted debian || wanted mariadb || wanted python; then build_debian; fi
+if wanted debian || wanted mariadb || wanted python || wanted openlitespeed; then
+  build_debian
+fi
 wanted mariadb && build_derived mariadb:local mariadb
 wanted python && build_derived python:local python
+wanted openlitespeed && build_derived openlitespeed:local openlitespeed
 log "done"
