@@ -109,9 +109,10 @@ class GitSource:
         known_hosts: Path | None = None,
         timeout_s: float = 60,
     ) -> None:
-        self.transport = _transport(url)
+        self.transport = _transport(url)  # "ssh", "http", "git", "file" or "local"
         # A relative local path is pinned now: git runs with another cwd.
-        self.url = str(Path(url).expanduser().absolute()) if self.transport == "local" else url
+        # Private: it may hold a token; messages use ``safe_url``.
+        self._url = str(Path(url).expanduser().absolute()) if self.transport == "local" else url
         self.branch = branch
         self.cache_dir = cache_dir
         self.ssh_key = ssh_key
@@ -137,14 +138,14 @@ class GitSource:
 
     @property
     def safe_url(self) -> str:
-        return redact_url(self.url)
+        return redact_url(self._url)
 
     # -- Source --------------------------------------------------------------
 
     def remote_head(self) -> str:
         """The commit ``refs/heads/<branch>`` points at on the remote."""
         ref = f"refs/heads/{self.branch}"
-        result = self._remote_git(["ls-remote", "--", self.url, ref], what="ls-remote")
+        result = self._remote_git(["ls-remote", "--", self._url, ref], what="ls-remote")
         for line in result.stdout.splitlines():
             sha, _, name = line.partition("\t")
             # ls-remote matches patterns on trailing path components, so
@@ -235,7 +236,7 @@ class GitSource:
                 "--no-tags",
                 "--force",
                 "--",
-                self.url,
+                self._url,
                 refspec,
             ],
             what="fetch",

@@ -69,8 +69,22 @@ def _snapshot(directory: Path) -> dict[str, tuple[int, int]]:
     }
 
 
-def _source(url: str, tmp_path: Path, **kwargs: object) -> GitSource:
-    return GitSource(url, branch="main", cache_dir=tmp_path / "cache", **kwargs)  # type: ignore[arg-type]
+def _source(
+    url: str,
+    tmp_path: Path,
+    *,
+    ssh_key: Path | None = None,
+    known_hosts: Path | None = None,
+    timeout_s: float = 60,
+) -> GitSource:
+    return GitSource(
+        url,
+        branch="main",
+        cache_dir=tmp_path / "cache",
+        ssh_key=ssh_key,
+        known_hosts=known_hosts,
+        timeout_s=timeout_s,
+    )
 
 
 # -- every transport -------------------------------------------------------------
@@ -374,10 +388,12 @@ def test_stopped_server_is_unavailable(
     request: pytest.FixtureRequest, tmp_path: Path, server: str
 ) -> None:
     served: ServedRemote = request.getfixturevalue(server)
-    kwargs: dict[str, object] = {}
-    if isinstance(served, SshRemote):
-        kwargs = {"ssh_key": served.key, "known_hosts": served.known_hosts}
-    source = _source(served.url, tmp_path, **kwargs)
+    source = _source(
+        served.url,
+        tmp_path,
+        ssh_key=served.key if isinstance(served, SshRemote) else None,
+        known_hosts=served.known_hosts if isinstance(served, SshRemote) else None,
+    )
     sha = source.remote_head()
     served.stop()
     with pytest.raises(Unavailable, match="cannot reach"):
@@ -436,3 +452,17 @@ def test_missing_repository_is_unavailable(git_daemon: ServedRemote, tmp_path: P
     source = _source(git_daemon.url.replace("remote.git", "nope.git"), tmp_path)
     with pytest.raises(Unavailable, match="no repository at"):
         source.remote_head()
+
+
+def test_url_that_looks_like_an_option_is_not_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cache").mkdir()
+    for url in ("--upload-pack=touch injected", "-oProxyCommand=touch injected:r.git"):
+        source = _source(url, tmp_path, timeout_s=20)
+        with pytest.raises(Unavailable):
+            source.remote_head()
+        with pytest.raises(Unavailable):
+            source.checkout("0123456789abcdef0123456789abcdef01234567")
+    assert list(tmp_path.rglob("injected")) == []
