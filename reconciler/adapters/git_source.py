@@ -229,6 +229,11 @@ class GitSource:
         refspec = f"+refs/heads/{self.branch}:refs/remotes/origin/{self.branch}"
         self._remote_git(
             [
+                # A detached auto-gc would outlive the call and its timeout.
+                "-c",
+                "gc.autoDetach=false",
+                "-c",
+                "maintenance.autoDetach=false",
                 "--git-dir",
                 str(self.repo_dir),
                 "fetch",

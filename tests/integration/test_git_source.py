@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import socket
 import stat
 import threading
@@ -349,6 +350,47 @@ def test_ssh_unknown_host_is_accepted_once_then_pinned(
     with pytest.raises(Unavailable, match="host key") as err:
         source.remote_head()
     assert str(known_hosts) in str(err.value)
+
+
+def test_ssh_known_hosts_defaults_beside_the_key_else_in_the_cache(
+    ssh_git_server: SshRemote, tmp_path: Path
+) -> None:
+    beside = _source(ssh_git_server.url, tmp_path, ssh_key=ssh_git_server.key)
+    assert beside.known_hosts == ssh_git_server.known_hosts
+    assert beside.remote_head() == ssh_git_server.repo.head()
+
+    lone_key = tmp_path / "keys" / "deploy"
+    lone_key.parent.mkdir()
+    shutil.copy2(ssh_git_server.key, lone_key)
+    source = _source(ssh_git_server.url, tmp_path / "other", ssh_key=lone_key)
+    assert source.known_hosts == tmp_path / "other" / "cache" / "known_hosts"
+    assert source.checkout(source.remote_head()).commit == ssh_git_server.repo.head()
+    assert source.known_hosts.is_file()
+
+
+def test_two_sources_sharing_a_cache_make_one_checkout(
+    git_daemon: ServedRemote, tmp_path: Path
+) -> None:
+    sha = _populate(git_daemon.repo)
+    sources = [_source(git_daemon.url, tmp_path) for _ in range(4)]
+    results: list[Path] = []
+    errors: list[BaseException] = []
+
+    def run(source: GitSource) -> None:
+        try:
+            results.append(source.checkout(sha).root)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(s,)) for s in sources]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    assert set(results) == {tmp_path / "cache" / "checkouts" / sha}
+    assert os.listdir(tmp_path / "cache" / "checkouts") == [sha]
+    assert_matches_commit(results[0], git_daemon.repo, sha)
 
 
 def test_ssh_key_that_does_not_exist_is_named(ssh_git_server: SshRemote, tmp_path: Path) -> None:
