@@ -8,7 +8,8 @@ from pydantic or from our own checks, can name where it is.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,18 +58,63 @@ class YamlError(Exception):
         super().__init__(str(issue))
 
 
+_KEEP_TAGS = {"tag:yaml.org,2002:null", "tag:yaml.org,2002:merge"}
+
+
 class _Loader(yaml.SafeLoader):
     """SafeLoader that refuses duplicate keys, as the Compose Specification does."""
 
 
-def load_yaml(text: str, *, path: str) -> tuple[Any, LineMap]:
+class _CoreLoader(_Loader):
+    """YAML 1.2 core schema scalars, as Docker Compose reads them (go-yaml v3).
+
+    PyYAML implements YAML 1.1, where ``80:22`` is the base-60 number 4822,
+    ``no`` is false and ``0755`` is octal. In compose.yaml those surprise users
+    (``restart: no``, ``ports: [2222:22]``), so the compose loader asks for 1.2.
+    """
+
+    yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag in _KEEP_TAGS]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+
+    def construct_yaml_int(self, node: yaml.Node) -> int:
+        value = str(self.construct_scalar(node))  # type: ignore[arg-type]
+        if value.startswith(("0o", "+0o", "-0o")):
+            return int(value.replace("0o", ""), 8)
+        return int(value, 0) if value.lstrip("+-").startswith("0x") else int(value)
+
+
+_CoreLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+_CoreLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:int",
+    re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"),
+    list("-+0123456789"),
+)
+_CoreLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+    ),
+    list("-+.0123456789"),
+)
+_CoreLoader.add_constructor("tag:yaml.org,2002:int", _CoreLoader.construct_yaml_int)
+
+
+def load_yaml(text: str, *, path: str, core_schema: bool = False) -> tuple[Any, LineMap]:
     """Parse one YAML document; return the plain data and the line of every key.
 
     Raises ``YamlError`` (with file and line) on a syntax error or a duplicate key.
+    ``core_schema=True`` reads scalars as YAML 1.2 does (as Docker Compose does):
+    only ``true``/``false`` are booleans and ``80:22`` stays a string.
     """
+    loader: type[_Loader] = _CoreLoader if core_schema else _Loader
     line_map = LineMap(path)
     try:
-        node = yaml.compose(text, Loader=_Loader)
+        node = yaml.compose(text, Loader=loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 0
@@ -81,7 +127,7 @@ def load_yaml(text: str, *, path: str) -> tuple[Any, LineMap]:
     line_map.lines[()] = node.start_mark.line + 1
     _walk(node, (), line_map)
     try:
-        data = yaml.load(text, Loader=_Loader)  # SafeLoader subclass: no arbitrary objects
+        data = yaml.load(text, Loader=loader)  # SafeLoader subclass: no arbitrary objects
     except yaml.YAMLError as exc:
         raise YamlError(Issue(path, 0, "", f"invalid YAML: {exc}")) from exc
     return data, line_map
@@ -119,31 +165,44 @@ def pydantic_issues(
     *,
     model: type[BaseModel] | None = None,
     prefix: KeyPath = (),
+    explain_extra: Callable[[KeyPath, list[str]], str | None] | None = None,
 ) -> list[Issue]:
     """Turn pydantic's errors into our issues, one per problem, with lines.
 
     Unknown keys get "unknown key" and a suggestion when one is close, so a
     typo reads ``services.web.imagee: unknown key (did you mean 'image'?)``.
+    ``explain_extra(loc, known_keys)`` may give a better message for a key that
+    is not a typo (e.g. a Compose key the reconciler does not support).
+    Several errors pydantic reports for one location (one per member of a
+    union) become one issue.
     """
     issues: list[Issue] = []
+    union_issues: list[Issue] = []
     for err in error.errors():
         loc = tuple(p for p in err["loc"] if not _is_union_tag(p))
+        from_union = len(loc) != len(err["loc"])
         key_path: KeyPath = (*prefix, *loc)
         if err["type"] == "extra_forbidden":
             known = _known_fields(model, loc[:-1]) if model else []
             unknown = str(loc[-1]) if loc else ""
-            message = "unknown key"
-            close = difflib.get_close_matches(unknown, known, n=1, cutoff=0.6)
+            explained = explain_extra(loc, known) if explain_extra else None
+            message = explained or "unknown key"
+            close = (
+                None if explained else difflib.get_close_matches(unknown, known, n=1, cutoff=0.6)
+            )
             if close:
                 message += f" (did you mean '{close[0]}'?)"
-            elif known:
+            elif known and not explained:
                 message += f" (supported: {', '.join(sorted(known))})"
         elif err["type"] == "missing":
             message = "required key is missing"
         else:
             message = _clean(err["msg"])
-        issues.append(line_map.issue(key_path, message))
-    return _dedupe(issues)
+        issue = line_map.issue(key_path, message)
+        issues.append(issue)
+        if from_union:
+            union_issues.append(issue)
+    return _collapse_unions(_dedupe(issues), union_issues)
 
 
 def _is_union_tag(part: str | int) -> bool:
@@ -203,6 +262,25 @@ def _clean(message: str) -> str:
         if message.startswith(prefix):
             return message[len(prefix) :]
     return message
+
+
+def _collapse_unions(issues: list[Issue], union_issues: list[Issue]) -> list[Issue]:
+    """One issue per location for a failed union: pydantic reports it once per member."""
+    merged: dict[tuple[str, int, str], list[str]] = {}
+    for issue in union_issues:
+        messages = merged.setdefault((issue.path, issue.line, issue.key), [])
+        if issue.message not in messages:
+            messages.append(issue.message)
+    out: list[Issue] = []
+    done: set[tuple[str, int, str]] = set()
+    for issue in issues:
+        where = (issue.path, issue.line, issue.key)
+        if where not in merged or issue not in union_issues:
+            out.append(issue)
+        elif where not in done:
+            done.add(where)
+            out.append(Issue(issue.path, issue.line, issue.key, "; or ".join(merged[where])))
+    return out
 
 
 def _dedupe(issues: list[Issue]) -> list[Issue]:
