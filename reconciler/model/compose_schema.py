@@ -1,0 +1,588 @@
+"""The supported subset of the Compose Specification, as users write it.
+
+These pydantic models validate ``compose.yaml`` after interpolation: both the
+short syntaxes (``"8080:80"``, ``"data:/var/lib/mysql:ro"``, ``KEY=VAL``) and
+the long ones are accepted, and short forms are normalised into long ones by
+``before`` validators, so each mistake gets one clear message instead of one
+per member of a union. Keys of the Compose Specification that the reconciler
+does not implement are refused (never silently ignored); ``x-*`` extension
+keys are ignored, as in Compose. No I/O here: ``model/loading.py`` checks what
+needs the checkout (paths, files) and resolves names.
+
+docs/compose-subset.md documents the subset for users; keep them in step.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from reconciler.model.yaml_lines import KeyPath
+
+# --- scalar helpers ---------------------------------------------------------
+
+
+def _scalar_text(value: Any) -> str:
+    """A YAML scalar as the string Compose would pass on (``true``, ``3``, ``1.5``)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float | str):
+        return str(value)
+    raise ValueError("must be a string, a number or a boolean")
+
+
+def _key_values(value: Any, *, what: str, bare: Literal["none", "empty"]) -> dict[str, Any]:
+    """``["K=V", "K"]`` or ``{K: V}`` -> ``{K: "V"}``; a bare ``K`` -> None or ""."""
+    if value is None:
+        return {}
+    if isinstance(value, list):
+        out: dict[str, Any] = {}
+        for item in value:
+            if not isinstance(item, str):
+                raise ValueError(f"each {what} in a list must be a string KEY=VALUE")
+            key, sep, val = item.partition("=")
+            if not key:
+                raise ValueError(f"{what} entries need a name before '=' (KEY=VALUE)")
+            out[key] = val if sep else (None if bare == "none" else "")
+        return out
+    if isinstance(value, dict):
+        return {
+            str(key): (None if bare == "none" else "") if val is None else _scalar_text(val)
+            for key, val in value.items()
+        }
+    raise ValueError(f"must be a list of KEY=VALUE strings or a mapping of {what}s")
+
+
+def _env_mapping(value: Any) -> dict[str, Any]:
+    return _key_values(value, what="variable", bare="none")
+
+
+def _label_mapping(value: Any) -> dict[str, Any]:
+    return _key_values(value, what="label", bare="empty")
+
+
+def _string_list(value: Any) -> Any:
+    """A single string where a list of strings is expected is a one-item list."""
+    return [value] if isinstance(value, str) else value
+
+
+def _command(value: Any) -> Any:
+    """A command string is split like a shell would, as Compose does."""
+    if isinstance(value, str):
+        try:
+            return shlex.split(value)
+        except ValueError as exc:
+            raise ValueError(f"cannot split the command like a shell would: {exc}") from None
+    if isinstance(value, list):
+        return [_scalar_text(v) if not isinstance(v, list | dict) else v for v in value]
+    return value
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_DURATION_UNITS = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+}
+
+
+def parse_duration(value: Any) -> float:
+    """A Compose (Go) duration such as ``1m30s``, ``10s``, ``500ms`` or ``1h``, in seconds."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError("must be a duration such as 1m30s, 10s or 500ms")
+    text = str(value).strip()
+    if text in {"0", "0.0"}:
+        return 0.0
+    pos = 0
+    total = 0.0
+    while pos < len(text):
+        match = _DURATION_PART.match(text, pos)
+        if match is None:
+            break
+        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        pos = match.end()
+    if pos != len(text) or not text:
+        raise ValueError(
+            f"invalid duration {text!r}: use a number with a unit (h, m, s, ms, us, ns), "
+            "such as 1m30s, 10s or 500ms"
+        )
+    return total
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+StringList = Annotated[list[str], BeforeValidator(_string_list)]
+Command = Annotated[list[str], BeforeValidator(_command)]
+EnvMapping = Annotated[dict[str, str | None], BeforeValidator(_env_mapping)]
+Labels = Annotated[dict[str, str], BeforeValidator(_label_mapping)]
+# driver_opts values may be numbers in YAML; Docker wants strings.
+Options = Annotated[dict[str, str], BeforeValidator(_label_mapping)]
+
+
+class _Model(BaseModel):
+    """Refuses unknown keys and drops ``x-*`` extension keys, as Compose does."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_extensions(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {
+                k: v for k, v in data.items() if not (isinstance(k, str) and k.startswith("x-"))
+            }
+        return data
+
+
+def _require_mapping(data: Any, what: str) -> None:
+    if not isinstance(data, dict):
+        raise ValueError(f"must be a mapping of {what}")
+
+
+# --- ports ------------------------------------------------------------------
+
+PORT_HELP = "[[HOST_IP:]HOST_PORT:]CONTAINER_PORT[/PROTOCOL], e.g. 8080:80 or 127.0.0.1:8080:80/udp"
+
+
+def _port_range(value: Any) -> tuple[int, int]:
+    """``80`` or ``"8000-8002"`` -> (first, last), checked to be within 1-65535."""
+    if isinstance(value, bool):
+        raise ValueError("must be a port number 1-65535 or a range such as 8000-8002")
+    text = str(value).strip() if isinstance(value, int | str) else ""
+    match = re.fullmatch(r"(\d+)(?:-(\d+))?", text)
+    if match is None:
+        raise ValueError(f"{text!r} is not a port number or a range such as 8000-8002")
+    first = int(match.group(1))
+    last = int(match.group(2)) if match.group(2) else first
+    for port in (first, last):
+        if not 1 <= port <= 65535:
+            raise ValueError(f"port {port} is out of range (1-65535)")
+    if last < first:
+        raise ValueError(f"port range {text} ends before it starts")
+    return first, last
+
+
+PortRange = Annotated[tuple[int, int], BeforeValidator(_port_range)]
+
+
+def _parse_short_port(text: str) -> dict[str, Any]:
+    spec, _, protocol = text.partition("/")
+    host_ip = ""
+    if spec.startswith("["):
+        # [::1]:8080:80: an IPv6 address, in brackets as in Compose.
+        close = spec.find("]")
+        if close < 0 or spec[close + 1 : close + 2] != ":":
+            raise ValueError(f"malformed port {text!r}: expected {PORT_HELP}")
+        host_ip = spec[1:close]
+        rest = spec[close + 2 :].split(":")
+        if len(rest) != 2:
+            raise ValueError(f"malformed port {text!r}: expected {PORT_HELP}")
+        published, target = rest
+    else:
+        parts = spec.split(":")
+        if len(parts) == 1:
+            published, target = "", parts[0]
+        elif len(parts) == 2:
+            published, target = parts
+        elif len(parts) == 3:
+            host_ip, published, target = parts
+        else:
+            raise ValueError(f"malformed port {text!r}: expected {PORT_HELP}")
+    out: dict[str, Any] = {"target": target, "host_ip": host_ip}
+    if published:
+        out["published"] = published
+    if protocol:
+        out["protocol"] = protocol
+    return out
+
+
+class Port(_Model):
+    """One entry of ``ports``; the short syntax is parsed into this long form."""
+
+    target: PortRange
+    published: PortRange | None = None
+    host_ip: str = ""
+    protocol: Literal["tcp", "udp"] = "tcp"
+    mode: Literal["host", "ingress"] = "host"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short_syntax(cls, data: Any) -> Any:
+        if isinstance(data, bool):
+            raise ValueError(f"malformed port: expected {PORT_HELP}")
+        if isinstance(data, int):
+            return {"target": data}
+        if isinstance(data, str):
+            return _parse_short_port(data.strip())
+        if not isinstance(data, dict):
+            raise ValueError(f"must be a string {PORT_HELP}, or a mapping with target")
+        return data
+
+    @model_validator(mode="after")
+    def _ranges_match(self) -> Port:
+        size = self.target[1] - self.target[0]
+        if self.published is not None and self.published[1] - self.published[0] != size:
+            raise ValueError(
+                "the host port range and the container port range must have the same size "
+                "(the reconciler does not pick a host port out of a range)"
+            )
+        return self
+
+    def expanded(self) -> list[tuple[int | None, int]]:
+        """(published, target) for every port of a range, in order."""
+        first_target, last_target = self.target
+        return [
+            (None if self.published is None else self.published[0] + i, first_target + i)
+            for i in range(last_target - first_target + 1)
+        ]
+
+
+# --- volumes ----------------------------------------------------------------
+
+ANONYMOUS_VOLUME = (
+    "anonymous volumes are not supported: name the volume (e.g. 'data:{target}') and "
+    "declare it under the top-level volumes key, because backups and restores need names"
+)
+
+
+def _is_host_path(source: str) -> bool:
+    return source.startswith((".", "/", "~"))
+
+
+class ServiceVolume(_Model):
+    """One entry of a service's ``volumes``; the short syntax is parsed into this long form."""
+
+    type: Literal["volume", "bind"]
+    source: str | None = None
+    target: str
+    read_only: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short_syntax(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            parts = data.split(":")
+            if len(parts) == 1:
+                raise ValueError(ANONYMOUS_VOLUME.format(target=parts[0]))
+            if len(parts) > 3 or not parts[0] or not parts[1]:
+                raise ValueError(
+                    f"malformed volume {data!r}: expected SOURCE:TARGET[:ro|rw], "
+                    "e.g. data:/var/lib/mysql or ./site:/var/www/html:ro"
+                )
+            mode = parts[2] if len(parts) == 3 else "rw"
+            if mode not in {"ro", "rw"}:
+                raise ValueError(
+                    f"unsupported volume option {mode!r}: the reconciler supports ro and rw"
+                )
+            return {
+                "type": "bind" if _is_host_path(parts[0]) else "volume",
+                "source": parts[0],
+                "target": parts[1],
+                "read_only": mode == "ro",
+            }
+        if not isinstance(data, dict):
+            raise ValueError(
+                "must be a string SOURCE:TARGET[:ro] or a mapping with type and target"
+            )
+        return data
+
+    @model_validator(mode="after")
+    def _named(self) -> ServiceVolume:
+        if not self.target.startswith("/"):
+            raise ValueError(f"target {self.target!r} must be an absolute path in the container")
+        if not self.source:
+            if self.type == "volume":
+                raise ValueError(ANONYMOUS_VOLUME.format(target=self.target))
+            raise ValueError("a bind mount needs a source path")
+        if self.source.startswith("~"):
+            raise ValueError(
+                f"source {self.source!r}: '~' has no meaning for the reconciler; "
+                "use a path relative to compose.yaml or an absolute path"
+            )
+        if self.type == "volume" and _is_host_path(self.source):
+            raise ValueError(
+                f"source {self.source!r} is a path: use type: bind for a host path, "
+                "or a volume name for type: volume"
+            )
+        return self
+
+
+# --- networks, dependencies, health -------------------------------------------
+
+
+class ServiceNetworkOptions(_Model):
+    aliases: StringList = []
+
+
+def _network_list(value: Any) -> Any:
+    if isinstance(value, list):
+        if not all(isinstance(v, str) for v in value):
+            raise ValueError("a list of networks must hold network names")
+        return dict.fromkeys(value)
+    return value
+
+
+class DependsOn(_Model):
+    condition: Literal["service_started", "service_healthy", "service_completed_successfully"] = (
+        "service_started"
+    )
+    # Accepted for compatibility with Compose files; see docs/compose-subset.md.
+    restart: bool = False
+    # False: a dependency that is not deployed (e.g. its profile is inactive) is skipped.
+    required: bool = True
+
+
+def _depends_list(value: Any) -> Any:
+    if isinstance(value, list):
+        if not all(isinstance(v, str) for v in value):
+            raise ValueError("a list of dependencies must hold service names")
+        return {name: {} for name in value}
+    return value
+
+
+def _health_test(value: Any) -> Any:
+    if isinstance(value, str):
+        return ["CMD-SHELL", value]
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise ValueError(
+            'must be a string (run by the shell) or a list: ["CMD", "prog", "arg"], '
+            '["CMD-SHELL", "command"] or ["NONE"]'
+        )
+    kind = value[0]
+    if kind == "NONE":
+        if len(value) != 1:
+            raise ValueError('["NONE"] takes no arguments')
+    elif kind in {"CMD", "CMD-SHELL"}:
+        if len(value) < 2:
+            raise ValueError(f'["{kind}", ...] needs a command after "{kind}"')
+    else:
+        raise ValueError(
+            f'the first item must be "CMD", "CMD-SHELL" or "NONE", not {kind!r} '
+            '(for a shell command write ["CMD-SHELL", "..."] or a plain string)'
+        )
+    return value
+
+
+class HealthCheck(_Model):
+    test: Annotated[list[str], BeforeValidator(_health_test)] | None = None
+    interval: Duration | None = None
+    timeout: Duration | None = None
+    retries: int | None = Field(default=None, ge=0)
+    start_period: Duration | None = None
+    # Accepted (Docker 25+); the desired state has no field for it yet.
+    start_interval: Duration | None = None
+    disable: bool = False
+
+    @model_validator(mode="after")
+    def _test_or_disable(self) -> HealthCheck:
+        if self.disable:
+            if self.test is not None and self.test != ["NONE"]:
+                raise ValueError("set either test or disable: true, not both")
+        elif self.test is None:
+            raise ValueError(
+                "test is required (the reconciler does not inherit the image's own test; "
+                "to turn that off write disable: true)"
+            )
+        return self
+
+
+# --- build, env files ---------------------------------------------------------
+
+
+class Build(_Model):
+    context: str = "."
+    dockerfile: str = "Dockerfile"
+    args: EnvMapping = {}
+    target: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short_syntax(cls, data: Any) -> Any:
+        return {"context": data} if isinstance(data, str) else data
+
+
+class EnvFile(_Model):
+    path: str
+    required: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short_syntax(cls, data: Any) -> Any:
+        return {"path": data} if isinstance(data, str) else data
+
+
+def _env_file_list(value: Any) -> Any:
+    return [value] if isinstance(value, str | dict) else value
+
+
+_RESTART = re.compile(r"no|always|unless-stopped|on-failure(?::\d+)?")
+
+
+def _restart(value: Any) -> Any:
+    if value is False:  # ``restart: no`` read as YAML 1.1 boolean
+        return "no"
+    if not isinstance(value, str) or not _RESTART.fullmatch(value):
+        raise ValueError(
+            f"invalid restart policy {value!r}: use no, always, on-failure, on-failure:N "
+            "or unless-stopped"
+        )
+    return value
+
+
+def _pull_policy(value: Any) -> Any:
+    # "if_not_present" is Compose's older spelling of "missing".
+    return "missing" if value == "if_not_present" else value
+
+
+# --- services and the file ----------------------------------------------------
+
+
+class Service(_Model):
+    image: str | None = None
+    build: Build | None = None
+    pull_policy: Annotated[
+        Literal["missing", "always", "never", "build"], BeforeValidator(_pull_policy)
+    ] = "missing"
+    command: Command | None = None
+    entrypoint: Command | None = None
+    environment: EnvMapping = {}
+    env_file: Annotated[list[EnvFile], BeforeValidator(_env_file_list)] = []
+    ports: list[Port] = []
+    volumes: list[ServiceVolume] = []
+    networks: (
+        Annotated[dict[str, ServiceNetworkOptions | None], BeforeValidator(_network_list)] | None
+    ) = None
+    depends_on: Annotated[dict[str, DependsOn], BeforeValidator(_depends_list)] = {}
+    healthcheck: HealthCheck | None = None
+    restart: Annotated[str, BeforeValidator(_restart)] = "no"
+    labels: Labels = {}
+    user: Annotated[str, BeforeValidator(_scalar_text)] | None = None
+    working_dir: str | None = None
+    hostname: str | None = None
+    profiles: StringList = []
+    stop_grace_period: Duration | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mapping(cls, data: Any) -> Any:
+        _require_mapping(data, "service keys such as image, ports and volumes")
+        return data
+
+
+class Volume(_Model):
+    name: str | None = None
+    external: bool = False
+    driver: str | None = None
+    driver_opts: Options = {}
+    labels: Labels = {}
+
+    @model_validator(mode="after")
+    def _external_alone(self) -> Volume:
+        if self.external and (self.driver or self.driver_opts or self.labels):
+            raise ValueError("an external volume exists already: drop driver, driver_opts, labels")
+        return self
+
+
+class Network(_Model):
+    name: str | None = None
+    external: bool = False
+    driver: str | None = None
+    internal: bool = False
+    labels: Labels = {}
+
+    @model_validator(mode="after")
+    def _external_alone(self) -> Network:
+        if self.external and (self.driver or self.labels or self.internal):
+            raise ValueError("an external network exists already: drop driver, internal, labels")
+        return self
+
+
+class ComposeFile(_Model):
+    name: str | None = None
+    # Obsolete in the Compose Specification; Compose accepts and ignores it.
+    version: Any = None
+    services: dict[str, Service]
+    volumes: dict[str, Volume | None] = {}
+    networks: dict[str, Network | None] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mapping(cls, data: Any) -> Any:
+        _require_mapping(data, "top-level keys such as services, volumes and networks")
+        # An empty section (``volumes:`` with nothing under it) means none.
+        return {k: ({} if v is None and k in _SECTIONS else v) for k, v in data.items()}
+
+
+_SECTIONS = {"services", "volumes", "networks"}
+
+# Keys of the Compose Specification the reconciler does not implement: they
+# are refused with "unsupported key" rather than "unknown key", so a user knows
+# the key is right but the feature is missing.
+UNSUPPORTED_TOP_LEVEL = frozenset({"configs", "include", "models", "secrets"})
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+UNSUPPORTED_SERVICE = _words(
+    """annotations attach blkio_config cap_add cap_drop cgroup cgroup_parent configs
+    container_name cpu_count cpu_percent cpu_period cpu_quota cpu_rt_period cpu_rt_runtime
+    cpu_shares cpus cpuset credential_spec deploy develop device_cgroup_rules devices dns
+    dns_opt dns_search domainname driver_opts expose extends external_links extra_hosts gpus
+    group_add init ipc isolation label_file links logging mac_address mem_limit
+    mem_reservation mem_swappiness memswap_limit models network_mode oom_kill_disable
+    oom_score_adj pid pids_limit platform post_start pre_stop privileged provider read_only
+    runtime scale secrets security_opt shm_size stdin_open stop_signal storage_opt sysctls
+    tmpfs tty ulimits use_api_socket userns_mode uts volumes_from"""
+)
+UNSUPPORTED_BUILD = _words(
+    """additional_contexts cache_from cache_to dockerfile_inline entitlements extra_hosts
+    isolation labels network no_cache platforms privileged pull secrets shm_size ssh tags
+    ulimits"""
+)
+UNSUPPORTED_VOLUME_LONG = frozenset({"bind", "volume", "tmpfs", "image", "consistency"})
+UNSUPPORTED_PORT_LONG = frozenset({"name", "app_protocol"})
+UNSUPPORTED_NETWORK = frozenset({"attachable", "driver_opts", "enable_ipv4", "enable_ipv6", "ipam"})
+UNSUPPORTED_SERVICE_NETWORK = frozenset(
+    {"ipv4_address", "ipv6_address", "link_local_ips", "mac_address", "driver_opts", "priority"}
+)
+UNSUPPORTED_DEPENDS = frozenset[str]()
+
+
+def explain_extra(loc: KeyPath, known: list[str]) -> str | None:
+    """Message for a refused key that is valid Compose but not supported here.
+
+    ``loc`` is the key's location relative to the top of compose.yaml, as
+    pydantic reports it. Used as ``pydantic_issues(..., explain_extra=...)``.
+    """
+    if not loc:
+        return None
+    key = str(loc[-1])
+    parent = tuple(p for p in loc[:-1] if not isinstance(p, int))
+    unsupported: frozenset[str] = frozenset()
+    if parent == ():
+        unsupported = UNSUPPORTED_TOP_LEVEL
+    elif parent[:1] == ("services",):
+        rest = parent[2:]
+        if rest == ():
+            unsupported = UNSUPPORTED_SERVICE
+        elif rest == ("build",):
+            unsupported = UNSUPPORTED_BUILD
+        elif rest == ("volumes",):
+            unsupported = UNSUPPORTED_VOLUME_LONG
+        elif rest == ("ports",):
+            unsupported = UNSUPPORTED_PORT_LONG
+        elif rest[:1] == ("networks",):
+            unsupported = UNSUPPORTED_SERVICE_NETWORK
+    elif parent[:1] == ("networks",):
+        unsupported = UNSUPPORTED_NETWORK
+    if key in unsupported:
+        return f"unsupported key (the reconciler supports: {', '.join(sorted(known))})"
+    return None

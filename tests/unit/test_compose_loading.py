@@ -1,0 +1,114 @@
+"""compose.yaml -> DesiredState, as tables: tests/unit/cases/compose_{invalid,valid}/*.yaml.
+
+Each case is a YAML document:
+
+- ``files``: repository-relative path -> content, written under ``tmp_path``
+  (the checked-out commit); ``symlinks``: path -> link target, optional;
+- ``env``: the environment (optional); ``project``: RECONCILER_PROJECT (optional);
+- invalid cases: ``expect``, the error lines, each an exact line or a
+  substring of one; every error must be expected unless ``partial: true``;
+- valid cases: ``expect``, a fragment of ``DesiredState.model_dump(mode="json")``
+  (mappings: the keys given; lists: every item); ``{root}`` in a string is
+  the checkout's path, ``<hash>`` matches any sha256 hex digest;
+  ``service_order`` (optional) the services' names in order.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from reconciler.errors import InvalidDesiredState
+from reconciler.model.loading import load_desired_state
+
+CASES = Path(__file__).parent / "cases"
+
+
+def _cases(kind: str) -> list[Any]:
+    return [pytest.param(path, id=path.stem) for path in sorted((CASES / kind).glob("*.yaml"))]
+
+
+def _checkout(case: dict[str, Any], root: Path) -> None:
+    for rel, content in (case.get("files") or {}).items():
+        target = root / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(content)
+    for rel, link in (case.get("symlinks") or {}).items():
+        target = root / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.symlink_to(link)
+
+
+def _load(case: dict[str, Any], root: Path) -> Any:
+    _checkout(case, root)
+    return load_desired_state(
+        root,
+        directory=case.get("directory", "desired-state"),
+        project=case.get("project"),
+        environ={k: str(v) for k, v in (case.get("env") or {}).items()},
+    )
+
+
+@pytest.mark.parametrize("case_path", _cases("compose_invalid"))
+def test_invalid_compose_files_are_refused_with_every_error(
+    case_path: Path, tmp_path: Path
+) -> None:
+    case = yaml.safe_load(case_path.read_text())
+    with pytest.raises(InvalidDesiredState) as caught:
+        _load(case, tmp_path)
+    lines = [str(issue) for issue in caught.value.issues]
+    unmatched = list(lines)
+    for expected in case["expect"]:
+        match = next((line for line in unmatched if expected in line), None)
+        assert match is not None, f"no error matches {expected!r}; errors:\n" + "\n".join(lines)
+        unmatched.remove(match)
+    if not case.get("partial"):
+        assert not unmatched, "unexpected errors:\n" + "\n".join(unmatched)
+    for value in (case.get("env") or {}).values():
+        # Values of variables may be secrets: never in a message.
+        if len(str(value)) >= 6:
+            assert str(value) not in "\n".join(lines)
+
+
+@pytest.mark.parametrize("case_path", _cases("compose_valid"))
+def test_valid_compose_files_resolve_to_the_desired_state(case_path: Path, tmp_path: Path) -> None:
+    case = yaml.safe_load(case_path.read_text())
+    try:
+        state = _load(case, tmp_path)
+    except InvalidDesiredState as exc:
+        pytest.fail(f"unexpected errors:\n{exc}")
+    dumped = state.model_dump(mode="json")
+    _assert_fragment(case["expect"], dumped, root=str(tmp_path), where="state")
+    if "service_order" in case:
+        assert list(state.services) == case["service_order"]
+
+
+_HASH = re.compile(r"[0-9a-f]{64}")
+
+
+def _assert_fragment(expected: Any, actual: Any, *, root: str, where: str) -> None:
+    if isinstance(expected, dict):
+        assert isinstance(actual, dict), f"{where}: expected a mapping, got {actual!r}"
+        for key, value in expected.items():
+            assert key in actual, f"{where}: no key {key!r} in {sorted(actual)}"
+            _assert_fragment(value, actual[key], root=root, where=f"{where}.{key}")
+    elif isinstance(expected, list):
+        assert isinstance(actual, list), f"{where}: expected a list, got {actual!r}"
+        assert len(actual) == len(expected), f"{where}: {actual!r} != {expected!r}"
+        for index, (exp, act) in enumerate(zip(expected, actual, strict=True)):
+            _assert_fragment(exp, act, root=root, where=f"{where}[{index}]")
+    elif expected == "<hash>":
+        assert isinstance(actual, str), f"{where}: {actual!r} is not a hash"
+        assert _HASH.fullmatch(actual), f"{where}: {actual!r} is not a hash"
+    elif isinstance(expected, str) and "<hash12>" in expected:
+        pattern = re.escape(expected).replace(re.escape("<hash12>"), "[0-9a-f]{12}")
+        assert isinstance(actual, str), f"{where}: {actual!r}"
+        assert re.fullmatch(pattern, actual), f"{where}: {actual!r} !~ {expected!r}"
+    elif isinstance(expected, str):
+        assert actual == expected.replace("{root}", root), f"{where}: {actual!r} != {expected!r}"
+    else:
+        assert actual == expected, f"{where}: {actual!r} != {expected!r}"
