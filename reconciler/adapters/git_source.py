@@ -38,6 +38,8 @@ _URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
 # git's own rule: "host:path" is scp-like ssh when no '/' comes before the ':'.
 _SCP_LIKE = re.compile(r"^[^/:]+:")
 _TMP_PREFIX = ".tmp-"
+# What git check-ref-format forbids in a branch name (the parts that matter here).
+_BAD_BRANCH = re.compile(r"[\x00-\x20\x7f:*?\[\\^~]|\.\.|@\{|//|/$|\.lock$|\.$")
 
 # Attributes that would make ``git archive`` write something other than the
 # blobs of the commit (export-ignore drops files, export-subst rewrites them,
@@ -113,6 +115,9 @@ class GitSource:
         # A relative local path is pinned now: git runs with another cwd.
         # Private: it may hold a token; messages use ``safe_url``.
         self._url = str(Path(url).expanduser().absolute()) if self.transport == "local" else url
+        if _BAD_BRANCH.search(branch) or branch.startswith(("-", "/")) or not branch:
+            # It goes into a refspec: a ':' or '*' there would fetch something else.
+            raise ValueError(f"not a valid branch name: {branch!r}")
         self.branch = branch
         self.cache_dir = cache_dir
         self.ssh_key = ssh_key

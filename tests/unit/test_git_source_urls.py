@@ -47,3 +47,14 @@ def test_checkout_refuses_anything_but_a_full_commit_id(tmp_path: Path) -> None:
         with pytest.raises(ValueError, match="full commit id"):
             source.checkout(bad)
     assert not (tmp_path / "checkouts").exists()
+
+
+@pytest.mark.parametrize("branch", ["", "a:b", "main*", "-x", "a..b", "a b", "x.lock", "/a"])
+def test_invalid_branch_names_are_refused(branch: str, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="branch"):
+        GitSource("/r.git", branch=branch, cache_dir=tmp_path)
+
+
+@pytest.mark.parametrize("branch", ["main", "release/1.2", "feature_x-y", "v1.0"])
+def test_valid_branch_names_are_kept(branch: str, tmp_path: Path) -> None:
+    assert GitSource("/r.git", branch=branch, cache_dir=tmp_path).branch == branch
