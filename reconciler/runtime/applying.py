@@ -140,6 +140,7 @@ class _Applier:
             if isinstance(action, CreateService | RecreateService):
                 wanted.setdefault(action.service.image, action.service)
         problems: list[str] = []
+        first_problem: ImageUnavailable | None = None
         for image, service in wanted.items():
             fields: dict[str, object] = {"service": service.name, "image": image}
             self.emit("image.start", fields)
@@ -153,13 +154,15 @@ class _Applier:
                 # Keep going: the user should learn of every missing image at once.
                 self.emit("image.failed", {**fields, "error": str(exc)})
                 problems.append(str(exc))
+                first_problem = first_problem or exc
                 continue
             except Exception as exc:
                 self.emit("image.failed", {**fields, "error": str(exc)})
                 raise ApplyError(f"service {service.name}: image {image}: {exc}") from exc
             self.emit("image.done", fields)
         if problems:
-            raise ApplyError("; ".join(problems), done=[])
+            # The cause tells the pass the reason is ImageUnavailable.
+            raise ApplyError("; ".join(problems), done=[]) from first_problem
 
     # -- dispatch ------------------------------------------------------
 
