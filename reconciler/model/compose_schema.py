@@ -443,8 +443,11 @@ def _pull_policy(value: Any) -> Any:
 # --- services and the file ----------------------------------------------------
 
 
+NonEmpty = Annotated[str, Field(min_length=1)]
+
+
 class Service(_Model):
-    image: str | None = None
+    image: NonEmpty | None = None
     build: Build | None = None
     pull_policy: Annotated[
         Literal["missing", "always", "never", "build"], BeforeValidator(_pull_policy)

@@ -193,11 +193,6 @@ def interpolate(
     return result, issues
 
 
-def failed_keys(issues: list[Issue]) -> set[str]:
-    """The dotted keys whose interpolation failed (to silence follow-up errors there)."""
-    return {issue.key for issue in issues}
-
-
 def _walk(
     node: Any, path: KeyPath, environ: Mapping[str, str], line_map: LineMap, issues: list[Issue]
 ) -> Any:

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 from dotenv import dotenv_values
 from pydantic import BaseModel, ValidationError
 
+from reconciler import labels as labels_module
 from reconciler.errors import InvalidDesiredState, Issue
 from reconciler.labels import network_name, volume_name
 from reconciler.model import compose_schema as schema
@@ -47,6 +48,7 @@ from reconciler.model.yaml_lines import KeyPath, LineMap, YamlError, load_yaml, 
 COMPOSE_FILE = "compose.yaml"
 _PROJECT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 _SERVICE_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
+_DOCKER_NAME = _SERVICE_NAME  # volume and network names, as Docker accepts them
 _M = TypeVar("_M", bound=BaseModel)
 _PROJECT_RULE = "use lowercase letters, digits, '-' and '_', starting with a letter or a digit"
 
@@ -68,6 +70,10 @@ def load_desired_state(
     directory = directory.strip("/") or "."
     rel = COMPOSE_FILE if directory == "." else f"{directory}/{COMPOSE_FILE}"
     compose_dir = root / directory
+    if not compose_dir.resolve().is_relative_to(root.resolve()):
+        raise InvalidDesiredState(
+            [Issue(directory, 0, "", "folder is outside the repository (see RECONCILER_DIR)")]
+        )
     if not compose_dir.is_dir():
         raise InvalidDesiredState(
             [Issue(directory, 0, "", "folder not found in the commit (see RECONCILER_DIR)")]
@@ -244,15 +250,11 @@ class _Loader:
                     )
             if svc.build is not None:
                 self._check_build(base, svc.build)
+            self._check_labels(base, svc.labels)
             for index, env_file in enumerate(svc.env_file):
                 self._repo_path(
                     env_file.path,
-                    (*base, "env_file", index)
-                    if self._is_list(base, "env_file")
-                    else (
-                        *base,
-                        "env_file",
-                    ),
+                    self._list_item(base, "env_file", index),
                     what="env_file",
                     required=env_file.required,
                     kind="file",
@@ -267,13 +269,36 @@ class _Loader:
         volumes: Mapping[str, schema.Volume | None],
         networks: Mapping[str, schema.Network | None],
     ) -> None:
-        for section, parts in (("volumes", volumes), ("networks", networks)):
-            for key, part in parts.items():
-                if part is not None and part.name is not None and not part.name:
-                    self.add((section, key, "name"), "name must not be empty")
+        parts: list[tuple[str, str, schema.Volume | schema.Network | None]] = [
+            *(("volumes", key, part) for key, part in volumes.items()),
+            *(("networks", key, part) for key, part in networks.items()),
+        ]
+        for section, key, part in parts:
+            docker_name = part.name if part is not None and part.name is not None else key
+            if not _DOCKER_NAME.fullmatch(docker_name):
+                named = part is not None and part.name is not None
+                self.add(
+                    (section, key, "name") if named else (section, key),
+                    f"invalid name {docker_name!r}: use letters, digits, '.', '-' and '_', "
+                    "starting with a letter or a digit",
+                )
+            if part is not None:
+                self._check_labels((section, key), part.labels)
 
-    def _is_list(self, base: KeyPath, key: str) -> bool:
-        return isinstance(self._raw_at((*base, key)), list)
+    def _check_labels(self, base: KeyPath, labels: Mapping[str, str]) -> None:
+        for key in labels:
+            if key.startswith(f"{labels_module.PREFIX}."):
+                self.add(
+                    self._entry(base, "labels", key),
+                    f"label {key!r}: labels starting with {labels_module.PREFIX}. are the "
+                    "reconciler's own (they mark what it owns); choose another name",
+                )
+
+    def _list_item(self, base: KeyPath, key: str, index: int) -> KeyPath:
+        """Item ``index`` of ``base.key`` when written as a list, else ``base.key`` itself."""
+        if isinstance(self._raw_at((*base, key)), list):
+            return (*base, key, index)
+        return (*base, key)
 
     def _raw_at(self, key_path: KeyPath) -> Any:
         node: Any = self.raw
@@ -378,9 +403,9 @@ class _Loader:
         context = self._repo_path(build.context, where, what="build context", kind="dir")
         if context is None:
             return
-        dockerfile_where = (*where, "dockerfile") if self._raw_at(where) is not None else where
-        if isinstance(self._raw_at(where), str):
-            dockerfile_where = where
+        raw_build = self._raw_at(where)
+        has_key = isinstance(raw_build, dict) and "dockerfile" in raw_build
+        dockerfile_where = (*where, "dockerfile") if has_key else where
         self._repo_path(
             os.path.join(os.path.relpath(context, self.compose_dir), build.dockerfile),
             dockerfile_where,
@@ -486,7 +511,12 @@ class _Loader:
                     aliases = tuple(options.aliases) if options else ()
                     service_networks.append(ServiceNetwork(name=spec.name, aliases=aliases))
             specs[name] = self._service_spec(
-                project, name, svc, volume_specs=volume_specs, networks=service_networks
+                project,
+                name,
+                svc,
+                volume_specs=volume_specs,
+                networks=service_networks,
+                active=active,
             )
         all_networks = dict(network_specs)
         if uses_default:
@@ -508,6 +538,7 @@ class _Loader:
         *,
         volume_specs: Mapping[str, VolumeSpec],
         networks: list[ServiceNetwork],
+        active: set[str],
     ) -> ServiceSpec:
         base: KeyPath = ("services", name)
         build: BuildSpec | None = None
@@ -532,9 +563,12 @@ class _Loader:
             ports=ports,
             mounts=tuple(self._mounts(base, svc, volume_specs)),
             networks=tuple(networks),
+            # A dependency that is not deployed (``required: false`` on a
+            # service whose profiles are inactive) is no dependency at all.
             depends_on=tuple(
                 Dependency(service=dep, condition=options.condition)
                 for dep, options in svc.depends_on.items()
+                if dep in active
             ),
             healthcheck=_health(svc.healthcheck),
             restart=svc.restart,
@@ -581,14 +615,7 @@ class _Loader:
             path = Path(os.path.normpath(self.compose_dir / env_file.path))
             if not path.is_file():
                 continue  # reported by the checks, or optional
-            where = (
-                (*base, "env_file", index)
-                if self._is_list(base, "env_file")
-                else (
-                    *base,
-                    "env_file",
-                )
-            )
+            where = self._list_item(base, "env_file", index)
             # interpolate=False: values are taken literally, never filled from
             # the reconciler's own process environment.
             for key, value in dotenv_values(path, interpolate=False).items():
@@ -635,7 +662,8 @@ class _Loader:
                         source=str(path),
                         target=volume.target,
                         read_only=volume.read_only,
-                        content_hash=hash_path(path),
+                        # Docker follows a symlink given as the source; so does the hash.
+                        content_hash=hash_path(path.resolve()),
                     )
                 )
         return mounts
