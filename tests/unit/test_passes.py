@@ -1,0 +1,222 @@
+"""The pass over in-memory seams: what each class of error does to what runs and to status."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from reconciler.errors import Unavailable
+from reconciler.ports import Checkout
+from reconciler.runtime.daemon import MAX_BACKOFF_S, next_delay
+from reconciler.runtime.passes import PassOutcome, Reconciler
+from reconciler.settings import load_settings
+from reconciler.status import StatusStore
+from tests.fixtures.fake_engine import FakeEngine
+
+GOOD = """\
+services:
+  web:
+    image: img:1
+    environment: {VERSION: "VERSION_VALUE"}
+"""
+
+
+class FakeSource:
+    """Commits as folders in tmp_path; ``head`` is what the remote points at."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.head = ""
+        self.down = False
+        self.fetches = 0
+
+    def commit(self, sha: str, compose: str) -> str:
+        folder = self.root / sha / "desired-state"
+        folder.mkdir(parents=True)
+        (folder / "compose.yaml").write_text(compose)
+        self.head = sha
+        return sha
+
+    def remote_head(self) -> str:
+        if self.down:
+            raise Unavailable("git: cannot reach git://127.0.0.1:1/x")
+        return self.head
+
+    def checkout(self, commit: str) -> Checkout:
+        self.fetches += 1
+        return Checkout(commit, self.root / commit)
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> tuple[Reconciler, FakeSource, FakeEngine]:
+    settings = load_settings(
+        {
+            "RECONCILER_REPO": "git://example.invalid/x",
+            "RECONCILER_STATE_DIR": str(tmp_path / "state"),
+            "RECONCILER_PROJECT": "shop",
+            "RECONCILER_ENV_FILE": "",
+        }
+    )
+    source = FakeSource(tmp_path / "commits")
+    engine = FakeEngine()
+    return Reconciler(settings, source=source, engine=engine), source, engine
+
+
+def sha(n: int) -> str:
+    return f"{n:040x}"
+
+
+def test_sync_applies_and_records(setup: tuple[Reconciler, FakeSource, FakeEngine]) -> None:
+    reconciler, source, engine = setup
+    source.commit(sha(1), GOOD.replace("VERSION_VALUE", "1"))
+
+    outcome = reconciler.sync()
+
+    assert outcome.ok, outcome.message
+    assert engine.by_name("shop-web-1") is not None
+    status = reconciler.store.load()
+    assert status.applied_commit == sha(1)
+    assert status.ready
+    assert status.reason == "ReconciliationSucceeded"
+    assert status.history[0].changes
+
+
+def test_second_pass_is_a_no_op_that_still_observes(
+    setup: tuple[Reconciler, FakeSource, FakeEngine],
+) -> None:
+    reconciler, source, engine = setup
+    source.commit(sha(1), GOOD)
+    reconciler.sync()
+    engine.calls.clear()
+
+    outcome = reconciler.sync()
+
+    assert outcome.ok
+    assert outcome.changes == []
+    assert engine.call_names() == ["observe"]  # level-based: Docker is re-read
+
+
+def test_invalid_commit_changes_nothing_and_stalls(
+    setup: tuple[Reconciler, FakeSource, FakeEngine],
+) -> None:
+    reconciler, source, engine = setup
+    source.commit(sha(1), GOOD)
+    reconciler.sync()
+    before = dict(engine.containers)
+    source.commit(sha(2), GOOD.replace("image:", "imagee:"))
+
+    outcome = reconciler.sync()
+
+    assert outcome.result == "stalled"
+    assert "desired-state/compose.yaml:3: services.web.imagee: unknown key" in outcome.message
+    assert engine.containers == before
+    status = reconciler.store.load()
+    assert status.applied_commit == sha(1)
+    assert status.attempted_commit == sha(2)
+    assert status.stalled_commit == sha(2)
+    assert not status.ready
+
+
+def test_invalid_commit_still_repairs_drift_of_the_applied_commit(
+    setup: tuple[Reconciler, FakeSource, FakeEngine],
+) -> None:
+    reconciler, source, engine = setup
+    source.commit(sha(1), GOOD)
+    reconciler.sync()
+    web = engine.by_name("shop-web-1")
+    assert web is not None
+    del engine.containers[web.id]  # removed by hand
+    source.commit(sha(2), "services: [")
+
+    outcome = reconciler.sync()
+
+    assert outcome.result == "stalled"
+    assert engine.by_name("shop-web-1") is not None
+    assert outcome.changes == ["create service web: no container"]
+
+
+def test_source_unavailable_touches_nothing(
+    setup: tuple[Reconciler, FakeSource, FakeEngine],
+) -> None:
+    reconciler, source, engine = setup
+    source.commit(sha(1), GOOD)
+    reconciler.sync()
+    engine.calls.clear()
+    source.down = True
+
+    outcome = reconciler.sync()
+
+    assert (outcome.result, outcome.reason) == ("unavailable", "SourceUnavailable")
+    assert engine.calls == []
+    assert reconciler.store.load().applied_commit == sha(1)
+
+
+def test_engine_unavailable_is_not_nothing_runs(
+    setup: tuple[Reconciler, FakeSource, FakeEngine],
+) -> None:
+    reconciler, source, engine = setup
+    source.commit(sha(1), GOOD)
+    engine.fail["observe"] = Unavailable("Docker engine unavailable at unix:///x")
+
+    outcome = reconciler.sync()
+
+    assert (outcome.result, outcome.reason) == ("unavailable", "EngineUnavailable")
+    assert engine.call_names() == ["observe"]
+
+
+def test_conflict_stops_before_any_change(
+    setup: tuple[Reconciler, FakeSource, FakeEngine],
+) -> None:
+    reconciler, source, engine = setup
+    engine.add_container("shop-web-1")  # not ours
+    source.commit(sha(1), GOOD)
+
+    outcome = reconciler.sync()
+
+    assert (outcome.result, outcome.reason) == ("failed", "Conflict")
+    assert "docker rm -f shop-web-1" in outcome.message
+    assert engine.call_names() == ["observe"]
+
+
+def test_missing_image_is_reported_as_such(
+    setup: tuple[Reconciler, FakeSource, FakeEngine],
+) -> None:
+    reconciler, source, engine = setup
+    engine.missing_images.add("img:1")
+    source.commit(sha(1), GOOD)
+
+    outcome = reconciler.sync()
+
+    assert (outcome.result, outcome.reason) == ("failed", "ImageUnavailable")
+    assert not engine.containers
+
+
+def test_corrupt_status_file_is_set_aside(
+    setup: tuple[Reconciler, FakeSource, FakeEngine],
+) -> None:
+    reconciler, source, _engine = setup
+    source.commit(sha(1), GOOD)
+    reconciler.sync()
+    source.commit(sha(2), GOOD.replace("VERSION_VALUE", "2"))
+    reconciler.sync()
+    path = reconciler.store.path
+    path.write_text('{"applied_commit": "trunc')
+
+    status = StatusStore(path.parent).load()
+
+    # The previous good document is used; the corrupt one is kept for a post-mortem.
+    assert status.applied_commit == sha(1)
+    assert list(path.parent.glob("status.json.corrupt-*"))
+    assert reconciler.sync().ok
+    assert reconciler.store.load().applied_commit == sha(2)
+
+
+def test_backoff_grows_while_unavailable_and_is_bounded() -> None:
+    unavailable = PassOutcome("unavailable", "SourceUnavailable")
+    delays = [next_delay(unavailable, interval_s=30, failures=n) for n in range(1, 12)]
+    assert delays[0] <= 5
+    assert max(delays) <= MAX_BACKOFF_S
+    assert delays[-1] >= MAX_BACKOFF_S / 2
+    ok = PassOutcome("succeeded", "ReconciliationSucceeded")
+    assert 27 <= next_delay(ok, interval_s=30, failures=0) <= 33
