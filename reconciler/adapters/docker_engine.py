@@ -1,0 +1,515 @@
+"""The Docker engine behind ``reconciler.ports.Engine``: the only module that talks to dockerd.
+
+A pass calls ``observe`` once (one list call per kind: containers, networks,
+volumes), then ``apply`` drives the change methods here. Library exceptions
+never leave this module: ``NotFound`` means absent, an engine that cannot be
+reached is ``Unavailable``, a change the engine refuses is ``EngineError``
+naming the service or container and the engine's own message, and an image
+that can be neither found, pulled nor built is ``ImageUnavailable``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
+from typing import Any
+
+import docker
+import docker.errors
+import docker.types
+import docker.utils
+import requests
+
+from reconciler import labels as lbl
+from reconciler.errors import ImageUnavailable, ReconcilerError, Unavailable
+from reconciler.model.desired import (
+    BuildSpec,
+    HealthCheck,
+    Mount,
+    NetworkSpec,
+    PortBinding,
+    ServiceSpec,
+    VolumeSpec,
+)
+from reconciler.model.observed import (
+    Observed,
+    ObservedContainer,
+    ObservedNetwork,
+    ObservedVolume,
+)
+from reconciler.ports import Progress
+
+# On images we build: the hash of the build context they were built from, so
+# an unchanged context is never rebuilt and a changed one always is.
+CONTEXT_HASH_LABEL = f"{lbl.PREFIX}.context-hash"
+
+DEFAULT_SOCKET = "unix:///var/run/docker.sock"
+POLL_INTERVAL_S = 0.25
+# Without a health check, "ready" means still running this long after it was
+# first seen running: a process that dies at once is caught before we move on.
+STABLE_RUNNING_S = 1.0
+LOG_TAIL_LINES = 5
+
+_NS = 1_000_000_000
+_EXIT_CODE = re.compile(r"^(?:Exited|Restarting) \((-?\d+)\)")
+_HEALTH = (
+    ("(health: starting)", "starting"),
+    ("(unhealthy)", "unhealthy"),
+    ("(healthy)", "healthy"),
+)
+
+
+class EngineError(ReconcilerError):
+    """The engine answered but refused a change; the message names what and why."""
+
+
+def parse_status(status: str) -> tuple[str | None, int | None]:
+    """Health and exit code from the list call's ``Status`` text.
+
+    ``"Up 3 minutes (healthy)"`` -> ("healthy", None);
+    ``"Exited (1) 2 minutes ago"`` -> (None, 1).
+    """
+    health = next((value for marker, value in _HEALTH if marker in status), None)
+    match = _EXIT_CODE.match(status)
+    return health, int(match.group(1)) if match else None
+
+
+class DockerEngine:
+    """``Engine`` on a Docker engine reached through docker-py.
+
+    The client is made on first use, so a reconciler started before dockerd
+    gets ``Unavailable`` from its first pass (and retries) instead of dying.
+    """
+
+    def __init__(
+        self, client: docker.DockerClient | None = None, *, base_url: str | None = None
+    ) -> None:
+        self._client_value = client
+        self._base_url = base_url
+        self.where = base_url or os.environ.get("DOCKER_HOST") or DEFAULT_SOCKET
+
+    # -- plumbing --------------------------------------------------------
+
+    @property
+    def _api(self) -> Any:
+        if self._client_value is None:
+            socket = self.where.removeprefix("unix://")
+            if self.where.startswith("unix://") and not os.path.exists(socket):
+                # Saves a connection attempt, whose socket docker-py would leak.
+                raise Unavailable(
+                    f"Docker engine unavailable at {self.where}: no such socket "
+                    "(is dockerd running?)"
+                )
+            try:
+                if self._base_url is not None:
+                    self._client_value = docker.DockerClient(
+                        base_url=self._base_url, version="auto"
+                    )
+                else:
+                    self._client_value = docker.from_env()
+            except docker.errors.DockerException as exc:
+                raise self._unavailable(exc) from exc
+        return self._client_value.api
+
+    def _unavailable(self, exc: BaseException) -> Unavailable:
+        return Unavailable(f"Docker engine unavailable at {self.where}: {exc}")
+
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        """Around calls that only read: any failure means we cannot see the engine."""
+        try:
+            yield
+        except docker.errors.NotFound:
+            raise
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise self._unavailable(exc) from exc
+
+    @contextmanager
+    def _changing(self, what: str) -> Iterator[None]:
+        """Around changes: a refusal names ``what``; a lost engine is ``Unavailable``."""
+        try:
+            yield
+        except docker.errors.APIError as exc:  # NotFound included: absent is a refusal here
+            raise EngineError(f"{what}: {_explain(exc)}") from exc
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise self._unavailable(exc) from exc
+
+    # -- observe ---------------------------------------------------------
+
+    def observe(self, project: str) -> Observed:
+        api = self._api
+        with self._reading():
+            raw_containers = api.containers(all=True)
+            raw_networks = api.networks()
+            raw_volumes = api.volumes()
+        return Observed(
+            containers=tuple(_container(c) for c in raw_containers),
+            networks=tuple(
+                ObservedNetwork(id=n["Id"], name=n["Name"], labels=dict(n.get("Labels") or {}))
+                for n in raw_networks
+            ),
+            volumes=tuple(
+                ObservedVolume(name=v["Name"], labels=dict(v.get("Labels") or {}))
+                for v in (raw_volumes or {}).get("Volumes") or []
+            ),
+        )
+
+    # -- images ----------------------------------------------------------
+
+    def ensure_image(self, service: ServiceSpec, *, progress: Progress | None = None) -> None:
+        say = progress or (lambda _line: None)
+        if service.build is not None:
+            self._ensure_built(service, service.build, say)
+            return
+        present = self._image_labels(service.image) is not None
+        if service.pull_policy == "never":
+            if present:
+                return
+            raise ImageUnavailable(
+                f"service {service.name}: image {service.image} is not present locally and "
+                f"pull_policy is never; {_how_to_fix(service.image)}"
+            )
+        if present and service.pull_policy != "always":
+            return
+        self._pull(service, present=present, say=say)
+
+    def _image_labels(self, image: str) -> dict[str, str] | None:
+        """The image's labels, or None when the image is absent."""
+        api = self._api
+        try:
+            with self._reading():
+                attrs = api.inspect_image(image)
+        except docker.errors.NotFound:
+            return None
+        return dict((attrs.get("Config") or {}).get("Labels") or {})
+
+    def _pull(self, service: ServiceSpec, *, present: bool, say: Progress) -> None:
+        api = self._api
+        repository, tag = docker.utils.parse_repository_tag(service.image)
+        say(f"pulling {service.image}")
+        error: str | None = None
+        try:
+            # Read the stream to its end even after an error: leaving it
+            # half-read would leak the connection.
+            for chunk in api.pull(repository, tag=tag or "latest", stream=True, decode=True):
+                if "error" in chunk:
+                    error = error or str(chunk["error"])
+                # Progress bars would flood the log; the status lines say enough.
+                elif "progress" not in chunk and chunk.get("status"):
+                    layer = f"{chunk['id']}: " if chunk.get("id") else ""
+                    say(f"{layer}{chunk['status']}")
+            if error is not None:
+                raise docker.errors.APIError(error, explanation=error)
+        except docker.errors.APIError as exc:
+            if present:
+                raise ImageUnavailable(
+                    f"service {service.name}: image {service.image} cannot be pulled "
+                    f"({_explain(exc)}) and pull_policy is always; a local copy exists: "
+                    "set pull_policy: missing to use it, or make the registry reachable"
+                ) from exc
+            raise ImageUnavailable(
+                f"service {service.name}: image {service.image} is not present locally and "
+                f"cannot be pulled ({_explain(exc)}); {_how_to_fix(service.image)}"
+            ) from exc
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise self._unavailable(exc) from exc
+
+    def _ensure_built(self, service: ServiceSpec, build: BuildSpec, say: Progress) -> None:
+        labels = self._image_labels(service.image)
+        if labels is not None and labels.get(CONTEXT_HASH_LABEL) == build.context_hash:
+            say(f"image {service.image} is up to date (context {build.context_hash[:12]})")
+            return
+        api = self._api
+        failed = (
+            f"service {service.name}: building image {service.image} from {build.context} failed"
+        )
+        say(f"building {service.image} from {build.context}")
+        error: str | None = None
+        try:
+            stream = api.build(
+                path=build.context,
+                dockerfile=build.dockerfile,
+                buildargs=dict(build.args) or None,
+                target=build.target,
+                tag=service.image,
+                labels={CONTEXT_HASH_LABEL: build.context_hash},
+                rm=True,
+                forcerm=True,
+                # Base images present are used as they are (a registry may be out of reach).
+                pull=False,
+                decode=True,
+            )
+            for chunk in stream:  # to its end, even after an error (see _pull)
+                if "error" in chunk:
+                    error = error or str(chunk["error"]).strip()
+                for line in str(chunk.get("stream") or "").splitlines():
+                    if line.strip():
+                        say(line.rstrip())
+        except docker.errors.APIError as exc:
+            raise ImageUnavailable(f"{failed}: {_explain(exc)}") from exc
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise self._unavailable(exc) from exc
+        except OSError as exc:  # the context folder could not be read into a tarball
+            raise ImageUnavailable(f"{failed}: cannot read the build context: {exc}") from exc
+        if error is not None:
+            raise ImageUnavailable(
+                f"{failed}: {error}; fix the Dockerfile, or if its base image cannot be "
+                "pulled, build one locally (images/local/build-base-images.sh) and pass it "
+                "as a build arg"
+            )
+
+    # -- networks and volumes -------------------------------------------
+
+    def create_network(self, network: NetworkSpec, *, project: str) -> None:
+        api = self._api
+        with self._changing(f"creating network {network.name}"):
+            api.create_network(
+                network.name,
+                driver=network.driver,
+                internal=network.internal,
+                labels={**network.labels, lbl.PROJECT: project, lbl.NETWORK: network.key},
+                check_duplicate=True,
+            )
+
+    def create_volume(self, volume: VolumeSpec, *, project: str) -> None:
+        api = self._api
+        with self._changing(f"creating volume {volume.name}"):
+            api.create_volume(
+                volume.name,
+                driver=volume.driver,
+                driver_opts=dict(volume.driver_opts) or None,
+                labels={**volume.labels, lbl.PROJECT: project, lbl.VOLUME: volume.key},
+            )
+
+    def remove_network(self, network_id: str) -> None:
+        api = self._api
+        try:
+            with self._changing(f"removing network {network_id[:12]}"):
+                api.remove_network(network_id)
+        except EngineError as exc:
+            if isinstance(exc.__cause__, docker.errors.NotFound):
+                return  # already gone: what we wanted
+            raise
+
+    # -- containers ------------------------------------------------------
+
+    def run_container(self, service: ServiceSpec, *, name: str, labels: dict[str, str]) -> str:
+        api = self._api
+        where = f"service {service.name}: container {name}"
+        first, *others = service.networks or (None,)
+        with self._changing(f"{where}: create failed"):
+            host_config = api.create_host_config(
+                port_bindings=_port_bindings(service.ports) or None,
+                mounts=[_mount(m) for m in service.mounts] or None,
+                restart_policy=_restart_policy(service.restart),
+            )
+            networking_config = None
+            if first is not None:
+                endpoint = api.create_endpoint_config(aliases=[service.name, *first.aliases])
+                networking_config = api.create_networking_config({first.name: endpoint})
+            created = api.create_container(
+                image=service.image,
+                name=name,
+                command=list(service.command) if service.command is not None else None,
+                entrypoint=list(service.entrypoint) if service.entrypoint is not None else None,
+                environment=dict(service.environment) or None,
+                user=service.user,
+                working_dir=service.working_dir,
+                hostname=service.hostname,
+                labels=dict(labels),
+                healthcheck=_healthcheck(service.healthcheck),
+                ports=[_exposed(p) for p in service.ports] or None,
+                stop_timeout=math.ceil(service.stop_grace_period_s),
+                host_config=host_config,
+                networking_config=networking_config,
+            )
+        container_id = str(created["Id"])
+        try:
+            for network in others:
+                if network is None:
+                    continue
+                with self._changing(f"{where}: connecting to network {network.name} failed"):
+                    api.connect_container_to_network(
+                        container_id, network.name, aliases=[service.name, *network.aliases]
+                    )
+            with self._changing(f"{where}: start failed"):
+                api.start(container_id)
+        except BaseException:
+            # A half-made container would block the name on the next attempt.
+            self._remove_quietly(container_id)
+            raise
+        return container_id
+
+    def _remove_quietly(self, container_id: str) -> None:
+        # The original error matters more; the next pass prunes what is left.
+        with suppress(docker.errors.DockerException, requests.exceptions.RequestException):
+            self._api.remove_container(container_id, force=True, v=False)
+
+    def start_container(self, container_id: str) -> None:
+        api = self._api
+        with self._changing(f"starting container {container_id[:12]}"):
+            api.start(container_id)
+
+    def stop_container(self, container_id: str, *, timeout_s: float = 10.0) -> None:
+        api = self._api
+        with self._changing(f"stopping container {container_id[:12]}"):
+            api.stop(container_id, timeout=math.ceil(timeout_s))
+
+    def rename_container(self, container_id: str, new_name: str) -> None:
+        api = self._api
+        with self._changing(f"renaming container {container_id[:12]} to {new_name}"):
+            api.rename(container_id, new_name)
+
+    def remove_container(self, container_id: str) -> None:
+        api = self._api
+        try:
+            with self._changing(f"removing container {container_id[:12]}"):
+                # v=False: anonymous volumes stay; a deploy never deletes data.
+                api.remove_container(container_id, force=True, v=False)
+        except EngineError as exc:
+            if isinstance(exc.__cause__, docker.errors.NotFound):
+                return
+            raise
+
+    # -- readiness -------------------------------------------------------
+
+    def wait_ready(
+        self, container_id: str, healthcheck: HealthCheck | None, *, timeout_s: float
+    ) -> str | None:
+        api = self._api
+        checked = healthcheck is not None and not healthcheck.disabled
+        deadline = time.monotonic() + timeout_s
+        # (StartedAt, when we first saw it running): a restart changes StartedAt.
+        running_since: tuple[str, float] | None = None
+        while True:
+            with self._changing(f"inspecting container {container_id[:12]}"):
+                state: dict[str, Any] = api.inspect_container(container_id).get("State") or {}
+            now = time.monotonic()
+            status = state.get("Status")
+            if status in ("exited", "dead"):
+                return f"exited with code {state.get('ExitCode')}{self._log_tail(container_id)}"
+            if status == "restarting":
+                return (
+                    f"keeps restarting (last exit code {state.get('ExitCode')})"
+                    f"{self._log_tail(container_id)}"
+                )
+            if checked:
+                health = state.get("Health") or {}
+                if health.get("Status") == "healthy":
+                    return None
+                if health.get("Status") == "unhealthy":
+                    return f"unhealthy{_last_probe(health)}"
+            elif status == "running":
+                started = str(state.get("StartedAt"))
+                if running_since is None or running_since[0] != started:
+                    running_since = (started, now)
+                elif now - running_since[1] >= STABLE_RUNNING_S:
+                    return None
+            if now >= deadline:
+                what = "healthy" if checked else "running"
+                return f"not {what} after {timeout_s:.0f}s (state {status})"
+            time.sleep(min(POLL_INTERVAL_S, max(deadline - now, 0.01)))
+
+    def _log_tail(self, container_id: str) -> str:
+        """The last log lines, which usually say why a container stopped."""
+        try:
+            raw = self._api.logs(container_id, stdout=True, stderr=True, tail=LOG_TAIL_LINES)
+        except (docker.errors.DockerException, requests.exceptions.RequestException):
+            return ""
+        lines = [ln.strip() for ln in bytes(raw).decode(errors="replace").splitlines()]
+        lines = [ln for ln in lines if ln]
+        return f"; last log lines: {' | '.join(lines)}" if lines else ""
+
+
+# -- conversions (pure) -------------------------------------------------
+
+
+def _explain(exc: docker.errors.APIError) -> str:
+    explanation = getattr(exc, "explanation", None)
+    if isinstance(explanation, bytes):
+        explanation = explanation.decode(errors="replace")
+    return str(explanation or exc).strip()
+
+
+def _how_to_fix(image: str) -> str:
+    base = image.split("@")[0].rsplit("/", 1)[-1].split(":")[0]
+    variable = re.sub(r"[^A-Z0-9]", "_", base.upper()) + "_IMAGE"
+    return (
+        "build it locally (images/local/build-base-images.sh) and point compose.yaml at it, "
+        f"e.g. image: ${{{variable}:-{image}}} in compose.yaml and "
+        f"{variable}=reconciler-local/{base}:local in the env file"
+    )
+
+
+def _container(raw: Mapping[str, Any]) -> ObservedContainer:
+    health, exit_code = parse_status(str(raw.get("Status") or ""))
+    names = raw.get("Names") or []
+    return ObservedContainer(
+        id=str(raw["Id"]),
+        name=str(names[0]).lstrip("/") if names else str(raw["Id"])[:12],
+        labels=dict(raw.get("Labels") or {}),
+        state=str(raw.get("State") or ""),
+        health=health,
+        exit_code=exit_code,
+        image=str(raw.get("Image") or ""),
+    )
+
+
+def _port_bindings(ports: tuple[PortBinding, ...]) -> dict[str, list[tuple[str, int | None]]]:
+    bindings: dict[str, list[tuple[str, int | None]]] = {}
+    for port in ports:
+        bindings.setdefault(f"{port.target}/{port.protocol}", []).append(
+            (port.host_ip, port.published)
+        )
+    return bindings
+
+
+def _exposed(port: PortBinding) -> int | tuple[int, str]:
+    return port.target if port.protocol == "tcp" else (port.target, port.protocol)
+
+
+def _mount(mount: Mount) -> Any:
+    return docker.types.Mount(
+        target=mount.target, source=mount.source, type=mount.type, read_only=mount.read_only
+    )
+
+
+def _restart_policy(restart: str) -> dict[str, object]:
+    name, _, retries = restart.partition(":")
+    if name == "on-failure" and retries:
+        return {"Name": name, "MaximumRetryCount": int(retries)}
+    return {"Name": name or "no"}
+
+
+def _healthcheck(check: HealthCheck | None) -> dict[str, object] | None:
+    if check is None:
+        return None
+    if check.disabled:
+        return {"test": ["NONE"]}
+    return {
+        "test": list(check.test),
+        "interval": int(check.interval_s * _NS),
+        "timeout": int(check.timeout_s * _NS),
+        "retries": check.retries,
+        "start_period": int(check.start_period_s * _NS),
+    }
+
+
+def _last_probe(health: Mapping[str, Any]) -> str:
+    log = health.get("Log") or []
+    if not log:
+        return ""
+    output = " ".join(str(log[-1].get("Output") or "").split())
+    code = log[-1].get("ExitCode")
+    return (
+        f" (last check exited {code}: {output[-200:]})"
+        if output
+        else f" (last check exited {code})"
+    )
+
+
+__all__ = ["CONTEXT_HASH_LABEL", "DockerEngine", "EngineError", "parse_status"]
