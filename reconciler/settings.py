@@ -83,7 +83,7 @@ def merged_environment(
     candidate = Path(named or DEFAULT_ENV_FILE)
     merged: dict[str, str] = {}
     env_file: Path | None = None
-    if candidate.is_file():
+    if candidate.exists() and not candidate.is_dir():
         try:
             values = dotenv_values(candidate, interpolate=False)
         except OSError as exc:

@@ -1,0 +1,220 @@
+"""Benchmark of the core loop (issue 2). Run by hand: ``.venv/bin/python bench/noop_sync_bench.py``.
+
+Prints, each next to a baseline measured in the same run:
+
+1. wall time of a no-op ``reconciler sync`` of 5 services, against a no-op
+   ``docker-compose up -d`` (Debian's docker-compose) of the same file;
+2. Docker API requests of a no-op pass for 1, 10 and 50 services (target: constant);
+3. the daemon's idle RSS and CPU at a 30 s poll, against an idle Python interpreter.
+
+Needs a Docker engine and the local busybox image (images/local/build-base-images.sh).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import docker
+
+from reconciler import labels
+from reconciler.adapters.docker_engine import DockerEngine
+from reconciler.adapters.git_source import GitSource
+from reconciler.runtime.passes import Reconciler
+from reconciler.settings import load_settings
+
+IMAGE = "reconciler-local/busybox:latest"
+
+
+def compose_text(services: int) -> str:
+    lines = ["services:"]
+    for i in range(services):
+        lines += [
+            f"  svc{i}:",
+            f"    image: {IMAGE}",
+            '    command: ["sleep", "1000000"]',
+            "    stop_grace_period: 1s",
+            "    environment:",
+            f'      INDEX: "{i}"',
+            "    volumes:",
+            f"      - data{i}:/data",
+        ]
+    lines.append("volumes:")
+    lines += [f"  data{i}:" for i in range(services)]
+    return "\n".join(lines) + "\n"
+
+
+def git(*args: str, cwd: Path) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=cwd, check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def make_repo(root: Path, services: int) -> Path:
+    repo = root / f"repo{services}"
+    (repo / "desired-state").mkdir(parents=True)
+    (repo / "desired-state" / "compose.yaml").write_text(compose_text(services))
+    git("init", "-q", "-b", "main", cwd=repo)
+    git("add", "-A", cwd=repo)
+    git("-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "bench", cwd=repo)
+    return repo
+
+
+def cli_env(repo: Path, state: Path, project: str, interval: str = "30") -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RECONCILER_")}
+    env |= {
+        "RECONCILER_REPO": str(repo),
+        "RECONCILER_STATE_DIR": str(state),
+        "RECONCILER_PROJECT": project,
+        "RECONCILER_INTERVAL": interval,
+        "RECONCILER_ENV_FILE": "/dev/null",
+        "RECONCILER_LOG_FORMAT": "json",
+    }
+    return env
+
+
+def timed(argv: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None) -> float:
+    start = time.perf_counter()
+    subprocess.run(argv, env=env, cwd=cwd, check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def cleanup(client: docker.DockerClient, project: str) -> None:
+    for selector in (f"{labels.PROJECT}={project}", f"com.docker.compose.project={project}"):
+        for c in client.api.containers(all=True, filters={"label": selector}):
+            client.api.remove_container(c["Id"], force=True)
+        for n in client.api.networks(filters={"label": selector}):
+            client.api.remove_network(n["Id"])
+    for v in client.api.volumes().get("Volumes") or []:
+        if v["Name"].startswith(f"{project}_"):
+            client.api.remove_volume(v["Name"], force=True)
+
+
+def bench_noop_vs_compose(root: Path, client: docker.DockerClient, runs: int) -> None:
+    repo = make_repo(root, 5)
+    ours, theirs = "benchrec", "benchdc"
+    env = cli_env(repo, root / "state5", ours)
+    python = [sys.executable, "-m", "reconciler"]
+    compose_file = repo / "desired-state" / "compose.yaml"
+    compose = ["docker-compose", "-p", theirs, "-f", str(compose_file), "up", "-d"]
+    try:
+        subprocess.run([*python, "sync"], env=env, check=True, capture_output=True)
+        subprocess.run(compose, check=True, capture_output=True)
+        ours_times = [timed([*python, "sync"], env=env) for _ in range(runs)]
+        their_times = [timed(compose) for _ in range(runs)]
+    finally:
+        cleanup(client, ours)
+        cleanup(client, theirs)
+    a, b = statistics.median(ours_times), statistics.median(their_times)
+    print(f"\n1. no-op pass, 5 services (median of {runs} runs)")
+    print(f"   {'command':<34} {'wall s':>8}")
+    print(f"   {'reconciler sync':<34} {a:8.3f}")
+    print(f"   {'docker-compose up -d (baseline)':<34} {b:8.3f}")
+    print(f"   ratio: {a / b:.2f}x of the baseline (target <= 0.5x)")
+
+
+def bench_requests(root: Path, client: docker.DockerClient) -> None:
+    print("\n2. Docker API requests of a no-op pass")
+    print(f"   {'services':>8} {'requests':>9}  by endpoint")
+    for count in (1, 10, 50):
+        project = f"benchreq{count}"
+        repo = make_repo(root, count)
+        settings = load_settings(cli_env(repo, root / f"state-req{count}", project))
+        engine_client = docker.from_env()
+        seen: list[str] = []
+
+        def record(response: object, *_args: object, seen: list[str] = seen, **_kw: object) -> None:
+            request = response.request  # type: ignore[attr-defined]
+            seen.append(f"{request.method} {request.path_url.split('?')[0]}")
+
+        engine_client.api.hooks["response"].append(record)
+        source = GitSource(str(repo), branch="main", cache_dir=settings.checkouts_dir)
+        reconciler = Reconciler(settings, source=source, engine=DockerEngine(engine_client))
+        try:
+            first = reconciler.sync()
+            assert first.ok, first.message
+            seen.clear()
+            again = reconciler.sync()
+            assert again.ok, again
+            assert not again.changes, again
+            endpoints = sorted({s.split("/", 2)[-1] for s in seen})
+            print(f"   {count:>8} {len(seen):>9}  {', '.join(endpoints)}")
+        finally:
+            cleanup(client, project)
+            engine_client.close()
+
+
+def _rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def _idle_profile(proc: subprocess.Popen[bytes], seconds: float) -> tuple[float, float]:
+    start_cpu, start = _cpu_s(proc.pid), time.monotonic()
+    peak = 0
+    while time.monotonic() - start < seconds:
+        peak = max(peak, _rss_kb(proc.pid))
+        time.sleep(1)
+    cpu = _cpu_s(proc.pid) - start_cpu
+    return peak / 1024, 100 * cpu / (time.monotonic() - start)
+
+
+def bench_idle(root: Path, client: docker.DockerClient, seconds: float) -> None:
+    repo = make_repo(root, 5)
+    project = "benchidle"
+    env = cli_env(repo, root / "state-idle", project, interval="30")
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "reconciler", "run"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    baseline = subprocess.Popen(
+        [sys.executable, "-c", "import time\nwhile True: time.sleep(1)"],
+    )
+    try:
+        time.sleep(20)  # the first pass converges
+        rss, cpu = _idle_profile(daemon, seconds)
+        base_rss, base_cpu = _idle_profile(baseline, 5)
+    finally:
+        daemon.terminate()
+        daemon.wait(60)
+        baseline.kill()
+        baseline.wait()
+        cleanup(client, project)
+    print(f"\n3. idle daemon at a 30 s poll, 5 services, over {seconds:.0f} s")
+    print(f"   {'process':<34} {'peak RSS MB':>11} {'CPU %':>7}")
+    print(f"   {'reconciler run':<34} {rss:11.1f} {cpu:7.2f}")
+    print(f"   {'idle python3 (baseline)':<34} {base_rss:11.1f} {base_cpu:7.2f}")
+    print("   targets: <= 80 MB, <= 1 % CPU")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--idle-seconds", type=float, default=95)
+    args = parser.parse_args()
+    client = docker.from_env()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        bench_noop_vs_compose(root, client, args.runs)
+        bench_requests(root, client)
+        bench_idle(root, client, args.idle_seconds)
+
+
+if __name__ == "__main__":
+    main()
