@@ -92,6 +92,12 @@ class DockerEngine:
         self._base_url = base_url
         self.where = base_url or os.environ.get("DOCKER_HOST") or DEFAULT_SOCKET
 
+    def close(self) -> None:
+        """Release the engine connection (a later call opens a new one)."""
+        if self._client_value is not None:
+            self._client_value.close()
+            self._client_value = None
+
     # -- plumbing --------------------------------------------------------
 
     @property

@@ -6,6 +6,15 @@ action is dispatched in the plan's order. A recreate keeps the old container
 aside until the new one is ready and puts it back if the new one is not, so a
 broken commit leaves the previous version running. Every failure becomes an
 ``ApplyError`` carrying what had already been done; ``on_event`` sees every step.
+
+Events (name: fields), for the daemon's structured log:
+``apply.start`` (commit, actions); ``image.start`` / ``image.done`` /
+``image.failed`` (service, image[, error]); ``image.progress`` (service, image,
+line); ``action.start`` / ``action.done`` / ``action.failed`` (action, kind,
+index[, error]); ``action.warning`` (error); ``service.wait`` /
+``service.ready`` / ``service.not_ready`` (service, container, until,
+timeout_s[, reason]); ``rollback.start`` / ``rollback.done`` /
+``rollback.failed`` (service, ...); ``apply.done`` (done, failures).
 """
 
 from __future__ import annotations

@@ -1,0 +1,73 @@
+"""The DockerEngine's pure parts: status text parsing and spec-to-API conversions (no engine)."""
+
+from __future__ import annotations
+
+import pytest
+
+from reconciler.adapters.docker_engine import (
+    _healthcheck,
+    _port_bindings,
+    _restart_policy,
+    parse_status,
+)
+from reconciler.model.desired import HealthCheck, PortBinding
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        ("Up 3 minutes (healthy)", ("healthy", None)),
+        ("Up 5 seconds (health: starting)", ("starting", None)),
+        ("Up 2 minutes (unhealthy)", ("unhealthy", None)),
+        ("Up About a minute", (None, None)),
+        ("Up 2 hours (Paused)", (None, None)),
+        ("Exited (1) 2 minutes ago", (None, 1)),
+        ("Exited (137) 5 seconds ago", (None, 137)),
+        ("Restarting (2) 1 second ago", (None, 2)),
+        ("Created", (None, None)),
+        ("", (None, None)),
+    ],
+)
+def test_parse_status(status: str, expected: tuple[str | None, int | None]) -> None:
+    assert parse_status(status) == expected
+
+
+@pytest.mark.parametrize(
+    ("restart", "expected"),
+    [
+        ("no", {"Name": "no"}),
+        ("always", {"Name": "always"}),
+        ("unless-stopped", {"Name": "unless-stopped"}),
+        ("on-failure", {"Name": "on-failure"}),
+        ("on-failure:3", {"Name": "on-failure", "MaximumRetryCount": 3}),
+    ],
+)
+def test_restart_policy(restart: str, expected: dict[str, object]) -> None:
+    assert _restart_policy(restart) == expected
+
+
+def test_healthcheck_in_nanoseconds_and_none_disables() -> None:
+    check = HealthCheck(
+        test=("CMD", "true"), interval_s=1.5, timeout_s=2, retries=4, start_period_s=0.5
+    )
+    assert _healthcheck(check) == {
+        "test": ["CMD", "true"],
+        "interval": 1_500_000_000,
+        "timeout": 2_000_000_000,
+        "retries": 4,
+        "start_period": 500_000_000,
+    }
+    assert _healthcheck(HealthCheck(test=("NONE",))) == {"test": ["NONE"]}
+    assert _healthcheck(None) is None
+
+
+def test_port_bindings_group_by_target_and_leave_random_ports_to_docker() -> None:
+    ports = (
+        PortBinding(target=80, published=8080, host_ip="127.0.0.1"),
+        PortBinding(target=80, published=8081),
+        PortBinding(target=53, protocol="udp"),
+    )
+    assert _port_bindings(ports) == {
+        "80/tcp": [("127.0.0.1", 8080), ("", 8081)],
+        "53/udp": [("", None)],
+    }
