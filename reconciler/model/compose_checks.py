@@ -27,6 +27,8 @@ COMPOSE_FILE = "compose.yaml"
 _PROJECT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 _SERVICE_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
 _DOCKER_NAME = _SERVICE_NAME  # volume and network names, as Docker accepts them
+# Addresses that bind every interface: they clash with any other address.
+_ANY_ADDRESS = frozenset({"", "0.0.0.0", "::"})
 _PROJECT_RULE = "use lowercase letters, digits, '-' and '_', starting with a letter or a digit"
 
 
@@ -341,7 +343,7 @@ class ComposeChecks:
                     for (p, ip, proto), owner in published.items()
                     if p == host_port
                     and proto == port.protocol
-                    and (ip == port.host_ip or "" in (ip, port.host_ip))
+                    and (ip == port.host_ip or bool(_ANY_ADDRESS & {ip, port.host_ip}))
                 ]
                 if clashes:
                     other, line = clashes[0]
