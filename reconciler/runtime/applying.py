@@ -246,7 +246,13 @@ class _Applier:
             raise _StepError(
                 f"service {service.name}: new version could not be started ({exc}); {outcome}"
             ) from exc
-        reason = self.wait(service, new_id, self.readiness(service) or "ready")
+        try:
+            reason = self.wait(service, new_id, self.readiness(service) or "ready")
+        except Exception as exc:
+            outcome = self.roll_back(service, old, aside=aside, renamed=True, new_id=new_id)
+            raise _StepError(
+                f"service {service.name}: new version could not be checked ({exc}); {outcome}"
+            ) from exc
         if reason is not None:
             outcome = self.roll_back(service, old, aside=aside, renamed=True, new_id=new_id)
             raise _StepError(

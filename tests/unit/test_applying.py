@@ -19,7 +19,7 @@ from reconciler.decide.actions import (
     StartService,
     describe,
 )
-from reconciler.errors import ApplyError, Conflict, Unavailable
+from reconciler.errors import ApplyError, Conflict, ImageUnavailable, Unavailable
 from reconciler.model.desired import (
     Dependency,
     HealthCheck,
@@ -135,6 +135,7 @@ def test_a_missing_image_touches_nothing_and_names_every_missing_image() -> None
     assert set(engine.call_names()) == {"ensure_image"}
     assert engine.containers[old.id].state == "running"
     assert "nothing was changed" in str(caught.value)
+    assert isinstance(caught.value.__cause__, ImageUnavailable)
 
 
 def test_each_image_is_ensured_once() -> None:
@@ -382,3 +383,18 @@ def test_a_plan_with_conflicts_is_refused() -> None:
     with pytest.raises(Conflict):
         apply(plan, engine, project=PROJECT, commit=NEW_COMMIT)
     assert engine.calls == []
+
+
+def test_a_recreate_whose_wait_fails_rolls_back_and_keeps_the_cause() -> None:
+    engine = FakeEngine()
+    old = old_web(engine)
+    engine.fail["wait_ready"] = Unavailable("Docker engine unavailable at unix:///x: gone")
+    web = service("web", healthcheck=CHECK)
+
+    with pytest.raises(ApplyError) as caught:
+        run(engine, RecreateService(web, config_hash="h2", old=old, reason="x"))
+
+    assert "rolled back" in caught.value.message
+    assert isinstance(caught.value.__cause__, Unavailable)
+    assert list(engine.containers) == [old.id]
+    assert engine.containers[old.id].state == "running"
