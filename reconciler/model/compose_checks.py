@@ -16,7 +16,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from reconciler import labels as labels_module
 from reconciler.errors import Issue
@@ -297,7 +297,7 @@ class ComposeChecks:
         where: KeyPath,
         *,
         what: str,
-        kind: str,
+        kind: Literal["file", "dir", "any"],
         required: bool = True,
         shown: str | None = None,
     ) -> Path | None:

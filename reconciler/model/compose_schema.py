@@ -14,11 +14,12 @@ docs/compose-subset.md documents the subset for users; keep them in step.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import shlex
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from reconciler.model.yaml_lines import KeyPath
 
@@ -202,14 +203,24 @@ def _parse_short_port(text: str) -> dict[str, Any]:
     return out
 
 
+def _ip_address(value: str) -> str:
+    if value:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError(f"host_ip {value!r} is not an IP address") from None
+    return value
+
+
 class Port(_Model):
     """One entry of ``ports``; the short syntax is parsed into this long form."""
 
     target: PortRange
     published: PortRange | None = None
-    host_ip: str = ""
+    host_ip: Annotated[str, AfterValidator(_ip_address)] = ""
     protocol: Literal["tcp", "udp"] = "tcp"
-    mode: Literal["host", "ingress"] = "host"
+    # "ingress" is Swarm's routing mesh: not something one engine can do.
+    mode: Literal["host"] = "host"
 
     @model_validator(mode="before")
     @classmethod
