@@ -56,8 +56,8 @@ def git(*args: str, cwd: Path) -> str:
     ).stdout.strip()
 
 
-def make_repo(root: Path, services: int) -> Path:
-    repo = root / f"repo{services}"
+def make_repo(root: Path, services: int, *, name: str = "repo") -> Path:
+    repo = root / f"{name}{services}"
     (repo / "desired-state").mkdir(parents=True)
     (repo / "desired-state" / "compose.yaml").write_text(compose_text(services))
     git("init", "-q", "-b", "main", cwd=repo)
@@ -124,7 +124,7 @@ def bench_requests(root: Path, client: docker.DockerClient) -> None:
     print(f"   {'services':>8} {'requests':>9}  by endpoint")
     for count in (1, 10, 50):
         project = f"benchreq{count}"
-        repo = make_repo(root, count)
+        repo = make_repo(root, count, name="requests")
         settings = load_settings(cli_env(repo, root / f"state-req{count}", project))
         engine_client = docker.from_env()
         seen: list[str] = []
@@ -174,7 +174,7 @@ def _idle_profile(proc: subprocess.Popen[bytes], seconds: float) -> tuple[float,
 
 
 def bench_idle(root: Path, client: docker.DockerClient, seconds: float) -> None:
-    repo = make_repo(root, 5)
+    repo = make_repo(root, 5, name="idle")
     project = "benchidle"
     env = cli_env(repo, root / "state-idle", project, interval="30")
     daemon = subprocess.Popen(
