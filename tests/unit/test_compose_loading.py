@@ -112,3 +112,33 @@ def _assert_fragment(expected: Any, actual: Any, *, root: str, where: str) -> No
         assert actual == expected.replace("{root}", root), f"{where}: {actual!r} != {expected!r}"
     else:
         assert actual == expected, f"{where}: {actual!r} != {expected!r}"
+
+
+def test_a_changed_file_in_the_commit_changes_the_image_tag_and_the_mount_hash(
+    tmp_path: Path,
+) -> None:
+    case: dict[str, Any] = {
+        "files": {
+            "desired-state/compose.yaml": (
+                "name: shop\n"
+                "services:\n"
+                "  web:\n"
+                "    build: ../images/web\n"
+                "    volumes: ['./conf/site.conf:/etc/site.conf:ro']\n"
+            ),
+            "desired-state/conf/site.conf": "listen 80\n",
+            "images/web/Dockerfile": "FROM scratch\n",
+        }
+    }
+    first = _load(case, tmp_path)
+    assert _load(case, tmp_path) == first  # the same commit, the same state
+
+    (tmp_path / "images/web/Dockerfile").write_text("FROM scratch\nLABEL v=2\n")
+    (tmp_path / "desired-state/conf/site.conf").write_text("listen 8080\n")
+    second = load_desired_state(tmp_path, project=None, environ={})
+
+    before, after = first.services["web"], second.services["web"]
+    assert before.image != after.image
+    assert after.build is not None
+    assert after.image == f"shop-web:{after.build.context_hash[:12]}"
+    assert before.mounts[0].content_hash != after.mounts[0].content_hash
