@@ -348,6 +348,14 @@ class DependsOn(_Model):
     # False: a dependency that is not deployed (e.g. its profile is inactive) is skipped.
     required: bool = True
 
+    @model_validator(mode="before")
+    @classmethod
+    def _mapping(cls, data: Any) -> Any:
+        if data is None:
+            return {}
+        _require_mapping(data, "options such as condition: service_healthy")
+        return data
+
 
 def _depends_list(value: Any) -> Any:
     if isinstance(value, list):
@@ -517,13 +525,23 @@ class Network(_Model):
         return self
 
 
+def _section(what: str) -> Any:
+    def check(value: Any) -> Any:
+        if not isinstance(value, dict):
+            singular = what[:-1]
+            raise ValueError(f"must be a mapping of {singular} names to {what} (name: ...)")
+        return value
+
+    return check
+
+
 class ComposeFile(_Model):
     name: str | None = None
     # Obsolete in the Compose Specification; Compose accepts and ignores it.
     version: Any = None
-    services: dict[str, Service]
-    volumes: dict[str, Volume | None] = {}
-    networks: dict[str, Network | None] = {}
+    services: Annotated[dict[str, Service], BeforeValidator(_section("services"))]
+    volumes: Annotated[dict[str, Volume | None], BeforeValidator(_section("volumes"))] = {}
+    networks: Annotated[dict[str, Network | None], BeforeValidator(_section("networks"))] = {}
 
     @model_validator(mode="before")
     @classmethod
