@@ -25,7 +25,7 @@ def hash_path(path: Path) -> str:
     Covers every entry's path relative to ``path``, its permission bits, the
     contents of regular files and the target of symlinks (never followed), in
     sorted order, so it is the same on every run and on every machine that has
-    the same files. A missing ``path`` raises ``FileNotFoundError``.
+    the same files with the same permissions. A missing ``path`` raises ``FileNotFoundError``.
     """
     digest = hashlib.sha256()
     for relative, full in _entries(path):

@@ -60,6 +60,7 @@ def load_desired_state(
     keys and ``COMPOSE_PROFILES``. Raises ``InvalidDesiredState`` with every
     issue found.
     """
+    root = root.absolute()  # bind sources and build contexts must be absolute for Docker
     directory = directory.strip("/") or "."
     rel = COMPOSE_FILE if directory == "." else f"{directory}/{COMPOSE_FILE}"
     compose_dir = root / directory
