@@ -1,0 +1,488 @@
+#!/bin/sh
+# install.sh: bootstrap the reconciler on a VM (or on a developer's PC).
+#
+# Run once as root; run again to upgrade in place (the env file is kept).
+#   sh install.sh --repo ssh://git@github.com/ME/site.git \
+#       --backup-target s3://my-bucket/prod --timezone Europe/Bucharest
+#   sh install.sh --local            # a developer's PC, this checkout, local backups
+#   sh install.sh --uninstall        # remove the reconciler; volumes are never touched
+#
+# What it does, each step skipped when already done:
+#  1. checks the OS (Debian, Ubuntu, Fedora);
+#  2. installs the Docker engine from the distribution's packages when missing;
+#  3. writes the env file (mode 600) from flags or prompts, keeping an existing one;
+#  4. for an ssh:// repository, makes a deploy key and prints where to add it;
+#  5. builds the reconciler image from images/reconciler (or uses --image);
+#  6. runs one sync in a short-lived container, which deploys desired-state/,
+#     the reconciler's own service included (restart=unless-stopped, the Docker
+#     socket, the state dir at the same path inside as outside);
+#  7. waits for the reconciler to be healthy and prints `reconciler status`.
+set -eu
+
+USAGE='Usage: sh install.sh [OPTIONS]
+
+Settings (written to the env file when it is created; an existing file is kept):
+  --repo URL              repository to follow (ssh://, https://, git://, file://, path)
+  --branch NAME           branch to follow (default: main)
+  --project NAME          Compose project name (default: site)
+  --backup-target URL     s3://BUCKET/PREFIX or file:///PATH
+  --aws-access-key-id ID  --aws-secret-access-key KEY  --aws-region REGION
+  --s3-endpoint URL       for S3-compatible stores (AWS_ENDPOINT_URL_S3)
+  --timezone TZ           time zone of the 05:04 backup (default: UTC)
+  --set KEY=VALUE         any other variable of desired-state/example.env (repeatable)
+
+Modes:
+  --local                 a developer'"'"'s PC: follow this checkout, back up to a local
+                          folder, build local base images when no registry answers
+  --uninstall             remove the reconciler container (never a volume) and stop
+  --remove-image          with --uninstall: remove its image too
+
+Images:
+  --image IMAGE           use this reconciler image (pulled if absent) instead of building
+  --image-name NAME       repository name of the image built here (default: reconciler)
+  --base-image IMAGE      base of images/reconciler (env RECONCILER_BASE_IMAGE;
+                          default: the Dockerfile'"'"'s python:3.11-slim-bookworm)
+  --local-images          no registry: build images/local/ stand-ins and use them
+
+Paths and behaviour:
+  --config-dir DIR        env file and deploy key (default: /etc/reconciler)
+  --state-dir DIR         durable state (default: /var/lib/reconciler)
+  --yes                   never prompt; a missing required value is an error
+  --timeout SECONDS       how long to wait for the first sync (default: 600)
+  -h, --help              this help'
+
+log() { printf '[install] %s\n' "$*" >&2; }
+die() { printf '[install] error: %s\n' "$*" >&2; exit 1; }
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+MODE=install
+LOCAL=0
+YES=0
+REMOVE_IMAGE=0
+LOCAL_IMAGES=${RECONCILER_LOCAL_IMAGES:-0}
+IMAGE=""
+IMAGE_NAME=reconciler
+BASE_IMAGE=${RECONCILER_BASE_IMAGE:-}
+CONFIG_DIR=${RECONCILER_CONFIG_DIR:-/etc/reconciler}
+STATE_DIR=${RECONCILER_STATE_DIR:-/var/lib/reconciler}
+TIMEOUT=600
+REPO="" BRANCH="" PROJECT="" BACKUP_TARGET="" TIMEZONE=""
+AWS_ID="" AWS_SECRET="" AWS_REGION="" S3_ENDPOINT=""
+# Extra KEY=VALUE lines for a new env file, one per line.
+EXTRA=""
+NL='
+'
+
+need_value() {
+  if [ $# -lt 2 ] || [ -z "$2" ]; then die "$1 needs a value (see --help)"; fi
+}
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -h|--help) printf '%s\n' "$USAGE"; exit 0 ;;
+    --repo) need_value "$@"; REPO=$2; shift ;;
+    --branch) need_value "$@"; BRANCH=$2; shift ;;
+    --project) need_value "$@"; PROJECT=$2; shift ;;
+    --backup-target) need_value "$@"; BACKUP_TARGET=$2; shift ;;
+    --aws-access-key-id) need_value "$@"; AWS_ID=$2; shift ;;
+    --aws-secret-access-key) need_value "$@"; AWS_SECRET=$2; shift ;;
+    --aws-region) need_value "$@"; AWS_REGION=$2; shift ;;
+    --s3-endpoint) need_value "$@"; S3_ENDPOINT=$2; shift ;;
+    --timezone) need_value "$@"; TIMEZONE=$2; shift ;;
+    --set)
+      need_value "$@"
+      case "$2" in [A-Za-z_]*=*) ;; *) die "--set wants KEY=VALUE, not '$2'" ;; esac
+      EXTRA="$EXTRA$2$NL"; shift ;;
+    --local) LOCAL=1 ;;
+    --uninstall) MODE=uninstall ;;
+    --remove-image) REMOVE_IMAGE=1 ;;
+    --image) need_value "$@"; IMAGE=$2; shift ;;
+    --image-name) need_value "$@"; IMAGE_NAME=$2; shift ;;
+    --base-image) need_value "$@"; BASE_IMAGE=$2; shift ;;
+    --local-images) LOCAL_IMAGES=1 ;;
+    --config-dir) need_value "$@"; CONFIG_DIR=$2; shift ;;
+    --state-dir) need_value "$@"; STATE_DIR=$2; shift ;;
+    --yes|--non-interactive) YES=1 ;;
+    --timeout) need_value "$@"; TIMEOUT=$2; shift ;;
+    *) die "unknown argument: $1 (see --help)" ;;
+  esac
+  shift
+done
+
+case "$CONFIG_DIR$STATE_DIR" in
+  *' '*) die "--config-dir and --state-dir must not contain spaces" ;;
+esac
+case "$CONFIG_DIR" in /*) ;; *) die "--config-dir must be an absolute path" ;; esac
+case "$STATE_DIR" in /*) ;; *) die "--state-dir must be an absolute path" ;; esac
+ENV_FILE=$CONFIG_DIR/reconciler.env
+
+# --- 1. the OS ------------------------------------------------------------------
+
+OS_ID=""
+check_os() {
+  [ -r /etc/os-release ] || die "cannot tell the OS (no /etc/os-release); supported: Debian, Ubuntu, Fedora"
+  # shellcheck disable=SC1091
+  OS_ID=$(. /etc/os-release && printf '%s' "${ID:-}")
+  case "$OS_ID" in
+    debian|ubuntu|fedora) ;;
+    *) die "unsupported OS '$OS_ID': install.sh supports Debian, Ubuntu and Fedora (install Docker and run the reconciler image by hand elsewhere: docs/operations.md)" ;;
+  esac
+}
+
+require_root() {
+  [ "$(id -u)" = 0 ] || die "run as root (sudo sh install.sh ...): it installs packages and writes $CONFIG_DIR"
+}
+
+# --- 2. the Docker engine -------------------------------------------------------
+
+install_packages() {
+  case "$OS_ID" in
+    debian|ubuntu)
+      DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null ;;
+    fedora) dnf install -y -q "$@" >/dev/null ;;
+  esac
+}
+
+ensure_docker() {
+  if docker info >/dev/null 2>&1; then
+    log "Docker engine: answering"
+    return
+  fi
+  if ! command -v dockerd >/dev/null 2>&1; then
+    log "Docker engine: installing the distribution's package"
+    case "$OS_ID" in
+      debian|ubuntu) install_packages docker.io ;;
+      # Fedora packages the engine as moby-engine (the docker CLI comes with it).
+      fedora) install_packages moby-engine || install_packages docker ;;
+    esac
+  fi
+  if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+    systemctl enable --now docker >/dev/null 2>&1 || systemctl start docker
+  else
+    # No systemd (a container, WSL): start the engine in the background.
+    log "Docker engine: starting dockerd (no systemd here; it will not survive a reboot)"
+    nohup dockerd >/var/log/dockerd.log 2>&1 &
+  fi
+  i=0
+  until docker info >/dev/null 2>&1; do
+    i=$((i + 1))
+    [ "$i" -le 60 ] || die "the Docker engine did not answer within 60 s (see journalctl -u docker)"
+    sleep 1
+  done
+  log "Docker engine: running"
+}
+
+# --- 3. the env file -------------------------------------------------------------
+
+# get_env KEY: the value of KEY in the env file (empty when absent).
+get_env() {
+  [ -f "$ENV_FILE" ] || return 0
+  sed -n "s/^$1=//p" "$ENV_FILE" | tail -n 1 | sed -e 's/^"\(.*\)"$/\1/' -e "s/^'\(.*\)'$/\1/"
+}
+
+# set_env KEY VALUE: replace or append one line, keeping the rest of the file.
+set_env() {
+  if grep -q "^$1=" "$ENV_FILE"; then
+    [ "$(get_env "$1")" = "$2" ] && return 0
+    tmp=$(mktemp "$CONFIG_DIR/.env.XXXXXX")
+    awk -v key="$1" -v line="$1=$2" 'index($0, key "=") == 1 { print line; next } { print }' \
+      "$ENV_FILE" >"$tmp"
+    chmod 600 "$tmp"
+    mv "$tmp" "$ENV_FILE"
+  else
+    printf '%s=%s\n' "$1" "$2" >>"$ENV_FILE"
+  fi
+}
+
+# ask VAR QUESTION DEFAULT: prompt on a terminal; with --yes (or no terminal) take
+# the default, and die when a required value (no default) is missing.
+ask() {
+  eval "current=\${$1}"
+  # shellcheck disable=SC2154  # set by the eval above
+  [ -n "$current" ] && return 0
+  if [ "$YES" = 0 ] && [ -t 0 ]; then
+    printf '%s%s: ' "$2" "${3:+ [$3]}" >&2
+    read -r answer || answer=""
+    [ -n "$answer" ] || answer=$3
+  else
+    answer=$3
+  fi
+  [ -n "$answer" ] || die "$2: no value (give it as a flag, see --help)"
+  eval "$1=\$answer"
+}
+
+random_secret() {
+  # 32 characters from the kernel's CSPRNG, letters and digits only, so the
+  # value needs no quoting in the env file or in SQL.
+  head -c 96 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 32
+}
+
+write_env_file() {
+  mkdir -p "$CONFIG_DIR"
+  chmod 700 "$CONFIG_DIR"
+  if [ -f "$ENV_FILE" ]; then
+    log "env file: keeping $ENV_FILE"
+    chmod 600 "$ENV_FILE"
+    return
+  fi
+  if [ "$LOCAL" = 1 ]; then
+    # The checkout this script is in, followed at its own path.
+    [ -n "$REPO" ] || REPO=$HERE
+    : "${BACKUP_TARGET:=file://$STATE_DIR/backups}"
+    : "${BRANCH:=$(git -C "$REPO" rev-parse --abbrev-ref HEAD 2>/dev/null || echo main)}"
+  fi
+  ask REPO "Git repository to follow (ssh://git@github.com/ME/site.git)" ""
+  ask BRANCH "Branch" main
+  ask PROJECT "Compose project name" site
+  ask TIMEZONE "Time zone of the 05:04 backup" UTC
+  ask BACKUP_TARGET "Backup target (s3://BUCKET/PREFIX or file:///PATH)" ""
+  case "$BACKUP_TARGET" in
+    s3://*)
+      ask AWS_ID "AWS_ACCESS_KEY_ID" ""
+      ask AWS_SECRET "AWS_SECRET_ACCESS_KEY" ""
+      ask AWS_REGION "AWS_DEFAULT_REGION" us-east-1 ;;
+    file:///*) mkdir -p "${BACKUP_TARGET#file://}" ;;
+    *) die "backup target '$BACKUP_TARGET': use s3://BUCKET/PREFIX or file:///PATH" ;;
+  esac
+  old_umask=$(umask)
+  umask 077
+  {
+    echo "# The reconciler's settings and the stack's secrets (desired-state/example.env"
+    echo "# documents every variable). Written by install.sh; kept when it runs again."
+    echo "RECONCILER_REPO=$REPO"
+    echo "RECONCILER_BRANCH=$BRANCH"
+    echo "RECONCILER_PROJECT=$PROJECT"
+    echo "RECONCILER_STATE_DIR=$STATE_DIR"
+    echo "RECONCILER_CONFIG_DIR=$CONFIG_DIR"
+    echo "RECONCILER_LOG_FORMAT=json"
+    [ "$LOCAL" = 1 ] && echo "RECONCILER_LOCAL_REPO=$REPO"
+    echo "BACKUP_TARGET=$BACKUP_TARGET"
+    echo "BACKUP_TIMEZONE=$TIMEZONE"
+    if [ -n "$AWS_ID" ]; then
+      echo "AWS_ACCESS_KEY_ID=$AWS_ID"
+      echo "AWS_SECRET_ACCESS_KEY=$AWS_SECRET"
+      echo "AWS_DEFAULT_REGION=$AWS_REGION"
+    fi
+    [ -n "$S3_ENDPOINT" ] && echo "AWS_ENDPOINT_URL_S3=$S3_ENDPOINT"
+    echo "MARIADB_ROOT_PASSWORD=$(random_secret)"
+    echo "MARIADB_PASSWORD=$(random_secret)"
+    if [ "$LOCAL_IMAGES" = 1 ]; then
+      echo "# No registry here: the stand-ins built by images/local/build-base-images.sh."
+      echo "WEBSERVER_BASE_IMAGE=reconciler-local/openlitespeed:local"
+      echo "MARIADB_IMAGE=reconciler-local/mariadb:local"
+    fi
+    printf '%s' "$EXTRA"
+  } >"$ENV_FILE"
+  umask "$old_umask"
+  log "env file: wrote $ENV_FILE (mode 600; database passwords generated)"
+}
+
+# --- 4. the deploy key -----------------------------------------------------------
+
+ssh_host_of() {
+  case "$1" in
+    ssh://*) rest=${1#ssh://}; rest=${rest#*@}; rest=${rest%%/*}; printf '%s' "${rest%%:*}" ;;
+    *@*:*) rest=${1#*@}; printf '%s' "${rest%%:*}" ;;
+  esac
+}
+
+ssh_port_of() {
+  case "$1" in
+    ssh://*) rest=${1#ssh://}; rest=${rest#*@}; rest=${rest%%/*}
+      case "$rest" in *:*) printf '%s' "${rest##*:}"; return ;; esac ;;
+  esac
+  printf '22'
+}
+
+ensure_deploy_key() {
+  repo=$(get_env RECONCILER_REPO)
+  host=$(ssh_host_of "$repo")
+  [ -n "$host" ] || return 0
+  key=$CONFIG_DIR/deploy_key
+  if [ ! -f "$key" ]; then
+    command -v ssh-keygen >/dev/null 2>&1 || install_packages openssh-client
+    ssh-keygen -q -t ed25519 -N '' -C "reconciler@$(hostname)" -f "$key"
+    log "deploy key: generated $key"
+  fi
+  chmod 600 "$key"
+  set_env RECONCILER_SSH_KEY "$key"
+  known=$CONFIG_DIR/known_hosts
+  if [ ! -s "$known" ]; then
+    # Trust on first use, recorded once: later host key changes make fetches fail loudly.
+    ssh-keyscan -p "$(ssh_port_of "$repo")" "$host" >"$known" 2>/dev/null \
+      || log "warning: could not read $host's host key; fetches will fail until $known holds it"
+  fi
+  set_env RECONCILER_KNOWN_HOSTS "$known"
+  cat >&2 <<EOF
+[install] The reconciler reads $repo with this deploy key (read-only access is enough):
+
+$(cat "$key.pub")
+
+  GitHub:    the repository's Settings > Deploy keys > Add deploy key
+  Bitbucket: the repository's Repository settings > Access keys > Add key
+  GitLab:    the project's Settings > Repository > Deploy keys
+EOF
+  if [ "$YES" = 0 ] && [ -t 0 ]; then
+    printf '[install] Press Enter once the key is added... ' >&2
+    read -r _ || true
+  fi
+}
+
+# --- 5. the image ------------------------------------------------------------------
+
+# Pulls fail at once where no registry is reachable; that decides --local-images.
+can_have() {
+  docker image inspect "$1" >/dev/null 2>&1 || docker pull -q "$1" >/dev/null 2>&1
+}
+
+ensure_image() {
+  if [ -n "$IMAGE" ]; then
+    can_have "$IMAGE" || die "image $IMAGE is neither present nor pullable"
+    RECONCILER_IMAGE=$IMAGE
+    set_env RECONCILER_IMAGE "$IMAGE"
+    return
+  fi
+  [ -f "$HERE/images/reconciler/Dockerfile" ] \
+    || die "no images/reconciler/Dockerfile next to install.sh: run it from a checkout of the repository, or give --image"
+  if [ "$LOCAL_IMAGES" = 1 ]; then
+    log "local images: building the stand-ins of images/local/ (no registry needed)"
+    sh "$HERE/images/local/build-base-images.sh"
+    : "${BASE_IMAGE:=reconciler-local/python:local}"
+    # pip inside a container may not reach an index the host reaches (a proxy
+    # with its own CA, an air gap): fill the wheelhouse with the host's pip.
+    if ! ls "$HERE"/images/reconciler/wheels/*.whl >/dev/null 2>&1 \
+      && command -v python3 >/dev/null 2>&1 && python3 -m pip --version >/dev/null 2>&1; then
+      sh "$HERE/images/reconciler/wheelhouse.sh" python3 || log "warning: no wheelhouse; pip in the build will try the index"
+    fi
+  fi
+  set --
+  [ -n "$BASE_IMAGE" ] && set -- --build-arg "BASE=$BASE_IMAGE"
+  log "image: building $IMAGE_NAME from images/reconciler${BASE_IMAGE:+ on $BASE_IMAGE}"
+  docker build -q "$@" -f "$HERE/images/reconciler/Dockerfile" -t "$IMAGE_NAME:latest" "$HERE" >/dev/null
+  # A tag per content: the desired state names it, so a new build is a new
+  # configuration (the reconciler replaces itself) and an unchanged one is not.
+  id=$(docker image inspect -f '{{.Id}}' "$IMAGE_NAME:latest")
+  id=${id#sha256:}
+  RECONCILER_IMAGE=$IMAGE_NAME:$(printf '%.12s' "$id")
+  docker tag "$IMAGE_NAME:latest" "$RECONCILER_IMAGE"
+  set_env RECONCILER_IMAGE "$RECONCILER_IMAGE"
+  log "image: $RECONCILER_IMAGE"
+}
+
+# --- 6. the first sync and the daemon ------------------------------------------------
+
+# The mounts of the reconciler's own service in desired-state/compose.yaml.
+mount_args() {
+  local_repo=$(get_env RECONCILER_LOCAL_REPO)
+  printf '%s\n' -v /var/run/docker.sock:/var/run/docker.sock \
+    -v "$STATE_DIR:$STATE_DIR" -v "$CONFIG_DIR:$CONFIG_DIR:ro"
+  [ -n "$local_repo" ] && printf '%s\n' -v "$local_repo:$local_repo:ro"
+  return 0
+}
+
+# reconciler ARGS...: the CLI in a short-lived container of the image, with the
+# daemon's mounts; labelled a helper of the project, so no pass ever takes it
+# for a service.
+reconciler_once() {
+  # Word splitting of mount_args is wanted: one argument per line, none with spaces.
+  # shellcheck disable=SC2046
+  docker run --rm --label "dev.reconciler.project=$PROJECT" --label dev.reconciler.helper=install \
+    -e "RECONCILER_ENV_FILE=$ENV_FILE" -e RECONCILER_LOG_FORMAT=text \
+    $(mount_args) "$RECONCILER_IMAGE" "$@"
+}
+
+DAEMON=""
+first_sync() {
+  PROJECT=$(get_env RECONCILER_PROJECT)
+  : "${PROJECT:=site}"
+  DAEMON=$PROJECT-reconciler-1
+  mkdir -p "$STATE_DIR"
+  deadline=$(($(date +%s) + TIMEOUT))
+  log "sync: deploying desired-state/ of $(get_env RECONCILER_REPO) ($(get_env RECONCILER_BRANCH))"
+  until reconciler_once sync; do
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+      log "the first sync did not succeed within $TIMEOUT s (the messages above say why)"
+      break
+    fi
+    log "sync failed; trying again in 10 s (until $(date -d "@$deadline" +%T 2>/dev/null || echo the timeout))"
+    sleep 10
+  done
+  if ! docker container inspect "$DAEMON" >/dev/null 2>&1; then
+    # The pass stopped before it reached the reconciler's own service (an image
+    # that cannot be had, a commit that does not validate...). Start it anyway,
+    # so that fixing the repository is enough: it adopts itself on its first
+    # good pass (a configuration change: it hands over to a helper).
+    log "starting $DAEMON (the pass did not create it)"
+    # shellcheck disable=SC2046
+    docker run -d --name "$DAEMON" --restart unless-stopped \
+      --label "dev.reconciler.project=$PROJECT" --label dev.reconciler.service=reconciler \
+      -e "RECONCILER_ENV_FILE=$ENV_FILE" $(mount_args) "$RECONCILER_IMAGE" run >/dev/null
+  fi
+}
+
+wait_healthy() {
+  deadline=$(($(date +%s) + TIMEOUT))
+  while :; do
+    health=$(docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}' \
+      "$DAEMON" 2>/dev/null || echo missing)
+    case "$health" in
+      healthy|running) break ;;
+      missing|exited|dead) die "$DAEMON is $health: see docker logs $DAEMON" ;;
+    esac
+    [ "$(date +%s)" -lt "$deadline" ] || die "$DAEMON is still $health after $TIMEOUT s: see docker logs $DAEMON"
+    sleep 2
+  done
+  log "$DAEMON is $health"
+  docker exec "$DAEMON" reconciler status || true
+}
+
+# --- uninstall ---------------------------------------------------------------------
+
+uninstall() {
+  PROJECT=${PROJECT:-$(get_env RECONCILER_PROJECT)}
+  : "${PROJECT:=site}"
+  image=$(docker inspect -f '{{.Config.Image}}' "$PROJECT-reconciler-1" 2>/dev/null || true)
+  for name in $(docker ps -aq --filter "label=dev.reconciler.project=$PROJECT" \
+    --filter label=dev.reconciler.helper=install); do
+    docker rm -f "$name" >/dev/null
+  done
+  if docker container inspect "$PROJECT-reconciler-1" >/dev/null 2>&1; then
+    # Without -v: no volume is ever removed, not even an anonymous one.
+    docker rm -f "$PROJECT-reconciler-1" >/dev/null
+    log "removed $PROJECT-reconciler-1"
+  else
+    log "no $PROJECT-reconciler-1 to remove"
+  fi
+  if [ "$REMOVE_IMAGE" = 1 ] && [ -n "$image" ]; then
+    if docker rmi "$image" >/dev/null 2>&1; then
+      log "removed image $image"
+    else
+      log "image $image kept (another container uses it)"
+    fi
+  fi
+  log "the stack keeps running, unmanaged; volumes, $CONFIG_DIR and $STATE_DIR are kept"
+  log "(to remove the stack too: docker rm -f \$(docker ps -aq --filter label=dev.reconciler.project=$PROJECT))"
+}
+
+# --- main -------------------------------------------------------------------------------
+
+require_root
+check_os
+if [ "$MODE" = uninstall ]; then
+  docker info >/dev/null 2>&1 || die "the Docker engine does not answer"
+  uninstall
+  exit 0
+fi
+ensure_docker
+if [ "$LOCAL" = 1 ] && [ "$LOCAL_IMAGES" = 0 ] && [ -z "$IMAGE" ] && [ -z "$BASE_IMAGE" ] \
+  && ! can_have python:3.11-slim-bookworm; then
+  log "no image registry answers: using local stand-in images (images/local/)"
+  LOCAL_IMAGES=1
+fi
+write_env_file
+ensure_deploy_key
+ensure_image
+first_sync
+wait_healthy
+log "done: push to $(get_env RECONCILER_BRANCH) to deploy; docs/operations.md says what next"
