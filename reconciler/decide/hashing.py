@@ -24,5 +24,12 @@ def config_hash(service: ServiceSpec) -> str:
     data = service.model_dump(mode="json")
     # depends_on shapes the order of a pass, not the container itself.
     data.pop("depends_on", None)
+    # Files from the repository live in a folder per commit: hash what they
+    # hold, not where they are, or every commit would recreate the service.
+    for mount in data["mounts"]:
+        if mount["content_hash"] is not None:
+            mount["source"] = f"repository:{mount['content_hash']}"
+    if data["build"] is not None:
+        data["build"].pop("context")
     canonical = json.dumps([HASH_VERSION, data], sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()

@@ -33,6 +33,7 @@ from reconciler.errors import (
 from reconciler.logs import event
 from reconciler.model.desired import DesiredState
 from reconciler.model.loading import load_desired_state
+from reconciler.model.observed import Observed
 from reconciler.ports import Checkout, Engine, Source
 from reconciler.redaction import redact_url
 from reconciler.runtime.applying import apply
@@ -77,6 +78,7 @@ class Prepared:
 
     checkout: Checkout
     desired: DesiredState
+    observed: Observed
     plan: Plan
 
 
@@ -123,7 +125,7 @@ class Reconciler:
             observed = self.engine.observe(desired.project)
         except Unavailable as exc:
             raise EngineUnavailable(str(exc)) from exc
-        return Prepared(checkout, desired, make_plan(desired, observed))
+        return Prepared(checkout, desired, observed, make_plan(desired, observed))
 
     def remote_head(self) -> str:
         try:
@@ -201,8 +203,10 @@ class Reconciler:
             status.applied_at = now()
             for hook in self.after_apply:
                 changes += hook(prepared.checkout, prepared.desired, status)
-            # The previous commit's files stay: its containers may still bind-mount them.
-            self._prune_checkouts(keep={c for c in (commit, previous) if c})
+            # A container bind-mounts files of the commit that created it, so
+            # that commit's folder stays as long as the container does.
+            in_use = {c.commit for c in prepared.observed.containers if c.project == status.project}
+            self._prune_checkouts(keep={c for c in (commit, previous, *in_use) if c})
             message = "; ".join(change_set.failures)
             return PassOutcome("succeeded", "ReconciliationSucceeded", message, commit, changes)
         except Unavailable as exc:

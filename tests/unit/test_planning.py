@@ -137,6 +137,29 @@ def test_hash_is_stable_and_sensitive() -> None:
     assert config_hash(a) == config_hash(ServiceSpec.model_validate(a.model_dump()))
 
 
+def test_hash_ignores_which_checkout_holds_the_same_repository_files() -> None:
+    def web(checkout: str, content: str) -> ServiceSpec:
+        return ServiceSpec.model_validate(
+            {
+                "name": "web",
+                "image": "w",
+                "build": {"context": f"/state/{checkout}/app", "context_hash": content},
+                "mounts": [
+                    {
+                        "type": "bind",
+                        "source": f"/state/{checkout}/conf",
+                        "target": "/etc/app",
+                        "content_hash": content,
+                    },
+                    {"type": "bind", "source": "/etc/localtime", "target": "/etc/localtime"},
+                ],
+            }
+        )
+
+    assert config_hash(web("aaa", "h1")) == config_hash(web("bbb", "h1"))
+    assert config_hash(web("aaa", "h1")) != config_hash(web("aaa", "h2"))
+
+
 def test_dependency_order_keeps_file_order_between_independent_services() -> None:
     services = [
         ServiceSpec.model_validate(
