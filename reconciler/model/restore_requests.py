@@ -1,0 +1,189 @@
+"""``desired-state/restore.yaml``: restore requests, each with an id that runs once per VM.
+
+Read with the same line-keeping YAML reader as compose.yaml and backup.yaml,
+filled from the same environment (``${VAR}``), and checked against the loaded
+``DesiredState``: every volume must be a compose volume, every database a
+MariaDB service, every source a backup target URL, every id unique. Problems
+are issues like
+``desired-state/restore.yaml:7: restores[1].volumes[0]: unknown volume 'sitee'``.
+
+A broken restore.yaml fails the restore requests only: the pass applies the
+rest of the commit and runs no request (see ``runtime/restore_pass.py``).
+Pure: no Docker, no S3; the only I/O is reading the file.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+from reconciler.errors import InvalidDesiredState, Issue
+from reconciler.model.backup_policy import is_mariadb_service, target_problem
+from reconciler.model.desired import DesiredState
+from reconciler.model.interpolation import interpolate
+from reconciler.model.yaml_lines import LineMap, YamlError, load_yaml, pydantic_issues
+
+FILE_NAME = "restore.yaml"
+LATEST = "latest"
+# Ids become part of object keys (``pre-restore/<id>/``) and of file names:
+# keep them to characters that are safe in both.
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+# The backup ids the backup pipeline makes (UTC start time).
+_BACKUP_ID = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}Z$")
+
+
+class RestoreRequest(BaseModel):
+    """One request: which backup, from where, and optionally which parts of it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str
+    backup: str = LATEST  # "latest" or a backup id
+    source: str | None = None  # a target URL; None: backup.yaml's target
+    volumes: tuple[str, ...] | None = None  # compose volume keys; None: all in the backup
+    databases: tuple[str, ...] | None = None  # MariaDB services; None: all in the backup
+
+    @field_validator("id")
+    @classmethod
+    def _safe_id(cls, value: str) -> str:
+        if not _REQUEST_ID.match(value):
+            raise ValueError(
+                f"'{value}' is not a usable id: 1-100 letters, digits, '.', '_' or '-', "
+                "starting with a letter or digit (e.g. 2026-11-27-shop-rollback)"
+            )
+        return value
+
+    @field_validator("backup")
+    @classmethod
+    def _backup_ref(cls, value: str) -> str:
+        if value != LATEST and not _BACKUP_ID.match(value):
+            raise ValueError(
+                f"'{value}' is neither 'latest' nor a backup id like 2026-11-27T05-04-00Z "
+                "(see `reconciler backup list`)"
+            )
+        return value
+
+    @field_validator("source")
+    @classmethod
+    def _source_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        problem = target_problem(value)
+        if problem:
+            raise ValueError(problem.replace("backup target", "backup source"))
+        return value.rstrip("/") if value.startswith("s3://") else value
+
+
+class RestoreFile(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    restores: tuple[RestoreRequest, ...] = ()
+
+
+def load_restore_requests(
+    root: Path,
+    *,
+    directory: str,
+    desired: DesiredState,
+    environ: Mapping[str, str],
+) -> tuple[RestoreRequest, ...]:
+    """The requests of ``<root>/<directory>/restore.yaml`` in file order; () when absent.
+
+    Raises ``InvalidDesiredState`` with every problem found, each with its line.
+    """
+    path = root / directory / FILE_NAME
+    display = f"{directory}/{FILE_NAME}"
+    if not path.is_file():
+        return ()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidDesiredState([Issue(display, 0, "", f"cannot read: {exc}")]) from exc
+    return parse_restore_requests(text, path=display, desired=desired, environ=environ)
+
+
+def parse_restore_requests(
+    text: str, *, path: str, desired: DesiredState, environ: Mapping[str, str]
+) -> tuple[RestoreRequest, ...]:
+    """The requests in ``text`` (the contents of restore.yaml), checked against ``desired``."""
+    try:
+        data, line_map = load_yaml(text, path=path)
+    except YamlError as exc:
+        raise InvalidDesiredState([exc.issue]) from exc
+    if data is None:
+        return ()
+    if not isinstance(data, dict):
+        raise InvalidDesiredState([Issue(path, 1, "", "must be a mapping with a 'restores' list")])
+    data, issues = interpolate(data, environ, line_map=line_map)
+    if data.get("restores", ()) is None:
+        data = {**data, "restores": []}
+    try:
+        parsed = RestoreFile.model_validate(data)
+    except ValidationError as exc:
+        issues.extend(pydantic_issues(exc, line_map, model=RestoreFile))
+        raise InvalidDesiredState(issues) from exc
+    issues.extend(_check_requests(parsed.restores, desired, line_map))
+    if issues:
+        raise InvalidDesiredState(issues)
+    return parsed.restores
+
+
+def _check_requests(
+    requests: tuple[RestoreRequest, ...], desired: DesiredState, line_map: LineMap
+) -> list[Issue]:
+    issues: list[Issue] = []
+    first_line: dict[str, int] = {}
+    for index, request in enumerate(requests):
+        base: tuple[str | int, ...] = ("restores", index)
+        if request.id in first_line:
+            issues.append(
+                line_map.issue(
+                    (*base, "id"),
+                    f"duplicate id '{request.id}' (first at line {first_line[request.id]}): "
+                    "every request needs an id of its own",
+                )
+            )
+        else:
+            first_line[request.id] = line_map.line_of((*base, "id"))
+        for position, volume in enumerate(request.volumes or ()):
+            if volume not in desired.volumes:
+                issues.append(
+                    line_map.issue(
+                        (*base, "volumes", position),
+                        _unknown("volume", volume, desired.volumes, desired.compose_path),
+                    )
+                )
+        for position, service_name in enumerate(request.databases or ()):
+            where = (*base, "databases", position)
+            service = desired.services.get(service_name)
+            if service is None:
+                issues.append(
+                    line_map.issue(
+                        where,
+                        _unknown(
+                            "database service", service_name, desired.services, desired.compose_path
+                        ),
+                    )
+                )
+            elif not is_mariadb_service(service):
+                issues.append(
+                    line_map.issue(
+                        where,
+                        f"service '{service_name}' (image {service.image}) is not a MariaDB "
+                        "service: only MariaDB dumps can be loaded; restore its volume instead",
+                    )
+                )
+    return issues
+
+
+def _unknown(kind: str, name: str, known: Mapping[str, object], compose_path: str) -> str:
+    message = f"unknown {kind} '{name}'"
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    if close:
+        return f"{message} (did you mean '{close[0]}'?)"
+    names = ", ".join(sorted(known)) or "none"
+    return f"{message}: {compose_path} declares {names}"
