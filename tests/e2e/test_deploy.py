@@ -333,3 +333,55 @@ def test_daemon_converges_backs_off_and_stops_on_sigterm(
     assert "daemon.start" in events
     assert "daemon.backoff" in events
     assert events[-1] == "daemon.stopped"
+
+
+def test_bind_mounted_repository_files_recreate_only_when_they_change(
+    tmp_path: Path,
+    git_daemon: ServedRemote,
+    docker_client: docker.DockerClient,
+    project_name: str,
+) -> None:
+    cli = make_cli(tmp_path, repo_url=git_daemon.url, project=project_name)
+    p = project_name
+    stack = """\
+services:
+  app:
+    image: reconciler-local/busybox:latest
+    command: ["sleep", "100000"]
+    stop_grace_period: 1s
+    env_file: app.env
+    volumes: ["./conf:/conf:ro"]
+"""
+    files = {
+        "desired-state/compose.yaml": stack,
+        "desired-state/app.env": "MODE=one\n",
+        "desired-state/conf/site.conf": "listen 80\n",
+    }
+    git_daemon.commit_files(files)
+    cli.run("sync", check=True)
+    first = ids(docker_client, p)[f"{p}-app-1"]
+    app = docker_client.containers.get(f"{p}-app-1")
+    assert app.exec_run(["cat", "/conf/site.conf"]).output == b"listen 80\n"
+    assert "MODE=one" in app.attrs["Config"]["Env"]
+
+    # A commit that changes nothing the service uses recreates nothing, even
+    # though the repository's files now live in another checkout folder.
+    git_daemon.commit_files({"README.md": "docs only\n"})
+    cli.run("sync", check=True)
+    assert ids(docker_client, p)[f"{p}-app-1"] == first
+    assert cli.run("plan").returncode == 0
+
+    # A changed bind-mounted file recreates it, with the new contents.
+    git_daemon.commit_files({"desired-state/conf/site.conf": "listen 8080\n"})
+    cli.run("sync", check=True)
+    second = ids(docker_client, p)[f"{p}-app-1"]
+    assert second != first
+    app = docker_client.containers.get(f"{p}-app-1")
+    assert app.exec_run(["cat", "/conf/site.conf"]).output == b"listen 8080\n"
+
+    # So does a changed env_file.
+    git_daemon.commit_files({"desired-state/app.env": "MODE=two\n"})
+    cli.run("sync", check=True)
+    app = docker_client.containers.get(f"{p}-app-1")
+    assert app.id != second
+    assert "MODE=two" in app.attrs["Config"]["Env"]
