@@ -1,0 +1,249 @@
+"""What a restore (and the restore drill) does to the engine besides tar streams and dumps.
+
+Stop and start a project's service containers, empty a volume, list and drop
+databases, run scratch volumes and a scratch MariaDB container. Everything runs
+on images already present (the service's own, or another of the desired
+state): nothing is ever pulled. Helper and scratch objects carry the project
+and helper labels, so the pass never mistakes them for services and the test
+fixtures' clean-up finds them.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
+from typing import Any
+
+import docker
+import docker.errors
+import requests
+
+from reconciler import labels
+from reconciler.adapters.mariadb import DatabaseError, credentials_environment
+from reconciler.adapters.volume_archive import MOUNT_POINT
+from reconciler.errors import ReconcilerError, Unavailable
+
+# Databases a dump of --all-databases may hold that belong to the server itself.
+SYSTEM_DATABASES = frozenset({"mysql", "information_schema", "performance_schema", "sys"})
+# Every entry of the volume, dot-files included, without touching the mount point itself.
+_EMPTY_SCRIPT = (
+    f'cd "{MOUNT_POINT}" && rm -rf -- ./* ./.[!.]* ./..?* && [ -z "$(ls -A "{MOUNT_POINT}")" ]'
+)
+
+
+class StackError(ReconcilerError):
+    """A container or volume could not be handled; the message says which and why."""
+
+
+@contextmanager
+def _engine_call(what: str) -> Iterator[None]:
+    """Map docker-py exceptions: a refusal names ``what``; a lost engine is Unavailable."""
+    try:
+        yield
+    except docker.errors.APIError as exc:
+        raise StackError(f"{what}: {exc.explanation or exc}") from exc
+    except (docker.errors.DockerException, requests.RequestException) as exc:
+        raise Unavailable(f"the Docker engine cannot be reached ({what}): {exc}") from exc
+
+
+def present_image(client: docker.DockerClient, candidates: Iterable[str]) -> str | None:
+    """The first of ``candidates`` already on the engine (never pulls)."""
+    for image in candidates:
+        try:
+            client.images.get(image)
+            return image
+        except docker.errors.ImageNotFound:
+            continue
+        except (docker.errors.DockerException, requests.RequestException) as exc:
+            raise Unavailable(f"the Docker engine cannot be reached: {exc}") from exc
+    return None
+
+
+def owned_container(client: docker.DockerClient, project: str, service: str) -> Any | None:
+    """The service's container when it exists and carries the project label, else None."""
+    try:
+        container = client.containers.get(labels.container_name(project, service))
+    except docker.errors.NotFound:
+        return None
+    except (docker.errors.DockerException, requests.RequestException) as exc:
+        raise Unavailable(f"the Docker engine cannot be reached: {exc}") from exc
+    if container.labels.get(labels.PROJECT) != project:
+        return None  # never touch what we do not own
+    return container
+
+
+def stop_service(
+    client: docker.DockerClient, project: str, service: str, *, grace_s: float
+) -> bool:
+    """Stop the service's container if it runs; True when it was stopped here."""
+    container = owned_container(client, project, service)
+    if container is None or container.status != "running":
+        return False
+    with _engine_call(f"stopping {container.name}"):
+        container.stop(timeout=max(1, int(grace_s)))
+    return True
+
+
+def start_service(client: docker.DockerClient, project: str, service: str) -> str:
+    """Start the service's container; return its id."""
+    container = owned_container(client, project, service)
+    if container is None:
+        raise StackError(
+            f"container {labels.container_name(project, service)} is gone; the next pass "
+            "(reconciler sync) creates it again"
+        )
+    with _engine_call(f"starting {container.name}"):
+        container.start()
+    return str(container.id)
+
+
+def volume_exists(client: docker.DockerClient, volume: str) -> bool:
+    try:
+        client.volumes.get(volume)
+        return True
+    except docker.errors.NotFound:
+        return False
+    except (docker.errors.DockerException, requests.RequestException) as exc:
+        raise Unavailable(f"the Docker engine cannot be reached: {exc}") from exc
+
+
+def empty_volume(client: docker.DockerClient, *, volume: str, image: str, project: str) -> None:
+    """Delete everything in ``volume`` with a short-lived helper of ``image`` (needs ``sh``).
+
+    The archive API can add files but not remove them, so an exact restore
+    empties the volume first: one helper container, run as root, removed after.
+    """
+    name = f"{project}-helper-empty-{secrets.token_hex(4)}"
+    with _engine_call(f"emptying volume {volume} with a helper of {image}"):
+        container = client.containers.create(
+            image,
+            entrypoint=["sh", "-c", _EMPTY_SCRIPT],
+            command=[],
+            user="0:0",
+            name=name,
+            labels={labels.PROJECT: project, labels.HELPER: "restore-empty"},
+            volumes={volume: {"bind": MOUNT_POINT, "mode": "rw"}},
+            network_disabled=True,
+        )
+    try:
+        with _engine_call(f"emptying volume {volume} with a helper of {image}"):
+            container.start()
+            result = container.wait(timeout=600)
+            code = int(result.get("StatusCode", -1))
+            if code != 0:
+                logs = container.logs(tail=5).decode(errors="replace").strip()
+                raise StackError(
+                    f"emptying volume {volume} with a helper of {image} failed "
+                    f"(exit {code}): {logs or 'no output'}"
+                )
+    finally:
+        with suppress(docker.errors.DockerException, requests.RequestException):
+            container.remove(force=True, v=False)
+
+
+def _exec_sql(client: docker.DockerClient, container: Any, sql: str) -> str:
+    environment = credentials_environment(client, container)
+    with _engine_call(f"running SQL in {container.name}"):
+        code, output = container.exec_run(
+            ["mariadb", "--user=root", "--batch", "--skip-column-names", "-e", sql],
+            environment=environment,
+            user="root",
+            demux=True,
+        )
+    stdout, stderr = output if isinstance(output, tuple) else (output, b"")
+    if code != 0:
+        message = (stderr or b"").decode(errors="replace").strip()
+        raise DatabaseError(f"mariadb in {container.name} failed (exit {code}): {message}")
+    return (stdout or b"").decode(errors="replace")
+
+
+def _running(client: docker.DockerClient, name: str) -> Any:
+    try:
+        container = client.containers.get(name)
+    except docker.errors.NotFound as exc:
+        raise DatabaseError(f"database container {name} does not exist") from exc
+    except (docker.errors.DockerException, requests.RequestException) as exc:
+        raise Unavailable(f"the Docker engine cannot be reached: {exc}") from exc
+    if container.status != "running":
+        raise DatabaseError(f"database container {name} is not running ({container.status})")
+    return container
+
+
+def user_databases(client: docker.DockerClient, container: str) -> list[str]:
+    """The databases of the server in ``container``, system ones left out."""
+    output = _exec_sql(client, _running(client, container), "SHOW DATABASES")
+    return [n for n in output.split() if n and n not in SYSTEM_DATABASES]
+
+
+def drop_sql(databases: Iterable[str]) -> bytes:
+    """SQL that drops ``databases``: prepended to a dump, so a load replaces exactly."""
+    quoted = ["`" + name.replace("`", "``") + "`" for name in databases]
+    return "".join(f"DROP DATABASE IF EXISTS {q};\n" for q in quoted).encode()
+
+
+def table_counts(client: docker.DockerClient, container: str) -> dict[str, int]:
+    """``{database: number of base tables}`` for every user database."""
+    output = _exec_sql(
+        client,
+        _running(client, container),
+        "SELECT table_schema, COUNT(*) FROM information_schema.tables "
+        "WHERE table_type = 'BASE TABLE' GROUP BY table_schema",
+    )
+    counts: dict[str, int] = {}
+    for line in output.splitlines():
+        schema, _, count = line.partition("\t")
+        if schema and schema not in SYSTEM_DATABASES:
+            counts[schema] = int(count)
+    return counts
+
+
+# -- scratch objects for the restore drill --------------------------------------------
+
+
+def scratch_volume(client: docker.DockerClient, *, name: str, project: str) -> str:
+    with _engine_call(f"creating scratch volume {name}"):
+        client.volumes.create(name, labels={labels.PROJECT: project, labels.HELPER: "drill"})
+    return name
+
+
+def remove_volume(client: docker.DockerClient, name: str) -> None:
+    with suppress(docker.errors.DockerException, requests.RequestException):
+        client.volumes.get(name).remove(force=True)
+
+
+def scratch_database(
+    client: docker.DockerClient, *, name: str, image: str, project: str, timeout_s: float = 180
+) -> str:
+    """Start a MariaDB container of ``image`` with an empty data dir; wait until it answers."""
+    password = secrets.token_urlsafe(18)
+    with _engine_call(f"starting scratch database {name} from {image}"):
+        container = client.containers.run(
+            image,
+            name=name,
+            detach=True,
+            environment={"MARIADB_ROOT_PASSWORD": password},
+            labels={labels.PROJECT: project, labels.HELPER: "drill"},
+            network_disabled=True,
+        )
+    deadline = time.monotonic() + timeout_s
+    while True:
+        container.reload()
+        if container.status in ("exited", "dead"):
+            logs = container.logs(tail=10).decode(errors="replace").strip()
+            raise StackError(f"scratch database {name} exited: {logs}")
+        # The image's entrypoint first runs a temporary server for its set-up,
+        # then restarts it: ready means the final server answers, which is what
+        # healthcheck.sh checks (its socket differs from the set-up server's).
+        code, _ = container.exec_run(["healthcheck.sh", "--connect", "--innodb_initialized"])
+        if code == 0:
+            return name
+        if time.monotonic() > deadline:
+            raise StackError(f"scratch database {name} did not answer in {timeout_s:.0f}s")
+        time.sleep(1)
+
+
+def remove_container(client: docker.DockerClient, name: str) -> None:
+    with suppress(docker.errors.DockerException, requests.RequestException):
+        client.containers.get(name).remove(force=True, v=True)

@@ -1,0 +1,582 @@
+"""The restore engine: one backup written back over a stack's volumes and databases.
+
+The same engine serves restore.yaml requests (``restore_pass.py``) and
+``reconciler restore`` by hand. In order, and each step only when the one
+before succeeded:
+
+1. **Resolve** ``latest`` (the newest backup with a manifest) or a backup id
+   in the source (another environment's target, or backup.yaml's).
+2. **Plan** (pure, ``decide/restore_planning``): the volumes and dumps to
+   write, the services to stop.
+3. **Verify first**: every needed artifact is downloaded and checked against
+   the manifest's size and SHA-256 before anything is overwritten. It is kept
+   in a temporary folder of the state dir when the disk has room (so it is
+   downloaded once); otherwise only hashed, and hashed again while restoring.
+4. **Safety copy**: the current contents of each volume and database to be
+   replaced become a regular backup under ``<target>/pre-restore/<request>/``,
+   manifest last, recorded in the ledger before anything is touched, so the
+   restore can itself be undone with a request naming that source.
+5. **Stop** the services that use the volumes or depend on the databases.
+6. **Replace** each volume exactly (emptied, then the tar unpacked through the
+   archive API) and **load** each dump (user databases dropped first; the
+   server's own ``mysql`` schema is skipped so accounts and passwords stay
+   those of this environment).
+7. **Start** the services again and wait for their health checks.
+
+A failure part way raises ``RestoreFailed`` with the steps done and where the
+safety copy is; services stopped here are started again on every way out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import socket
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any, Literal, cast
+
+import docker
+import zstandard
+
+from reconciler import labels
+from reconciler.adapters import mariadb, stack_control, volume_archive
+from reconciler.adapters.docker_engine import DockerEngine
+from reconciler.adapters.object_store import ObjectNotFound, ObjectStore, open_store
+from reconciler.decide.restore_planning import (
+    ArtifactRef,
+    RestorePlan,
+    RestorePlanError,
+    plan_restore,
+)
+from reconciler.errors import ReconcilerError
+from reconciler.logs import event
+from reconciler.model.desired import DesiredState
+from reconciler.model.restore_requests import LATEST
+from reconciler.runtime.backing_up import (
+    MANIFEST,
+    Artifact,
+    BackupBusy,
+    Manifest,
+    VerifyError,
+    backup_id,
+    backup_lock,
+    list_backups,
+    read_manifest,
+)
+
+CHUNK = 1024 * 1024
+ZSTD_LEVEL = 3
+SAFETY_PREFIX = "pre-restore"
+# Spool verified artifacts to disk only while this much stays free afterwards.
+SPOOL_RESERVE = 1024 * 1024 * 1024
+# How long a restore waits for a running backup to finish before it fails.
+BACKUP_WAIT_S = 1800.0
+SKIPPED_SCHEMAS = ("mysql",)
+
+Step = Callable[[str], None]
+
+
+class RestoreFailed(ReconcilerError):
+    """A restore failed; ``done`` lists what had been changed, ``touched`` whether anything was."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        done: list[str],
+        safety_copy: str | None,
+        touched: bool,
+        backup: str | None = None,
+    ) -> None:
+        self.message = message
+        self.done = list(done)
+        self.safety_copy = safety_copy
+        self.touched = touched
+        self.backup = backup
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        text = self.message
+        if not self.touched:
+            return f"{text} (nothing was overwritten)"
+        if self.done:
+            text += f" (already done: {'; '.join(self.done)})"
+        if self.safety_copy:
+            text += f"; the contents from before are in the safety copy {self.safety_copy}"
+        return text
+
+
+@dataclass(frozen=True)
+class RestoreOptions:
+    backup: str = LATEST
+    source: str | None = None  # None: the environment's own target
+    volumes: tuple[str, ...] | None = None
+    databases: tuple[str, ...] | None = None
+
+
+@dataclass
+class RestoreContext:
+    """The stack and the places a restore works with."""
+
+    client: docker.DockerClient
+    desired: DesiredState
+    state_dir: Path
+    default_source: str  # backup.yaml's target (or the default file target)
+    safety_target: str  # where safety copies go (normally the same target)
+    commit: str | None = None
+    # Called with ledger fields as they become known (backup, source,
+    # safety_copy, safety_copy_backup, done): the ledger is written at once.
+    record: Callable[..., None] = field(default=lambda **_fields: None)
+
+
+@dataclass(frozen=True)
+class RestoreReport:
+    request_id: str
+    backup: str
+    source: str
+    plan: RestorePlan
+    safety_copy: str | None
+    safety_copy_backup: str | None
+    done: tuple[str, ...]
+    duration_s: float
+
+
+@dataclass(frozen=True)
+class Resolved:
+    store: ObjectStore
+    manifest: Manifest
+
+
+def resolve_backup(store: ObjectStore, backup: str) -> Manifest:
+    """The manifest of ``backup`` (``latest`` or an id) in ``store``; VerifyError when none."""
+    if backup == LATEST:
+        complete = [s for s in list_backups(store) if s.state == "complete"]
+        if not complete:
+            raise VerifyError(f"no complete backup (one with a manifest) in {store.url}")
+        backup = complete[0].id
+    return read_manifest(store, backup)
+
+
+def artifact_refs(manifest: Manifest) -> list[ArtifactRef]:
+    return [ArtifactRef(a.kind, a.name, a.key, a.size, a.sha256) for a in manifest.artifacts]
+
+
+def safety_url(target: str, request_id: str) -> str:
+    return f"{target.rstrip('/')}/{SAFETY_PREFIX}/{request_id}"
+
+
+def run_restore(request_id: str, options: RestoreOptions, ctx: RestoreContext) -> RestoreReport:
+    """Run one restore; raise ``RestoreFailed`` (saying what was done) on any failure."""
+    started = time.monotonic()
+    source = options.source or ctx.default_source
+    done: list[str] = []
+    safety: str | None = None
+    touched = False
+    backup: str | None = None
+
+    def step(text: str) -> None:
+        done.append(text)
+        ctx.record(done=list(done))
+        event("restore.step", id=request_id, step=text)
+
+    try:
+        with _waiting_backup_lock(ctx.state_dir), _spool_folder(ctx.state_dir, request_id) as tmp:
+            store = open_store(source)
+            manifest = resolve_backup(store, options.backup)
+            backup = manifest.id
+            ctx.record(backup=backup, source=store.url)
+            plan = plan_restore(
+                artifacts=artifact_refs(manifest),
+                desired=ctx.desired,
+                volumes=options.volumes,
+                databases=options.databases,
+            )
+            _check_stack(ctx, plan)
+            fetched = {a.key: _fetch_verified(store, a, tmp) for a in plan.artifacts}
+            event("restore.verified", id=request_id, backup=backup, artifacts=len(fetched))
+            safety_store = open_store(safety_url(ctx.safety_target, request_id))
+            safety_id = _safety_copy(ctx, plan, safety_store)
+            safety = safety_store.url
+            ctx.record(safety_copy=safety, safety_copy_backup=safety_id)
+            step(f"safety copy {safety_id} written to {safety}")
+            touched = True
+            _replace(ctx, plan, store, fetched, step)
+    except RestoreFailed:
+        raise
+    except (ReconcilerError, RestorePlanError, OSError) as exc:
+        message = str(exc)
+        event("restore.failed", level=logging.ERROR, id=request_id, error=message)
+        raise RestoreFailed(
+            message, done=done, safety_copy=safety, touched=touched, backup=backup
+        ) from exc
+    duration = round(time.monotonic() - started, 3)
+    event("restore.done", id=request_id, backup=backup, duration_s=duration)
+    return RestoreReport(
+        request_id=request_id,
+        backup=manifest.id,
+        source=store.url,
+        plan=plan,
+        safety_copy=safety,
+        safety_copy_backup=safety_id,
+        done=tuple(done),
+        duration_s=duration,
+    )
+
+
+@contextmanager
+def _waiting_backup_lock(state_dir: Path) -> Iterator[None]:
+    """Hold the backup lock: no backup may read a half-restored volume."""
+    deadline = time.monotonic() + BACKUP_WAIT_S
+    while True:
+        try:
+            with backup_lock(state_dir):
+                yield
+                return
+        except BackupBusy:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(2)
+
+
+@contextmanager
+def _spool_folder(state_dir: Path, request_id: str) -> Iterator[Path]:
+    folder = state_dir / "restore-tmp" / request_id
+    shutil.rmtree(folder, ignore_errors=True)  # left by a killed run
+    folder.mkdir(parents=True)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _check_stack(ctx: RestoreContext, plan: RestorePlan) -> None:
+    """What must already exist, checked before anything is downloaded or touched."""
+    for volume in plan.volumes:
+        if not stack_control.volume_exists(ctx.client, volume.volume):
+            raise ReconcilerError(
+                f"volume {volume.volume} does not exist: deploy the stack first (reconciler sync)"
+            )
+        if _helper_image(ctx, volume.volume) is None:
+            raise ReconcilerError(
+                f"no image on this engine to mount volume {volume.volume} with: deploy the "
+                "stack first (reconciler sync)"
+            )
+    for database in plan.databases:
+        container = stack_control.owned_container(ctx.client, ctx.desired.project, database.service)
+        if container is None or container.status != "running":
+            raise ReconcilerError(
+                f"database container {database.container} is not running: deploy the stack "
+                "first (reconciler sync)"
+            )
+
+
+def _helper_image(ctx: RestoreContext, volume: str) -> str | None:
+    """An image already present to mount ``volume`` in: its users' first, then any other."""
+    users = [
+        s.image
+        for s in ctx.desired.services.values()
+        if any(m.type == "volume" and m.source == volume for m in s.mounts)
+    ]
+    others = [s.image for s in ctx.desired.services.values() if s.image not in users]
+    return stack_control.present_image(ctx.client, [*users, *others])
+
+
+# -- verify -------------------------------------------------------------------------
+
+
+def _fetch_verified(store: ObjectStore, artifact: ArtifactRef, folder: Path) -> Path | None:
+    """Download and check one artifact; keep it in ``folder`` when the disk has room."""
+    keep = shutil.disk_usage(folder).free - artifact.size > SPOOL_RESERVE
+    path = folder / hashlib.sha256(artifact.key.encode()).hexdigest()[:16]
+    digest = hashlib.sha256()
+    size = 0
+    label = f"{artifact.kind} {artifact.name} ({artifact.key})"
+    try:
+        with open(path, "wb") if keep else _null_writer() as out:
+            for chunk in store.get_stream(artifact.key):
+                digest.update(chunk)
+                size += len(chunk)
+                out.write(chunk)
+    except ObjectNotFound as exc:
+        raise VerifyError(f"{label}: missing from {store.url}; the backup is incomplete") from exc
+    if size != artifact.size or digest.hexdigest() != artifact.sha256:
+        path.unlink(missing_ok=True)
+        raise VerifyError(
+            f"{label}: SHA-256 mismatch (read {size} bytes, sha256 {digest.hexdigest()[:16]}..., "
+            f"the manifest says {artifact.size} bytes, {artifact.sha256[:16]}...): the object "
+            "was changed or damaged; the backup is refused"
+        )
+    return path if keep else None
+
+
+class _NullWriter:
+    def write(self, _data: bytes) -> int:
+        return 0
+
+    def __enter__(self) -> _NullWriter:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        return None
+
+
+def _null_writer() -> _NullWriter:
+    return _NullWriter()
+
+
+class _ChunkReader:
+    """An iterator of chunks as a readable file, hashing what passes through."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = iter(chunks)
+        self._pending = b""
+        self.digest = hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        while not self._pending:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return b""
+            self.digest.update(chunk)
+            self._pending = chunk
+        if size < 0 or size >= len(self._pending):
+            out, self._pending = self._pending, b""
+        else:
+            out, self._pending = self._pending[:size], self._pending[size:]
+        return out
+
+
+def decompressed(
+    store: ObjectStore, artifact: ArtifactRef, spooled: Path | None
+) -> Iterator[bytes]:
+    """The artifact's original bytes: from the verified local copy, or streamed again.
+
+    A stream read again is hashed again; a mismatch at its end (the object
+    changed since it was verified) fails the step that consumes it.
+    """
+    with ExitStack() as stack:
+        source: Any
+        if spooled is not None:
+            source = stack.enter_context(open(spooled, "rb"))
+        else:
+            source = _ChunkReader(store.get_stream(artifact.key))
+        reader = zstandard.ZstdDecompressor().stream_reader(
+            cast(IO[bytes], source), read_across_frames=True, closefd=False
+        )
+        while chunk := reader.read(CHUNK):
+            yield chunk
+        if isinstance(source, _ChunkReader) and source.digest.hexdigest() != artifact.sha256:
+            raise VerifyError(f"{artifact.key} changed between its verification and the restore")
+
+
+# -- safety copy ----------------------------------------------------------------------
+
+
+def _compressed(chunks: Iterable[bytes], totals: dict[str, Any]) -> Iterator[bytes]:
+    compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=-1, write_checksum=True)
+    stream = compressor.compressobj()
+    digest = hashlib.sha256()
+    size = raw = 0
+    for chunk in chunks:
+        raw += len(chunk)
+        out = stream.compress(chunk)
+        if out:
+            size += len(out)
+            digest.update(out)
+            yield out
+    out = stream.flush()
+    size += len(out)
+    digest.update(out)
+    totals.update(size=size, raw=raw, sha256=digest.hexdigest())
+    yield out
+
+
+def store_artifact(
+    store: ObjectStore,
+    chunks: Iterable[bytes],
+    *,
+    kind: Literal["volume", "database"],
+    name: str,
+    key: str,
+) -> Artifact:
+    """Compress and store one stream as the backup pipeline does; return its manifest entry."""
+    totals: dict[str, Any] = {}
+    store.put_stream(key, _compressed(chunks, totals))
+    return Artifact(
+        kind=kind,
+        name=name,
+        key=key,
+        size=int(totals["size"]),
+        sha256=str(totals["sha256"]),
+        raw_size=int(totals["raw"]),
+        format="tar" if kind == "volume" else "sql",
+    )
+
+
+def _safety_copy(ctx: RestoreContext, plan: RestorePlan, store: ObjectStore) -> str:
+    """A complete backup of what ``plan`` will overwrite; its id once the manifest is stored."""
+    started = datetime.now(UTC)
+    ident = backup_id(started)
+    monotonic = time.monotonic()
+    artifacts: list[Artifact] = []
+    for volume in plan.volumes:
+        image = _helper_image(ctx, volume.volume)
+        assert image is not None  # checked by _check_stack
+        with volume_archive.read_volume(
+            ctx.client, volume=volume.volume, image=image, project=ctx.desired.project
+        ) as chunks:
+            artifacts.append(
+                store_artifact(
+                    store,
+                    chunks,
+                    kind="volume",
+                    name=volume.key,
+                    key=f"{ident}/volumes/{volume.key}.tar.zst",
+                )
+            )
+    for database in plan.databases:
+        with mariadb.dump_database(ctx.client, container=database.container) as chunks:
+            artifacts.append(
+                store_artifact(
+                    store,
+                    chunks,
+                    kind="database",
+                    name=database.service,
+                    key=f"{ident}/databases/{database.service}.sql.zst",
+                )
+            )
+    manifest = Manifest(
+        id=ident,
+        time=started.isoformat(),
+        commit=ctx.commit,
+        host=socket.gethostname(),
+        project=ctx.desired.project,
+        artifacts=tuple(artifacts),
+        duration_s=round(time.monotonic() - monotonic, 3),
+    )
+    store.put_bytes(f"{ident}/{MANIFEST}", manifest.to_json())
+    return ident
+
+
+# -- replace ---------------------------------------------------------------------------
+
+
+def _replace(
+    ctx: RestoreContext,
+    plan: RestorePlan,
+    store: ObjectStore,
+    fetched: dict[str, Path | None],
+    step: Step,
+) -> None:
+    project = ctx.desired.project
+    services = ctx.desired.services
+    stopped: list[str] = []
+    try:
+        for name in plan.stop:
+            grace = services[name].stop_grace_period_s
+            if stack_control.stop_service(ctx.client, project, name, grace_s=grace):
+                stopped.append(name)
+                step(f"stopped {name}")
+        for volume in plan.volumes:
+            image = _helper_image(ctx, volume.volume)
+            assert image is not None
+            stack_control.empty_volume(
+                ctx.client, volume=volume.volume, image=image, project=project
+            )
+            step(f"emptied volume {volume.volume}")
+            volume_archive.write_volume(
+                ctx.client,
+                volume=volume.volume,
+                image=image,
+                project=project,
+                chunks=decompressed(store, volume.artifact, fetched[volume.artifact.key]),
+            )
+            step(f"restored volume {volume.volume}")
+        for database in plan.databases:
+            if database.service in stopped:
+                # Its data volume was replaced: the server must run to load the dump.
+                _start_ready(ctx, database.service)
+                stopped.remove(database.service)
+                step(f"started {database.service}")
+            existing = stack_control.user_databases(ctx.client, database.container)
+            chunks = decompressed(store, database.artifact, fetched[database.artifact.key])
+            mariadb.load_dump(
+                ctx.client,
+                container=database.container,
+                chunks=_prefixed(stack_control.drop_sql(existing), without_schemas(chunks)),
+            )
+            step(f"loaded database {database.service}")
+    finally:
+        problems = []
+        for name in list(stopped):
+            try:
+                _start_ready(ctx, name)
+                stopped.remove(name)
+                step(f"started {name}")
+            except ReconcilerError as exc:
+                problems.append(f"{name}: {exc}")
+        if problems:
+            raise ReconcilerError("services did not come back: " + "; ".join(problems))
+
+
+def _start_ready(ctx: RestoreContext, service: str) -> None:
+    spec = ctx.desired.services[service]
+    container_id = stack_control.start_service(ctx.client, ctx.desired.project, service)
+    check = spec.healthcheck
+    timeout = check.max_wait_s() if check is not None and not check.disabled else 60.0
+    problem = DockerEngine(ctx.client).wait_ready(container_id, check, timeout_s=timeout)
+    if problem is not None:
+        raise ReconcilerError(f"{labels.container_name(ctx.desired.project, service)}: {problem}")
+
+
+def _prefixed(first: bytes, rest: Iterable[bytes]) -> Iterator[bytes]:
+    if first:
+        yield first
+    yield from rest
+
+
+_MARKER = b"\n-- Current Database: `"
+
+
+def without_schemas(
+    chunks: Iterable[bytes], skipped: tuple[str, ...] = SKIPPED_SCHEMAS
+) -> Iterator[bytes]:
+    """A ``mariadb-dump --all-databases`` stream without the sections of ``skipped`` schemas.
+
+    mariadb-dump opens each database's section with ``-- Current Database:
+    `name```; everything from such a marker to the next one is left out. Works
+    on chunks (a marker may straddle two) without splitting the stream in lines.
+    """
+    names = tuple(f"{name}`".encode() for name in skipped)
+    window = len(_MARKER) + max((len(n) for n in names), default=1)
+    keep = True
+    carry = b""
+    for chunk in chunks:
+        data = carry + chunk
+        out = bytearray()
+        position = 0  # start of what is not yet emitted nor dropped
+        search = 0
+        while (found := data.find(_MARKER, search)) >= 0:
+            name = data[found + len(_MARKER) : found + window]
+            if len(name) < window - len(_MARKER) and b"`" not in name:
+                break  # undecided: the name goes on in the next chunk
+            if keep:
+                out += data[position:found]
+            keep = not name.startswith(names)
+            position = found
+            search = found + 1
+        # Hold back the tail that could hold the start of a marker.
+        cut = max(position, len(data) - window)
+        if keep:
+            out += data[position:cut]
+        carry = data[cut:]
+        if out:
+            yield bytes(out)
+    if keep and carry:
+        yield carry

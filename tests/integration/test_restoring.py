@@ -1,0 +1,119 @@
+"""The restore engine against the real parts: Docker, a MariaDB container, a file target, S3."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+from reconciler.adapters.object_store import FileStore, S3Store, open_store
+from reconciler.runtime.backing_up import read_manifest, run_backup
+from reconciler.runtime.restoring import (
+    RestoreContext,
+    RestoreFailed,
+    RestoreOptions,
+    resolve_backup,
+    run_restore,
+)
+from tests.fixtures.docker_engine import remove_project
+from tests.integration.backup_stack import Stack, listing, policy, run_sql, start_stack
+
+pytestmark = pytest.mark.integration
+
+ROWS = "SELECT COUNT(*) FROM shop.orders; SELECT COUNT(*) FROM shop.customers;"
+
+
+@pytest.fixture(scope="module")
+def stack(docker_client: docker.DockerClient) -> Iterator[Stack]:
+    project = "rs" + uuid.uuid4().hex[:8]
+    try:
+        yield start_stack(docker_client, project)
+    finally:
+        remove_project(docker_client, project)
+
+
+def context(stack: Stack, tmp_path: Path, target: str, **fields: Any) -> RestoreContext:
+    return RestoreContext(
+        client=stack.client,
+        desired=stack.desired,
+        state_dir=tmp_path / "state",
+        default_source=target,
+        safety_target=target,
+        **fields,
+    )
+
+
+def vandalise(stack: Stack) -> None:
+    web = stack.container("web")
+    result = web.exec_run(
+        ["sh", "-c", "rm -rf /data/html && echo new > /data/not-in-backup && mkdir /data/newdir"]
+    )
+    assert result.exit_code == 0
+    run_sql(stack.container("db"), "DELETE FROM shop.orders; CREATE DATABASE junk;")
+
+
+def test_restore_from_a_file_target_is_exact(stack: Stack, tmp_path: Path) -> None:
+    target = f"file://{tmp_path / 'backups'}"
+    store = open_store(target)
+    before_files = listing(stack.client, f"{stack.project}_site")
+    before_rows = run_sql(stack.container("db"), ROWS)
+    run_backup(
+        client=stack.client,
+        store=store,
+        desired=stack.desired,
+        policy=policy(target),
+        state_dir=tmp_path / "state",
+    )
+    vandalise(stack)
+    vandalised = listing(stack.client, f"{stack.project}_site")
+    recorded: dict[str, Any] = {}
+    report = run_restore(
+        "r1", RestoreOptions(), context(stack, tmp_path, target, record=recorded.update)
+    )
+    assert listing(stack.client, f"{stack.project}_site") == before_files
+    assert run_sql(stack.container("db"), ROWS) == before_rows
+    assert "junk" not in run_sql(stack.container("db"), "SHOW DATABASES")
+    assert stack.running() == {"web": "running", "db": "running"}
+    assert report.safety_copy == f"{target}/pre-restore/r1"
+    assert recorded["safety_copy"] == report.safety_copy
+    assert recorded["backup"] == report.backup
+    # The safety copy is a backup like any other: restoring it undoes the restore.
+    safety = FileStore(tmp_path / "backups" / "pre-restore" / "r1")
+    assert resolve_backup(safety, "latest").id == report.safety_copy_backup
+    run_restore(
+        "undo-r1",
+        RestoreOptions(source=report.safety_copy, databases=()),
+        context(stack, tmp_path, target),
+    )
+    assert listing(stack.client, f"{stack.project}_site") == vandalised
+
+
+def test_tampered_object_is_refused_and_nothing_is_touched(
+    stack: Stack, tmp_path: Path, s3_bucket: str
+) -> None:
+    store = S3Store(s3_bucket, "prod", max_attempts=2)
+    result = run_backup(
+        client=stack.client,
+        store=store,
+        desired=stack.desired,
+        policy=policy(store.url),
+        state_dir=tmp_path / "state",
+    )
+    manifest = read_manifest(store, result.manifest.id)
+    site = next(a for a in manifest.artifacts if a.name == "site")
+    data = bytearray(b"".join(store.get_stream(site.key)))
+    data[len(data) // 2] ^= 0xFF
+    store.put_bytes(site.key, bytes(data))
+    stack.container("web").exec_run(["sh", "-c", "echo marker > /data/marker"])
+    before = listing(stack.client, f"{stack.project}_site")
+    with pytest.raises(RestoreFailed) as caught:
+        run_restore("r2", RestoreOptions(), context(stack, tmp_path, store.url))
+    assert "SHA-256 mismatch" in str(caught.value)
+    assert "nothing was overwritten" in str(caught.value)
+    assert caught.value.touched is False
+    assert listing(stack.client, f"{stack.project}_site") == before
+    assert not store.list("pre-restore/")
