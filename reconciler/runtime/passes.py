@@ -28,6 +28,7 @@ from reconciler.errors import (
     Conflict,
     ImageUnavailable,
     InvalidDesiredState,
+    ReconcilerError,
     Unavailable,
 )
 from reconciler.logs import event
@@ -56,6 +57,17 @@ class SourceUnavailable(Unavailable):
 
 class EngineUnavailable(Unavailable):
     """The Docker engine cannot be reached."""
+
+
+class AfterApplyFailed(ReconcilerError):
+    """An after-apply step failed (a restore request): the sync fails, the apply stands.
+
+    ``done`` lists what the step did change (say, other requests that succeeded).
+    """
+
+    def __init__(self, message: str, *, done: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.done = list(done or [])
 
 
 @dataclass
@@ -201,12 +213,22 @@ class Reconciler:
             status.project = prepared.desired.project
             status.applied_commit = commit
             status.applied_at = now()
+            hook_failures: list[str] = []
             for hook in self.after_apply:
-                changes += hook(prepared.checkout, prepared.desired, status)
+                try:
+                    changes += hook(prepared.checkout, prepared.desired, status)
+                except AfterApplyFailed as exc:
+                    changes += exc.done
+                    hook_failures.append(str(exc))
             # A container bind-mounts files of the commit that created it, so
             # that commit's folder stays as long as the container does.
             in_use = {c.commit for c in prepared.observed.containers if c.project == status.project}
             self._prune_checkouts(keep={c for c in (commit, previous, *in_use) if c})
+            if hook_failures:
+                # A restore request failed: the sync fails; the apply stands.
+                return PassOutcome(
+                    "failed", "ApplyFailed", "\n".join(hook_failures), commit, changes
+                )
             message = "; ".join(change_set.failures)
             return PassOutcome("succeeded", "ReconciliationSucceeded", message, commit, changes)
         except Unavailable as exc:

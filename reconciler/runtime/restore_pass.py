@@ -1,0 +1,229 @@
+"""Restore requests in the pass, and by hand: the ledger around the restore engine.
+
+``restore_hook(settings)`` is the pass's after-apply step: once a commit is
+applied, it reads restore.yaml, marks what a dead process left ``running`` as
+``interrupted``, and runs each due request in file order, recording every
+step in the ledger as it happens. A request that fails is recorded ``failed``
+and makes this sync fail (``AfterApplyFailed``); the next passes find nothing
+due and succeed, while status keeps showing the failure. A malformed
+restore.yaml runs no request and fails the sync with its ``file:line``
+issues, but the rest of the commit was applied.
+
+``restore_by_hand`` is ``reconciler restore``: the same engine and ledger
+under the pass lock, for the applied commit's desired state.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import docker
+
+from reconciler.errors import InvalidDesiredState, ReconcilerError
+from reconciler.logs import event
+from reconciler.model.backup_policy import BackupPolicy, load_backup_policy
+from reconciler.model.desired import DesiredState
+from reconciler.model.restore_requests import FILE_NAME, RestoreRequest, load_restore_requests
+from reconciler.ports import Checkout
+from reconciler.runtime.passes import AfterApply, AfterApplyFailed
+from reconciler.runtime.restore_ledger import (
+    LedgerUnreadable,
+    RestoreLedger,
+    RestoreRecord,
+    now,
+)
+from reconciler.runtime.restoring import (
+    RestoreContext,
+    RestoreFailed,
+    RestoreOptions,
+    RestoreReport,
+    run_restore,
+)
+from reconciler.settings import Settings
+from reconciler.status import Status
+
+ClientFactory = Callable[[], docker.DockerClient]
+
+
+def load_requests(
+    checkout: Checkout, desired: DesiredState, settings: Settings
+) -> tuple[RestoreRequest, ...]:
+    """The commit's restore requests; ``InvalidDesiredState`` with file:line issues."""
+    return load_restore_requests(
+        checkout.root,
+        directory=settings.directory,
+        desired=desired,
+        environ=settings.environ,
+    )
+
+
+def backup_policy(
+    checkout: Checkout, desired: DesiredState, settings: Settings
+) -> BackupPolicy | None:
+    return load_backup_policy(
+        checkout.root,
+        directory=settings.directory,
+        desired=desired,
+        environ=settings.environ,
+        default_target=settings.default_backup_target,
+    )
+
+
+def own_target(checkout: Checkout, desired: DesiredState, settings: Settings) -> str:
+    """This environment's backup target: backup.yaml's, else the default file target.
+
+    It is the default source of a request and where safety copies go.
+    """
+    try:
+        policy = backup_policy(checkout, desired, settings)
+    except InvalidDesiredState as exc:
+        raise ReconcilerError(
+            f"backup.yaml is invalid, so the backup target is unknown:\n{exc}"
+        ) from exc
+    return policy.target if policy is not None else settings.default_backup_target
+
+
+@dataclass(frozen=True)
+class Outcome:
+    record: RestoreRecord
+    report: RestoreReport | None
+
+    @property
+    def ok(self) -> bool:
+        return self.record.state == "succeeded"
+
+    def summary(self) -> str:
+        record = self.record
+        if self.report is not None:
+            return (
+                f"restore {record.id}: backup {self.report.backup} from {self.report.source} "
+                f"({self.report.plan.describe()}); safety copy {self.report.safety_copy} "
+                f"(backup {self.report.safety_copy_backup})"
+            )
+        return f"restore {record.id} failed: {record.error}"
+
+
+def run_recorded(
+    record: RestoreRecord,
+    options: RestoreOptions,
+    *,
+    ledger: RestoreLedger,
+    client: docker.DockerClient,
+    desired: DesiredState,
+    settings: Settings,
+    target: str,
+    commit: str | None,
+) -> Outcome:
+    """Queue (if new), start, run and finish one request, the ledger written at each step."""
+    ledger.queue([record])
+    ledger.start(record.id)
+    event("restore.start", id=record.id, backup=options.backup, source=options.source or target)
+
+    def write(**fields: object) -> None:
+        ledger.update(record.id, **fields)
+
+    context = RestoreContext(
+        client=client,
+        desired=desired,
+        state_dir=settings.state_dir,
+        default_source=target,
+        safety_target=target,
+        commit=commit,
+        record=write,
+    )
+    try:
+        report = run_restore(record.id, options, context)
+    except RestoreFailed as exc:
+        final = ledger.update(record.id, state="failed", finished=now(), error=str(exc))
+        return Outcome(final, None)
+    except Exception as exc:  # a bug must still leave a final state, never "running"
+        event("restore.crashed", level=logging.ERROR, id=record.id, error=repr(exc))
+        final = ledger.update(
+            record.id, state="failed", finished=now(), error=f"internal error: {exc!r}"
+        )
+        return Outcome(final, None)
+    final = ledger.update(record.id, state="succeeded", finished=now(), error=None)
+    return Outcome(final, report)
+
+
+def restore_hook(settings: Settings, *, client_factory: ClientFactory | None = None) -> AfterApply:
+    """The after-apply step that runs the commit's due restore requests."""
+    make_client = client_factory or docker.from_env
+
+    def run_restore_requests(
+        checkout: Checkout, desired: DesiredState, _status: Status
+    ) -> list[str]:
+        # Imported here: planning is pure and cheap; the ledger is read only
+        # when restore.yaml names something.
+        from reconciler.decide.restore_planning import due_requests
+
+        try:
+            requests = load_requests(checkout, desired, settings)
+        except InvalidDesiredState as exc:
+            for issue in exc.issues:
+                event(
+                    "restore.invalid", level=logging.ERROR, commit=checkout.commit, error=str(issue)
+                )
+            raise AfterApplyFailed(
+                f"{settings.directory}/{FILE_NAME} is invalid, so no restore request ran "
+                f"(the rest of the commit was applied):\n{exc}"
+            ) from exc
+        ledger = RestoreLedger(settings.state_dir)
+        try:
+            ledger.recover()
+            due = due_requests(requests, ledger.load().states()) if requests else []
+        except LedgerUnreadable as exc:
+            raise AfterApplyFailed(str(exc)) from exc
+        if not due:
+            return []
+        target = own_target(checkout, desired, settings)
+        ledger.queue([_record(r, commit=checkout.commit) for r in due])
+        client = make_client()
+        changes: list[str] = []
+        failures: list[str] = []
+        try:
+            for request in due:
+                outcome = run_recorded(
+                    _record(request, commit=checkout.commit),
+                    RestoreOptions(
+                        backup=request.backup,
+                        source=request.source,
+                        volumes=request.volumes,
+                        databases=request.databases,
+                    ),
+                    ledger=ledger,
+                    client=client,
+                    desired=desired,
+                    settings=settings,
+                    target=target,
+                    commit=checkout.commit,
+                )
+                (changes if outcome.ok else failures).append(outcome.summary())
+        finally:
+            client.close()
+        if failures:
+            raise AfterApplyFailed("\n".join(failures), done=changes)
+        return changes
+
+    return run_restore_requests
+
+
+def _record(request: RestoreRequest, *, commit: str | None) -> RestoreRecord:
+    return RestoreRecord(
+        id=request.id,
+        state="pending",
+        origin="restore.yaml",
+        commit=commit,
+        requested=request.backup,
+        source=request.source,
+        volumes=list(request.volumes) if request.volumes is not None else None,
+        databases=list(request.databases) if request.databases is not None else None,
+    )
+
+
+def manual_id(at: datetime | None = None) -> str:
+    """The ledger id of a restore run by hand: ``manual-2026-11-28T10-00-00Z``."""
+    return "manual-" + (at or datetime.now(UTC)).strftime("%Y-%m-%dT%H-%M-%SZ")

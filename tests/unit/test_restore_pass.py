@@ -1,0 +1,101 @@
+"""Restore requests in the pass: a failing after-apply step fails the sync, not the apply."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from reconciler.model.desired import DesiredState
+from reconciler.ports import Checkout
+from reconciler.runtime.passes import AfterApplyFailed, Reconciler
+from reconciler.runtime.restore_ledger import RestoreLedger, RestoreRecord
+from reconciler.runtime.restore_pass import restore_hook
+from reconciler.settings import Settings, load_settings
+from reconciler.status import Status
+from tests.fixtures.fake_engine import FakeEngine
+from tests.unit.test_passes import GOOD, FakeSource, sha
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return load_settings(
+        {
+            "RECONCILER_REPO": "git://example.invalid/x",
+            "RECONCILER_STATE_DIR": str(tmp_path / "state"),
+            "RECONCILER_PROJECT": "shop",
+            "RECONCILER_ENV_FILE": "",
+        }
+    )
+
+
+def no_docker() -> object:
+    raise AssertionError("no restore is due: Docker must not be asked")
+
+
+def test_a_malformed_restore_yaml_fails_the_sync_but_the_commit_is_applied(
+    tmp_path: Path, settings: Settings
+) -> None:
+    source = FakeSource(tmp_path / "commits")
+    engine = FakeEngine()
+    reconciler = Reconciler(
+        settings,
+        source=source,
+        engine=engine,
+        after_apply=[restore_hook(settings, client_factory=no_docker)],  # type: ignore[arg-type]
+    )
+    commit = source.commit(sha(1), GOOD)
+    (tmp_path / "commits" / commit / "desired-state" / "restore.yaml").write_text(
+        "restores:\n  - id: a\n    volumes: [nope]\n  - id: a\n"
+    )
+    outcome = reconciler.sync()
+    assert outcome.result == "failed"
+    assert "desired-state/restore.yaml:3: restores[0].volumes[0]: unknown volume 'nope'" in (
+        outcome.message
+    )
+    assert "the rest of the commit was applied" in outcome.message
+    assert [c.name for c in engine.observe("shop").containers] == ["shop-web-1"]
+    status = reconciler.store.load()
+    assert status.applied_commit == commit
+    assert status.last_result == "failed"
+    assert not (settings.state_dir / "restores.json").exists()
+
+
+def test_known_ids_never_ask_docker_and_interrupted_ones_are_recovered(
+    tmp_path: Path, settings: Settings
+) -> None:
+    ledger = RestoreLedger(settings.state_dir)
+    ledger.queue(
+        [RestoreRecord(id="done", state="pending"), RestoreRecord(id="x", state="pending")]
+    )
+    ledger.update("done", state="succeeded")
+    ledger.start("x")
+    ledger.update("x", pid=2**22 + 3)
+    source = FakeSource(tmp_path / "commits")
+    reconciler = Reconciler(
+        settings,
+        source=source,
+        engine=FakeEngine(),
+        after_apply=[restore_hook(settings, client_factory=no_docker)],  # type: ignore[arg-type]
+    )
+    commit = source.commit(sha(2), GOOD)
+    (tmp_path / "commits" / commit / "desired-state" / "restore.yaml").write_text(
+        "restores:\n  - id: done\n  - id: x\n"
+    )
+    outcome = reconciler.sync()
+    assert outcome.ok, outcome.message
+    assert ledger.load().states() == {"done": "succeeded", "x": "interrupted"}
+
+
+def test_after_apply_failure_keeps_other_changes(tmp_path: Path, settings: Settings) -> None:
+    def failing(_c: Checkout, _d: DesiredState, _s: Status) -> list[str]:
+        raise AfterApplyFailed("restore b failed: boom", done=["restore a: ok"])
+
+    source = FakeSource(tmp_path / "commits")
+    reconciler = Reconciler(settings, source=source, engine=FakeEngine(), after_apply=[failing])
+    source.commit(sha(3), GOOD)
+    outcome = reconciler.sync()
+    assert outcome.result == "failed"
+    assert outcome.reason == "ApplyFailed"
+    assert outcome.message == "restore b failed: boom"
+    assert "restore a: ok" in outcome.changes
