@@ -63,11 +63,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _register_feature_commands(commands: Any) -> None:
     """Backup and restore commands live with their features."""
-    try:
-        from reconciler import cli_backup
-    except ImportError:
-        return
-    cli_backup.register(commands)
+    import importlib
+
+    for name in ("reconciler.cli_backup", "reconciler.cli_restore"):
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise  # a real import error inside the feature must show
+            continue
+        module.register(commands)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -222,7 +227,7 @@ def format_status(report: dict[str, Any]) -> str:
             lines.append("  none")
     elif report.get("services_error"):
         lines.append(f"services: unknown ({report['services_error']})")
-    for key, title in (("backup", "backup"), ("restores", "restores")):
+    for key, title in (("backup", "backup"), ("restores", "restores"), ("drill", "drill")):
         if report.get(key):
             lines.append(f"{title}: {json.dumps(report[key], default=str)}")
     return "\n".join(lines)

@@ -186,7 +186,7 @@ def run_restore(request_id: str, options: RestoreOptions, ctx: RestoreContext) -
         event("restore.step", id=request_id, step=text)
 
     try:
-        with _waiting_backup_lock(ctx.state_dir), _spool_folder(ctx.state_dir, request_id) as tmp:
+        with _waiting_backup_lock(ctx.state_dir), spool_folder(ctx.state_dir, request_id) as tmp:
             store = open_store(source)
             manifest = resolve_backup(store, options.backup)
             backup = manifest.id
@@ -198,7 +198,7 @@ def run_restore(request_id: str, options: RestoreOptions, ctx: RestoreContext) -
                 databases=options.databases,
             )
             _check_stack(ctx, plan)
-            fetched = {a.key: _fetch_verified(store, a, tmp) for a in plan.artifacts}
+            fetched = {a.key: fetch_verified(store, a, tmp) for a in plan.artifacts}
             event("restore.verified", id=request_id, backup=backup, artifacts=len(fetched))
             safety_store = open_store(safety_url(ctx.safety_target, request_id))
             safety_id = _safety_copy(ctx, plan, safety_store)
@@ -245,7 +245,7 @@ def _waiting_backup_lock(state_dir: Path) -> Iterator[None]:
 
 
 @contextmanager
-def _spool_folder(state_dir: Path, request_id: str) -> Iterator[Path]:
+def spool_folder(state_dir: Path, request_id: str) -> Iterator[Path]:
     folder = state_dir / "restore-tmp" / request_id
     shutil.rmtree(folder, ignore_errors=True)  # left by a killed run
     folder.mkdir(parents=True)
@@ -290,7 +290,7 @@ def _helper_image(ctx: RestoreContext, volume: str) -> str | None:
 # -- verify -------------------------------------------------------------------------
 
 
-def _fetch_verified(store: ObjectStore, artifact: ArtifactRef, folder: Path) -> Path | None:
+def fetch_verified(store: ObjectStore, artifact: ArtifactRef, folder: Path) -> Path | None:
     """Download and check one artifact; keep it in ``folder`` when the disk has room."""
     keep = shutil.disk_usage(folder).free - artifact.size > SPOOL_RESERVE
     path = folder / hashlib.sha256(artifact.key.encode()).hexdigest()[:16]
@@ -330,26 +330,46 @@ def _null_writer() -> _NullWriter:
     return _NullWriter()
 
 
-class _ChunkReader:
-    """An iterator of chunks as a readable file, hashing what passes through."""
+class ChunkReader:
+    """An iterator of chunks as a readable file, hashing what passes through.
+
+    Keeps an offset into the current chunk instead of slicing it, so reading
+    in small blocks (tarfile reads 10 KiB at a time) copies each byte once.
+    """
 
     def __init__(self, chunks: Iterable[bytes]) -> None:
         self._chunks = iter(chunks)
-        self._pending = b""
+        self._chunk = b""
+        self._offset = 0
         self.digest = hashlib.sha256()
 
+    def _next(self) -> bool:
+        chunk = next(self._chunks, None)
+        if chunk is None:
+            return False
+        self.digest.update(chunk)
+        self._chunk, self._offset = chunk, 0
+        return True
+
     def read(self, size: int = -1) -> bytes:
-        while not self._pending:
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                return b""
-            self.digest.update(chunk)
-            self._pending = chunk
-        if size < 0 or size >= len(self._pending):
-            out, self._pending = self._pending, b""
-        else:
-            out, self._pending = self._pending[:size], self._pending[size:]
-        return out
+        if size < 0:
+            parts = [self._chunk[self._offset :]]
+            while self._next():
+                parts.append(self._chunk)
+            self._chunk, self._offset = b"", 0
+            return b"".join(parts)
+        out = bytearray()
+        while len(out) < size:
+            if self._offset >= len(self._chunk) and not self._next():
+                break
+            take = min(size - len(out), len(self._chunk) - self._offset)
+            out += self._chunk[self._offset : self._offset + take]
+            self._offset += take
+        return bytes(out)
+
+    def drain(self) -> None:
+        while self._next():
+            pass
 
 
 def decompressed(
@@ -365,13 +385,13 @@ def decompressed(
         if spooled is not None:
             source = stack.enter_context(open(spooled, "rb"))
         else:
-            source = _ChunkReader(store.get_stream(artifact.key))
+            source = ChunkReader(store.get_stream(artifact.key))
         reader = zstandard.ZstdDecompressor().stream_reader(
             cast(IO[bytes], source), read_across_frames=True, closefd=False
         )
         while chunk := reader.read(CHUNK):
             yield chunk
-        if isinstance(source, _ChunkReader) and source.digest.hexdigest() != artifact.sha256:
+        if isinstance(source, ChunkReader) and source.digest.hexdigest() != artifact.sha256:
             raise VerifyError(f"{artifact.key} changed between its verification and the restore")
 
 

@@ -35,6 +35,13 @@ def feature_hooks(settings: Settings) -> tuple[list[Validator], list[AfterApply]
     validators: list[Validator] = []
     after_apply: list[AfterApply] = []
     jobs: list[Job] = []
+    # Restores: due restore.yaml requests run after each converged apply (last,
+    # after any other step); the drill is a daemon job on its own schedule.
+    from reconciler.runtime.restore_drill import drill_job
+    from reconciler.runtime.restore_pass import restore_hook
+
+    after_apply.append(restore_hook(settings))
+    jobs.append(drill_job(settings))
     return validators, after_apply, jobs
 
 
@@ -68,7 +75,13 @@ def validate_folder(folder: Path, settings: Settings) -> DesiredState:
         engine=DockerEngine(),
         validators=feature_hooks(settings)[0],
     )
-    return reconciler.load(checkout)
+    desired = reconciler.load(checkout)
+    # restore.yaml is checked here, not by a pass validator: in a pass a broken
+    # restore.yaml must not stop the rest of the commit (see restore_pass).
+    from reconciler.runtime.restore_pass import load_requests
+
+    load_requests(checkout, desired, settings.model_copy(update={"directory": folder.name}))
+    return desired
 
 
 def collect_status(settings: Settings) -> dict[str, Any]:
@@ -85,6 +98,11 @@ def collect_status(settings: Settings) -> dict[str, Any]:
             report["services_error"] = str(exc)
     else:
         report["services"] = []
+    from reconciler.runtime.restore_drill import read_drill
+    from reconciler.runtime.restore_ledger import status_report
+
+    report["restores"] = status_report(settings.state_dir)
+    report["drill"] = read_drill(settings.state_dir)
     return report
 
 

@@ -1,0 +1,380 @@
+"""The restore drill: a backup that was never restored is not known to be good.
+
+On its schedule (``restore_drill: {every: week}`` in backup.yaml; weekly when
+unset) the daemon restores the newest complete backup into scratch objects
+that nothing else uses, checks it, and removes them:
+
+- every artifact's size and SHA-256 against the manifest;
+- each volume archive unpacked through the archive API into a scratch volume,
+  read back, and compared entry by entry with the archive (type, size,
+  SHA-256 of contents, mode, owner, link target, mtime of files);
+- each dump loaded into a scratch MariaDB container of the service's own
+  image, and every database the dump creates found there with its tables.
+
+The result goes to ``drill.json`` in the state dir and into ``status``. The
+running stack is never touched. ``reconciler restore --drill`` runs it now.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import secrets
+import tarfile
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import IO, Any, cast
+
+import docker
+
+from reconciler.adapters import mariadb, stack_control, volume_archive
+from reconciler.adapters.object_store import ObjectStore, open_store
+from reconciler.decide.restore_planning import ArtifactRef
+from reconciler.errors import InvalidDesiredState, ReconcilerError
+from reconciler.logs import event
+from reconciler.model.backup_policy import BackupPolicy, load_backup_policy
+from reconciler.model.desired import DesiredState
+from reconciler.model.loading import load_desired_state
+from reconciler.runtime.restoring import (
+    ChunkReader,
+    artifact_refs,
+    decompressed,
+    fetch_verified,
+    resolve_backup,
+    spool_folder,
+    without_schemas,
+)
+from reconciler.settings import Settings
+from reconciler.statefiles import atomic_write_json, read_json
+from reconciler.status import StatusStore
+
+DRILL_FILE = "drill.json"
+PERIODS = {"day": timedelta(days=1), "week": timedelta(weeks=1), "month": timedelta(days=30)}
+DEFAULT_EVERY = "week"
+# The daemon's job runs every tick; it looks at the schedule this often.
+CHECK_EVERY_S = 60.0
+_DATABASE = re.compile(rb"\n-- Current Database: `((?:[^`]|``)+)`")
+
+
+class DrillFailed(ReconcilerError):
+    """The drill found the backup bad (or could not run); the message says which part."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    kind: str
+    size: int
+    sha256: str | None
+    mode: int
+    uid: int
+    gid: int
+    link: str
+    mtime: int | None
+
+
+def tar_entries(chunks: Iterable[bytes]) -> dict[str, Entry]:
+    """``{path: Entry}`` of a tar stream, file contents hashed as they pass."""
+    reader = ChunkReader(chunks)
+    entries: dict[str, Entry] = {}
+    with tarfile.open(fileobj=cast(IO[bytes], reader), mode="r|") as archive:
+        for member in archive:
+            name = member.name.removeprefix("./").rstrip("/") or "."
+            digest = None
+            if member.isfile():
+                data = archive.extractfile(member)
+                hasher = hashlib.sha256()
+                if data is not None:
+                    while block := data.read(1024 * 1024):
+                        hasher.update(block)
+                digest = hasher.hexdigest()
+            kind = "file" if member.isfile() else "dir" if member.isdir() else "link"
+            if not (member.isfile() or member.isdir() or member.issym()):
+                kind = f"type-{member.type!r}"
+            entries[name] = Entry(
+                kind=kind,
+                size=member.size if member.isfile() else 0,
+                sha256=digest,
+                mode=member.mode,
+                uid=member.uid,
+                gid=member.gid,
+                link=member.linkname,
+                # Folder mtimes change as files are written into them on unpack.
+                mtime=None if member.isdir() else int(member.mtime),
+            )
+    reader.drain()  # whatever follows the end-of-archive blocks
+    return entries
+
+
+def compare(expected: dict[str, Entry], actual: dict[str, Entry]) -> list[str]:
+    """What differs between the archive and the volume it was unpacked into."""
+    problems = []
+    for name in sorted(set(expected) | set(actual)):
+        if name == ".":
+            continue  # the volume's root belongs to Docker's mount
+        want, got = expected.get(name), actual.get(name)
+        if want is None:
+            problems.append(f"{name}: in the volume but not in the backup")
+        elif got is None:
+            problems.append(f"{name}: in the backup but missing after the restore")
+        elif want != got:
+            fields = [f for f in Entry.__dataclass_fields__ if getattr(want, f) != getattr(got, f)]
+            problems.append(f"{name}: differs ({', '.join(fields)})")
+    return problems
+
+
+def drill_due(last: dict[str, Any] | None, *, every: str, now: datetime) -> bool:
+    """Due when no drill ran yet, or the last attempt is older than the period."""
+    if not last or not last.get("time"):
+        return True
+    try:
+        when = datetime.fromisoformat(str(last["time"]))
+    except ValueError:
+        return True
+    return now - when >= PERIODS.get(every, PERIODS[DEFAULT_EVERY])
+
+
+def read_drill(state_dir: Path) -> dict[str, Any] | None:
+    data = read_json(state_dir / DRILL_FILE)
+    return data if isinstance(data, dict) else None
+
+
+def run_drill(
+    *,
+    client: docker.DockerClient,
+    store: ObjectStore,
+    desired: DesiredState,
+    state_dir: Path,
+    backup: str = "latest",
+) -> dict[str, Any]:
+    """Drill one backup; return the result recorded in drill.json (``result``: ok/failed)."""
+    started = datetime.now(UTC)
+    monotonic = time.monotonic()
+    result: dict[str, Any] = {
+        "time": started.isoformat(),
+        "source": store.url,
+        "backup": None,
+        "result": "failed",
+        "error": None,
+        "volumes": {},
+        "databases": {},
+    }
+    scratch = f"{desired.project}-drill-{secrets.token_hex(4)}"
+    made_volumes: list[str] = []
+    made_containers: list[str] = []
+    try:
+        manifest = resolve_backup(store, backup)
+        result["backup"] = manifest.id
+        with spool_folder(state_dir, f"drill-{manifest.id}") as tmp:
+            refs = artifact_refs(manifest)
+            fetched = {a.key: fetch_verified(store, a, tmp) for a in refs}
+            for ref in refs:
+                if ref.kind == "volume":
+                    volume = stack_control.scratch_volume(
+                        client, name=f"{scratch}-{ref.name}", project=desired.project
+                    )
+                    made_volumes.append(volume)
+                    result["volumes"][ref.name] = _drill_volume(
+                        client, desired, store, ref, fetched[ref.key], volume
+                    )
+                else:
+                    name = f"{scratch}-{ref.name}"
+                    made_containers.append(name)
+                    result["databases"][ref.name] = _drill_database(
+                        client, desired, store, ref, fetched[ref.key], name
+                    )
+        result["result"] = "ok"
+    except (ReconcilerError, OSError) as exc:
+        result["error"] = str(exc)
+    finally:
+        for name in made_containers:
+            stack_control.remove_container(client, name)
+        for name in made_volumes:
+            stack_control.remove_volume(client, name)
+        result["duration_s"] = round(time.monotonic() - monotonic, 3)
+        atomic_write_json(state_dir / DRILL_FILE, result)
+    level = logging.INFO if result["result"] == "ok" else logging.ERROR
+    event(
+        "drill.done",
+        level=level,
+        backup=result["backup"],
+        result=result["result"],
+        error=result["error"],
+    )
+    return result
+
+
+def _drill_volume(
+    client: docker.DockerClient,
+    desired: DesiredState,
+    store: ObjectStore,
+    ref: ArtifactRef,
+    spooled: Path | None,
+    volume: str,
+) -> dict[str, Any]:
+    image = stack_control.present_image(client, [s.image for s in desired.services.values()])
+    if image is None:
+        raise DrillFailed("no image of the desired state is on this engine to mount volumes with")
+    expected = tar_entries(decompressed(store, ref, spooled))
+    volume_archive.write_volume(
+        client,
+        volume=volume,
+        image=image,
+        project=desired.project,
+        chunks=decompressed(store, ref, spooled),
+    )
+    with volume_archive.read_volume(
+        client, volume=volume, image=image, project=desired.project
+    ) as chunks:
+        actual = tar_entries(chunks)
+    problems = compare(expected, actual)
+    if problems:
+        shown = "; ".join(problems[:10])
+        raise DrillFailed(
+            f"volume {ref.name}: {len(problems)} entr(ies) differ after the restore: {shown}"
+        )
+    return {"entries": len(expected), "files": sum(e.kind == "file" for e in expected.values())}
+
+
+def _drill_database(
+    client: docker.DockerClient,
+    desired: DesiredState,
+    store: ObjectStore,
+    ref: ArtifactRef,
+    spooled: Path | None,
+    name: str,
+) -> dict[str, Any]:
+    service = desired.services.get(ref.name)
+    candidates = [service.image] if service else []
+    candidates += [s.image for s in desired.services.values() if "mariadb" in s.image]
+    image = stack_control.present_image(client, candidates)
+    if image is None:
+        raise DrillFailed(
+            f"database {ref.name}: no MariaDB image on this engine for a scratch copy"
+        )
+    stack_control.scratch_database(client, name=name, image=image, project=desired.project)
+    seen: list[str] = []
+    mariadb.load_dump(
+        client,
+        container=name,
+        chunks=_databases_seen(without_schemas(decompressed(store, ref, spooled)), seen),
+    )
+    counts = stack_control.table_counts(client, name)
+    missing = [db for db in seen if db not in stack_control.SYSTEM_DATABASES and db not in counts]
+    present = stack_control.user_databases(client, name)
+    missing = [db for db in missing if db not in present]
+    if missing:
+        raise DrillFailed(f"database {ref.name}: the dump loaded, but {', '.join(missing)} missing")
+    return {"databases": {db: counts.get(db, 0) for db in seen if db in present}}
+
+
+def _databases_seen(chunks: Iterable[bytes], seen: list[str]) -> Iterator[bytes]:
+    tail = b""
+    for chunk in chunks:
+        data = tail + chunk
+        for match in _DATABASE.finditer(data):
+            name = match.group(1).replace(b"``", b"`").decode(errors="replace")
+            if name not in seen:
+                seen.append(name)
+        tail = data[-300:]
+        yield chunk
+
+
+# -- in the daemon, and by hand ----------------------------------------------------------
+
+
+def _applied(settings: Settings) -> tuple[str, DesiredState, BackupPolicy | None] | None:
+    from reconciler.runtime.wiring import make_source
+
+    commit = StatusStore(settings.state_dir).load().applied_commit
+    if commit is None:
+        return None
+    checkout = make_source(settings).checkout(commit)
+    desired = load_desired_state(
+        checkout.root,
+        directory=settings.directory,
+        project=settings.project,
+        environ=settings.environ,
+    )
+    policy = load_backup_policy(
+        checkout.root,
+        directory=settings.directory,
+        desired=desired,
+        environ=settings.environ,
+        default_target=settings.default_backup_target,
+    )
+    return commit, desired, policy
+
+
+def run_drill_now(settings: Settings, *, backup: str, source: str | None) -> dict[str, Any]:
+    """``reconciler restore --drill``: drill a backup of the applied commit's stack now."""
+    try:
+        applied = _applied(settings)
+    except InvalidDesiredState as exc:
+        raise ReconcilerError(f"the applied commit's desired state does not load:\n{exc}") from exc
+    if applied is None:
+        raise ReconcilerError("nothing is deployed yet: run `reconciler sync` first")
+    _commit, desired, policy = applied
+    target = source or (policy.target if policy else settings.default_backup_target)
+    client = docker.from_env()
+    try:
+        return run_drill(
+            client=client,
+            store=open_store(target),
+            desired=desired,
+            state_dir=settings.state_dir,
+            backup=backup,
+        )
+    finally:
+        client.close()
+
+
+def drill_job(
+    settings: Settings, *, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+) -> Callable[[], None]:
+    """The daemon job: about once a minute, run the drill when it is due."""
+    last_check = [float("-inf")]
+    cache: dict[str, tuple[DesiredState, BackupPolicy | None]] = {}
+
+    def restore_drill() -> None:
+        if time.monotonic() - last_check[0] < CHECK_EVERY_S:
+            return
+        last_check[0] = time.monotonic()
+        commit = StatusStore(settings.state_dir).load().applied_commit
+        if commit is None:
+            return
+        if commit not in cache:
+            try:
+                applied = _applied(settings)
+            except (InvalidDesiredState, ReconcilerError) as exc:
+                event("drill.skipped", level=logging.WARNING, error=str(exc))
+                return
+            if applied is None:
+                return
+            cache.clear()
+            cache[applied[0]] = (applied[1], applied[2])
+        desired, policy = cache[commit] if commit in cache else next(iter(cache.values()))
+        if policy is None:
+            return  # nothing is backed up on a schedule: nothing to drill
+        every = policy.restore_drill.every if policy.restore_drill else DEFAULT_EVERY
+        if not drill_due(read_drill(settings.state_dir), every=every, now=clock()):
+            return
+        store = open_store(policy.target)
+        if not any(s.state == "complete" for s in _list(store)):
+            return  # no backup yet: the first one is drilled after it is made
+        client = docker.from_env()
+        try:
+            run_drill(client=client, store=store, desired=desired, state_dir=settings.state_dir)
+        finally:
+            client.close()
+
+    return restore_drill
+
+
+def _list(store: ObjectStore) -> list[Any]:
+    from reconciler.runtime.backing_up import list_backups
+
+    return list(list_backups(store))

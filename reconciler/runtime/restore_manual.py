@@ -1,0 +1,138 @@
+"""``reconciler restore`` by hand: the applied commit's stack, the pass lock, the ledger.
+
+The developer's-PC flow (``reconciler restore latest --source s3://bucket/prod``)
+and a restore on the VM without a commit both come here. The desired state is
+the one of the commit the reconciler last applied, so the restore writes to
+the volumes and containers that run; the pass lock keeps a daemon's pass from
+starting the stopped services mid-restore.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import docker
+from pydantic import ValidationError
+
+from reconciler.errors import ReconcilerError
+from reconciler.model.desired import DesiredState
+from reconciler.model.restore_requests import RestoreRequest
+from reconciler.ports import Checkout
+from reconciler.runtime.passes import PASS_LOCK_WAIT_S
+from reconciler.runtime.restore_ledger import RestoreLedger, RestoreRecord
+from reconciler.runtime.restore_pass import Outcome, manual_id, own_target, run_recorded
+from reconciler.runtime.restoring import RestoreOptions, safety_url
+from reconciler.settings import Settings
+from reconciler.statefiles import exclusive_lock
+from reconciler.status import StatusStore
+
+
+@dataclass
+class ManualRestore:
+    settings: Settings
+    checkout: Checkout
+    desired: DesiredState
+    target: str
+    options: RestoreOptions
+    request_id: str
+
+    @classmethod
+    def prepare(
+        cls,
+        settings: Settings,
+        *,
+        backup: str,
+        source: str | None,
+        volumes: tuple[str, ...] | None,
+        databases: tuple[str, ...] | None,
+        request_id: str | None,
+    ) -> ManualRestore:
+        from reconciler.runtime.wiring import make_reconciler
+
+        status = StatusStore(settings.state_dir).load()
+        commit = status.applied_commit
+        if commit is None:
+            raise ReconcilerError(
+                "nothing is deployed yet: run `reconciler sync` first, so the stack (its "
+                "volumes and database containers) exists to restore into"
+            )
+        reconciler = make_reconciler(settings)
+        checkout = reconciler.source.checkout(commit)
+        desired = reconciler.load(checkout)
+        ident = request_id or manual_id()
+        try:
+            # The same checks as a request in restore.yaml: id, backup, source.
+            RestoreRequest(id=ident, backup=backup, source=source)
+        except ValidationError as exc:
+            problems = "; ".join(_clean(e["msg"]) for e in exc.errors())
+            raise ReconcilerError(f"reconciler restore: {problems}") from exc
+        if RestoreLedger(settings.state_dir).load().get(ident) is not None:
+            raise ReconcilerError(f"the ledger already has a restore '{ident}': pick another --id")
+        return cls(
+            settings=settings,
+            checkout=checkout,
+            desired=desired,
+            target=own_target(checkout, desired, settings),
+            options=RestoreOptions(
+                backup=backup, source=source, volumes=volumes, databases=databases
+            ),
+            request_id=ident,
+        )
+
+    def describe(self) -> str:
+        options = self.options
+        what = []
+        what.append(
+            "volumes " + ", ".join(options.volumes)
+            if options.volumes is not None
+            else "every volume in the backup"
+        )
+        what.append(
+            "databases " + ", ".join(options.databases)
+            if options.databases is not None
+            else "every database in the backup"
+        )
+        return (
+            f"Restore {options.backup} from {options.source or self.target} over project "
+            f"{self.desired.project} (commit {self.checkout.commit[:12]}): {'; '.join(what)} "
+            f"are replaced. The current contents go to {safety_url(self.target, self.request_id)} "
+            "first."
+        )
+
+    def run(self) -> Outcome:
+        ledger = RestoreLedger(self.settings.state_dir)
+        with exclusive_lock(
+            self.settings.state_dir / "pass.lock", wait_s=PASS_LOCK_WAIT_S, what="pass"
+        ):
+            ledger.recover()
+            client = docker.from_env()
+            try:
+                return run_recorded(
+                    RestoreRecord(
+                        id=self.request_id,
+                        state="pending",
+                        origin="cli",
+                        commit=self.checkout.commit,
+                        requested=self.options.backup,
+                        source=self.options.source,
+                        volumes=list(self.options.volumes)
+                        if self.options.volumes is not None
+                        else None,
+                        databases=list(self.options.databases)
+                        if self.options.databases is not None
+                        else None,
+                    ),
+                    self.options,
+                    ledger=ledger,
+                    client=client,
+                    desired=self.desired,
+                    settings=self.settings,
+                    target=self.target,
+                    commit=self.checkout.commit,
+                )
+            finally:
+                client.close()
+
+
+def _clean(message: str) -> str:
+    return message.removeprefix("Value error, ")
