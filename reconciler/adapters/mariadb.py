@@ -1,0 +1,243 @@
+"""A consistent MariaDB dump streamed out of the running database container, and back in.
+
+``mariadb-dump --single-transaction`` runs inside the service's own container
+through ``docker exec`` (never a copy of live data files), with the root
+credentials its environment defines the way the official image reads them:
+``MARIADB_ROOT_PASSWORD_FILE``, ``MARIADB_ROOT_PASSWORD``, ``MYSQL_ROOT_PASSWORD``
+(and ``MYSQL_ROOT_PASSWORD_FILE``), or socket authentication when none is set.
+The password travels in the exec environment (``MYSQL_PWD``), never on a
+command line that ``ps`` would show.
+
+A dump counts only when the command exited 0 (checked after the stream ends)
+and the stream ends with mariadb-dump's ``-- Dump completed`` trailer.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
+from typing import Any
+
+import docker
+import docker.errors
+import requests
+import urllib3.exceptions
+from docker.utils.socket import STDERR, frames_iter
+
+from reconciler.errors import ReconcilerError, Unavailable
+
+DUMP_COMMAND = (
+    "mariadb-dump",
+    "--user=root",
+    "--single-transaction",
+    "--all-databases",
+    "--routines",
+    "--events",
+    "--triggers",
+)
+LOAD_COMMAND = ("mariadb", "--user=root")
+TRAILER = b"-- Dump completed"
+CHUNK = 1024 * 1024
+STDERR_KEEP = 4096
+# Variables in the official image's order of preference; a *_FILE names a file
+# inside the container holding the password.
+PASSWORD_VARIABLES = (
+    "MARIADB_ROOT_PASSWORD_FILE",
+    "MARIADB_ROOT_PASSWORD",
+    "MYSQL_ROOT_PASSWORD_FILE",
+    "MYSQL_ROOT_PASSWORD",
+)
+
+
+class DatabaseError(ReconcilerError):
+    """A dump or a load failed; the message names the container and the cause."""
+
+
+def _container(client: docker.DockerClient, name: str) -> Any:
+    try:
+        container = client.containers.get(name)
+    except docker.errors.NotFound as exc:
+        raise DatabaseError(
+            f"database container {name} does not exist: deploy the stack (reconciler sync) "
+            "and try again"
+        ) from exc
+    except (requests.exceptions.ConnectionError, docker.errors.DockerException) as exc:
+        raise Unavailable(f"the Docker engine cannot be reached: {exc}") from exc
+    if container.status != "running":
+        raise DatabaseError(
+            f"database container {name} is not running ({container.status}): the database is "
+            "down; start it (reconciler sync) and look at its logs (docker logs {name})".replace(
+                "{name}", name
+            )
+        )
+    return container
+
+
+def credentials_environment(client: docker.DockerClient, container: Any) -> dict[str, str]:
+    """``{"MYSQL_PWD": ...}`` from the container's environment, or ``{}`` for socket auth."""
+    env: dict[str, str] = {}
+    for item in container.attrs.get("Config", {}).get("Env") or []:
+        key, _, value = item.partition("=")
+        env[key] = value
+    for variable in PASSWORD_VARIABLES:
+        value = env.get(variable, "")
+        if not value:
+            continue
+        if variable.endswith("_FILE"):
+            password = _read_file(client, container, value, variable)
+        else:
+            password = value
+        return {"MYSQL_PWD": password}
+    return {}
+
+
+def _read_file(client: docker.DockerClient, container: Any, path: str, variable: str) -> str:
+    exit_code, output = container.exec_run(["cat", "--", path], demux=True)
+    stdout, stderr = output if isinstance(output, tuple) else (output, b"")
+    if exit_code != 0:
+        message = (stderr or b"").decode(errors="replace").strip()
+        raise DatabaseError(
+            f"{variable} names {path}, which cannot be read in container {container.name}: "
+            f"{message}"
+        )
+    # The official image reads it with $(< file): trailing newlines dropped.
+    return (stdout or b"").decode().rstrip("\n")
+
+
+@contextmanager
+def dump_database(client: docker.DockerClient, *, container: str) -> Iterator[Iterator[bytes]]:
+    """The SQL dump of every database in ``container``, as chunks.
+
+    The iterator raises ``DatabaseError`` at its end when the dump failed
+    (non-zero exit, or no trailer), so a consumer that stores the stream
+    never mistakes a cut dump for a good one.
+    """
+    target = _container(client, container)
+    environment = credentials_environment(client, target)
+    api = client.api
+    try:
+        exec_id = api.exec_create(
+            target.id, list(DUMP_COMMAND), environment=environment, user="root"
+        )["Id"]
+        # A raw socket rather than stream=True: docker-py leaves the response
+        # of a stream open, and we must close it whatever happens.
+        sock = api.exec_start(exec_id, socket=True)
+    except docker.errors.APIError as exc:
+        raise DatabaseError(f"cannot run mariadb-dump in {container}: {exc.explanation}") from exc
+    try:
+        yield _checked_dump(api, exec_id, frames_iter(sock, False), container)
+    finally:
+        _close(sock)
+
+
+def _close(sock: Any) -> None:
+    """Close an exec's hijacked connection for good.
+
+    docker-py hands out the ``SocketIO`` under an HTTP response: closing it
+    alone leaves the socket open (and ``close`` forgets the socket), so take
+    the socket first, close the response, the wrapper, then the socket.
+    """
+    raw = getattr(sock, "_sock", None)
+    response = getattr(sock, "_response", None)
+    with suppress(OSError, ValueError):
+        if response is not None:
+            response.close()
+        sock.close()
+        if raw is not None:
+            raw.close()
+
+
+def _checked_dump(api: Any, exec_id: str, frames: Any, container: str) -> Iterator[bytes]:
+    tail = b""
+    stderr = b""
+    total = 0
+    try:
+        for stream_id, data in frames:
+            if stream_id == STDERR:
+                stderr = (stderr + data)[-STDERR_KEEP:]
+            elif data:
+                total += len(data)
+                tail = (tail + data)[-256:]
+                yield data
+    except (urllib3.exceptions.HTTPError, requests.exceptions.RequestException, OSError) as exc:
+        raise DatabaseError(
+            f"the dump stream from {container} broke after {total} bytes: {exc}"
+        ) from exc
+    exit_code = _exit_code(api, exec_id)
+    message = stderr.decode(errors="replace").strip()
+    if not message and total < 1024:
+        # The engine reports an exec that cannot start (126, 127) on stdout;
+        # that short text is no dump, so it is safe to show.
+        message = tail.decode(errors="replace").strip()
+    if exit_code != 0:
+        raise DatabaseError(
+            f"mariadb-dump in {container} failed (exit {exit_code}) after {total} bytes: "
+            f"{message or 'no message'}; check that the database is up and the root "
+            "credentials in its environment are right"
+        )
+    if TRAILER not in tail:
+        raise DatabaseError(
+            f"the dump from {container} is truncated ({total} bytes, no '-- Dump completed' "
+            f"line): {message or 'no message'}"
+        )
+
+
+def _exit_code(api: Any, exec_id: str) -> int | None:
+    # The stream can end a moment before the engine records the exit.
+    for _ in range(50):
+        info = api.exec_inspect(exec_id)
+        if not info.get("Running"):
+            code = info.get("ExitCode")
+            return int(code) if code is not None else None
+        time.sleep(0.1)
+    return None
+
+
+def load_dump(client: docker.DockerClient, *, container: str, chunks: Iterable[bytes]) -> None:
+    """Feed an SQL dump into ``mariadb`` in ``container``; raise ``DatabaseError`` on failure."""
+    target = _container(client, container)
+    environment = credentials_environment(client, target)
+    api = client.api
+    try:
+        exec_id = api.exec_create(
+            target.id, list(LOAD_COMMAND), environment=environment, user="root", stdin=True
+        )["Id"]
+        sock = api.exec_start(exec_id, socket=True)
+    except docker.errors.APIError as exc:
+        raise DatabaseError(f"cannot run mariadb in {container}: {exc.explanation}") from exc
+    raw: socket.socket = sock._sock
+    output = bytearray()
+
+    def drain() -> None:
+        # Read while writing: a client that fills its output pipe would
+        # otherwise stop reading its input and the two ends would wait forever.
+        while True:
+            try:
+                data = raw.recv(65536)
+            except OSError:
+                return
+            if not data:
+                return
+            output.extend(data)
+            del output[:-STDERR_KEEP]
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        for chunk in chunks:
+            raw.sendall(chunk)
+        raw.shutdown(socket.SHUT_WR)
+        reader.join()
+    except OSError as exc:
+        raise DatabaseError(f"loading the dump into {container} broke: {exc}") from exc
+    finally:
+        _close(sock)
+    exit_code = _exit_code(api, exec_id)
+    if exit_code != 0:
+        # The stream is multiplexed (8-byte frame headers); good enough for a message.
+        text = bytes(output).decode(errors="replace")
+        message = "".join(ch for ch in text if ch.isprintable() or ch == "\n").strip()
+        raise DatabaseError(f"mariadb in {container} failed (exit {exit_code}): {message}")
