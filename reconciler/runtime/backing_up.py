@@ -1,0 +1,644 @@
+"""The backup pipeline: volumes and database dumps, streamed to the target, manifest last.
+
+Each artifact flows source -> zstd -> SHA-256 and size -> object store, in
+chunks: nothing of the backup's size touches local disk and memory stays
+bounded. A backup is the folder ``<id>/`` in the target (id from the UTC start
+time, ``2026-11-27T05-04-00Z``); its ``manifest.json`` is written only after
+every artifact is stored, so a backup without one is incomplete: never listed
+as good, never restored, deleted by the next prune.
+
+Also here: ``list_backups``, ``verify_backup`` (download, check every SHA-256,
+read every archive to its end) and ``prune`` (retention). Two backups never run
+at once: ``backup_lock`` holds an fcntl lock on a file in the state dir.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import socket
+import tarfile
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any, Literal, cast
+
+import docker
+import docker.errors
+import requests
+import zstandard
+
+from reconciler import labels
+from reconciler.adapters import mariadb, volume_archive
+from reconciler.adapters.object_store import ObjectNotFound, ObjectStore, StoreError
+from reconciler.decide.retention import (
+    BackupRef,
+    RetentionDecision,
+    RetentionRules,
+    decide_retention,
+)
+from reconciler.errors import ReconcilerError
+from reconciler.logs import event
+from reconciler.model.backup_policy import BackupPolicy
+from reconciler.model.desired import DesiredState, ServiceSpec
+from reconciler.runtime import backup_status
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+LOCK_FILE = "backup.lock"
+ZSTD_LEVEL = 3
+_ID = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}Z$")
+_ID_FORMAT = "%Y-%m-%dT%H-%M-%SZ"
+
+
+class BackupError(ReconcilerError):
+    """A backup failed; the message says which artifact and why."""
+
+
+class BackupBusy(BackupError):
+    """Another backup holds the lock."""
+
+
+class VerifyError(ReconcilerError):
+    """A stored backup does not check out; the message names the artifact."""
+
+
+@dataclass(frozen=True)
+class Artifact:
+    kind: Literal["volume", "database"]
+    name: str  # the compose volume key, or the database service
+    key: str  # relative to the target
+    size: int  # bytes stored (compressed)
+    sha256: str  # of the bytes stored
+    raw_size: int  # bytes before compression
+    compression: str = "zstd"
+    format: str = "tar"  # "tar" for volumes, "sql" for databases
+
+
+@dataclass(frozen=True)
+class Manifest:
+    id: str
+    time: str  # ISO 8601 UTC, the start of the backup
+    commit: str | None
+    host: str
+    project: str
+    artifacts: tuple[Artifact, ...]
+    duration_s: float
+    format_version: int = FORMAT_VERSION
+
+    def to_json(self) -> bytes:
+        data = asdict(self)
+        data["artifacts"] = [asdict(a) for a in self.artifacts]
+        return (json.dumps(data, indent=2) + "\n").encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Manifest:
+        data = json.loads(raw)
+        version = data.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ValueError(
+                f"manifest format {version} is not understood by this reconciler "
+                f"(it reads format {FORMAT_VERSION}): upgrade the reconciler"
+            )
+        artifacts = tuple(Artifact(**a) for a in data.pop("artifacts"))
+        return cls(artifacts=artifacts, **data)
+
+    @property
+    def size(self) -> int:
+        return sum(a.size for a in self.artifacts)
+
+
+@dataclass(frozen=True)
+class BackupSummary:
+    id: str
+    time: datetime
+    state: Literal["complete", "incomplete"]
+    size: int  # bytes stored under the backup's folder
+    objects: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "time": self.time.isoformat(),
+            "state": self.state,
+            "size": self.size,
+            "objects": self.objects,
+        }
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One step of progress: ``bytes_in`` read from the source, ``bytes_out`` stored."""
+
+    phase: Literal["backup", "verify"]
+    artifact: str  # "volume site", "database db"
+    bytes_in: int
+    bytes_out: int
+    done: bool = False
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+@dataclass(frozen=True)
+class BackupResult:
+    manifest: Manifest
+    pruned: tuple[str, ...] = ()
+
+
+def backup_id(at: datetime) -> str:
+    return at.astimezone(UTC).strftime(_ID_FORMAT)
+
+
+def id_time(backup: str) -> datetime | None:
+    """The UTC time a backup id names, or None when it is not a backup id."""
+    if not _ID.match(backup):
+        return None
+    return datetime.strptime(backup, _ID_FORMAT).replace(tzinfo=UTC)
+
+
+@contextmanager
+def backup_lock(state_dir: Path) -> Iterator[None]:
+    """Hold the backup lock, or raise ``BackupBusy`` at once when another process has it.
+
+    An fcntl lock dies with its process: a crashed backup never leaves a stale lock.
+    """
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise BackupBusy(
+                f"another backup is running (pid {holder}, lock {path}); wait for it to finish"
+            ) from exc
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def run_backup(
+    *,
+    client: docker.DockerClient,
+    store: ObjectStore,
+    desired: DesiredState,
+    policy: BackupPolicy,
+    state_dir: Path,
+    commit: str | None = None,
+    helper_image: str | None = None,
+    progress: ProgressCallback | None = None,
+    prune_after: bool = True,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> BackupResult:
+    """One backup now: lock, stream every artifact, write the manifest, prune, record status.
+
+    Raises ``BackupBusy`` when another backup runs, ``BackupError`` (or a
+    ``StoreError``/``Unavailable``) when this one fails; the failure is
+    recorded in the status file and logged before it is raised. Retention
+    runs only after a successful backup.
+    """
+    with backup_lock(state_dir):
+        started = clock()
+        ident = backup_id(started)
+        monotonic = time.monotonic()
+        event("backup.start", id=ident, target=store.url, project=desired.project)
+        try:
+            manifest = _backup(
+                client=client,
+                store=store,
+                desired=desired,
+                policy=policy,
+                ident=ident,
+                started=started,
+                commit=commit,
+                helper_image=helper_image,
+                progress=progress,
+                monotonic=monotonic,
+            )
+        except BaseException as exc:
+            duration = time.monotonic() - monotonic
+            message = str(exc) or type(exc).__name__
+            backup_status.record(
+                state_dir,
+                backup_status.BackupStatus(
+                    time=started.isoformat(),
+                    result="failed",
+                    id=ident,
+                    target=store.url,
+                    duration_s=round(duration, 3),
+                    error=message,
+                ),
+            )
+            event("backup.failed", level=logging.ERROR, id=ident, target=store.url, error=message)
+            if isinstance(exc, ReconcilerError):
+                raise
+            if isinstance(exc, Exception):
+                raise BackupError(f"backup {ident} failed: {message}") from exc
+            raise
+        backup_status.record(
+            state_dir,
+            backup_status.BackupStatus(
+                time=started.isoformat(),
+                result="ok",
+                id=ident,
+                target=store.url,
+                size=manifest.size,
+                duration_s=manifest.duration_s,
+            ),
+        )
+        event(
+            "backup.done",
+            id=ident,
+            target=store.url,
+            size=manifest.size,
+            artifacts=len(manifest.artifacts),
+            duration_s=manifest.duration_s,
+        )
+        pruned: tuple[str, ...] = ()
+        if prune_after:
+            try:
+                pruned = prune(store, _rules(policy), dry_run=False).delete
+            except StoreError as exc:
+                # The backup itself is good; a prune that fails is retried after the next one.
+                event(
+                    "backup.prune_failed", level=logging.WARNING, target=store.url, error=str(exc)
+                )
+        return BackupResult(manifest=manifest, pruned=pruned)
+
+
+def _rules(policy: BackupPolicy) -> RetentionRules:
+    return RetentionRules(
+        daily=policy.retention.daily,
+        weekly=policy.retention.weekly,
+        monthly=policy.retention.monthly,
+    )
+
+
+def _backup(
+    *,
+    client: docker.DockerClient,
+    store: ObjectStore,
+    desired: DesiredState,
+    policy: BackupPolicy,
+    ident: str,
+    started: datetime,
+    commit: str | None,
+    helper_image: str | None,
+    progress: ProgressCallback | None,
+    monotonic: float,
+) -> Manifest:
+    if store.list(f"{ident}/"):
+        raise BackupError(f"a backup {ident} already exists in {store.url}; try again in a second")
+    artifacts: list[Artifact] = []
+    try:
+        for volume in policy.volumes:
+            spec = desired.volumes[volume.name]
+            users = _services_mounting(desired, spec.name)
+            image = _helper_image(client, users, helper_image, volume.name)
+            with ExitStack() as stack:
+                if volume.stop_services:
+                    stack.enter_context(_stopped(client, project=desired.project, services=users))
+                chunks = stack.enter_context(
+                    volume_archive.read_volume(
+                        client, volume=spec.name, image=image, project=desired.project
+                    )
+                )
+                artifacts.append(
+                    _store_artifact(
+                        store,
+                        chunks,
+                        kind="volume",
+                        name=volume.name,
+                        key=f"{ident}/volumes/{volume.name}.tar.zst",
+                        progress=progress,
+                    )
+                )
+        for database in policy.databases:
+            container = labels.container_name(desired.project, database.service)
+            with mariadb.dump_database(client, container=container) as chunks:
+                artifacts.append(
+                    _store_artifact(
+                        store,
+                        chunks,
+                        kind="database",
+                        name=database.service,
+                        key=f"{ident}/databases/{database.service}.sql.zst",
+                        progress=progress,
+                    )
+                )
+        manifest = Manifest(
+            id=ident,
+            time=started.isoformat(),
+            commit=commit,
+            host=socket.gethostname(),
+            project=desired.project,
+            artifacts=tuple(artifacts),
+            duration_s=round(time.monotonic() - monotonic, 3),
+        )
+        # Last, and only now: its presence is what makes the backup complete.
+        store.put_bytes(f"{ident}/{MANIFEST}", manifest.to_json())
+        return manifest
+    except BaseException:
+        # Best effort: the store may be the thing that failed. What stays is an
+        # incomplete backup (no manifest), which the next prune deletes.
+        with suppress(StoreError):
+            store.delete([a.key for a in artifacts])
+        raise
+
+
+def _services_mounting(desired: DesiredState, volume_name: str) -> list[ServiceSpec]:
+    return [
+        service
+        for service in desired.services.values()
+        if any(m.type == "volume" and m.source == volume_name for m in service.mounts)
+    ]
+
+
+def _helper_image(
+    client: docker.DockerClient, users: list[ServiceSpec], fallback: str | None, volume: str
+) -> str:
+    """An image already on the engine to mount the volume in: a user's, else the fallback."""
+    for service in users:
+        try:
+            client.images.get(service.image)
+            return service.image
+        except docker.errors.ImageNotFound:
+            continue
+        except (docker.errors.DockerException, requests.exceptions.RequestException):
+            break
+    if fallback:
+        return fallback
+    raise BackupError(
+        f"volume {volume}: no image to read it with: no service that mounts it has its image "
+        "on this engine; deploy the stack first"
+    )
+
+
+@contextmanager
+def _stopped(
+    client: docker.DockerClient, *, project: str, services: list[ServiceSpec]
+) -> Iterator[None]:
+    """Stop the running containers of ``services``; start them again on every way out."""
+    stopped: list[Any] = []
+    try:
+        for service in services:
+            try:
+                container = client.containers.get(labels.container_name(project, service.name))
+            except docker.errors.NotFound:
+                continue
+            if container.labels.get(labels.PROJECT) != project or container.status != "running":
+                continue  # never touch what we do not own, nor start what was not running
+            event("backup.stop_service", service=service.name)
+            stopped.append(container)
+            container.stop(timeout=int(service.stop_grace_period_s))
+        yield
+    finally:
+        for container in reversed(stopped):
+            try:
+                container.start()
+                event("backup.start_service", container=container.name)
+            except docker.errors.DockerException as exc:
+                event(
+                    "backup.start_service_failed",
+                    level=logging.ERROR,
+                    container=container.name,
+                    error=str(exc),
+                )
+
+
+class _Counter:
+    """Compressed bytes on their way to the store: counted and hashed."""
+
+    def __init__(self) -> None:
+        self.size = 0
+        self.raw_size = 0
+        self.sha = hashlib.sha256()
+
+
+def _compressed(
+    chunks: Iterable[bytes], counter: _Counter, report: Callable[[], None]
+) -> Iterator[bytes]:
+    # write_checksum: zstd's own frame checksum, so a damaged artifact fails
+    # to decompress even before its SHA-256 is compared.
+    compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=-1, write_checksum=True)
+    stream = compressor.compressobj()
+    for chunk in chunks:
+        counter.raw_size += len(chunk)
+        out = stream.compress(chunk)
+        if out:
+            counter.size += len(out)
+            counter.sha.update(out)
+            report()
+            yield out
+    out = stream.flush()
+    counter.size += len(out)
+    counter.sha.update(out)
+    yield out
+
+
+def _store_artifact(
+    store: ObjectStore,
+    chunks: Iterable[bytes],
+    *,
+    kind: Literal["volume", "database"],
+    name: str,
+    key: str,
+    progress: ProgressCallback | None,
+) -> Artifact:
+    label = f"{kind} {name}"
+    counter = _Counter()
+
+    def report(done: bool = False) -> None:
+        if progress is not None:
+            progress(Progress("backup", label, counter.raw_size, counter.size, done))
+
+    stored = store.put_stream(key, _compressed(chunks, counter, report))
+    if stored != counter.size:  # pragma: no cover - a store that lost bytes
+        raise BackupError(f"{label}: stored {stored} bytes of {counter.size}")
+    report(done=True)
+    artifact = Artifact(
+        kind=kind,
+        name=name,
+        key=key,
+        size=counter.size,
+        sha256=counter.sha.hexdigest(),
+        raw_size=counter.raw_size,
+        format="tar" if kind == "volume" else "sql",
+    )
+    event(
+        "backup.artifact", kind=kind, artifact=name, size=artifact.size, raw_size=artifact.raw_size
+    )
+    return artifact
+
+
+def list_backups(store: ObjectStore) -> list[BackupSummary]:
+    """Every backup folder in the target, newest first; complete ones have a manifest."""
+    folders: dict[str, list[int]] = {}
+    complete: set[str] = set()
+    for item in store.list(""):
+        folder, _, rest = item.key.partition("/")
+        if not rest or id_time(folder) is None:
+            continue  # not ours: other files may share the prefix
+        folders.setdefault(folder, []).append(item.size)
+        if rest == MANIFEST:
+            complete.add(folder)
+    summaries = []
+    for folder, sizes in folders.items():
+        when = id_time(folder)
+        assert when is not None
+        summaries.append(
+            BackupSummary(
+                id=folder,
+                time=when,
+                state="complete" if folder in complete else "incomplete",
+                size=sum(sizes),
+                objects=len(sizes),
+            )
+        )
+    return sorted(summaries, key=lambda s: s.id, reverse=True)
+
+
+def read_manifest(store: ObjectStore, ident: str) -> Manifest:
+    try:
+        raw = b"".join(store.get_stream(f"{ident}/{MANIFEST}"))
+    except ObjectNotFound as exc:
+        names = {s.id for s in list_backups(store)}
+        if ident in names:
+            raise VerifyError(f"backup {ident} has no manifest: it is incomplete") from exc
+        raise VerifyError(f"no backup {ident} in {store.url}") from exc
+    try:
+        return Manifest.from_json(raw)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise VerifyError(f"backup {ident}: the manifest cannot be read: {exc}") from exc
+
+
+def verify_backup(
+    store: ObjectStore, ident: str, *, progress: ProgressCallback | None = None
+) -> Manifest:
+    """Download every artifact, check size and SHA-256, and read it to its end.
+
+    Raises ``VerifyError`` naming the first artifact that fails.
+    """
+    manifest = read_manifest(store, ident)
+    for artifact in manifest.artifacts:
+        _verify_artifact(store, artifact, progress)
+        event("backup.verified", id=ident, artifact=artifact.key)
+    return manifest
+
+
+class _Download(io.RawIOBase):
+    """A download as a file: counted and hashed as the decompressor reads it."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._pending = b""
+        self.size = 0
+        self.sha = hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._pending:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return 0
+            self.size += len(chunk)
+            self.sha.update(chunk)
+            self._pending = chunk
+        count = min(len(buffer), len(self._pending))
+        buffer[:count] = self._pending[:count]
+        self._pending = self._pending[count:]
+        return count
+
+    def drain(self) -> None:
+        for chunk in self._chunks:
+            self.size += len(chunk)
+            self.sha.update(chunk)
+
+
+def _verify_artifact(
+    store: ObjectStore, artifact: Artifact, progress: ProgressCallback | None
+) -> None:
+    label = f"{artifact.kind} {artifact.name} ({artifact.key})"
+    try:
+        download = _Download(iter(store.get_stream(artifact.key)))
+    except ObjectNotFound as exc:
+        raise VerifyError(f"{label}: missing from the target") from exc
+    problem: str | None = None
+    raw_size = 0
+    try:
+        reader = zstandard.ZstdDecompressor().stream_reader(
+            cast(IO[bytes], download), read_across_frames=True
+        )
+        if artifact.format == "tar":
+            with tarfile.open(fileobj=reader, mode="r|") as archive:
+                for member in archive:
+                    if member.isfile():
+                        data = archive.extractfile(member)
+                        if data is not None:
+                            while data.read(1024 * 1024):
+                                pass
+                    if progress:
+                        progress(Progress("verify", label, download.size, download.size))
+            raw_size = reader.tell()
+        else:
+            tail = b""
+            while chunk := reader.read(1024 * 1024):
+                raw_size += len(chunk)
+                tail = (tail + chunk)[-256:]
+            if mariadb.TRAILER not in tail:
+                problem = "the dump is truncated (no '-- Dump completed' line)"
+    except (zstandard.ZstdError, tarfile.TarError, EOFError, OSError, ValueError) as exc:
+        problem = f"does not decompress and read to its end: {exc}"
+    download.drain()
+    if download.size != artifact.size or download.sha.hexdigest() != artifact.sha256:
+        raise VerifyError(
+            f"{label}: SHA-256 mismatch (stored {download.size} bytes, "
+            f"sha256 {download.sha.hexdigest()[:16]}..., manifest says {artifact.size} bytes, "
+            f"{artifact.sha256[:16]}...): the object was changed or damaged"
+        )
+    if problem:
+        raise VerifyError(f"{label}: {problem}")
+    if progress:
+        progress(Progress("verify", label, raw_size, download.size, done=True))
+
+
+def prune(store: ObjectStore, rules: RetentionRules, *, dry_run: bool) -> RetentionDecision:
+    """Apply retention to the target; with ``dry_run`` only say what would go.
+
+    Only call after a successful backup (see ``decide.retention``). A complete
+    backup loses its manifest first, so one half deleted reads as incomplete.
+    """
+    summaries = list_backups(store)
+    decision = decide_retention(
+        [BackupRef(s.id, s.time, s.state == "complete") for s in summaries], rules
+    )
+    if dry_run or not decision.delete:
+        return decision
+    doomed = set(decision.delete)
+    keys: dict[str, list[str]] = {}
+    for item in store.list(""):
+        folder = item.key.partition("/")[0]
+        if folder in doomed:
+            keys.setdefault(folder, []).append(item.key)
+    for ident in decision.delete:
+        folder_keys = keys.get(ident, [])
+        manifest_key = f"{ident}/{MANIFEST}"
+        if manifest_key in folder_keys:
+            store.delete([manifest_key])
+        store.delete([k for k in folder_keys if k != manifest_key])
+        event("backup.pruned", id=ident)
+    return decision

@@ -1,0 +1,350 @@
+"""Backups against the real parts: Docker, a MariaDB container, moto's S3 over HTTP."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+import zstandard
+
+from reconciler import labels
+from reconciler.adapters import mariadb, volume_archive
+from reconciler.adapters.object_store import S3Store, StoreError, open_store
+from reconciler.decide.retention import RetentionRules
+from reconciler.runtime import backup_status
+from reconciler.runtime.backing_up import (
+    MANIFEST,
+    BackupBusy,
+    VerifyError,
+    list_backups,
+    prune,
+    read_manifest,
+    run_backup,
+    verify_backup,
+)
+from tests.fixtures.docker_engine import remove_project
+from tests.fixtures.s3_server import Fault, FaultProxy
+from tests.integration.backup_stack import (
+    MARIADB,
+    ROOT_PASSWORD,
+    Stack,
+    listing,
+    policy,
+    run_sql,
+    start_stack,
+    wait_healthy,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def stack(docker_client: docker.DockerClient) -> Iterator[Stack]:
+    """One web + MariaDB stack for the module (MariaDB takes seconds to start)."""
+    project = "bk" + uuid.uuid4().hex[:8]
+    try:
+        yield start_stack(docker_client, project)
+    finally:
+        remove_project(docker_client, project)
+
+
+def s3_store(bucket: str, prefix: str = "prod", *, attempts: int = 2) -> S3Store:
+    # Few attempts: each fault test waits out botocore's backoff once per attempt.
+    return S3Store(bucket, prefix, max_attempts=attempts)
+
+
+def decompressed(store: Any, key: str) -> Iterator[bytes]:
+    reader = zstandard.ZstdDecompressor().decompressobj()
+    for chunk in store.get_stream(key):
+        out = reader.decompress(chunk)
+        if out:
+            yield out
+
+
+def backup(stack: Stack, store: Any, tmp_path: Path, **options: Any) -> Any:
+    target_policy = policy(store.url, **options)
+    return run_backup(
+        client=stack.client,
+        store=store,
+        desired=stack.desired,
+        policy=target_policy,
+        state_dir=tmp_path / "state",
+        commit="c0ffee",
+    )
+
+
+def test_volume_round_trip_keeps_owners_modes_links_mtimes_empty_dirs(
+    stack: Stack, s3_bucket: str, tmp_path: Path
+) -> None:
+    store = s3_store(s3_bucket)
+    result = backup(stack, store, tmp_path, with_db=False)
+    (artifact,) = result.manifest.artifacts
+    assert artifact.kind == "volume"
+    assert artifact.key.endswith("/volumes/site.tar.zst")
+
+    fresh = f"{stack.project}_restored"
+    stack.client.volumes.create(fresh, labels={labels.PROJECT: stack.project})
+    volume_archive.write_volume(
+        stack.client,
+        volume=fresh,
+        image="reconciler-local/busybox:latest",
+        project=stack.project,
+        chunks=decompressed(store, artifact.key),
+    )
+    original = listing(stack.client, f"{stack.project}_site")
+    restored = listing(stack.client, fresh)
+    assert "./empty/nested-empty 0 0 755 dir" in original
+    assert "link ../html/index.php" in original
+    assert "./private/key.txt 999 998 600" in original
+    assert restored == original
+    # The helper containers are gone.
+    helpers = stack.client.containers.list(
+        all=True, filters={"label": [f"{labels.PROJECT}={stack.project}", labels.HELPER]}
+    )
+    assert helpers == []
+
+
+def test_database_round_trip_into_a_fresh_container(
+    stack: Stack, s3_bucket: str, tmp_path: Path, docker_client: docker.DockerClient
+) -> None:
+    store = s3_store(s3_bucket)
+    result = backup(stack, store, tmp_path, volumes=False)
+    (artifact,) = result.manifest.artifacts
+    assert artifact.kind == "database"
+    fresh_name = f"{stack.project}-fresh-db-1"
+    fresh = docker_client.containers.run(
+        MARIADB,
+        name=fresh_name,
+        detach=True,
+        environment={"MARIADB_ROOT_PASSWORD": "another-password"},
+        labels={labels.PROJECT: stack.project},
+    )
+    wait_healthy(fresh)
+    mariadb.load_dump(docker_client, container=fresh_name, chunks=decompressed(store, artifact.key))
+    # The dump carries the users too: the fresh server now has the original root password.
+    counts = run_sql(
+        fresh,
+        "SELECT COUNT(*) FROM shop.orders; SELECT COUNT(*) FROM shop.customers;",
+    )
+    assert counts.split() == ["5", "2"]
+
+
+def test_backup_list_verify_and_status(stack: Stack, s3_bucket: str, tmp_path: Path) -> None:
+    store = s3_store(s3_bucket)
+    result = backup(stack, store, tmp_path)
+    manifest = result.manifest
+    assert {a.kind for a in manifest.artifacts} == {"volume", "database"}
+    assert manifest.commit == "c0ffee"
+    assert manifest.project == stack.project
+    listed = list_backups(store)
+    assert [b.id for b in listed] == [manifest.id]
+    assert listed[0].state == "complete"
+    assert read_manifest(store, manifest.id) == manifest
+    assert verify_backup(store, manifest.id) == manifest
+    status = backup_status.read_status(tmp_path / "state")
+    assert status is not None
+    assert status.result == "ok"
+    assert status.size == manifest.size
+    assert status.last_success_id == manifest.id
+
+
+def test_verify_detects_a_tampered_object(stack: Stack, s3_bucket: str, tmp_path: Path) -> None:
+    store = s3_store(s3_bucket)
+    manifest = backup(stack, store, tmp_path).manifest
+    victim = next(a for a in manifest.artifacts if a.kind == "database")
+    data = bytearray(b"".join(store.get_stream(victim.key)))
+    data[len(data) // 2] ^= 0xFF
+    store.put_bytes(victim.key, bytes(data))
+    with pytest.raises(VerifyError, match=r"database db .*SHA-256 mismatch"):
+        verify_backup(store, manifest.id)
+
+
+def test_stopped_services_start_again_even_when_the_backup_fails(
+    stack: Stack, s3_bucket: str, tmp_path: Path, fault_proxy: FaultProxy
+) -> None:
+    fault_proxy.set(Fault(kind="status", status=503, methods=("PUT",)))
+    store = s3_store(s3_bucket, attempts=1)
+    with pytest.raises(StoreError, match="answered 503"):
+        backup(stack, store, tmp_path, stop_services=True, with_db=False)
+    assert stack.running() == {"web": "running", "db": "running"}
+
+
+def test_a_connection_dropped_once_is_retried(
+    stack: Stack, s3_bucket: str, tmp_path: Path, fault_proxy: FaultProxy
+) -> None:
+    fault_proxy.set(Fault(kind="drop", methods=("PUT",), times=1))
+    store = s3_store(s3_bucket, attempts=3)
+    manifest = backup(stack, store, tmp_path, with_db=False).manifest
+    assert fault_proxy.injected == 1
+    verify_backup(store, manifest.id)
+
+
+FAULTS = {
+    "s3-unreachable": ("unreachable", "cannot be reached"),
+    "s3-5xx": ("server-error", "answered 503"),
+    "connection-dropped": ("connection-dropped", "connection to S3 .* dropped"),
+    "wrong-credentials": ("credentials", "refused the credentials"),
+    "missing-bucket": ("missing-bucket", "does not exist"),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(FAULTS))
+def test_store_faults_fail_the_backup_clearly(
+    fault: str,
+    stack: Stack,
+    s3_bucket: str,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> None:
+    bucket = s3_bucket
+    if fault == "s3-unreachable":
+        request.getfixturevalue("unreachable_endpoint")
+    elif fault == "s3-5xx":
+        proxy = request.getfixturevalue("fault_proxy")
+        proxy.set(Fault(kind="status", status=503, methods=("PUT",)))
+    elif fault == "connection-dropped":
+        proxy = request.getfixturevalue("fault_proxy")
+        proxy.set(Fault(kind="drop", methods=("PUT",), after_bytes=4096))
+    elif fault == "wrong-credentials":
+        request.getfixturevalue("s3_auth_enforced")
+    elif fault == "missing-bucket":
+        bucket = f"{s3_bucket}-absent"
+    reason, message = FAULTS[fault]
+    store = s3_store(bucket)
+    with pytest.raises(StoreError, match=message) as caught:
+        backup(stack, store, tmp_path)
+    assert caught.value.reason == reason
+    _assert_failed_cleanly(stack, s3_bucket, tmp_path, request)
+
+
+def _assert_failed_cleanly(
+    stack: Stack, bucket: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    status = backup_status.read_status(tmp_path / "state")
+    assert status is not None
+    assert status.result == "failed"
+    assert status.error
+    assert status.last_success_time is None
+    # What is in the bucket (read past any fault): nothing complete, no manifest.
+    server = request.getfixturevalue("s3_env")
+    server.set_auth(False)
+    import boto3
+
+    direct = boto3.client("s3", endpoint_url=server.url)
+    objects = direct.list_objects_v2(Bucket=bucket).get("Contents", [])
+    assert not [o for o in objects if o["Key"].endswith(MANIFEST)]
+    uploads = direct.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+    assert uploads == [], "a failed multipart upload must be aborted"
+    assert stack.running() == {"web": "running", "db": "running"}
+
+
+def test_database_down_fails_the_backup(
+    docker_client: docker.DockerClient, s3_bucket: str, tmp_path: Path, project_name: str
+) -> None:
+    # A stack of its own: its database is stopped here.
+    stack = start_stack(docker_client, project_name)
+    stack.container("db").stop()
+    store = s3_store(s3_bucket)
+    with pytest.raises(mariadb.DatabaseError, match=r"not running .*the database is down"):
+        backup(stack, store, tmp_path)
+    assert [b for b in list_backups(store) if b.state == "complete"] == []
+    assert stack.running()["web"] == "running"
+    status = backup_status.read_status(tmp_path / "state")
+    assert status is not None
+    assert status.result == "failed"
+
+
+def test_database_server_not_answering_fails_with_the_dump_error(
+    docker_client: docker.DockerClient, s3_bucket: str, tmp_path: Path, project_name: str
+) -> None:
+    # The container runs, the server in it does not: mariadb-dump exits non-zero.
+    stack = start_stack(docker_client, project_name, with_db=False)
+    docker_client.containers.run(
+        MARIADB,
+        ["sleep", "3600"],
+        entrypoint=[],
+        name=labels.container_name(project_name, "db"),
+        detach=True,
+        environment={"MARIADB_ROOT_PASSWORD": ROOT_PASSWORD},
+        labels={labels.PROJECT: project_name, labels.SERVICE: "db"},
+    )
+    store = s3_store(s3_bucket)
+    with pytest.raises(mariadb.DatabaseError, match=r"mariadb-dump .* failed \(exit 2\)"):
+        backup(stack, store, tmp_path)
+    assert [b for b in list_backups(store) if b.state == "complete"] == []
+
+
+def test_two_backups_never_run_at_once(stack: Stack, s3_bucket: str, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                f"""
+                import sys, time
+                from pathlib import Path
+                from reconciler.runtime.backing_up import backup_lock
+                with backup_lock(Path({str(state)!r})):
+                    print("locked", flush=True)
+                    sys.stdin.readline()
+                """
+            ),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == b"locked"
+        with pytest.raises(BackupBusy, match=f"another backup is running \\(pid {holder.pid}"):
+            backup(stack, s3_store(s3_bucket), tmp_path)
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.write(b"\n")
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    # Free again: the next one runs.
+    assert backup(stack, s3_store(s3_bucket), tmp_path, with_db=False).manifest.artifacts
+
+
+def test_retention_against_the_s3_server(s3_bucket: str) -> None:
+    store = open_store(f"s3://{s3_bucket}/ret")
+    days = [f"2026-10-{d:02d}T05-04-00Z" for d in range(1, 32)]
+    for ident in days:
+        store.put_bytes(f"{ident}/volumes/site.tar.zst", b"x" * 10)
+        if ident != "2026-10-20T05-04-00Z":  # a failed run: no manifest
+            store.put_bytes(f"{ident}/{MANIFEST}", b"{}")
+    store.put_bytes("2026-11-01T05-04-00Z/volumes/site.tar.zst", b"in progress")
+    rules = RetentionRules(daily=3, weekly=2, monthly=1)
+    planned = prune(store, rules, dry_run=True)
+    assert {b.id for b in list_backups(store)} == {*days, "2026-11-01T05-04-00Z"}
+    decision = prune(store, rules, dry_run=False)
+    assert decision == planned
+    left = {b.id: b.state for b in list_backups(store)}
+    assert left == {
+        "2026-11-01T05-04-00Z": "incomplete",  # newer than the newest complete: may be running
+        "2026-10-31T05-04-00Z": "complete",  # newest, daily, weekly, monthly
+        "2026-10-30T05-04-00Z": "complete",  # daily
+        "2026-10-29T05-04-00Z": "complete",  # daily
+        "2026-10-25T05-04-00Z": "complete",  # weekly: newest of ISO week 43
+    }
+
+
+def test_file_target_round_trip(stack: Stack, tmp_path: Path) -> None:
+    store = open_store(f"file://{tmp_path}/backups")
+    manifest = backup(stack, store, tmp_path).manifest
+    verify_backup(store, manifest.id)
+    files = sorted(
+        p.relative_to(tmp_path / "backups").as_posix()
+        for p in (tmp_path / "backups").rglob("*")
+        if p.is_file()
+    )
+    assert files == sorted([f"{manifest.id}/{MANIFEST}", *(a.key for a in manifest.artifacts)])
