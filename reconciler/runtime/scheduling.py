@@ -15,6 +15,7 @@ itself; the schedule moves on to the next day and never stops the loop.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -37,7 +38,7 @@ class BackupSchedule:
 
     def __init__(
         self,
-        when: Schedule,
+        when: Schedule | None,
         *,
         job: Callable[[], object],
         last_success: Callable[[], datetime | None],
@@ -108,7 +109,9 @@ class BackupSchedule:
         try:
             self._job()
         except Exception as exc:  # the loop must go on; the backup logged and recorded why
-            event("backup.schedule_failed", level=40, error=str(exc), next=self._next_iso())
+            event(
+                "backup.schedule_failed", level=logging.ERROR, error=str(exc), next=self._next_iso()
+            )
 
 
 def _iso(moment: datetime | None) -> str | None:

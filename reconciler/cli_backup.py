@@ -1,0 +1,181 @@
+"""``reconciler backup run | list | verify | prune``: the backup commands.
+
+Registered by ``reconciler.cli`` (``register(commands)``); each handler takes
+``(args, settings)`` like the core commands and returns the exit status:
+0 ok, 1 failed. The context (the applied commit's stack and backup.yaml) is
+loaded only by the commands that need it: ``list`` and ``verify`` with
+``--target`` work from the target alone, e.g. on a developer's PC.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, TextIO
+
+from reconciler.adapters.object_store import open_store
+from reconciler.decide.retention import RetentionRules
+from reconciler.errors import ReconcilerError
+from reconciler.runtime.backing_up import (
+    Progress,
+    list_backups,
+    prune,
+    verify_backup,
+)
+from reconciler.runtime.backup_jobs import BackupContext, backup_now, load_context
+from reconciler.settings import Settings
+
+ContextLoader = Callable[[Settings], BackupContext]
+
+
+def register(commands: Any, load: ContextLoader = load_context) -> None:
+    """Add ``backup`` and its subcommands to the CLI's subparsers."""
+    parser = commands.add_parser("backup", help="back up now, list, verify or prune backups")
+    sub = parser.add_subparsers(dest="backup_command", required=True, metavar="ACTION")
+
+    run = sub.add_parser("run", help="back up the volumes and databases of backup.yaml now")
+    run.add_argument("--target", help="s3://BUCKET/PREFIX or file:///PATH instead of backup.yaml's")
+    run.set_defaults(handler=lambda args, settings: cmd_run(args, settings, load))
+
+    listing = sub.add_parser("list", help="the backups in the target, newest first")
+    listing.add_argument("--json", action="store_true", help="a JSON list of objects")
+    listing.add_argument("--target", help="another target than backup.yaml's")
+    listing.set_defaults(handler=lambda args, settings: cmd_list(args, settings, load))
+
+    verify = sub.add_parser("verify", help="download a backup and check it end to end")
+    verify.add_argument("backup_id", metavar="ID")
+    verify.add_argument("--target", help="another target than backup.yaml's")
+    verify.set_defaults(handler=lambda args, settings: cmd_verify(args, settings, load))
+
+    pruning = sub.add_parser("prune", help="delete backups the retention policy lets go")
+    pruning.add_argument("--dry-run", action="store_true", help="only say what would go")
+    pruning.add_argument("--target", help="another target than backup.yaml's")
+    pruning.set_defaults(handler=lambda args, settings: cmd_prune(args, settings, load))
+
+
+def _target(args: argparse.Namespace, settings: Settings, load: ContextLoader) -> str:
+    if getattr(args, "target", None):
+        return str(args.target)
+    return load(settings).target()
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings, load: ContextLoader) -> int:
+    context = load(settings)
+    bar = ProgressLine(sys.stderr) if sys.stderr.isatty() else None
+    try:
+        result = backup_now(context, target=args.target, progress=bar)
+    except ReconcilerError as exc:
+        if bar:
+            bar.clear()
+        print(f"reconciler backup run: {exc}", file=sys.stderr)
+        return 1
+    if bar:
+        bar.clear()
+    manifest = result.manifest
+    print(
+        f"backup {manifest.id}: {len(manifest.artifacts)} artifacts, {human(manifest.size)} "
+        f"in {manifest.duration_s:.1f}s to {context.target(args.target)}"
+    )
+    if result.pruned:
+        print(f"pruned: {', '.join(result.pruned)}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace, settings: Settings, load: ContextLoader) -> int:
+    store = open_store(_target(args, settings, load))
+    backups = list_backups(store)
+    if args.json:
+        print(json.dumps([b.to_dict() for b in backups], indent=2))
+        return 0
+    if not backups:
+        print(f"no backups in {store.url}")
+        return 0
+    print(f"{'ID':<22} {'TIME':<25} {'SIZE':>10}  STATE")
+    for backup in backups:
+        print(
+            f"{backup.id:<22} {backup.time.isoformat():<25} {human(backup.size):>10}  "
+            f"{backup.state}"
+        )
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace, settings: Settings, load: ContextLoader) -> int:
+    store = open_store(_target(args, settings, load))
+    bar = ProgressLine(sys.stderr) if sys.stderr.isatty() else None
+    try:
+        manifest = verify_backup(store, args.backup_id, progress=bar)
+    except ReconcilerError as exc:
+        if bar:
+            bar.clear()
+        print(f"reconciler backup verify: {exc}", file=sys.stderr)
+        return 1
+    if bar:
+        bar.clear()
+    print(
+        f"backup {manifest.id}: {len(manifest.artifacts)} artifacts verified "
+        f"({human(manifest.size)}, every SHA-256 matches, every archive reads to its end)"
+    )
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace, settings: Settings, load: ContextLoader) -> int:
+    context = load(settings)
+    retention = context.policy.retention if context.policy else None
+    rules = (
+        RetentionRules(retention.daily, retention.weekly, retention.monthly)
+        if retention
+        else RetentionRules()
+    )
+    store = context.store(args.target)
+    decision = prune(store, rules, dry_run=args.dry_run)
+    verb = "would delete" if args.dry_run else "deleted"
+    for ident in decision.keep:
+        print(f"keep    {ident}  ({', '.join(decision.reasons[ident])})")
+    for ident in decision.delete:
+        print(f"{'delete' if args.dry_run else 'deleted'} {ident}")
+    print(f"{verb} {len(decision.delete)}, kept {len(decision.keep)} in {store.url}")
+    return 0
+
+
+class ProgressLine:
+    """One line on a terminal, redrawn at most five times a second."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.last = 0.0
+        self.width = 0
+
+    def __call__(self, update: Progress) -> None:
+        now = time.monotonic()
+        if not update.done and now - self.last < 0.2:
+            return
+        self.last = now
+        verb = "read" if update.phase == "backup" else "checked"
+        text = f"{update.artifact}: {human(update.bytes_in)} {verb}"
+        if update.phase == "backup":
+            text += f", {human(update.bytes_out)} stored"
+        if update.done:
+            text += " - done"
+        self.width = max(self.width, len(text))
+        self.stream.write("\r" + text.ljust(self.width))
+        if update.done:
+            self.stream.write("\n")
+            self.width = 0
+        self.stream.flush()
+
+    def clear(self) -> None:
+        if self.width:
+            self.stream.write("\r" + " " * self.width + "\r")
+            self.stream.flush()
+            self.width = 0
+
+
+def human(size: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"

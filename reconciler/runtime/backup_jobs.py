@@ -1,0 +1,233 @@
+"""Backups wired to the rest of the reconciler: the context, the daemon job, the status report.
+
+- ``load_context(settings)``: the applied commit's desired state and backup
+  policy (what ``reconciler backup ...`` and the daemon back up);
+- ``backup_job(settings)``: the daemon's job, called between passes; it
+  follows the applied commit's backup.yaml and runs the schedule;
+- ``backup_report(settings)``: the last backup and the next one, for
+  ``reconciler status``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import docker
+
+from reconciler.adapters.object_store import ObjectStore, open_store
+from reconciler.errors import InvalidDesiredState, ReconcilerError
+from reconciler.logs import event
+from reconciler.model.backup_policy import BackupPolicy, Schedule, load_backup_policy
+from reconciler.model.desired import DesiredState
+from reconciler.runtime import backup_status
+from reconciler.runtime.backing_up import BackupResult, ProgressCallback, run_backup
+from reconciler.runtime.scheduling import BackupSchedule
+from reconciler.settings import Settings
+
+SCHEDULE_FILE = "backup-schedule.json"
+# The image the reconciler runs from: mounts a volume no service image on the
+# engine can (a volume of a service that is not deployed). Set in its Dockerfile.
+HELPER_IMAGE_VARIABLE = "RECONCILER_HELPER_IMAGE"
+
+
+@dataclass
+class BackupContext:
+    """What a backup needs to know, from the applied commit and the settings."""
+
+    settings: Settings
+    desired: DesiredState
+    policy: BackupPolicy | None  # None: the commit has no backup.yaml
+    commit: str | None
+    client_factory: Callable[[], docker.DockerClient] = field(default=docker.from_env)
+    helper_image: str | None = None
+
+    def target(self, override: str | None = None) -> str:
+        if override:
+            return override
+        if self.policy is not None:
+            return self.policy.target
+        return self.settings.default_backup_target
+
+    def store(self, override: str | None = None) -> ObjectStore:
+        return open_store(self.target(override))
+
+
+def load_context(settings: Settings) -> BackupContext:
+    """The applied commit's stack and backup policy (needs a ``reconciler sync`` first)."""
+    from reconciler.runtime.wiring import make_reconciler
+    from reconciler.status import StatusStore
+
+    commit = StatusStore(settings.state_dir).load().applied_commit
+    if commit is None:
+        raise ReconcilerError(
+            "nothing is deployed yet: run `reconciler sync` first (a backup reads the "
+            "applied commit's backup.yaml and the volumes and databases it names)"
+        )
+    reconciler = make_reconciler(settings)
+    checkout = reconciler.source.checkout(commit)
+    desired = reconciler.load(checkout)
+    policy = load_backup_policy(
+        checkout.root,
+        directory=settings.directory,
+        desired=desired,
+        environ=settings.environ,
+        default_target=settings.default_backup_target,
+    )
+    return BackupContext(
+        settings=settings,
+        desired=desired,
+        policy=policy,
+        commit=commit,
+        helper_image=settings.environ.get(HELPER_IMAGE_VARIABLE) or None,
+    )
+
+
+def backup_now(
+    context: BackupContext,
+    *,
+    target: str | None = None,
+    progress: ProgressCallback | None = None,
+) -> BackupResult:
+    """One backup of the context's policy to its target (or ``target``), then retention."""
+    if context.policy is None:
+        raise ReconcilerError(
+            f"the applied commit ({(context.commit or '?')[:12]}) has no "
+            f"{context.settings.directory}/backup.yaml: nothing to back up"
+        )
+    policy = context.policy
+    if target:
+        policy = policy.model_copy(update={"target": target})
+    client = context.client_factory()
+    try:
+        return run_backup(
+            client=client,
+            store=open_store(policy.target),
+            desired=context.desired,
+            policy=policy,
+            state_dir=context.settings.state_dir,
+            commit=context.commit,
+            helper_image=context.helper_image,
+            progress=progress,
+        )
+    finally:
+        client.close()
+
+
+def backup_job(
+    settings: Settings,
+    *,
+    loader: Callable[[Settings], BackupContext] = load_context,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> Callable[[], None]:
+    """The daemon's job: call it between passes (every tick is fine: it is cheap).
+
+    It re-reads the applied commit from the status store; when that changes it
+    loads the commit's backup.yaml and follows its schedule. A backup missed
+    while the daemon was down runs on the first call.
+    """
+    from reconciler.status import StatusStore
+
+    state: dict[str, Any] = {"commit": None, "context": None}
+
+    def run_scheduled() -> None:
+        context = state["context"]
+        if context is not None:
+            try:
+                backup_now(context)
+            except ReconcilerError:
+                raise
+            except Exception as exc:  # the daemon goes on; the cause is in the status file
+                raise ReconcilerError(str(exc)) from exc
+
+    schedule = BackupSchedule(
+        None,
+        job=run_scheduled,
+        last_success=lambda: backup_status.last_success(settings.state_dir),
+        clock=clock,
+    )
+
+    def backups() -> None:
+        commit = StatusStore(settings.state_dir).load().applied_commit
+        if commit is None:
+            return
+        if commit != state["commit"]:
+            state["commit"] = commit
+            try:
+                context = loader(settings)
+            except (InvalidDesiredState, ReconcilerError) as exc:
+                # The pass reports an invalid commit; keep the last good schedule.
+                event("backup.schedule_skipped", level=logging.WARNING, error=str(exc))
+                return
+            state["context"] = context
+            when = context.policy.schedule if context.policy else None
+            schedule.update(when)
+            write_schedule(settings.state_dir, when, schedule.next_run())
+        schedule.run_pending()
+        if state["context"] is not None:
+            write_schedule(settings.state_dir, schedule.when, schedule.next_run())
+
+    return backups
+
+
+def write_schedule(state_dir: Path, when: Schedule | None, upcoming: datetime | None) -> None:
+    """Keep the next run where ``reconciler status`` (another process) can read it."""
+    data = {
+        "at": when.at if when else None,
+        "timezone": when.timezone if when else None,
+        "next_run": upcoming.isoformat() if upcoming else None,
+    }
+    path = state_dir / SCHEDULE_FILE
+    try:
+        if path.exists() and json.loads(path.read_text()) == data:
+            return  # unchanged: no write every tick
+    except (OSError, ValueError):
+        pass
+    state_dir.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=state_dir, prefix=f".{SCHEDULE_FILE}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(data, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temp, path)
+
+
+def backup_report(
+    settings: Settings, *, now: Callable[[], datetime] = lambda: datetime.now(UTC)
+) -> dict[str, Any]:
+    """The last backup (time, result, size, duration, error) and the next one scheduled.
+
+    ``error`` is set when the last backup failed, or when the last good one is
+    more than a day old while a schedule is on (a missed backup).
+    """
+    last = backup_status.read_status(settings.state_dir)
+    schedule: dict[str, Any] = {}
+    try:
+        schedule = json.loads((settings.state_dir / SCHEDULE_FILE).read_text())
+    except (OSError, ValueError):
+        schedule = {}
+    report: dict[str, Any] = {
+        "last": last.to_dict() if last else None,
+        "next": schedule.get("next_run"),
+        "schedule": (
+            f"daily at {schedule['at']} {schedule['timezone']}" if schedule.get("at") else None
+        ),
+        "error": None,
+    }
+    if last is not None and last.result == "failed":
+        report["error"] = f"the last backup failed: {last.error}"
+    elif schedule.get("at"):
+        good = backup_status.last_success(settings.state_dir)
+        if good is None or (now() - good).total_seconds() > 26 * 3600:
+            # A day plus slack for the time the backup itself takes.
+            report["error"] = (
+                "no good backup in the last day" if good else "no backup has succeeded yet"
+            )
+    return report
