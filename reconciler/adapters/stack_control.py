@@ -225,7 +225,9 @@ def scratch_database(
             detach=True,
             environment={"MARIADB_ROOT_PASSWORD": password},
             labels={labels.PROJECT: project, labels.HELPER: "drill"},
-            network_disabled=True,
+            # No network (the entrypoint fails with network_disabled, which
+            # also drops the hostname): the dump is loaded over docker exec.
+            network_mode="none",
         )
     deadline = time.monotonic() + timeout_s
     while True:

@@ -78,12 +78,6 @@ class RestoreRequest(BaseModel):
         return value.rstrip("/") if value.startswith("s3://") else value
 
 
-class RestoreFile(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    restores: tuple[RestoreRequest, ...] = ()
-
-
 def load_restore_requests(
     root: Path,
     *,
@@ -119,17 +113,33 @@ def parse_restore_requests(
     if not isinstance(data, dict):
         raise InvalidDesiredState([Issue(path, 1, "", "must be a mapping with a 'restores' list")])
     data, issues = interpolate(data, environ, line_map=line_map)
-    if data.get("restores", ()) is None:
-        data = {**data, "restores": []}
-    try:
-        parsed = RestoreFile.model_validate(data)
-    except ValidationError as exc:
-        issues.extend(pydantic_issues(exc, line_map, model=RestoreFile))
-        raise InvalidDesiredState(issues) from exc
-    issues.extend(_check_requests(parsed.restores, desired, line_map))
+    unknown = sorted(set(data) - {"restores"})
+    for key in unknown:
+        issues.append(line_map.issue((key,), "unknown key (supported: restores)"))
+    items = data.get("restores")
+    if items is None:
+        items = []
+    if not isinstance(items, list):
+        issues.append(line_map.issue(("restores",), "must be a list of requests"))
+        raise InvalidDesiredState(issues)
+    # Each request on its own, so one bad request does not hide the others' problems.
+    requests: list[RestoreRequest] = []
+    for index, item in enumerate(items):
+        try:
+            requests.append(RestoreRequest.model_validate(item))
+        except ValidationError as exc:
+            issues.extend(
+                pydantic_issues(exc, line_map, model=RestoreRequest, prefix=("restores", index))
+            )
+            requests.append(RestoreRequest.model_construct(id=_raw_id(item)))
+    issues.extend(_check_requests(tuple(requests), desired, line_map))
     if issues:
         raise InvalidDesiredState(issues)
-    return parsed.restores
+    return tuple(requests)
+
+
+def _raw_id(item: object) -> str:
+    return str(item.get("id", "")) if isinstance(item, dict) else ""
 
 
 def _check_requests(
@@ -139,7 +149,9 @@ def _check_requests(
     first_line: dict[str, int] = {}
     for index, request in enumerate(requests):
         base: tuple[str | int, ...] = ("restores", index)
-        if request.id in first_line:
+        if not request.id:
+            pass  # no usable id: already reported
+        elif request.id in first_line:
             issues.append(
                 line_map.issue(
                     (*base, "id"),

@@ -175,3 +175,18 @@ def test_invalid_yaml_has_a_line() -> None:
     assert len(found) == 1
     assert found[0].startswith(f"{PATH}:")
     assert "invalid YAML" in found[0]
+
+
+def test_one_bad_request_does_not_hide_the_problems_of_others() -> None:
+    found = issues(
+        "restores:\n  - id: a\n    volumes: [sitee]\n  - id: a\n    source: ftp://x/y\n"
+        "  - backup: latest\n  - backup: latest\nextra: 1\n"
+    )
+    assert [f.split(": ")[0] + ": " + f.split(": ")[1] for f in found] == [
+        f"{PATH}:3: restores[0].volumes[0]",
+        f"{PATH}:4: restores[1].id",
+        f"{PATH}:5: restores[1].source",
+        f"{PATH}:6: restores[2].id",
+        f"{PATH}:7: restores[3].id",
+        f"{PATH}:8: extra",
+    ]
