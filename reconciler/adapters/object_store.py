@@ -37,11 +37,13 @@ MiB = 1024 * 1024
 # S3's rules: parts of 5 MiB to 5 GiB, at most 10,000 parts per upload.
 MAX_PARTS = 10_000
 BASE_PART_SIZE = 8 * MiB
-# The part size doubles every this many parts: 8 MiB parts up to 8 GiB, then
-# 16 MiB ... Summed over 10,000 parts that is ~8 TiB, above S3's 5 TiB object
-# limit, and the largest part (4 GiB) stays under 5 GiB. Small backups, the
-# usual case, keep small parts and so little memory.
-PARTS_PER_STEP = 1_000
+# The part size doubles every this many parts: 8 MiB parts up to ~16 GiB,
+# then 16, 32, 64 and finally 128 MiB, so 10,000 parts carry ~484 GiB, more
+# than one volume of a single VM holds. Memory follows the part size (at most
+# UPLOAD_CONCURRENCY + 1 parts): ~24 MiB for the usual backup, ~100 MiB at
+# 100 GiB, ~400 MiB at the very end of the range. A larger stream fails with
+# "too-large" rather than growing parts (and memory) without bound.
+PARTS_PER_STEP = 2_000
 # Parts uploaded at once while the next one fills: overlaps compression and
 # network without letting memory grow (at most this + 1 parts in memory).
 UPLOAD_CONCURRENCY = 2

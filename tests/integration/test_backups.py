@@ -35,6 +35,7 @@ from tests.integration.backup_stack import (
     MARIADB,
     ROOT_PASSWORD,
     Stack,
+    desired_state,
     listing,
     policy,
     run_sql,
@@ -248,14 +249,22 @@ def _assert_failed_cleanly(
 def test_database_down_fails_the_backup(
     docker_client: docker.DockerClient, s3_bucket: str, tmp_path: Path, project_name: str
 ) -> None:
-    # A stack of its own: its database is stopped here.
-    stack = start_stack(docker_client, project_name)
-    stack.container("db").stop()
+    # A stack of its own whose database container exists but is stopped.
+    stack = start_stack(docker_client, project_name, with_db=False)
+    stopped = docker_client.containers.create(
+        MARIADB,
+        name=labels.container_name(project_name, "db"),
+        environment={"MARIADB_ROOT_PASSWORD": ROOT_PASSWORD},
+        labels={labels.PROJECT: project_name, labels.SERVICE: "db"},
+    )
+    stack.desired = desired_state(project_name)
     store = s3_store(s3_bucket)
     with pytest.raises(mariadb.DatabaseError, match=r"not running .*the database is down"):
         backup(stack, store, tmp_path)
     assert [b for b in list_backups(store) if b.state == "complete"] == []
-    assert stack.running()["web"] == "running"
+    assert stack.container("web").status == "running"
+    stopped.reload()
+    assert stopped.status == "created"  # the backup never starts a database
     status = backup_status.read_status(tmp_path / "state")
     assert status is not None
     assert status.result == "failed"
@@ -311,6 +320,8 @@ def test_two_backups_never_run_at_once(stack: Stack, s3_bucket: str, tmp_path: P
         holder.stdin.write(b"\n")
         holder.stdin.close()
         holder.wait(timeout=30)
+        assert holder.stdout is not None
+        holder.stdout.close()
     # Free again: the next one runs.
     assert backup(stack, s3_store(s3_bucket), tmp_path, with_db=False).manifest.artifacts
 

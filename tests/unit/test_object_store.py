@@ -1,0 +1,142 @@
+"""Object store pieces that need no server: part sizes, the file store, target URLs, manifests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from reconciler.adapters.object_store import (
+    MAX_PARTS,
+    FileStore,
+    ObjectNotFound,
+    S3Store,
+    StoreError,
+    max_stream_size,
+    open_store,
+    part_size,
+)
+from reconciler.runtime.backing_up import Artifact, Manifest, backup_id, id_time
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+
+
+def test_part_size_starts_small_and_grows_with_the_part_count() -> None:
+    assert part_size(1) == 8 * MiB
+    assert part_size(2000) == 8 * MiB
+    assert part_size(2001) == 16 * MiB
+    assert part_size(4001) == 32 * MiB
+    assert part_size(MAX_PARTS) == 128 * MiB
+    sizes = [part_size(n) for n in range(1, MAX_PARTS + 1)]
+    assert sizes == sorted(sizes)
+    # S3: every part but the last at least 5 MiB, none above 5 GiB ...
+    assert min(sizes) >= 5 * MiB
+    assert max(sizes) <= 5 * GiB
+    # ... and 10,000 parts carry more than any one volume of a small VM.
+    assert max_stream_size() > 480 * GiB
+
+
+@pytest.mark.parametrize(
+    ("size", "parts_at_most", "largest_part"),
+    [(1 * GiB, 128, 8 * MiB), (100 * GiB, 6_000, 32 * MiB), (400 * GiB, 9_400, 128 * MiB)],
+)
+def test_realistic_sizes_stay_within_the_part_limit(
+    size: int, parts_at_most: int, largest_part: int
+) -> None:
+    total, count = 0, 0
+    while total < size:
+        count += 1
+        total += part_size(count)
+    assert count <= parts_at_most
+    # Memory follows the biggest part in flight at that size.
+    assert part_size(count) == largest_part
+
+
+def test_open_store_targets(tmp_path: Path) -> None:
+    s3 = open_store("s3://bucket-name/prod/site")
+    assert isinstance(s3, S3Store)
+    assert (s3.bucket, s3.prefix) == ("bucket-name", "prod/site")
+    assert s3.url == "s3://bucket-name/prod/site"
+    local = open_store(f"file://{tmp_path}")
+    assert isinstance(local, FileStore)
+    for bad in ("s3://", "file://relative", "ftp://x/y"):
+        with pytest.raises(StoreError) as caught:
+            open_store(bad)
+        assert caught.value.reason == "invalid-target"
+
+
+def test_file_store_round_trip(tmp_path: Path) -> None:
+    store = FileStore(tmp_path / "backups")
+    assert store.list() == []
+    size = store.put_stream("2026-11-27T05-04-00Z/volumes/site.tar.zst", iter([b"ab", b"cd"]))
+    assert size == 4
+    store.put_bytes("2026-11-27T05-04-00Z/manifest.json", b"{}")
+    assert [(o.key, o.size) for o in store.list()] == [
+        ("2026-11-27T05-04-00Z/manifest.json", 2),
+        ("2026-11-27T05-04-00Z/volumes/site.tar.zst", 4),
+    ]
+    assert b"".join(store.get_stream("2026-11-27T05-04-00Z/volumes/site.tar.zst")) == b"abcd"
+    with pytest.raises(ObjectNotFound):
+        list(store.get_stream("nope"))
+    store.delete([o.key for o in store.list()])
+    assert store.list() == []
+    assert not (tmp_path / "backups" / "2026-11-27T05-04-00Z").exists()
+
+
+def test_file_store_leaves_nothing_when_the_stream_fails(tmp_path: Path) -> None:
+    store = FileStore(tmp_path)
+
+    def broken() -> object:
+        yield b"partial"
+        raise RuntimeError("source broke")
+
+    with pytest.raises(RuntimeError):
+        store.put_stream("b/x.tar.zst", broken())  # type: ignore[arg-type]
+    assert store.list() == []
+    assert [p.name for p in (tmp_path / "b").iterdir()] == []
+
+
+def test_file_store_keys_stay_inside(tmp_path: Path) -> None:
+    with pytest.raises(StoreError):
+        FileStore(tmp_path / "t").put_bytes("../escape", b"x")
+
+
+def test_backup_ids_are_utc_times() -> None:
+    from datetime import datetime, timedelta, timezone
+
+    local = datetime(2026, 11, 27, 7, 4, 0, tzinfo=timezone(timedelta(hours=2)))
+    assert backup_id(local) == "2026-11-27T05-04-00Z"
+    assert id_time("2026-11-27T05-04-00Z") == local
+    assert id_time("pre-restore") is None
+
+
+def test_manifest_json_round_trip_and_version_check() -> None:
+    manifest = Manifest(
+        id="2026-11-27T05-04-00Z",
+        time="2026-11-27T05:04:00+00:00",
+        commit="abc123",
+        host="vm1",
+        project="shop",
+        artifacts=(
+            Artifact(
+                "volume", "site", "2026-11-27T05-04-00Z/volumes/site.tar.zst", 10, "0" * 64, 30
+            ),
+            Artifact(
+                "database",
+                "db",
+                "2026-11-27T05-04-00Z/databases/db.sql.zst",
+                5,
+                "1" * 64,
+                9,
+                format="sql",
+            ),
+        ),
+        duration_s=1.5,
+    )
+    raw = manifest.to_json()
+    assert Manifest.from_json(raw) == manifest
+    assert manifest.size == 15
+    assert b'"format_version": 1' in raw
+    with pytest.raises(ValueError, match="upgrade the reconciler"):
+        Manifest.from_json(raw.replace(b'"format_version": 1', b'"format_version": 2'))
