@@ -221,7 +221,7 @@ class S3Store:
                                 Bucket=self.bucket, Key=full
                             )["UploadId"],
                         )
-                    body = bytes(buffer[:size])
+                    body = bytes(memoryview(buffer)[:size])  # one copy, not two
                     del buffer[:size]
                     collect(oldest_only=True)
                     pending.append(
