@@ -145,6 +145,8 @@ class RestoreReport:
     safety_copy_backup: str | None
     done: tuple[str, ...]
     duration_s: float
+    # Seconds per phase: "verify" (resolve, download, check), "safety_copy", "replace".
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -179,6 +181,12 @@ def run_restore(request_id: str, options: RestoreOptions, ctx: RestoreContext) -
     safety: str | None = None
     touched = False
     backup: str | None = None
+    timings: dict[str, float] = {}
+    mark = [time.monotonic()]
+
+    def phase(name: str) -> None:
+        timings[name] = round(time.monotonic() - mark[0], 3)
+        mark[0] = time.monotonic()
 
     def step(text: str) -> None:
         done.append(text)
@@ -200,13 +208,16 @@ def run_restore(request_id: str, options: RestoreOptions, ctx: RestoreContext) -
             _check_stack(ctx, plan)
             fetched = {a.key: fetch_verified(store, a, tmp) for a in plan.artifacts}
             event("restore.verified", id=request_id, backup=backup, artifacts=len(fetched))
+            phase("verify")
             safety_store = open_store(safety_url(ctx.safety_target, request_id))
             safety_id = _safety_copy(ctx, plan, safety_store)
             safety = safety_store.url
             ctx.record(safety_copy=safety, safety_copy_backup=safety_id)
             step(f"safety copy {safety_id} written to {safety}")
+            phase("safety_copy")
             touched = True
             _replace(ctx, plan, store, fetched, step)
+            phase("replace")
     except RestoreFailed:
         raise
     except (ReconcilerError, RestorePlanError, OSError) as exc:
@@ -226,6 +237,7 @@ def run_restore(request_id: str, options: RestoreOptions, ctx: RestoreContext) -
         safety_copy_backup=safety_id,
         done=tuple(done),
         duration_s=duration,
+        timings=timings,
     )
 
 
