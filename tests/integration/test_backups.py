@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import json
 import subprocess
 import sys
 import textwrap
@@ -14,7 +16,7 @@ import docker
 import pytest
 import zstandard
 
-from reconciler import labels
+from reconciler import cli_backup, labels
 from reconciler.adapters import mariadb, volume_archive
 from reconciler.adapters.object_store import S3Store, StoreError, open_store
 from reconciler.decide.retention import RetentionRules
@@ -29,6 +31,8 @@ from reconciler.runtime.backing_up import (
     run_backup,
     verify_backup,
 )
+from reconciler.runtime.backup_jobs import BackupContext, backup_report
+from reconciler.settings import Settings, load_settings
 from tests.fixtures.docker_engine import remove_project
 from tests.fixtures.s3_server import Fault, FaultProxy
 from tests.integration.backup_stack import (
@@ -359,3 +363,78 @@ def test_file_target_round_trip(stack: Stack, tmp_path: Path) -> None:
         if p.is_file()
     )
     assert files == sorted([f"{manifest.id}/{MANIFEST}", *(a.key for a in manifest.artifacts)])
+
+
+# -- the commands, the daemon job and the status report ---------------------------
+
+
+def run_cli(argv: list[str], loader: Any, settings: Settings) -> int:
+    parser = argparse.ArgumentParser()
+    commands = parser.add_subparsers(dest="command", required=True)
+    cli_backup.register(commands, loader)
+    args = parser.parse_args(argv)
+    return int(args.handler(args, settings))
+
+
+def test_commands_run_list_verify_prune(
+    stack: Stack, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = load_settings(environ={"RECONCILER_STATE_DIR": str(tmp_path / "state")})
+    target = f"file://{tmp_path}/backups"
+
+    def loader(_settings: Settings) -> BackupContext:
+        return BackupContext(
+            settings=settings,
+            desired=stack.desired,
+            policy=policy(target),
+            commit="c0ffee",
+            client_factory=docker.from_env,
+        )
+
+    assert run_cli(["backup", "run"], loader, settings) == 0
+    assert "2 artifacts" in capsys.readouterr().out
+    assert run_cli(["backup", "list", "--json"], loader, settings) == 0
+    (listed,) = json.loads(capsys.readouterr().out)
+    assert listed["state"] == "complete"
+    ident = listed["id"]
+    assert run_cli(["backup", "verify", ident], loader, settings) == 0
+    assert "2 artifacts verified" in capsys.readouterr().out
+    assert run_cli(["backup", "prune", "--dry-run"], loader, settings) == 0
+    assert f"keep    {ident}  (newest, daily, weekly, monthly)" in capsys.readouterr().out
+
+    report = backup_report(settings)
+    assert report["last"]["result"] == "ok"
+    assert report["last"]["id"] == ident
+    assert report["error"] is None
+
+    # Damage the volume archive: verify exits 1 and names it.
+    archive = next((tmp_path / "backups" / ident / "volumes").iterdir())
+    data = bytearray(archive.read_bytes())
+    data[-100] ^= 0xFF
+    archive.write_bytes(bytes(data))
+    assert run_cli(["backup", "verify", ident, "--target", target], loader, settings) == 1
+    assert "volume site" in capsys.readouterr().err
+
+    # An id that is not in the target.
+    assert run_cli(["backup", "verify", "2026-01-01T00-00-00Z"], loader, settings) == 1
+    assert "no backup 2026-01-01T00-00-00Z" in capsys.readouterr().err
+
+
+def test_a_failed_run_exits_1_and_shows_in_status(
+    stack: Stack, tmp_path: Path, capsys: pytest.CaptureFixture[str], unreachable_endpoint: str
+) -> None:
+    settings = load_settings(environ={"RECONCILER_STATE_DIR": str(tmp_path / "state")})
+
+    def loader(_settings: Settings) -> BackupContext:
+        return BackupContext(
+            settings=settings,
+            desired=stack.desired,
+            policy=policy("s3://rt-unreachable/prod"),
+            commit="c0ffee",
+        )
+
+    assert run_cli(["backup", "run"], loader, settings) == 1
+    assert "cannot be reached" in capsys.readouterr().err
+    report = backup_report(settings)
+    assert report["last"]["result"] == "failed"
+    assert "cannot be reached" in report["error"]
