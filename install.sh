@@ -351,9 +351,10 @@ ensure_image() {
     : "${BASE_IMAGE:=reconciler-local/python:local}"
     # pip inside a container may not reach an index the host reaches (a proxy
     # with its own CA, an air gap): fill the wheelhouse with the host's pip.
-    if ! ls "$HERE"/images/reconciler/wheels/*.whl >/dev/null 2>&1 \
-      && command -v python3 >/dev/null 2>&1 && python3 -m pip --version >/dev/null 2>&1; then
-      sh "$HERE/images/reconciler/wheelhouse.sh" python3 || log "warning: no wheelhouse; pip in the build will try the index"
+    # pip skips the wheels it has, so this is quick once done.
+    if command -v python3 >/dev/null 2>&1 && python3 -m pip --version >/dev/null 2>&1; then
+      sh "$HERE/images/reconciler/wheelhouse.sh" python3 \
+        || log "warning: the wheelhouse is incomplete; pip in the build will try the index"
     fi
   fi
   set --
@@ -428,7 +429,7 @@ wait_healthy() {
       "$DAEMON" 2>/dev/null || echo missing)
     case "$health" in
       healthy|running) break ;;
-      missing|exited|dead) die "$DAEMON is $health: see docker logs $DAEMON" ;;
+      missing|exited|dead|unhealthy) die "$DAEMON is $health: see docker logs $DAEMON" ;;
     esac
     [ "$(date +%s)" -lt "$deadline" ] || die "$DAEMON is still $health after $TIMEOUT s: see docker logs $DAEMON"
     sleep 2
