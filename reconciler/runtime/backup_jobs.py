@@ -2,6 +2,7 @@
 
 - ``load_context(settings)``: the applied commit's desired state and backup
   policy (what ``reconciler backup ...`` and the daemon back up);
+- ``backup_validator(settings)``: the pass's check of backup.yaml;
 - ``backup_job(settings)``: the daemon's job, called between passes; it
   follows the applied commit's backup.yaml and runs the schedule;
 - ``backup_report(settings)``: the last backup and the next one, for
@@ -27,6 +28,7 @@ from reconciler.errors import InvalidDesiredState, ReconcilerError
 from reconciler.logs import event
 from reconciler.model.backup_policy import BackupPolicy, Schedule, load_backup_policy
 from reconciler.model.desired import DesiredState
+from reconciler.ports import Checkout
 from reconciler.runtime import backup_status
 from reconciler.runtime.backing_up import BackupResult, ProgressCallback, run_backup
 from reconciler.runtime.scheduling import BackupSchedule
@@ -90,6 +92,21 @@ def load_context(settings: Settings) -> BackupContext:
     )
 
 
+def backup_validator(settings: Settings) -> Callable[[Checkout, DesiredState], None]:
+    """The pass's check of backup.yaml at commit time (unknown volumes, services, keys...)."""
+
+    def validate_backup_yaml(checkout: Checkout, desired: DesiredState) -> None:
+        load_backup_policy(
+            checkout.root,
+            directory=settings.directory,
+            desired=desired,
+            environ=settings.environ,
+            default_target=settings.default_backup_target,
+        )
+
+    return validate_backup_yaml
+
+
 def backup_now(
     context: BackupContext,
     *,
@@ -125,6 +142,7 @@ def backup_job(
     settings: Settings,
     *,
     loader: Callable[[Settings], BackupContext] = load_context,
+    run: Callable[[BackupContext], object] = backup_now,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> Callable[[], None]:
     """The daemon's job: call it between passes (every tick is fine: it is cheap).
@@ -140,12 +158,7 @@ def backup_job(
     def run_scheduled() -> None:
         context = state["context"]
         if context is not None:
-            try:
-                backup_now(context)
-            except ReconcilerError:
-                raise
-            except Exception as exc:  # the daemon goes on; the cause is in the status file
-                raise ReconcilerError(str(exc)) from exc
+            run(context)
 
     schedule = BackupSchedule(
         None,
