@@ -444,9 +444,12 @@ uninstall() {
   PROJECT=${PROJECT:-$(get_env RECONCILER_PROJECT)}
   : "${PROJECT:=site}"
   image=$(docker inspect -f '{{.Config.Image}}' "$PROJECT-reconciler-1" 2>/dev/null || true)
-  for name in $(docker ps -aq --filter "label=dev.reconciler.project=$PROJECT" \
-    --filter label=dev.reconciler.helper=install); do
-    docker rm -f "$name" >/dev/null
+  # Its helpers too (a first sync, a self-update), never those of backups or restores.
+  for role in install self-update; do
+    for id in $(docker ps -aq --filter "label=dev.reconciler.project=$PROJECT" \
+      --filter "label=dev.reconciler.helper=$role"); do
+      docker rm -f "$id" >/dev/null
+    done
   done
   if docker container inspect "$PROJECT-reconciler-1" >/dev/null 2>&1; then
     # Without -v: no volume is ever removed, not even an anonymous one.
