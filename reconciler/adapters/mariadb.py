@@ -27,6 +27,7 @@ import requests
 import urllib3.exceptions
 from docker.utils.socket import STDERR, frames_iter
 
+from reconciler import labels
 from reconciler.errors import ReconcilerError, Unavailable
 
 DUMP_COMMAND = (
@@ -56,7 +57,7 @@ class DatabaseError(ReconcilerError):
     """A dump or a load failed; the message names the container and the cause."""
 
 
-def _container(client: docker.DockerClient, name: str) -> Any:
+def _container(client: docker.DockerClient, name: str, project: str | None) -> Any:
     try:
         container = client.containers.get(name)
     except docker.errors.NotFound as exc:
@@ -66,12 +67,15 @@ def _container(client: docker.DockerClient, name: str) -> Any:
         ) from exc
     except (requests.exceptions.ConnectionError, docker.errors.DockerException) as exc:
         raise Unavailable(f"the Docker engine cannot be reached: {exc}") from exc
+    if project is not None and container.labels.get(labels.PROJECT) != project:
+        raise DatabaseError(
+            f"container {name} does not carry the label {labels.PROJECT}={project}: it is not "
+            "the project's database, and is never touched; rename or remove it"
+        )
     if container.status != "running":
         raise DatabaseError(
-            f"database container {name} is not running ({container.status}): the database is "
-            "down; start it (reconciler sync) and look at its logs (docker logs {name})".replace(
-                "{name}", name
-            )
+            f"database container {name} is not running ({container.status}): the database "
+            f"is down; start it (reconciler sync) and look at its logs (docker logs {name})"
         )
     return container
 
@@ -108,14 +112,16 @@ def _read_file(client: docker.DockerClient, container: Any, path: str, variable:
 
 
 @contextmanager
-def dump_database(client: docker.DockerClient, *, container: str) -> Iterator[Iterator[bytes]]:
+def dump_database(
+    client: docker.DockerClient, *, container: str, project: str | None = None
+) -> Iterator[Iterator[bytes]]:
     """The SQL dump of every database in ``container``, as chunks.
 
     The iterator raises ``DatabaseError`` at its end when the dump failed
     (non-zero exit, or no trailer), so a consumer that stores the stream
     never mistakes a cut dump for a good one.
     """
-    target = _container(client, container)
+    target = _container(client, container, project)
     environment = credentials_environment(client, target)
     api = client.api
     try:
@@ -196,9 +202,18 @@ def _exit_code(api: Any, exec_id: str) -> int | None:
     return None
 
 
-def load_dump(client: docker.DockerClient, *, container: str, chunks: Iterable[bytes]) -> None:
-    """Feed an SQL dump into ``mariadb`` in ``container``; raise ``DatabaseError`` on failure."""
-    target = _container(client, container)
+def load_dump(
+    client: docker.DockerClient,
+    *,
+    container: str,
+    chunks: Iterable[bytes],
+    project: str | None = None,
+) -> None:
+    """Feed an SQL dump into ``mariadb`` in ``container``; raise ``DatabaseError`` on failure.
+
+    With ``project``, the container must carry that project's label.
+    """
+    target = _container(client, container, project)
     environment = credentials_environment(client, target)
     api = client.api
     try:

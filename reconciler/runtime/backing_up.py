@@ -50,10 +50,14 @@ from reconciler.logs import event
 from reconciler.model.backup_policy import BackupPolicy
 from reconciler.model.desired import DesiredState, ServiceSpec
 from reconciler.runtime import backup_status
+from reconciler.statefiles import exclusive_lock
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 LOCK_FILE = "backup.lock"
+PASS_LOCK = "pass.lock"  # the pass's lock (runtime/passes.py)
+PASS_LOCK_WAIT_S = 600.0
+PROGRESS_EVENT_S = 30.0
 ZSTD_LEVEL = 3
 _ID = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}Z$")
 _ID_FORMAT = "%Y-%m-%dT%H-%M-%SZ"
@@ -222,6 +226,7 @@ def run_backup(
                 policy=policy,
                 ident=ident,
                 started=started,
+                state_dir=state_dir,
                 commit=commit,
                 helper_image=helper_image,
                 progress=progress,
@@ -294,6 +299,7 @@ def _backup(
     policy: BackupPolicy,
     ident: str,
     started: datetime,
+    state_dir: Path,
     commit: str | None,
     helper_image: str | None,
     progress: ProgressCallback | None,
@@ -309,6 +315,12 @@ def _backup(
             image = _helper_image(client, users, helper_image, volume.name)
             with ExitStack() as stack:
                 if volume.stop_services:
+                    # Hold the pass lock while services are down: a pass (the
+                    # daemon's, when this is `backup run`) would start them again
+                    # in the middle of the archive.
+                    stack.enter_context(
+                        exclusive_lock(state_dir / PASS_LOCK, wait_s=PASS_LOCK_WAIT_S, what="pass")
+                    )
                     stack.enter_context(_stopped(client, project=desired.project, services=users))
                 chunks = stack.enter_context(
                     volume_archive.read_volume(
@@ -327,7 +339,9 @@ def _backup(
                 )
         for database in policy.databases:
             container = labels.container_name(desired.project, database.service)
-            with mariadb.dump_database(client, container=container) as chunks:
+            with mariadb.dump_database(
+                client, container=container, project=desired.project
+            ) as chunks:
                 artifacts.append(
                     _store_artifact(
                         store,
@@ -463,9 +477,15 @@ def _store_artifact(
     label = f"{kind} {name}"
     counter = _Counter()
 
+    last_event = [time.monotonic()]
+
     def report(done: bool = False) -> None:
         if progress is not None:
             progress(Progress("backup", label, counter.raw_size, counter.size, done))
+        elif time.monotonic() - last_event[0] >= PROGRESS_EVENT_S:
+            # No terminal: a log line now and then shows a long backup is alive.
+            last_event[0] = time.monotonic()
+            event("backup.progress", artifact=label, read=counter.raw_size, stored=counter.size)
 
     stored = store.put_stream(key, _compressed(chunks, counter, report))
     if stored != counter.size:  # pragma: no cover - a store that lost bytes

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -438,3 +440,52 @@ def test_a_failed_run_exits_1_and_shows_in_status(
     report = backup_report(settings)
     assert report["last"]["result"] == "failed"
     assert "cannot be reached" in report["error"]
+
+
+FAKE_DUMPS = {
+    # Exits 0 but stops early: only the missing trailer gives it away.
+    "truncated": (
+        "printf -- '-- MariaDB dump\\nINSERT INTO t VALUES (1);\\n'; exit 0",
+        "truncated",
+    ),
+    # Part of the dump, then the server goes away.
+    "lost-connection": (
+        "printf -- '-- MariaDB dump\\nINSERT INTO t VALUES (1);\\n'; "
+        "echo 'mariadb-dump: Error 2013: Lost connection to server during query' >&2; exit 2",
+        r"failed \(exit 2\) .*Lost connection",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FAKE_DUMPS))
+def test_a_dump_that_fails_part_way_fails_the_backup(
+    case: str,
+    docker_client: docker.DockerClient,
+    s3_bucket: str,
+    tmp_path: Path,
+    project_name: str,
+) -> None:
+    script, message = FAKE_DUMPS[case]
+    # A stand-in database container whose mariadb-dump misbehaves on purpose.
+    setup = (
+        ""
+        f"printf '%s\\n' '#!/bin/sh' {shlex.quote(script)} > /bin/mariadb-dump && "
+        "chmod +x /bin/mariadb-dump && exec sleep 3600"
+    )
+    stack = start_stack(docker_client, project_name, with_db=False)
+    docker_client.containers.run(
+        "reconciler-local/busybox:latest",
+        ["sh", "-c", setup],
+        name=labels.container_name(project_name, "db"),
+        detach=True,
+        labels={labels.PROJECT: project_name, labels.SERVICE: "db"},
+    )
+    stack.desired = desired_state(project_name)
+    store = s3_store(s3_bucket)
+    deadline = time.monotonic() + 30
+    while stack.container("db").exec_run(["test", "-x", "/bin/mariadb-dump"]).exit_code:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    with pytest.raises(mariadb.DatabaseError, match=message):
+        backup(stack, store, tmp_path, volumes=False)
+    assert list_backups(store) == []
