@@ -468,7 +468,6 @@ def test_a_dump_that_fails_part_way_fails_the_backup(
     script, message = FAKE_DUMPS[case]
     # A stand-in database container whose mariadb-dump misbehaves on purpose.
     setup = (
-        ""
         f"printf '%s\\n' '#!/bin/sh' {shlex.quote(script)} > /bin/mariadb-dump && "
         "chmod +x /bin/mariadb-dump && exec sleep 3600"
     )
