@@ -18,6 +18,7 @@ from reconciler.errors import InvalidDesiredState
 from reconciler.model.backup_policy import load_backup_policy
 from reconciler.model.desired import DesiredState
 from reconciler.model.loading import load_desired_state
+from reconciler.model.restore_requests import load_restore_requests, parse_restore_requests
 
 ROOT = Path(__file__).resolve().parents[2]
 FOLDER = ROOT / "desired-state"
@@ -61,9 +62,30 @@ def test_backup_policy_validates_at_0504_every_day() -> None:
 
 
 def test_restore_yaml_requests_nothing() -> None:
-    data = yaml.safe_load((FOLDER / "restore.yaml").read_text(encoding="utf-8"))
+    environ = example_env()
+    desired = load(environ)
 
-    assert data == {"restores": []}
+    requests = load_restore_requests(
+        ROOT, directory="desired-state", desired=desired, environ=environ
+    )
+
+    assert requests == ()
+
+
+def test_the_example_request_in_restore_yaml_validates() -> None:
+    environ = example_env()
+    lines = (FOLDER / "restore.yaml").read_text(encoding="utf-8").splitlines()
+    example = "\n".join(
+        line.removeprefix("# ")
+        for line in lines
+        if line.startswith("#   ") or line == "# restores:"
+    )
+
+    requests = parse_restore_requests(
+        example, path="desired-state/restore.yaml", desired=load(environ), environ=environ
+    )
+
+    assert [r.id for r in requests] == ["2026-11-27-shop-rollback"]
 
 
 def test_every_variable_is_documented_in_example_env() -> None:
