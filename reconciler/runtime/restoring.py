@@ -33,13 +33,16 @@ import hashlib
 import logging
 import shutil
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
-from typing import IO, Any, Literal, cast
+from typing import IO, Any, Literal, TypeVar, cast
 
 import docker
 import zstandard
@@ -50,8 +53,10 @@ from reconciler.adapters.docker_engine import DockerEngine
 from reconciler.adapters.object_store import ObjectNotFound, ObjectStore, open_store
 from reconciler.decide.restore_planning import (
     ArtifactRef,
+    DatabaseRestore,
     RestorePlan,
     RestorePlanError,
+    VolumeRestore,
     plan_restore,
 )
 from reconciler.errors import ReconcilerError
@@ -79,7 +84,12 @@ SPOOL_RESERVE = 1024 * 1024 * 1024
 BACKUP_WAIT_S = 1800.0
 SKIPPED_SCHEMAS = ("mysql",)
 
+# Artifacts copied or written at once: the engine, the store and the database
+# server do most of the work, in their own processes.
+WORKERS = 2
+
 Step = Callable[[str], None]
+T = TypeVar("T")
 
 
 class RestoreFailed(ReconcilerError):
@@ -188,9 +198,12 @@ def run_restore(request_id: str, options: RestoreOptions, ctx: RestoreContext) -
         timings[name] = round(time.monotonic() - mark[0], 3)
         mark[0] = time.monotonic()
 
+    lock = threading.Lock()
+
     def step(text: str) -> None:
-        done.append(text)
-        ctx.record(done=list(done))
+        with lock:  # steps come from the worker threads of the replace phase
+            done.append(text)
+            ctx.record(done=list(done))
         event("restore.step", id=request_id, step=text)
 
     try:
@@ -239,6 +252,24 @@ def run_restore(request_id: str, options: RestoreOptions, ctx: RestoreContext) -
         duration_s=duration,
         timings=timings,
     )
+
+
+def concurrently(tasks: list[Callable[[], T]]) -> list[T]:
+    """Run ``tasks`` on ``WORKERS`` threads; results in task order.
+
+    Waits for every task before raising the first failure, so nothing is still
+    writing when the error is reported.
+    """
+    if len(tasks) <= 1:
+        return [task() for task in tasks]
+    with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="restore") as pool:
+        futures = [pool.submit(task) for task in tasks]
+        wait(futures)
+    for future in futures:
+        error = future.exception()
+        if error is not None:
+            raise error
+    return [future.result() for future in futures]
 
 
 @contextmanager
@@ -458,33 +489,34 @@ def _safety_copy(ctx: RestoreContext, plan: RestorePlan, store: ObjectStore) -> 
     started = datetime.now(UTC)
     ident = backup_id(started)
     monotonic = time.monotonic()
-    artifacts: list[Artifact] = []
-    for volume in plan.volumes:
+
+    def copy_volume(volume: VolumeRestore) -> Artifact:
         image = _helper_image(ctx, volume.volume)
         assert image is not None  # checked by _check_stack
         with volume_archive.read_volume(
             ctx.client, volume=volume.volume, image=image, project=ctx.desired.project
         ) as chunks:
-            artifacts.append(
-                store_artifact(
-                    store,
-                    chunks,
-                    kind="volume",
-                    name=volume.key,
-                    key=f"{ident}/volumes/{volume.key}.tar.zst",
-                )
+            return store_artifact(
+                store,
+                chunks,
+                kind="volume",
+                name=volume.key,
+                key=f"{ident}/volumes/{volume.key}.tar.zst",
             )
-    for database in plan.databases:
+
+    def copy_database(database: DatabaseRestore) -> Artifact:
         with mariadb.dump_database(ctx.client, container=database.container) as chunks:
-            artifacts.append(
-                store_artifact(
-                    store,
-                    chunks,
-                    kind="database",
-                    name=database.service,
-                    key=f"{ident}/databases/{database.service}.sql.zst",
-                )
+            return store_artifact(
+                store,
+                chunks,
+                kind="database",
+                name=database.service,
+                key=f"{ident}/databases/{database.service}.sql.zst",
             )
+
+    tasks: list[Callable[[], Artifact]] = [partial(copy_volume, v) for v in plan.volumes]
+    tasks += [partial(copy_database, d) for d in plan.databases]
+    artifacts = concurrently(tasks)
     manifest = Manifest(
         id=ident,
         time=started.isoformat(),
@@ -517,27 +549,25 @@ def _replace(
             if stack_control.stop_service(ctx.client, project, name, grace_s=grace):
                 stopped.append(name)
                 step(f"stopped {name}")
-        for volume in plan.volumes:
-            image = _helper_image(ctx, volume.volume)
-            assert image is not None
-            stack_control.empty_volume(
-                ctx.client, volume=volume.volume, image=image, project=project
-            )
-            step(f"emptied volume {volume.volume}")
-            volume_archive.write_volume(
-                ctx.client,
-                volume=volume.volume,
-                image=image,
-                project=project,
-                chunks=decompressed(store, volume.artifact, fetched[volume.artifact.key]),
-            )
-            step(f"restored volume {volume.volume}")
-        for database in plan.databases:
-            if database.service in stopped:
-                # Its data volume was replaced: the server must run to load the dump.
-                _start_ready(ctx, database.service)
-                stopped.remove(database.service)
-                step(f"started {database.service}")
+
+        def restore_volumes() -> None:
+            for volume in plan.volumes:
+                image = _helper_image(ctx, volume.volume)
+                assert image is not None
+                stack_control.empty_volume(
+                    ctx.client, volume=volume.volume, image=image, project=project
+                )
+                step(f"emptied volume {volume.volume}")
+                volume_archive.write_volume(
+                    ctx.client,
+                    volume=volume.volume,
+                    image=image,
+                    project=project,
+                    chunks=decompressed(store, volume.artifact, fetched[volume.artifact.key]),
+                )
+                step(f"restored volume {volume.volume}")
+
+        def load(database: DatabaseRestore) -> None:
             existing = stack_control.user_databases(ctx.client, database.container)
             chunks = decompressed(store, database.artifact, fetched[database.artifact.key])
             mariadb.load_dump(
@@ -546,6 +576,20 @@ def _replace(
                 chunks=_prefixed(stack_control.drop_sql(existing), without_schemas(chunks)),
             )
             step(f"loaded database {database.service}")
+
+        # Volumes and the dumps of running databases at once: the engine
+        # unpacks the tar while the server loads the dump.
+        running = [d for d in plan.databases if d.service not in stopped]
+        work: list[Callable[[], None]] = [restore_volumes]
+        work += [partial(load, d) for d in running]
+        concurrently(work)
+        for database in plan.databases:
+            if database.service in stopped:
+                # Its data volume was replaced: the server must run to load the dump.
+                _start_ready(ctx, database.service)
+                stopped.remove(database.service)
+                step(f"started {database.service}")
+                load(database)
     finally:
         problems = []
         for name in list(stopped):
