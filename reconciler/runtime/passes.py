@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 from reconciler.decide.actions import Plan, describe
 from reconciler.decide.planning import plan as make_plan
@@ -38,6 +39,7 @@ from reconciler.model.observed import Observed
 from reconciler.ports import Checkout, Engine, Source
 from reconciler.redaction import redact_url
 from reconciler.runtime.applying import apply
+from reconciler.runtime.self_update import hand_over, own_container_id, split_own_actions
 from reconciler.settings import Settings
 from reconciler.statefiles import StateError, exclusive_lock
 from reconciler.status import HistoryEntry, PassResult, Reason, Status, StatusStore, now
@@ -106,6 +108,7 @@ class Reconciler:
         store: StatusStore | None = None,
         validators: list[Validator] | None = None,
         after_apply: list[AfterApply] | None = None,
+        own_container: str | Literal["detect"] | None = "detect",
     ) -> None:
         self.settings = settings
         self.source = source
@@ -113,6 +116,9 @@ class Reconciler:
         self.store = store or StatusStore(settings.state_dir)
         self.validators = validators or []
         self.after_apply = after_apply or []
+        # The container this process runs in, if any: a pass never stops or
+        # removes it, it hands its replacement over (runtime/self_update.py).
+        self.own_container = own_container_id() if own_container == "detect" else own_container
 
     # -- steps -----------------------------------------------------------
 
@@ -201,8 +207,11 @@ class Reconciler:
                 return PassOutcome("failed", "Conflict", "\n".join(prepared.plan.conflicts), commit)
             for action in prepared.plan.actions:
                 event("plan.action", commit=commit, action=describe(action))
+            plan, own = split_own_actions(prepared.plan, self.own_container)
+            for line in own.dropped:
+                event("self_update.skipped", level=30, commit=commit, message=line)
             change_set = apply(
-                prepared.plan,
+                plan,
                 self.engine,
                 project=prepared.desired.project,
                 commit=commit,
@@ -220,6 +229,14 @@ class Reconciler:
                 except AfterApplyFailed as exc:
                     changes += exc.done
                     hook_failures.append(str(exc))
+            if own.replace is not None:
+                # Last, so this pass's own work and status are complete before
+                # the helper's pass (which waits for the pass lock) replaces us.
+                changes.append(
+                    hand_over(
+                        self.engine, own.replace, project=prepared.desired.project, done=changes
+                    )
+                )
             # A container bind-mounts files of the commit that created it, so
             # that commit's folder stays as long as the container does.
             in_use = {c.commit for c in prepared.observed.containers if c.project == status.project}

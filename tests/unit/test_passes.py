@@ -220,3 +220,39 @@ def test_backoff_grows_while_unavailable_and_is_bounded() -> None:
     assert delays[-1] >= MAX_BACKOFF_S / 2
     ok = PassOutcome("succeeded", "ReconciliationSucceeded")
     assert 27 <= next_delay(ok, interval_s=30, failures=0) <= 33
+
+
+def test_a_change_to_its_own_container_is_handed_over(tmp_path: Path) -> None:
+    settings = load_settings(
+        {
+            "RECONCILER_REPO": "git://example.invalid/x",
+            "RECONCILER_STATE_DIR": str(tmp_path / "state"),
+            "RECONCILER_PROJECT": "shop",
+        }
+    )
+    source = FakeSource(tmp_path / "commits")
+    engine = FakeEngine()
+    source.commit(sha(1), GOOD + "  reconciler:\n    image: reconciler:2\n")
+    own = engine.add_container(
+        "shop-reconciler-1",
+        labels={
+            "dev.reconciler.project": "shop",
+            "dev.reconciler.service": "reconciler",
+            "dev.reconciler.config-hash": "old",
+        },
+        image="reconciler:1",
+    )
+    reconciler = Reconciler(settings, source=source, engine=engine, own_container=own.id)
+
+    outcome = reconciler.sync()
+
+    assert outcome.ok, outcome.message
+    assert engine.by_name("shop-web-1") is not None  # the rest of the pass applied
+    mine = engine.by_name("shop-reconciler-1")
+    assert mine is not None
+    assert mine.id == own.id  # never stopped by its own pass
+    assert mine.state == "running"
+    helper = engine.by_name("shop-reconciler-self-update")
+    assert helper is not None
+    assert helper.image == "reconciler:2"
+    assert any("handed over" in line for line in outcome.changes)
