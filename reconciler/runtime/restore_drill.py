@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import IO, Any, cast
 
 import docker
+import docker.errors
 
 from reconciler.adapters import mariadb, stack_control, volume_archive
 from reconciler.adapters.object_store import ObjectStore, open_store
@@ -127,14 +128,21 @@ def compare(expected: dict[str, Entry], actual: dict[str, Entry]) -> list[str]:
 
 
 def drill_due(last: dict[str, Any] | None, *, every: str, now: datetime) -> bool:
-    """Due when no drill ran yet, or the last attempt is older than the period."""
+    """Due when no drill ran yet, or the last attempt is older than the period.
+
+    A failed drill is tried again after a day at most: the failure may have
+    been the store or the engine, not the backup.
+    """
     if not last or not last.get("time"):
         return True
     try:
         when = datetime.fromisoformat(str(last["time"]))
     except ValueError:
         return True
-    return now - when >= PERIODS.get(every, PERIODS[DEFAULT_EVERY])
+    period = PERIODS.get(every, PERIODS[DEFAULT_EVERY])
+    if last.get("result") != "ok":
+        period = min(period, PERIODS["day"])
+    return now - when >= period
 
 
 def read_drill(state_dir: Path) -> dict[str, Any] | None:
@@ -362,10 +370,14 @@ def drill_job(
         every = policy.restore_drill.every if policy.restore_drill else DEFAULT_EVERY
         if not drill_due(read_drill(settings.state_dir), every=every, now=clock()):
             return
-        store = open_store(policy.target)
-        if not any(s.state == "complete" for s in _list(store)):
-            return  # no backup yet: the first one is drilled after it is made
-        client = docker.from_env()
+        try:
+            store = open_store(policy.target)
+            if not any(s.state == "complete" for s in _list(store)):
+                return  # no backup yet: the first one is drilled after it is made
+            client = docker.from_env()
+        except (ReconcilerError, docker.errors.DockerException) as exc:
+            event("drill.skipped", level=logging.WARNING, error=str(exc))
+            return
         try:
             run_drill(client=client, store=store, desired=desired, state_dir=settings.state_dir)
         finally:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import docker
+import docker.errors
 
 from reconciler.errors import InvalidDesiredState, ReconcilerError
 from reconciler.logs import event
@@ -179,9 +180,13 @@ def restore_hook(settings: Settings, *, client_factory: ClientFactory | None = N
             raise AfterApplyFailed(str(exc)) from exc
         if not due:
             return []
-        target = own_target(checkout, desired, settings)
-        ledger.queue([_record(r, commit=checkout.commit) for r in due])
-        client = make_client()
+        try:
+            target = own_target(checkout, desired, settings)
+            ledger.queue([_record(r, commit=checkout.commit) for r in due])
+            client = make_client()
+        except (ReconcilerError, docker.errors.DockerException) as exc:
+            # Nothing ran: the requests stay pending and are tried by the next pass.
+            raise AfterApplyFailed(f"restore requests could not start: {exc}") from exc
         changes: list[str] = []
         failures: list[str] = []
         try:

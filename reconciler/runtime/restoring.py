@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import IO, Any, Literal, TypeVar, cast
 
 import docker
+import docker.errors
 import zstandard
 
 from reconciler import labels
@@ -233,7 +234,13 @@ def run_restore(request_id: str, options: RestoreOptions, ctx: RestoreContext) -
             phase("replace")
     except RestoreFailed:
         raise
-    except (ReconcilerError, RestorePlanError, OSError) as exc:
+    except (
+        ReconcilerError,
+        RestorePlanError,
+        OSError,
+        zstandard.ZstdError,
+        docker.errors.DockerException,
+    ) as exc:
         message = str(exc)
         event("restore.failed", level=logging.ERROR, id=request_id, error=message)
         raise RestoreFailed(

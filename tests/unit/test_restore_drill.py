@@ -18,12 +18,14 @@ NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
     [
         (None, "week", True),
         ({}, "week", True),
-        ({"time": (NOW - timedelta(days=6)).isoformat()}, "week", False),
+        ({"time": (NOW - timedelta(days=6)).isoformat(), "result": "ok"}, "week", False),
         ({"time": (NOW - timedelta(days=7)).isoformat()}, "week", True),
-        ({"time": (NOW - timedelta(hours=23)).isoformat()}, "day", False),
+        ({"time": (NOW - timedelta(hours=23)).isoformat(), "result": "ok"}, "day", False),
         ({"time": (NOW - timedelta(hours=25)).isoformat()}, "day", True),
-        ({"time": (NOW - timedelta(days=29)).isoformat()}, "month", False),
+        ({"time": (NOW - timedelta(days=29)).isoformat(), "result": "ok"}, "month", False),
         ({"time": "garbage"}, "week", True),
+        ({"time": (NOW - timedelta(hours=25)).isoformat(), "result": "failed"}, "week", True),
+        ({"time": (NOW - timedelta(hours=25)).isoformat(), "result": "ok"}, "week", False),
     ],
 )
 def test_drill_due(last: dict[str, str] | None, every: str, due: bool) -> None:
