@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import docker.errors
 import pytest
 
 from reconciler.model.desired import DesiredState
@@ -99,3 +100,26 @@ def test_after_apply_failure_keeps_other_changes(tmp_path: Path, settings: Setti
     assert outcome.reason == "ApplyFailed"
     assert outcome.message == "restore b failed: boom"
     assert "restore a: ok" in outcome.changes
+
+
+def test_no_docker_leaves_new_requests_pending_for_the_next_pass(
+    tmp_path: Path, settings: Settings
+) -> None:
+    def unreachable() -> object:
+        raise docker.errors.DockerException("no socket")
+
+    source = FakeSource(tmp_path / "commits")
+    reconciler = Reconciler(
+        settings,
+        source=source,
+        engine=FakeEngine(),
+        after_apply=[restore_hook(settings, client_factory=unreachable)],  # type: ignore[arg-type]
+    )
+    commit = source.commit(sha(4), GOOD)
+    (tmp_path / "commits" / commit / "desired-state" / "restore.yaml").write_text(
+        "restores:\n  - id: later\n"
+    )
+    outcome = reconciler.sync()
+    assert outcome.result == "failed"
+    assert "restore requests could not start: no socket" in outcome.message
+    assert RestoreLedger(settings.state_dir).load().states() == {"later": "pending"}
