@@ -489,4 +489,8 @@ ensure_deploy_key
 ensure_image
 first_sync
 wait_healthy
-log "done: push to $(get_env RECONCILER_BRANCH) to deploy; docs/operations.md says what next"
+if [ -n "$(get_env RECONCILER_LOCAL_REPO)" ]; then
+  log "done: commit to $(get_env RECONCILER_BRANCH) in $(get_env RECONCILER_REPO) to deploy; docs/operations.md says what next"
+else
+  log "done: push to $(get_env RECONCILER_BRANCH) to deploy; docs/operations.md says what next"
+fi
