@@ -438,6 +438,21 @@ wait_healthy() {
   docker exec "$DAEMON" reconciler status || true
 }
 
+# Builds of earlier runs, tagged by content, are no longer named anywhere once
+# the new daemon is healthy. `docker rmi` without --force keeps any image a
+# container still uses.
+prune_old_builds() {
+  [ -z "$IMAGE" ] || return 0
+  for tag in $(docker image ls --format '{{.Repository}}:{{.Tag}}' "$IMAGE_NAME"); do
+    case "${tag#"$IMAGE_NAME":}" in
+      latest|"${RECONCILER_IMAGE#"$IMAGE_NAME":}") ;;
+      [0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f])
+        docker rmi "$tag" >/dev/null 2>&1 && log "removed the earlier build $tag" ;;
+    esac
+  done
+  return 0
+}
+
 # --- uninstall ---------------------------------------------------------------------
 
 uninstall() {
@@ -459,11 +474,15 @@ uninstall() {
     log "no $PROJECT-reconciler-1 to remove"
   fi
   if [ "$REMOVE_IMAGE" = 1 ] && [ -n "$image" ]; then
-    if docker rmi "$image" >/dev/null 2>&1; then
-      log "removed image $image"
-    else
-      log "image $image kept (another container uses it)"
-    fi
+    # Every tag of that repository (builds of earlier runs, :latest); without
+    # --force, an image a container still uses stays.
+    for tag in $(docker image ls --format '{{.Repository}}:{{.Tag}}' "${image%:*}"); do
+      if docker rmi "$tag" >/dev/null 2>&1; then
+        log "removed image $tag"
+      else
+        log "image $tag kept (a container uses it)"
+      fi
+    done
   fi
   log "the stack keeps running, unmanaged; volumes, $CONFIG_DIR and $STATE_DIR are kept"
   log "(to remove the stack too: docker rm -f \$(docker ps -aq --filter label=dev.reconciler.project=$PROJECT))"
@@ -489,6 +508,7 @@ ensure_deploy_key
 ensure_image
 first_sync
 wait_healthy
+prune_old_builds
 if [ -n "$(get_env RECONCILER_LOCAL_REPO)" ]; then
   log "done: commit to $(get_env RECONCILER_BRANCH) in $(get_env RECONCILER_REPO) to deploy; docs/operations.md says what next"
 else
