@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -25,7 +26,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +103,17 @@ class Installation:
     image_name: str
     http_port: int
     client: docker.DockerClient
+    # Anonymous volumes of the project's containers (the image's VOLUME, when
+    # the state dir is elsewhere): removed at the end, as nothing else would.
+    anonymous_volumes: set[str] = field(default_factory=set)
+
+    def note_anonymous_volumes(self) -> None:
+        selector = {"label": f"{labels.PROJECT}={self.project}"}
+        for summary in self.client.api.containers(all=True, filters=selector):
+            for mount in summary.get("Mounts") or []:
+                name = str(mount.get("Name") or "")
+                if mount.get("Type") == "volume" and re.fullmatch(r"[0-9a-f]{64}", name):
+                    self.anonymous_volumes.add(name)
 
     @property
     def daemon(self) -> str:
@@ -229,7 +241,11 @@ def installation(
     )
     git("remote", "add", "origin", str(remote), cwd=source)
     yield installation
+    installation.note_anonymous_volumes()
     remove_project(docker_client, installation.project)
+    for name in installation.anonymous_volumes:
+        with contextlib.suppress(docker.errors.APIError):
+            docker_client.api.remove_volume(name)
     for image in docker_client.images.list():
         if any(
             tag.startswith((f"{installation.image_name}:", f"{installation.project}-"))
@@ -242,6 +258,7 @@ def installation(
 @pytest.fixture(scope="module")
 def installed(installation: Installation) -> subprocess.CompletedProcess[str]:
     result = installation.first_install()
+    installation.note_anonymous_volumes()
     if result.returncode != 0:
         pytest.fail(
             f"install.sh exited {result.returncode}:\n{result.stdout[-3000:]}\n"
@@ -337,6 +354,7 @@ def test_a_commit_that_changes_the_reconciler_replaces_it_and_the_next_pass_succ
 ) -> None:
     old = installation.container(installation.daemon)
     assert old is not None
+    installation.note_anonymous_volumes()
     compose_path = installation.work / "desired-state/compose.yaml"
     compose = yaml.safe_load(compose_path.read_text())
     compose["services"]["reconciler"]["environment"]["RECONCILER_LOG_FORMAT"] = "json"
@@ -385,3 +403,63 @@ def test_uninstall_removes_the_reconciler_and_leaves_the_volumes(
     assert volumes <= present
     # The stack keeps running, unmanaged.
     assert state_of(installation.container(f"{installation.project}-db-1")) == "healthy"
+
+
+# --- the guards, each in a throw-away container (busybox's sh: POSIX, no bashisms) ---
+
+
+def run_guard(
+    tmp_path: Path, os_release: str | None, *args: str
+) -> subprocess.CompletedProcess[str]:
+    mounts = ["-v", f"{ROOT / 'install.sh'}:/install.sh:ro"]
+    if os_release is not None:
+        release = tmp_path / "os-release"
+        release.write_text(os_release)
+        mounts += ["-v", f"{release}:/etc/os-release:ro"]
+    return subprocess.run(
+        [
+            *("docker", "run", "--rm", "--label", "dev.reconciler.test=install", *mounts),
+            *("reconciler-local/busybox:latest", "sh", "/install.sh", *args),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_help_needs_nothing(tmp_path: Path, busybox_image: str) -> None:
+    result = run_guard(tmp_path, None, "--help")
+
+    assert result.returncode == 0
+    for flag in ("--repo", "--local", "--uninstall", "--base-image", "--backup-target"):
+        assert flag in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("os_release", "expected"),
+    [
+        ('ID=alpine\nVERSION_ID="3.20"\n', "unsupported OS 'alpine'"),
+        (None, "cannot tell the OS"),
+    ],
+    ids=["alpine", "no-os-release"],
+)
+def test_an_unsupported_os_is_a_clear_error(
+    tmp_path: Path, busybox_image: str, os_release: str | None, expected: str
+) -> None:
+    result = run_guard(tmp_path, os_release, "--yes")
+
+    assert result.returncode == 1
+    assert expected in result.stderr
+    assert "Debian, Ubuntu and Fedora" in result.stderr or "Debian, Ubuntu, Fedora" in result.stderr
+
+
+def test_a_flag_without_its_value_or_an_unknown_one_is_refused(
+    tmp_path: Path, busybox_image: str
+) -> None:
+    missing = run_guard(tmp_path, "ID=debian\n", "--repo")
+    unknown = run_guard(tmp_path, "ID=debian\n", "--colour")
+
+    assert (missing.returncode, unknown.returncode) == (1, 1)
+    assert "--repo needs a value" in missing.stderr
+    assert "unknown argument: --colour" in unknown.stderr
