@@ -463,3 +463,31 @@ def test_a_flag_without_its_value_or_an_unknown_one_is_refused(
     assert (missing.returncode, unknown.returncode) == (1, 1)
     assert "--repo needs a value" in missing.stderr
     assert "unknown argument: --colour" in unknown.stderr
+
+
+SHELL_SCRIPTS = [
+    "install.sh",
+    "images/reconciler/wheelhouse.sh",
+    "images/local/build-base-images.sh",
+    "images/local/openlitespeed/entrypoint.sh",
+    "images/local/openlitespeed/lswsctrl",
+]
+
+
+def test_shell_scripts_pass_shellcheck() -> None:
+    if shutil.which("shellcheck") is None:
+        reason = "shellcheck is not installed (tests/run.sh installs it)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
+
+    result = subprocess.run(
+        ["shellcheck", "-s", "sh", *SHELL_SCRIPTS],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stdout
