@@ -257,8 +257,9 @@ class S3Store:
             )
             return total
         except BaseException:
-            for _, future in pending:
-                future.cancel()
+            # Parts still in flight finish (or fail) first: an abort racing a
+            # part upload can leave that part stored.
+            pool.shutdown(wait=True, cancel_futures=True)
             if upload_id is not None:
                 self._abort(full, upload_id)
             raise
