@@ -85,6 +85,8 @@ def desired_state(project: str, *, with_db: bool = True) -> DesiredState:
             image=BUSYBOX,
             command=("sleep", "3600"),
             mounts=(Mount(type="volume", source=f"{project}_site", target="/data"),),
+            # sleep ignores SIGTERM: do not wait 10 s each time it is stopped.
+            stop_grace_period_s=1,
         )
     }
     volumes = {"site": VolumeSpec(key="site", name=f"{project}_site")}
