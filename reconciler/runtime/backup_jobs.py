@@ -23,6 +23,7 @@ from typing import Any
 
 import docker
 
+from reconciler.adapters import volume_archive
 from reconciler.adapters.object_store import ObjectStore, open_store
 from reconciler.errors import InvalidDesiredState, ReconcilerError
 from reconciler.logs import event
@@ -35,8 +36,8 @@ from reconciler.runtime.scheduling import BackupSchedule
 from reconciler.settings import Settings
 
 SCHEDULE_FILE = "backup-schedule.json"
-# The image the reconciler runs from: mounts a volume no service image on the
-# engine can (a volume of a service that is not deployed). Set in its Dockerfile.
+# An image to mount a volume that no service image on the engine can (a volume
+# of a service that is not deployed); by default the image the reconciler runs from.
 HELPER_IMAGE_VARIABLE = "RECONCILER_HELPER_IMAGE"
 
 
@@ -131,7 +132,7 @@ def backup_now(
             policy=policy,
             state_dir=context.settings.state_dir,
             commit=context.commit,
-            helper_image=context.helper_image,
+            helper_image=context.helper_image or volume_archive.own_image(client),
             progress=progress,
         )
     finally:
