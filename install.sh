@@ -347,11 +347,20 @@ ensure_image() {
     || die "no images/reconciler/Dockerfile next to install.sh: run it from a checkout of the repository, or give --image"
   if [ "$LOCAL_IMAGES" = 1 ]; then
     log "local images: building the stand-ins of images/local/ (no registry needed)"
-    sh "$HERE/images/local/build-base-images.sh"
+    # debootstrap makes the Debian base they all start from, when it is missing.
+    if ! docker image inspect "${LOCAL_IMAGE_PREFIX:-reconciler-local}/debian:bookworm" >/dev/null 2>&1 \
+      && ! command -v debootstrap >/dev/null 2>&1; then
+      install_packages debootstrap
+    fi
+    # Only what the default stack and the reconciler need.
+    sh "$HERE/images/local/build-base-images.sh" --only python --only mariadb --only openlitespeed
     : "${BASE_IMAGE:=reconciler-local/python:local}"
     # pip inside a container may not reach an index the host reaches (a proxy
     # with its own CA, an air gap): fill the wheelhouse with the host's pip.
     # pip skips the wheels it has, so this is quick once done.
+    if command -v python3 >/dev/null 2>&1 && ! python3 -m pip --version >/dev/null 2>&1; then
+      install_packages python3-pip || log "warning: no pip on the host; the image build's pip will try the index"
+    fi
     if command -v python3 >/dev/null 2>&1 && python3 -m pip --version >/dev/null 2>&1; then
       sh "$HERE/images/reconciler/wheelhouse.sh" python3 \
         || log "warning: the wheelhouse is incomplete; pip in the build will try the index"
