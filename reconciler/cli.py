@@ -227,10 +227,52 @@ def format_status(report: dict[str, Any]) -> str:
             lines.append("  none")
     elif report.get("services_error"):
         lines.append(f"services: unknown ({report['services_error']})")
-    for key, title in (("backup", "backup"), ("restores", "restores"), ("drill", "drill")):
-        if report.get(key):
-            lines.append(f"{title}: {json.dumps(report[key], default=str)}")
+    lines += _backup_lines(report.get("backup"))
+    lines += _restore_lines(report.get("restores"), report.get("drill"))
     return "\n".join(lines)
+
+
+def _backup_lines(backup: Any) -> list[str]:
+    if not isinstance(backup, dict):
+        return []
+    lines = []
+    last = backup.get("last")
+    if isinstance(last, dict):
+        size = last.get("size")
+        size_text = f", {size / 1e6:.1f} MB" if isinstance(size, int | float) else ""
+        duration = last.get("duration_s")
+        took = f" in {duration:.0f}s" if isinstance(duration, int | float) else ""
+        lines.append(
+            f"last backup: {last.get('time')} {last.get('result')} "
+            f"{last.get('id') or ''}{size_text}{took}".rstrip()
+        )
+    else:
+        lines.append("last backup: none")
+    if backup.get("schedule"):
+        lines.append(f"next backup: {backup.get('next') or '-'} ({backup['schedule']})")
+    if backup.get("error"):
+        lines.append(f"backup error: {backup['error']}")
+    return lines
+
+
+def _restore_lines(restores: Any, drill: Any) -> list[str]:
+    lines = []
+    if isinstance(restores, list) and restores:
+        lines.append("restores:")
+        for record in restores[:10]:
+            error = f"  {record.get('error')}" if record.get("error") else ""
+            lines.append(
+                f"  {record.get('id')}: {record.get('state')} "
+                f"(backup {record.get('backup') or '-'}){error}"
+            )
+            if record.get("hint"):
+                lines.append(f"    {record['hint']}")
+    if isinstance(drill, dict):
+        when = drill.get("finished") or drill.get("started")
+        lines.append(
+            f"restore drill: {drill.get('result')} at {when} (backup {drill.get('backup') or '-'})"
+        )
+    return lines
 
 
 def _short(commit: object) -> str:

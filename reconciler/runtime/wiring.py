@@ -35,6 +35,12 @@ def feature_hooks(settings: Settings) -> tuple[list[Validator], list[AfterApply]
     validators: list[Validator] = []
     after_apply: list[AfterApply] = []
     jobs: list[Job] = []
+    # Backups: backup.yaml is part of a commit's validation (a bad one stalls
+    # the commit like a bad compose.yaml); the schedule is a daemon job.
+    from reconciler.runtime.backup_jobs import backup_job, backup_validator
+
+    validators.append(backup_validator(settings))
+    jobs.append(backup_job(settings))
     # Restores: due restore.yaml requests run after each converged apply (last,
     # after any other step); the drill is a daemon job on its own schedule.
     from reconciler.runtime.restore_drill import drill_job
@@ -98,8 +104,11 @@ def collect_status(settings: Settings) -> dict[str, Any]:
             report["services_error"] = str(exc)
     else:
         report["services"] = []
+    from reconciler.runtime.backup_jobs import backup_report
     from reconciler.runtime.restore_drill import read_drill
     from reconciler.runtime.restore_ledger import status_report
+
+    report["backup"] = backup_report(settings)
 
     report["restores"] = status_report(settings.state_dir)
     report["drill"] = read_drill(settings.state_dir)
