@@ -2,10 +2,11 @@
 
 The installer runs in a container of the locally built Debian image (its
 package-install step is skipped: the engine answers through the socket), from
-a copy of this repository, against a bare git repository that the reconciler
-container reads at the same path (``RECONCILER_LOCAL_REPO``). Every path the
-reconciler bind-mounts (state, config, repository) lives in one folder that
-is mounted at the same path into the installer, as on a real VM.
+a copy of this repository. The reconciler follows a real git remote: ``git
+daemon`` serving a bare repository on the host's address on the docker0
+bridge, a host-only interface that containers reach (they cannot reach the
+host's 127.0.0.1). Every path the reconciler bind-mounts (state, config) lives
+in one folder that is mounted at the same path into the installer, as on a VM.
 
 The tests share one installation and run in file order: install, a second run
 that changes nothing, a push that deploys, a push that replaces the reconciler
@@ -15,6 +16,7 @@ itself, and ``--uninstall`` last.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
 import re
@@ -95,7 +97,8 @@ def copy_repository(target: Path) -> None:
 class Installation:
     root: Path
     checkout: Path  # where install.sh runs from (a copy of this repository)
-    remote: Path  # the bare repository the reconciler follows
+    remote: Path  # the bare repository, served by git daemon
+    url: str  # git://GATEWAY:PORT/remote.git, what the reconciler follows
     work: Path  # a clone to push from
     config_dir: Path
     state_dir: Path
@@ -150,7 +153,7 @@ class Installation:
         return self.install(
             "--yes",
             "--repo",
-            str(self.remote),
+            self.url,
             "--project",
             self.project,
             "--backup-target",
@@ -158,8 +161,6 @@ class Installation:
             "--local-images",
             "--image-name",
             self.image_name,
-            "--set",
-            f"RECONCILER_LOCAL_REPO={self.remote}",
             "--set",
             f"HTTP_PORT={self.http_port}",
             "--set",
@@ -204,6 +205,50 @@ def wait_until(what: str, check: Callable[[], bool], *, timeout_s: float) -> Non
         time.sleep(1)
 
 
+def docker0_gateway(client: docker.DockerClient) -> str:
+    """The host's address on Docker's default bridge (docker0)."""
+    for config in client.api.inspect_network("bridge")["IPAM"]["Config"] or []:
+        if config.get("Gateway"):
+            return str(config["Gateway"])
+        if config.get("Subnet"):
+            # Docker gives the bridge the first address of its subnet.
+            network = ipaddress.ip_network(config["Subnet"])
+            if network.version == 4:
+                return str(next(network.hosts()))
+    pytest.fail("Docker's default bridge network has no IPv4 address", pytrace=False)
+
+
+@contextlib.contextmanager
+def git_daemon(base: Path, address: str) -> Iterator[int]:
+    """``git daemon`` serving ``base`` on ``address``; the port, retried on a clash."""
+    for _attempt in range(5):
+        with socket.socket() as probe:
+            probe.bind((address, 0))
+            port = int(probe.getsockname()[1])
+        process = subprocess.Popen(
+            [
+                *("git", "daemon", "--reuseaddr", "--export-all", "--informative-errors"),
+                *(f"--listen={address}", f"--port={port}", f"--base-path={base}", str(base)),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while process.poll() is None and time.monotonic() < deadline:
+            with socket.socket() as probe:
+                if probe.connect_ex((address, port)) == 0:
+                    break
+            time.sleep(0.1)
+        if process.poll() is None:
+            try:
+                yield port
+            finally:
+                process.terminate()
+                process.wait(timeout=10)
+            return
+    pytest.fail(f"git daemon could not listen on {address}", pytrace=False)
+
+
 @pytest.fixture(scope="module")
 def installation(
     docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory
@@ -227,32 +272,37 @@ def installation(
     git("commit", "-q", "-m", "the project's default stack", cwd=source)
     remote = root / "remote.git"
     git("clone", "-q", "--bare", str(source), str(remote), cwd=root)
-    installation = Installation(
-        root=root,
-        checkout=checkout,
-        remote=remote,
-        work=source,
-        config_dir=root / "etc",
-        state_dir=root / "state",
-        project="it" + secrets.token_hex(4),
-        image_name="reconciler-it-" + secrets.token_hex(4),
-        http_port=free_port(),
-        client=docker_client,
-    )
     git("remote", "add", "origin", str(remote), cwd=source)
-    yield installation
-    installation.note_anonymous_volumes()
-    remove_project(docker_client, installation.project)
-    for name in installation.anonymous_volumes:
-        with contextlib.suppress(docker.errors.APIError):
-            docker_client.api.remove_volume(name)
-    for image in docker_client.images.list():
-        if any(
-            tag.startswith((f"{installation.image_name}:", f"{installation.project}-"))
-            for tag in image.tags
-        ):
-            with contextlib.suppress(docker.errors.APIError):
-                docker_client.images.remove(image.id, force=True)
+    gateway = docker0_gateway(docker_client)
+    with git_daemon(root, gateway) as port:
+        installation = Installation(
+            root=root,
+            checkout=checkout,
+            remote=remote,
+            url=f"git://{gateway}:{port}/remote.git",
+            work=source,
+            config_dir=root / "etc",
+            state_dir=root / "state",
+            project="it" + secrets.token_hex(4),
+            image_name="reconciler-it-" + secrets.token_hex(4),
+            http_port=free_port(),
+            client=docker_client,
+        )
+        try:
+            yield installation
+        finally:
+            installation.note_anonymous_volumes()
+            remove_project(docker_client, installation.project)
+            for name in installation.anonymous_volumes:
+                with contextlib.suppress(docker.errors.APIError):
+                    docker_client.api.remove_volume(name)
+            for image in docker_client.images.list():
+                if any(
+                    tag.startswith((f"{installation.image_name}:", f"{installation.project}-"))
+                    for tag in image.tags
+                ):
+                    with contextlib.suppress(docker.errors.APIError):
+                        docker_client.images.remove(image.id, force=True)
 
 
 @pytest.fixture(scope="module")
