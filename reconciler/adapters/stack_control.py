@@ -249,3 +249,26 @@ def scratch_database(
 def remove_container(client: docker.DockerClient, name: str) -> None:
     with suppress(docker.errors.DockerException, requests.RequestException):
         client.containers.get(name).remove(force=True, v=True)
+
+
+def remove_leftovers(client: docker.DockerClient, *, project: str, purposes: set[str]) -> list[str]:
+    """Remove helper containers and scratch volumes of ``purposes`` a killed process left.
+
+    Call only while holding the lock that keeps those purposes to one process.
+    """
+    removed: list[str] = []
+    selector = {"label": [f"{labels.PROJECT}={project}", labels.HELPER]}
+    with _engine_call("listing left-over helpers"):
+        containers = client.api.containers(all=True, filters=selector)
+        volumes = client.api.volumes(filters=selector).get("Volumes") or []
+    for raw in containers:
+        if (raw.get("Labels") or {}).get(labels.HELPER) in purposes:
+            with suppress(docker.errors.DockerException, requests.RequestException):
+                client.api.remove_container(raw["Id"], force=True, v=False)
+                removed.append(raw["Names"][0].lstrip("/"))
+    for raw in volumes:
+        if (raw.get("Labels") or {}).get(labels.HELPER) in purposes:
+            with suppress(docker.errors.DockerException, requests.RequestException):
+                client.api.remove_volume(raw["Name"], force=True)
+                removed.append(raw["Name"])
+    return removed

@@ -24,6 +24,7 @@ import secrets
 import tarfile
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -50,7 +51,7 @@ from reconciler.runtime.restoring import (
     without_schemas,
 )
 from reconciler.settings import Settings
-from reconciler.statefiles import atomic_write_json, read_json
+from reconciler.statefiles import atomic_write_json, exclusive_lock, read_json
 from reconciler.status import StatusStore
 
 DRILL_FILE = "drill.json"
@@ -173,7 +174,13 @@ def run_drill(
     scratch = f"{desired.project}-drill-{secrets.token_hex(4)}"
     made_volumes: list[str] = []
     made_containers: list[str] = []
+    # One drill at a time (the daemon's and one by hand): a second one raises
+    # StateError here and records nothing. The holder may remove the scratch
+    # objects of a drill that was killed.
+    lock = ExitStack()
+    lock.enter_context(exclusive_lock(state_dir / "drill.lock", wait_s=0, what="restore drill"))
     try:
+        stack_control.remove_leftovers(client, project=desired.project, purposes={"drill"})
         manifest = resolve_backup(store, backup)
         result["backup"] = manifest.id
         with spool_folder(state_dir, f"drill-{manifest.id}") as tmp:
@@ -202,6 +209,7 @@ def run_drill(
             stack_control.remove_container(client, name)
         for name in made_volumes:
             stack_control.remove_volume(client, name)
+        lock.close()
         result["duration_s"] = round(time.monotonic() - monotonic, 3)
         atomic_write_json(state_dir / DRILL_FILE, result)
     level = logging.INFO if result["result"] == "ok" else logging.ERROR
@@ -380,6 +388,8 @@ def drill_job(
             return
         try:
             run_drill(client=client, store=store, desired=desired, state_dir=settings.state_dir)
+        except ReconcilerError as exc:  # another drill runs (by hand)
+            event("drill.skipped", level=logging.WARNING, error=str(exc))
         finally:
             client.close()
 

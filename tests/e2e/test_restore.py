@@ -344,6 +344,11 @@ def test_sigkill_mid_restore_leaves_it_interrupted_and_the_safety_copy_usable(en
     assert env.rows() == rows_before
     manual = [r for r in env.cli.status()["restores"] if r["id"].startswith("manual-")]
     assert [r["state"] for r in manual] == ["succeeded"]
+    # What the killed process left (its helper containers) is gone too.
+    helpers = env.client.api.containers(
+        all=True, filters={"label": [f"{labels.PROJECT}={env.project}", labels.HELPER]}
+    )
+    assert [h["Names"] for h in helpers] == []
 
 
 def test_the_drill_passes_then_detects_a_corrupted_backup(env: Env) -> None:
