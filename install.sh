@@ -410,14 +410,26 @@ first_sync() {
   mkdir -p "$STATE_DIR"
   deadline=$(($(date +%s) + TIMEOUT))
   log "sync: deploying desired-state/ of $(get_env RECONCILER_REPO) ($(get_env RECONCILER_BRANCH))"
-  until reconciler_once sync; do
-    if [ "$(date +%s)" -ge "$deadline" ]; then
-      log "the first sync did not succeed within $TIMEOUT s (the messages above say why)"
+  output=$(mktemp)
+  while :; do
+    # The output is shown as it comes (a first build takes minutes) and kept
+    # to tell a repository not reachable yet from a failure that will stay.
+    { reconciler_once sync; echo "$?" >"$output.rc"; } 2>&1 | tee "$output"
+    [ "$(cat "$output.rc")" = 0 ] && break
+    if ! grep -q -e SourceUnavailable -e EngineUnavailable "$output"; then
+      # Invalid desired state, an image that cannot be had...: only a commit
+      # fixes it, and the daemon started below will apply that commit.
+      log "the first sync failed (the messages above say why)"
       break
     fi
-    log "sync failed; trying again in 10 s (until $(date -d "@$deadline" +%T 2>/dev/null || echo the timeout))"
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+      log "the repository was still not reachable after $TIMEOUT s (is the deploy key added?)"
+      break
+    fi
+    log "the repository or the engine is not reachable yet; trying again in 10 s"
     sleep 10
   done
+  rm -f "$output" "$output.rc"
   if ! docker container inspect "$DAEMON" >/dev/null 2>&1; then
     # The pass stopped before it reached the reconciler's own service (an image
     # that cannot be had, a commit that does not validate...). Start it anyway,
@@ -436,6 +448,9 @@ wait_healthy() {
   while :; do
     health=$(docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}' \
       "$DAEMON" 2>/dev/null || echo missing)
+    restarts=$(docker inspect -f '{{.RestartCount}}' "$DAEMON" 2>/dev/null || echo 0)
+    # A daemon that keeps dying is restarted by Docker: never healthy, never "exited".
+    [ "$restarts" -lt 3 ] || die "$DAEMON keeps restarting ($restarts times): see docker logs $DAEMON"
     case "$health" in
       healthy|running) break ;;
       missing|exited|dead|unhealthy) die "$DAEMON is $health: see docker logs $DAEMON" ;;
