@@ -414,7 +414,7 @@ first_sync() {
   while :; do
     # The output is shown as it comes (a first build takes minutes) and kept
     # to tell a repository not reachable yet from a failure that will stay.
-    { reconciler_once sync; echo "$?" >"$output.rc"; } 2>&1 | tee "$output"
+    { rc=0; reconciler_once sync || rc=$?; echo "$rc" >"$output.rc"; } 2>&1 | tee "$output"
     [ "$(cat "$output.rc")" = 0 ] && break
     if ! grep -q -e SourceUnavailable -e EngineUnavailable "$output"; then
       # Invalid desired state, an image that cannot be had...: only a commit
