@@ -203,7 +203,11 @@ ask() {
   [ -n "$current" ] && return 0
   if [ "$YES" = 0 ] && [ -t 0 ]; then
     printf '%s%s: ' "$2" "${3:+ [$3]}" >&2
-    read -r answer || answer=""
+    case "$1" in
+      # A secret is not echoed to the terminal (nor left in its scrollback).
+      AWS_SECRET) stty -echo; read -r answer || answer=""; stty echo; echo >&2 ;;
+      *) read -r answer || answer="" ;;
+    esac
     [ -n "$answer" ] || answer=$3
   else
     answer=$3
@@ -223,6 +227,9 @@ write_env_file() {
   chmod 700 "$CONFIG_DIR"
   if [ -f "$ENV_FILE" ]; then
     log "env file: keeping $ENV_FILE"
+    if [ -n "$REPO$BRANCH$PROJECT$BACKUP_TARGET$TIMEZONE$AWS_ID$AWS_SECRET$AWS_REGION$S3_ENDPOINT$EXTRA" ]; then
+      log "warning: the settings given as flags are not applied to an existing env file; edit it, then run install.sh again"
+    fi
     chmod 600 "$ENV_FILE"
     return
   fi
