@@ -390,15 +390,6 @@ def test_a_push_is_deployed_by_the_running_reconciler(
     wait_until("the daemon to deploy the pushed service", deployed, timeout_s=120)
 
 
-_HOOKED = "split_own_actions" in (ROOT / "reconciler/runtime/passes.py").read_text()
-
-
-@pytest.mark.xfail(
-    not _HOOKED,
-    reason="the pass does not call runtime/self_update.py yet (docs/operations.md, "
-    "'Updating the reconciler'): it would stop itself mid-pass",
-    strict=True,
-)
 def test_a_commit_that_changes_the_reconciler_replaces_it_and_the_next_pass_succeeds(
     installation: Installation, installed: subprocess.CompletedProcess[str]
 ) -> None:
