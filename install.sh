@@ -444,14 +444,20 @@ first_sync() {
     # good pass (a configuration change: it hands over to a helper).
     log "starting $DAEMON (the pass did not create it)"
     # shellcheck disable=SC2046
+    # The health check timings of the reconciler service in compose.yaml.
     docker run -d --name "$DAEMON" --restart unless-stopped \
+      --health-interval 10s --health-timeout 10s --health-start-period 30s \
       --label "dev.reconciler.project=$PROJECT" --label dev.reconciler.service=reconciler \
       -e "RECONCILER_ENV_FILE=$ENV_FILE" $(mount_args) "$RECONCILER_IMAGE" run >/dev/null
   fi
 }
 
 wait_healthy() {
-  deadline=$(($(date +%s) + TIMEOUT))
+  # Its own budget: --timeout bounds the waiting for the repository, and the
+  # first health check of a new container comes only after its interval.
+  limit=180
+  [ "$TIMEOUT" -gt "$limit" ] && limit=$TIMEOUT
+  deadline=$(($(date +%s) + limit))
   while :; do
     health=$(docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}' \
       "$DAEMON" 2>/dev/null || echo missing)
@@ -462,7 +468,7 @@ wait_healthy() {
       healthy|running) break ;;
       missing|exited|dead|unhealthy) die "$DAEMON is $health: see docker logs $DAEMON" ;;
     esac
-    [ "$(date +%s)" -lt "$deadline" ] || die "$DAEMON is still $health after $TIMEOUT s: see docker logs $DAEMON"
+    [ "$(date +%s)" -lt "$deadline" ] || die "$DAEMON is still $health after $limit s: see docker logs $DAEMON"
     sleep 2
   done
   log "$DAEMON is $health"

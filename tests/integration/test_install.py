@@ -532,3 +532,56 @@ def test_shell_scripts_pass_shellcheck() -> None:
     )
 
     assert result.returncode == 0, result.stdout
+
+
+def test_an_ssh_repository_gets_a_deploy_key_and_where_to_add_it(
+    docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # No server answers on port 1: the key is made and printed, the first sync
+    # keeps failing as "not reachable", and the daemon is started anyway, so
+    # adding the key later is all it takes.
+    root = tmp_path_factory.mktemp("sshkey")
+    checkout = root / "checkout"
+    checkout.mkdir()
+    copy_repository(checkout)
+    installation = Installation(
+        root=root,
+        checkout=checkout,
+        remote=root / "none.git",
+        url="ssh://git@127.0.0.1:1/site.git",
+        work=root,
+        config_dir=root / "etc",
+        state_dir=root / "state",
+        project="it" + secrets.token_hex(4),
+        image_name="reconciler-it-" + secrets.token_hex(4),
+        http_port=free_port(),
+        client=docker_client,
+    )
+    try:
+        result = installation.install(
+            *("--yes", "--repo", installation.url, "--project", installation.project),
+            *("--backup-target", f"file://{installation.state_dir}/backups"),
+            *("--local-images", "--image-name", installation.image_name, "--timeout", "20"),
+        )
+        installation.note_anonymous_volumes()
+
+        output = result.stdout + result.stderr
+        assert result.returncode == 0, output[-6000:]
+        key = installation.config_dir / "deploy_key"
+        public = (installation.config_dir / "deploy_key.pub").read_text().strip()
+        assert public.startswith("ssh-ed25519 ")
+        assert public in output
+        assert "Settings > Deploy keys" in output
+        assert "Repository settings > Access keys" in output
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600
+        env = (installation.config_dir / "reconciler.env").read_text()
+        assert f"RECONCILER_SSH_KEY={key}" in env
+        assert state_of(installation.container(installation.daemon)) == "healthy"
+    finally:
+        remove_project(docker_client, installation.project)
+        for name in installation.anonymous_volumes:
+            with contextlib.suppress(docker.errors.APIError):
+                docker_client.api.remove_volume(name)
+        for image in docker_client.images.list(name=installation.image_name):
+            with contextlib.suppress(docker.errors.APIError):
+                docker_client.images.remove(image.id, force=True)
