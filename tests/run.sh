@@ -26,6 +26,8 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || missing="$missing python3-ven
 if [ -n "$missing" ]; then
   log "installing:$missing"
   as_root apt-get update -q >/dev/null
+  # $missing is a list of package names: split on purpose.
+  # shellcheck disable=SC2086
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $missing >/dev/null
 fi
 
@@ -46,8 +48,13 @@ if [ ! -x "$VENV/bin/python" ]; then
   log "creating $VENV"
   python3 -m venv "$VENV"
 fi
-"$VENV/bin/pip" install -q -U pip >/dev/null
-"$VENV/bin/pip" install -q -e '.[test]'
+log "installing the package and its test tools into $VENV"
+# Quiet unless it fails: setuptools' notices about editable installs are noise.
+if ! "$VENV/bin/pip" install -q -U pip >"$VENV/pip.log" 2>&1 ||
+  ! "$VENV/bin/pip" install -q -e '.[test]' >>"$VENV/pip.log" 2>&1; then
+  cat "$VENV/pip.log" >&2
+  exit 1
+fi
 PATH="$VENV/bin:$PATH"
 export PATH
 
