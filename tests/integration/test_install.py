@@ -205,6 +205,16 @@ def wait_until(what: str, check: Callable[[], bool], *, timeout_s: float) -> Non
         time.sleep(1)
 
 
+def remove_tags(client: docker.DockerClient, image_name: str, *prefixes: str) -> None:
+    """Untag what the installation built. By tag, not id: a build with the same
+    inputs elsewhere (tests/integration/test_images.py) may share the image."""
+    for image in client.images.list():
+        for tag in image.tags:
+            if tag.startswith((f"{image_name}:", *prefixes)):
+                with contextlib.suppress(docker.errors.APIError):
+                    client.images.remove(tag)
+
+
 def docker0_gateway(client: docker.DockerClient) -> str:
     """The host's address on Docker's default bridge (docker0)."""
     for config in client.api.inspect_network("bridge")["IPAM"]["Config"] or []:
@@ -296,13 +306,7 @@ def installation(
             for name in installation.anonymous_volumes:
                 with contextlib.suppress(docker.errors.APIError):
                     docker_client.api.remove_volume(name)
-            for image in docker_client.images.list():
-                if any(
-                    tag.startswith((f"{installation.image_name}:", f"{installation.project}-"))
-                    for tag in image.tags
-                ):
-                    with contextlib.suppress(docker.errors.APIError):
-                        docker_client.images.remove(image.id, force=True)
+            remove_tags(docker_client, installation.image_name, f"{installation.project}-")
 
 
 @pytest.fixture(scope="module")
@@ -582,6 +586,4 @@ def test_an_ssh_repository_gets_a_deploy_key_and_where_to_add_it(
         for name in installation.anonymous_volumes:
             with contextlib.suppress(docker.errors.APIError):
                 docker_client.api.remove_volume(name)
-        for image in docker_client.images.list(name=installation.image_name):
-            with contextlib.suppress(docker.errors.APIError):
-                docker_client.images.remove(image.id, force=True)
+        remove_tags(docker_client, installation.image_name)
