@@ -266,7 +266,8 @@ def main() -> int:
     aws_config.write_text(
         "[default]\ns3 =\n  multipart_threshold = 64GB\n  multipart_chunksize = 64MB\n"
     )
-    aws = (
+    aws = f"aws --endpoint-url {url} s3 cp --only-show-errors"  # uploads: the defaults
+    aws_get = (
         f"AWS_CONFIG_FILE={aws_config if args.baseline_single_get else os.devnull} "
         f"aws --endpoint-url {url} s3 cp --only-show-errors"
     )
@@ -354,9 +355,9 @@ def main() -> int:
             shutil.rmtree(site / "d00", ignore_errors=True)
             sql(client, db, "DELETE FROM shop.orders WHERE id % 3 = 0")
             seconds, rss = timed_rss(
-                f"{aws} s3://{bucket}/baseline/site.tar.gz - | tar -xzf - -C {site} && "
-                f"{aws} s3://{bucket}/baseline/db.sql - | docker exec -i -e MYSQL_PWD={PASSWORD} "
-                f"{db} mariadb -uroot"
+                f"{aws_get} s3://{bucket}/baseline/site.tar.gz - | tar -xzf - -C {site} && "
+                f"{aws_get} s3://{bucket}/baseline/db.sql - | "
+                f"docker exec -i -e MYSQL_PWD={PASSWORD} {db} mariadb -uroot"
             )
             baseline.append((seconds, rss))
             assert fingerprint(site) == files, "baseline: files differ"

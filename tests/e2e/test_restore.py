@@ -250,7 +250,8 @@ def test_restore_by_commit_runs_once_refuses_tampering_and_reads_other_prefixes(
     # Another environment's prefix (dev to prod), a subset: the site only.
     env.sh("echo dev > /data/dev-only.txt")
     dev_files = env.files()
-    env.backup(prefix="dev")
+    # The developer's PC flow: back up under a dev/ prefix with the CLI.
+    env.cli.run("backup", "run", "--target", f"s3://{env.bucket}/dev", check=True)
     env.sh("rm /data/dev-only.txt")
     run_sql(env.container("db"), "INSERT INTO shop.orders (item) VALUES ('prod-only');")
     prod_rows = env.rows()
