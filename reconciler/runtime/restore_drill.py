@@ -164,6 +164,8 @@ def run_drill(
     monotonic = time.monotonic()
     result: dict[str, Any] = {
         "time": started.isoformat(),
+        "started": started.isoformat(),
+        "finished": None,
         "source": store.url,
         "backup": None,
         "result": "failed",
@@ -211,6 +213,7 @@ def run_drill(
             stack_control.remove_volume(client, name)
         lock.close()
         result["duration_s"] = round(time.monotonic() - monotonic, 3)
+        result["finished"] = datetime.now(UTC).isoformat()
         atomic_write_json(state_dir / DRILL_FILE, result)
     level = logging.INFO if result["result"] == "ok" else logging.ERROR
     event(
