@@ -236,6 +236,9 @@ write_env_file() {
   if [ "$LOCAL" = 1 ]; then
     # The checkout this script is in, followed at its own path.
     [ -n "$REPO" ] || REPO=$HERE
+    case "$REPO" in
+      *' '*) die "the checkout's path '$REPO' has a space: the reconciler mounts it at the same path; move or link it to a path without one" ;;
+    esac
     : "${BACKUP_TARGET:=file://$STATE_DIR/backups}"
     : "${BRANCH:=$(git -C "$REPO" rev-parse --abbrev-ref HEAD 2>/dev/null || echo main)}"
   fi
