@@ -20,7 +20,13 @@ from reconciler.model.restore_requests import RestoreRequest
 from reconciler.ports import Checkout
 from reconciler.runtime.passes import PASS_LOCK_WAIT_S
 from reconciler.runtime.restore_ledger import RestoreLedger, RestoreRecord
-from reconciler.runtime.restore_pass import Outcome, manual_id, own_target, run_recorded
+from reconciler.runtime.restore_pass import (
+    Outcome,
+    manual_id,
+    own_target,
+    run_recorded,
+    safety_target,
+)
 from reconciler.runtime.restoring import RestoreOptions, safety_url
 from reconciler.settings import Settings
 from reconciler.statefiles import exclusive_lock
@@ -95,7 +101,8 @@ class ManualRestore:
         return (
             f"Restore {options.backup} from {options.source or self.target} over project "
             f"{self.desired.project} (commit {self.checkout.commit[:12]}): {'; '.join(what)} "
-            f"are replaced. The current contents go to {safety_url(self.target, self.request_id)} "
+            "are replaced. The current contents go to "
+            f"{safety_url(safety_target(self.settings, self.target), self.request_id)} "
             "first."
         )
 

@@ -19,6 +19,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import docker
 import docker.errors
@@ -87,6 +88,22 @@ def own_target(checkout: Checkout, desired: DesiredState, settings: Settings) ->
     return policy.target if policy is not None else settings.default_backup_target
 
 
+SAFETY_COPY_DIR = "RECONCILER_SAFETY_COPY_DIR"
+
+
+def safety_target(settings: Settings, target: str) -> str:
+    """Where safety copies go: ``RECONCILER_SAFETY_COPY_DIR`` (a local folder) when set,
+    else this environment's backup target (under ``pre-restore/<id>/``).
+
+    A local folder is faster (no upload) but lives and dies with this host's
+    disk; the target keeps the copy off the machine.
+    """
+    folder = settings.environ.get(SAFETY_COPY_DIR, "").strip()
+    if folder:
+        return f"file://{Path(folder).resolve()}"
+    return target
+
+
 @dataclass(frozen=True)
 class Outcome:
     record: RestoreRecord
@@ -131,7 +148,7 @@ def run_recorded(
         desired=desired,
         state_dir=settings.state_dir,
         default_source=target,
-        safety_target=target,
+        safety_target=safety_target(settings, target),
         commit=commit,
         record=write,
     )

@@ -123,3 +123,12 @@ def test_no_docker_leaves_new_requests_pending_for_the_next_pass(
     assert outcome.result == "failed"
     assert "restore requests could not start: no socket" in outcome.message
     assert RestoreLedger(settings.state_dir).load().states() == {"later": "pending"}
+
+
+def test_safety_copies_go_to_the_target_unless_a_local_folder_is_set(tmp_path: Path) -> None:
+    from reconciler.runtime.restore_pass import safety_target
+
+    base = {"RECONCILER_REPO": "git://example.invalid/x", "RECONCILER_ENV_FILE": ""}
+    assert safety_target(load_settings(base), "s3://b/prod") == "s3://b/prod"
+    local = load_settings({**base, "RECONCILER_SAFETY_COPY_DIR": str(tmp_path / "safety")})
+    assert safety_target(local, "s3://b/prod") == f"file://{tmp_path / 'safety'}"
