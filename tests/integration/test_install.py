@@ -433,12 +433,14 @@ def test_a_commit_that_changes_the_reconciler_replaces_it_and_the_next_pass_succ
         )
 
     wait_until("a pass of the new reconciler to succeed", next_pass_succeeded, timeout_s=60)
+    installation.note_anonymous_volumes()
 
 
 def test_uninstall_removes_the_reconciler_and_leaves_the_volumes(
     installation: Installation, installed: subprocess.CompletedProcess[str]
 ) -> None:
     volumes = {f"{installation.project}_site", f"{installation.project}_db"}
+    installation.note_anonymous_volumes()
 
     result = installation.install("--uninstall")
 
