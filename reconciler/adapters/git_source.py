@@ -281,8 +281,7 @@ class GitSource:
             root = tmp / "root"
             try:
                 with tarfile.open(archive) as tar:
-                    # "tar": keeps symlinks and modes, refuses paths outside root.
-                    tar.extractall(root, filter="tar")
+                    _extract(tar, root)
             except (OSError, tarfile.TarError) as exc:
                 raise Unavailable(
                     f"git: could not write the checkout of {commit} under "
@@ -483,6 +482,22 @@ class GitSource:
         else:
             cause = f"{what} of {url} failed"
         return f"git: {cause} (git said: {said or 'nothing'})"
+
+
+def _extract(tar: tarfile.TarFile, root: Path) -> None:
+    """Extract keeping symlinks and modes, refusing any path outside ``root``."""
+    if hasattr(tarfile, "tar_filter"):
+        tar.extractall(root, filter="tar")
+        return
+    # Python before 3.11.4 (Debian 12 ships 3.11.2) has no extraction filters:
+    # refuse what the "tar" filter would.
+    for member in tar.getmembers():
+        for name in (member.name, member.linkname if member.islnk() else ""):
+            if name.startswith("/") or ".." in Path(name).parts:
+                raise tarfile.TarError(f"unsafe path in the archive: {name!r}")
+        if member.isdev():
+            raise tarfile.TarError(f"device file in the archive: {member.name!r}")
+    tar.extractall(root)  # every member was checked above
 
 
 def _remove(path: Path) -> None:
