@@ -208,7 +208,7 @@ def timed_rss(command: str) -> tuple[float, int]:
 
 
 def ours_child(
-    queue: Any, desired: DesiredState, state_dir: str, target: str, request: str
+    queue: Any, desired: DesiredState, state_dir: str, target: str, request: str, safety: str
 ) -> None:
     client = docker.from_env()
     context = RestoreContext(
@@ -216,7 +216,7 @@ def ours_child(
         desired=desired,
         state_dir=Path(state_dir),
         default_source=target,
-        safety_target=target,
+        safety_target=safety or target,
     )
     report = run_restore(request, RestoreOptions(), context)
     queue.put(
@@ -233,6 +233,11 @@ def main() -> int:
     parser.add_argument("--size-mb", type=int, default=1024)
     parser.add_argument("--rows", type=int, default=1_000_000, help="~200 B of dump per row")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--safety-local",
+        action="store_true",
+        help="safety copies to a local folder (RECONCILER_SAFETY_COPY_DIR) instead of S3",
+    )
     parser.add_argument(
         "--baseline-ranged-gets",
         dest="baseline_single_get",
@@ -326,6 +331,8 @@ def main() -> int:
         )
         print(f"backup (baseline upload): {time.monotonic() - started:.1f}s", flush=True)
 
+        # RECONCILER_SAFETY_COPY_DIR's effect: safety copies to a local folder.
+        safety = f"file://{tmp / 'safety'}" if args.safety_local else ""
         ours: list[dict[str, Any]] = []
         baseline: list[tuple[float, int]] = []
         context = multiprocessing.get_context("spawn")
@@ -336,7 +343,7 @@ def main() -> int:
             queue = context.Queue()
             child = context.Process(
                 target=ours_child,
-                args=(queue, desired, str(tmp / "state"), target, f"bench-{round_}"),
+                args=(queue, desired, str(tmp / "state"), target, f"bench-{round_}", safety),
             )
             started = time.monotonic()
             child.start()
@@ -375,6 +382,7 @@ def main() -> int:
             f"(median of {args.rounds}):"
         )
         print(f"  baseline aws s3 cp | tar -xz ; aws s3 cp | mariadb : {base:7.1f}s")
+        print(f"  (our safety copies go to {'a local folder' if args.safety_local else 'S3'})")
         print(
             f"  ours, whole (verify + safety copy + replace)     : {whole:7.1f}s "
             f"({base / whole:.2f}x the baseline's speed)"
