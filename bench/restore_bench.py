@@ -395,11 +395,14 @@ def main() -> int:
         print(f"  ours, peak RSS: {max(o['rss_kib'] for o in ours) / 1024:.0f} MiB")
         return 0
     finally:
-        from tests.fixtures.docker_engine import remove_project
+        try:
+            from tests.fixtures.docker_engine import remove_project
 
-        remove_project(client, project)
-        moto.terminate()
-        shutil.rmtree(tmp, ignore_errors=True)
+            remove_project(client, project)
+        finally:
+            moto.terminate()
+            moto.wait(timeout=30)
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
