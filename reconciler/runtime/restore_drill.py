@@ -41,15 +41,14 @@ from reconciler.logs import event
 from reconciler.model.backup_policy import BackupPolicy, load_backup_policy
 from reconciler.model.desired import DesiredState
 from reconciler.model.loading import load_desired_state
-from reconciler.runtime.restoring import (
+from reconciler.runtime.restore_artifacts import (
     ChunkReader,
-    artifact_refs,
     decompressed,
     fetch_verified,
-    resolve_backup,
     spool_folder,
     without_schemas,
 )
+from reconciler.runtime.restoring import artifact_refs, resolve_backup
 from reconciler.settings import Settings
 from reconciler.statefiles import atomic_write_json, exclusive_lock, read_json
 from reconciler.status import StatusStore

@@ -1,0 +1,237 @@
+"""Backup artifacts on their way in and out of a restore: fetched, verified, decoded, encoded.
+
+- ``fetch_verified``: download an artifact and check its size and SHA-256
+  against the manifest, keeping the checked copy in a spool folder of the
+  state dir when the disk has room (so it is downloaded once);
+- ``decompressed``: the artifact's original bytes, from the spool or streamed
+  (and hashed) again;
+- ``without_schemas``: a MariaDB dump without the server's own ``mysql`` schema;
+- ``store_artifact``: compress and store a stream as the backup pipeline does
+  (the safety copy's artifacts).
+
+Used by the restore engine (``restoring.py``) and the drill (``restore_drill.py``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import IO, Any, Literal, cast
+
+import zstandard
+
+from reconciler.adapters.object_store import ObjectNotFound, ObjectStore
+from reconciler.decide.restore_planning import ArtifactRef
+from reconciler.runtime.backing_up import Artifact, VerifyError
+
+CHUNK = 1024 * 1024
+# Safety copies are short-lived: zstd's fastest level (~1.7x level 3's speed
+# on one core, nearly the same ratio on site files) keeps them cheap.
+ZSTD_LEVEL = 1
+# Spool verified artifacts to disk only while this much stays free afterwards.
+SPOOL_RESERVE = 1024 * 1024 * 1024
+# Schemas of a dump that are not loaded: the server's accounts stay this environment's.
+SKIPPED_SCHEMAS = ("mysql",)
+
+
+@contextmanager
+def spool_folder(state_dir: Path, request_id: str) -> Iterator[Path]:
+    folder = state_dir / "restore-tmp" / request_id
+    shutil.rmtree(folder, ignore_errors=True)  # left by a killed run
+    folder.mkdir(parents=True)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def fetch_verified(store: ObjectStore, artifact: ArtifactRef, folder: Path) -> Path | None:
+    """Download and check one artifact; keep it in ``folder`` when the disk has room."""
+    keep = shutil.disk_usage(folder).free - artifact.size > SPOOL_RESERVE
+    path = folder / hashlib.sha256(artifact.key.encode()).hexdigest()[:16]
+    digest = hashlib.sha256()
+    size = 0
+    label = f"{artifact.kind} {artifact.name} ({artifact.key})"
+    try:
+        with open(path, "wb") if keep else _null_writer() as out:
+            for chunk in store.get_stream(artifact.key):
+                digest.update(chunk)
+                size += len(chunk)
+                out.write(chunk)
+    except ObjectNotFound as exc:
+        raise VerifyError(f"{label}: missing from {store.url}; the backup is incomplete") from exc
+    if size != artifact.size or digest.hexdigest() != artifact.sha256:
+        path.unlink(missing_ok=True)
+        raise VerifyError(
+            f"{label}: SHA-256 mismatch (read {size} bytes, sha256 {digest.hexdigest()[:16]}..., "
+            f"the manifest says {artifact.size} bytes, {artifact.sha256[:16]}...): the object "
+            "was changed or damaged; the backup is refused"
+        )
+    return path if keep else None
+
+
+class _NullWriter:
+    def write(self, _data: bytes) -> int:
+        return 0
+
+    def __enter__(self) -> _NullWriter:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        return None
+
+
+def _null_writer() -> _NullWriter:
+    return _NullWriter()
+
+
+class ChunkReader:
+    """An iterator of chunks as a readable file, hashing what passes through.
+
+    Keeps an offset into the current chunk instead of slicing it, so reading
+    in small blocks (tarfile reads 10 KiB at a time) copies each byte once.
+    """
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = iter(chunks)
+        self._chunk = b""
+        self._offset = 0
+        self.digest = hashlib.sha256()
+
+    def _next(self) -> bool:
+        chunk = next(self._chunks, None)
+        if chunk is None:
+            return False
+        self.digest.update(chunk)
+        self._chunk, self._offset = chunk, 0
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        if size < 0:
+            parts = [self._chunk[self._offset :]]
+            while self._next():
+                parts.append(self._chunk)
+            self._chunk, self._offset = b"", 0
+            return b"".join(parts)
+        out = bytearray()
+        while len(out) < size:
+            if self._offset >= len(self._chunk) and not self._next():
+                break
+            take = min(size - len(out), len(self._chunk) - self._offset)
+            out += self._chunk[self._offset : self._offset + take]
+            self._offset += take
+        return bytes(out)
+
+    def drain(self) -> None:
+        while self._next():
+            pass
+
+
+def decompressed(
+    store: ObjectStore, artifact: ArtifactRef, spooled: Path | None
+) -> Iterator[bytes]:
+    """The artifact's original bytes: from the verified local copy, or streamed again.
+
+    A stream read again is hashed again; a mismatch at its end (the object
+    changed since it was verified) fails the step that consumes it.
+    """
+    with ExitStack() as stack:
+        source: Any
+        if spooled is not None:
+            source = stack.enter_context(open(spooled, "rb"))
+        else:
+            source = ChunkReader(store.get_stream(artifact.key))
+        reader = zstandard.ZstdDecompressor().stream_reader(
+            cast(IO[bytes], source), read_across_frames=True, closefd=False
+        )
+        while chunk := reader.read(CHUNK):
+            yield chunk
+        if isinstance(source, ChunkReader) and source.digest.hexdigest() != artifact.sha256:
+            raise VerifyError(f"{artifact.key} changed between its verification and the restore")
+
+
+def _compressed(chunks: Iterable[bytes], totals: dict[str, Any]) -> Iterator[bytes]:
+    # One thread: zstd's worker threads each hold job buffers (~50 MB more
+    # RSS on two cores), and level 3 on one core outruns the archive stream.
+    compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=0, write_checksum=True)
+    stream = compressor.compressobj()
+    digest = hashlib.sha256()
+    size = raw = 0
+    for chunk in chunks:
+        raw += len(chunk)
+        out = stream.compress(chunk)
+        if out:
+            size += len(out)
+            digest.update(out)
+            yield out
+    out = stream.flush()
+    size += len(out)
+    digest.update(out)
+    totals.update(size=size, raw=raw, sha256=digest.hexdigest())
+    yield out
+
+
+def store_artifact(
+    store: ObjectStore,
+    chunks: Iterable[bytes],
+    *,
+    kind: Literal["volume", "database"],
+    name: str,
+    key: str,
+) -> Artifact:
+    """Compress and store one stream as the backup pipeline does; return its manifest entry."""
+    totals: dict[str, Any] = {}
+    store.put_stream(key, _compressed(chunks, totals))
+    return Artifact(
+        kind=kind,
+        name=name,
+        key=key,
+        size=int(totals["size"]),
+        sha256=str(totals["sha256"]),
+        raw_size=int(totals["raw"]),
+        format="tar" if kind == "volume" else "sql",
+    )
+
+
+_MARKER = b"\n-- Current Database: `"
+
+
+def without_schemas(
+    chunks: Iterable[bytes], skipped: tuple[str, ...] = SKIPPED_SCHEMAS
+) -> Iterator[bytes]:
+    """A ``mariadb-dump --all-databases`` stream without the sections of ``skipped`` schemas.
+
+    mariadb-dump opens each database's section with ``-- Current Database:
+    `name```; everything from such a marker to the next one is left out. Works
+    on chunks (a marker may straddle two) without splitting the stream in lines.
+    """
+    names = tuple(f"{name}`".encode() for name in skipped)
+    window = len(_MARKER) + max((len(n) for n in names), default=1)
+    keep = True
+    carry = b""
+    for chunk in chunks:
+        data = carry + chunk
+        out = bytearray()
+        position = 0  # start of what is not yet emitted nor dropped
+        search = 0
+        while (found := data.find(_MARKER, search)) >= 0:
+            name = data[found + len(_MARKER) : found + window]
+            if len(name) < window - len(_MARKER) and b"`" not in name:
+                break  # undecided: the name goes on in the next chunk
+            if keep:
+                out += data[position:found]
+            keep = not name.startswith(names)
+            position = found
+            search = found + 1
+        # Hold back the tail that could hold the start of a marker.
+        cut = max(position, len(data) - window)
+        if keep:
+            out += data[position:cut]
+        carry = data[cut:]
+        if out:
+            yield bytes(out)
+    if keep and carry:
+        yield carry
