@@ -417,7 +417,14 @@ def test_a_commit_that_changes_the_reconciler_replaces_it_and_the_next_pass_succ
         )
 
     wait_until("the new reconciler container to be healthy", replaced, timeout_s=240)
-    helper = installation.container(f"{installation.project}-reconciler-self-update")
+    helper_name = f"{installation.project}-reconciler-self-update"
+
+    def helper_done() -> bool:
+        return state_of(installation.container(helper_name)) in {"exited", "missing"}
+
+    # The helper removes the old container once the new one is healthy: a moment later.
+    wait_until("the self-update helper to finish", helper_done, timeout_s=60)
+    helper = installation.container(helper_name)
     assert helper is not None
     assert helper["State"]["ExitCode"] == 0
     assert installation.container(str(old["Id"])) is None
