@@ -27,7 +27,7 @@ from reconciler.runtime.restore_pass import (
     run_recorded,
     safety_target,
 )
-from reconciler.runtime.restoring import RestoreOptions, safety_url
+from reconciler.runtime.restoring import RestoreOptions, safety_url, waiting_backup_lock
 from reconciler.settings import Settings
 from reconciler.statefiles import exclusive_lock
 from reconciler.status import StatusStore
@@ -108,8 +108,12 @@ class ManualRestore:
 
     def run(self) -> Outcome:
         ledger = RestoreLedger(self.settings.state_dir)
-        with exclusive_lock(
-            self.settings.state_dir / "pass.lock", wait_s=PASS_LOCK_WAIT_S, what="pass"
+        # The backup lock first, then the pass lock: the backup pipeline's order.
+        with (
+            waiting_backup_lock(self.settings.state_dir),
+            exclusive_lock(
+                self.settings.state_dir / "pass.lock", wait_s=PASS_LOCK_WAIT_S, what="pass"
+            ),
         ):
             ledger.recover()
             client = docker.from_env()

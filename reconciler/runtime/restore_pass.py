@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +31,7 @@ from reconciler.model.backup_policy import BackupPolicy, load_backup_policy
 from reconciler.model.desired import DesiredState
 from reconciler.model.restore_requests import FILE_NAME, RestoreRequest, load_restore_requests
 from reconciler.ports import Checkout
+from reconciler.runtime.backing_up import BackupBusy
 from reconciler.runtime.passes import AfterApply, AfterApplyFailed
 from reconciler.runtime.restore_ledger import (
     LedgerUnreadable,
@@ -43,6 +45,7 @@ from reconciler.runtime.restoring import (
     RestoreOptions,
     RestoreReport,
     run_restore,
+    waiting_backup_lock,
 )
 from reconciler.settings import Settings
 from reconciler.status import Status
@@ -208,21 +211,32 @@ def restore_hook(settings: Settings, *, client_factory: ClientFactory | None = N
         failures: list[str] = []
         try:
             for request in due:
-                outcome = run_recorded(
-                    _record(request, commit=checkout.commit),
-                    RestoreOptions(
-                        backup=request.backup,
-                        source=request.source,
-                        volumes=request.volumes,
-                        databases=request.databases,
-                    ),
-                    ledger=ledger,
-                    client=client,
-                    desired=desired,
-                    settings=settings,
-                    target=target,
-                    commit=checkout.commit,
-                )
+                with ExitStack() as held:
+                    try:
+                        # No waiting: a backup that stops services waits for the
+                        # pass lock this pass holds. The request stays pending.
+                        held.enter_context(waiting_backup_lock(settings.state_dir, wait_s=0))
+                    except BackupBusy:
+                        failures.append(
+                            f"restore {request.id} waits: a backup is running; it stays "
+                            "pending and runs in a later pass"
+                        )
+                        break
+                    outcome = run_recorded(
+                        _record(request, commit=checkout.commit),
+                        RestoreOptions(
+                            backup=request.backup,
+                            source=request.source,
+                            volumes=request.volumes,
+                            databases=request.databases,
+                        ),
+                        ledger=ledger,
+                        client=client,
+                        desired=desired,
+                        settings=settings,
+                        target=target,
+                        commit=checkout.commit,
+                    )
                 (changes if outcome.ok else failures).append(outcome.summary())
         finally:
             client.close()

@@ -179,7 +179,10 @@ def safety_url(target: str, request_id: str) -> str:
 
 
 def run_restore(request_id: str, options: RestoreOptions, ctx: RestoreContext) -> RestoreReport:
-    """Run one restore; raise ``RestoreFailed`` (saying what was done) on any failure."""
+    """Run one restore; raise ``RestoreFailed`` (saying what was done) on any failure.
+
+    The caller holds the pass lock and the backup lock (``waiting_backup_lock``).
+    """
     started = time.monotonic()
     source = options.source or ctx.default_source
     done: list[str] = []
@@ -202,7 +205,7 @@ def run_restore(request_id: str, options: RestoreOptions, ctx: RestoreContext) -
         event("restore.step", id=request_id, step=text)
 
     try:
-        with _waiting_backup_lock(ctx.state_dir), spool_folder(ctx.state_dir, request_id) as tmp:
+        with spool_folder(ctx.state_dir, request_id) as tmp:
             store = open_store(source)
             manifest = resolve_backup(store, options.backup)
             backup = manifest.id
@@ -278,16 +281,22 @@ def concurrently(tasks: list[Callable[[], T]]) -> list[T]:
 
 
 @contextmanager
-def _waiting_backup_lock(state_dir: Path) -> Iterator[None]:
-    """Hold the backup lock: no backup may read a half-restored volume."""
-    deadline = time.monotonic() + BACKUP_WAIT_S
+def waiting_backup_lock(state_dir: Path, *, wait_s: float = BACKUP_WAIT_S) -> Iterator[None]:
+    """Hold the backup lock (no backup may read a half-restored volume), waiting ``wait_s``.
+
+    Callers take it before the pass lock, in the backup pipeline's order (it
+    holds the backup lock, then takes the pass lock to stop services): the
+    pass, which already holds the pass lock, must not wait (``wait_s=0``).
+    Raises ``BackupBusy`` when a backup still runs after ``wait_s``.
+    """
+    deadline = time.monotonic() + wait_s
     while True:
         try:
             with backup_lock(state_dir):
                 yield
                 return
         except BackupBusy:
-            if time.monotonic() > deadline:
+            if time.monotonic() >= deadline:
                 raise
             time.sleep(2)
 

@@ -132,3 +132,31 @@ def test_safety_copies_go_to_the_target_unless_a_local_folder_is_set(tmp_path: P
     assert safety_target(load_settings(base), "s3://b/prod") == "s3://b/prod"
     local = load_settings({**base, "RECONCILER_SAFETY_COPY_DIR": str(tmp_path / "safety")})
     assert safety_target(local, "s3://b/prod") == f"file://{tmp_path / 'safety'}"
+
+
+def test_a_running_backup_defers_requests_without_waiting(
+    tmp_path: Path, settings: Settings
+) -> None:
+    from reconciler.runtime.backing_up import backup_lock
+
+    class Client:
+        def close(self) -> None:
+            pass
+
+    source = FakeSource(tmp_path / "commits")
+    reconciler = Reconciler(
+        settings,
+        source=source,
+        engine=FakeEngine(),
+        after_apply=[restore_hook(settings, client_factory=Client)],  # type: ignore[arg-type]
+    )
+    commit = source.commit(sha(5), GOOD)
+    (tmp_path / "commits" / commit / "desired-state" / "restore.yaml").write_text(
+        "restores:\n  - id: soon\n"
+    )
+    # A backup holds its lock (and would wait for the pass lock to stop services).
+    with backup_lock(settings.state_dir):
+        outcome = reconciler.sync()
+    assert outcome.result == "failed"
+    assert "restore soon waits: a backup is running" in outcome.message
+    assert RestoreLedger(settings.state_dir).load().states() == {"soon": "pending"}
