@@ -222,11 +222,38 @@ def test_webserver_serves_php_with_mysql_extensions_on_80_and_443(
     assert page("http://127.0.0.1/t.php") == "42"
 
 
-def test_webserver_declares_ports_volume_and_health_check(
+def test_webserver_declares_ports_and_health_check(
     docker_client: docker.DockerClient, webserver_image: str
 ) -> None:
     config = docker_client.images.get(webserver_image).attrs["Config"]
 
     assert {"80/tcp", "443/tcp"} <= set(config["ExposedPorts"])
-    assert "/var/www/vhosts/localhost/html" in config["Volumes"]
+    # Helpers of this image must not each get an anonymous volume to leave behind.
+    assert not config.get("Volumes")
     assert config["Healthcheck"]["Test"][:2] == ["CMD", "curl"]
+
+
+def test_a_new_site_volume_starts_with_the_placeholder_page(
+    docker_client: docker.DockerClient, webserver_image: str
+) -> None:
+    volume = docker_client.volumes.create(
+        f"webserver-test-{secrets.token_hex(4)}", labels={TEST_LABEL: "images"}
+    )
+    try:
+        result = docker_cli(
+            "run",
+            "--rm",
+            "--label",
+            f"{TEST_LABEL}=images",
+            "-v",
+            f"{volume.name}:/var/www/vhosts/localhost/html",
+            "--entrypoint",
+            "ls",
+            webserver_image,
+            "/var/www/vhosts/localhost/html",
+        )
+    finally:
+        volume.remove(force=True)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["index.php"]
