@@ -24,9 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 from urllib.parse import urlparse
 
-import boto3
 import botocore.exceptions
-from botocore.config import Config
 
 from reconciler.errors import ReconcilerError, Unavailable
 
@@ -163,21 +161,28 @@ class S3Store:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.max_attempts = max_attempts
-        self._client = client or boto3.session.Session().client(
-            "s3",
-            config=Config(
-                # "standard" retries connection errors, throttling and 5xx with
-                # backoff; parts are in memory as bytes, so a retry can resend.
-                retries={"max_attempts": max_attempts, "mode": "standard"},
-                connect_timeout=10,
-                read_timeout=60,
-                # Checksums only where S3 requires them: the aws-chunked
-                # trailers of newer botocore break several S3-compatible stores,
-                # and each artifact carries its own SHA-256 anyway.
-                request_checksum_calculation="when_required",
-                response_checksum_validation="when_required",
-            ),
-        )
+        if client is None:
+            # Imported here: boto3 costs ~0.1 s at start, and most commands
+            # (sync, plan, status) never talk to S3.
+            import boto3
+            from botocore.config import Config
+
+            client = boto3.session.Session().client(
+                "s3",
+                config=Config(
+                    # "standard" retries connection errors, throttling and 5xx with
+                    # backoff; parts are in memory as bytes, so a retry can resend.
+                    retries={"max_attempts": max_attempts, "mode": "standard"},
+                    connect_timeout=10,
+                    read_timeout=60,
+                    # Checksums only where S3 requires them: the aws-chunked
+                    # trailers of newer botocore break several S3-compatible stores,
+                    # and each artifact carries its own SHA-256 anyway.
+                    request_checksum_calculation="when_required",
+                    response_checksum_validation="when_required",
+                ),
+            )
+        self._client = client
 
     @property
     def url(self) -> str:
