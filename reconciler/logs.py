@@ -25,9 +25,9 @@ def _redact(value: str) -> str:
     return redact_text(value)
 
 
-def event(name: str, *, level: int = logging.INFO, **fields: Any) -> None:
-    """Log one event with its fields."""
-    LOGGER.log(level, name, extra={"event_fields": fields})
+def event(name: str, *, level: int = logging.INFO, exc_info: bool = False, **fields: Any) -> None:
+    """Log one event with its fields (and the exception being handled, if asked)."""
+    LOGGER.log(level, name, exc_info=exc_info, extra={"event_fields": fields})
 
 
 class JsonFormatter(logging.Formatter):

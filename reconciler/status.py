@@ -31,6 +31,7 @@ Reason = Literal[
     "EngineUnavailable",  # Docker cannot be reached
     "StateUnavailable",  # the state folder cannot be written
     "Progressing",  # never synced yet
+    "InternalError",  # a bug: logged with its traceback, the daemon carries on
 ]
 
 

@@ -140,7 +140,9 @@ def empty_volume(client: docker.DockerClient, *, volume: str, image: str, projec
                 )
     finally:
         with suppress(docker.errors.DockerException, requests.RequestException):
-            container.remove(force=True, v=False)
+            # v=True removes only the anonymous volumes the image's VOLUME lines
+            # made for this helper (e.g. mariadb's); named volumes are never touched.
+            container.remove(force=True, v=True)
 
 
 def _exec_sql(client: docker.DockerClient, container: Any, sql: str) -> str:
@@ -264,7 +266,9 @@ def remove_leftovers(client: docker.DockerClient, *, project: str, purposes: set
     for raw in containers:
         if (raw.get("Labels") or {}).get(labels.HELPER) in purposes:
             with suppress(docker.errors.DockerException, requests.RequestException):
-                client.api.remove_container(raw["Id"], force=True, v=False)
+                # v=True removes only the anonymous volumes the image's VOLUME lines
+                # made for this helper (e.g. mariadb's); named volumes are never touched.
+                client.api.remove_container(raw["Id"], force=True, v=True)
                 removed.append(raw["Names"][0].lstrip("/"))
     for raw in volumes:
         if (raw.get("Labels") or {}).get(labels.HELPER) in purposes:

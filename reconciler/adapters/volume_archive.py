@@ -73,7 +73,9 @@ def helper_container(
         yield container
     finally:
         with suppress(docker.errors.DockerException, requests.exceptions.RequestException):
-            container.remove(force=True, v=False)
+            # v=True removes only the anonymous volumes the image's VOLUME lines
+            # made for this helper (e.g. mariadb's); named volumes are never touched.
+            container.remove(force=True, v=True)
 
 
 @contextmanager

@@ -83,7 +83,7 @@ class Daemon:
         while not self.stopping.is_set():
             self._beat()
             if time.monotonic() >= next_pass:
-                outcome = self.reconciler.sync()
+                outcome = self._pass()
                 failures = failures + 1 if outcome.result == "unavailable" else 0
                 delay = next_delay(outcome, interval_s=self.settings.interval_s, failures=failures)
                 next_pass = time.monotonic() + delay
@@ -104,6 +104,14 @@ class Daemon:
             self.stopping.wait(max(0.0, min(self.tick_s, next_pass - time.monotonic())))
         event("daemon.stopped")
         return 0
+
+    def _pass(self) -> PassOutcome:
+        """One pass; a bug in it is logged and backed off, never a crash loop."""
+        try:
+            return self.reconciler.sync()
+        except Exception as exc:
+            event("sync.crashed", level=40, error=repr(exc), exc_info=True)
+            return PassOutcome("failed", "InternalError", f"internal error: {exc!r}")
 
     def _beat(self) -> None:
         path = heartbeat_path(self.settings.state_dir)

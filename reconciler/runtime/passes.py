@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from reconciler.decide.actions import Plan, describe
 from reconciler.decide.planning import plan as make_plan
@@ -275,10 +275,12 @@ class Reconciler:
         except (InvalidDesiredState, Unavailable) as previous_exc:
             event("drift.skipped", level=30, commit=applied, error=str(previous_exc))
             return outcome
-        if previous.plan.actions and not previous.plan.conflicts:
+        # Never its own container: a hand-over belongs to a good commit only.
+        previous_plan, _own = split_own_actions(previous.plan, self.own_container)
+        if previous_plan.actions and not previous_plan.conflicts:
             try:
                 change_set = apply(
-                    previous.plan,
+                    previous_plan,
                     self.engine,
                     project=previous.desired.project,
                     commit=applied,
@@ -334,6 +336,6 @@ class Reconciler:
         self.store.save(status)
 
 
-def _log_apply_event(name: str, fields: dict[str, object]) -> None:
+def _log_apply_event(name: str, fields: dict[str, Any]) -> None:
     level = 40 if name.endswith("failed") else 20
     event(name, level=level, **fields)

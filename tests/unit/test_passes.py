@@ -256,3 +256,28 @@ def test_a_change_to_its_own_container_is_handed_over(tmp_path: Path) -> None:
     assert helper is not None
     assert helper.image == "reconciler:2"
     assert any("handed over" in line for line in outcome.changes)
+
+
+def test_a_bug_in_a_pass_is_logged_and_the_daemon_carries_on(
+    setup: tuple[Reconciler, FakeSource, FakeEngine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from reconciler.runtime.daemon import Daemon
+
+    reconciler, _source, _engine = setup
+    calls: list[int] = []
+
+    def broken_sync() -> PassOutcome:
+        calls.append(1)
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(reconciler, "sync", broken_sync)
+    monkeypatch.setattr("reconciler.runtime.daemon.next_delay", lambda *_a, **_k: 0.01)
+    daemon = Daemon(reconciler, tick_s=0.01)
+    stopper = threading.Timer(0.5, daemon.stopping.set)
+    stopper.start()
+
+    assert daemon.run() == 0
+    stopper.cancel()
+    assert len(calls) > 1  # it kept going after the first crash
