@@ -55,7 +55,7 @@ def setup(tmp_path: Path) -> tuple[Reconciler, FakeSource, FakeEngine]:
             "RECONCILER_REPO": "git://example.invalid/x",
             "RECONCILER_STATE_DIR": str(tmp_path / "state"),
             "RECONCILER_PROJECT": "shop",
-            "RECONCILER_ENV_FILE": "",
+            "RECONCILER_ENV_FILE": "/dev/null",
         }
     )
     source = FakeSource(tmp_path / "commits")
