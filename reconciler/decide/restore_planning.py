@@ -23,7 +23,7 @@ from reconciler.model.backup_policy import is_mariadb_service
 from reconciler.model.desired import DesiredState, ServiceSpec
 from reconciler.model.restore_requests import RestoreRequest
 
-LedgerState = Literal["pending", "running", "succeeded", "failed", "interrupted"]
+LedgerState = Literal["pending", "running", "succeeded", "failed", "interrupted", "skipped"]
 
 
 class RestorePlanError(ValueError):
@@ -87,7 +87,8 @@ def due_requests(
     ``pending`` is what a pass writes before it starts the first of several
     requests; one that never started (the process died before reaching it) is
     still due. ``running`` (left by a dead process, see the ledger's recovery),
-    ``interrupted``, ``succeeded`` and ``failed`` are final.
+    ``interrupted``, ``succeeded``, ``failed`` and ``skipped`` (listed before
+    this VM's first pass) are final.
     """
     return [r for r in requests if ledger.get(r.id, "pending") == "pending"]
 

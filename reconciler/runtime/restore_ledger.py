@@ -172,6 +172,34 @@ class RestoreLedger:
         self.save(ledger)
         return record
 
+    def initialised(self) -> bool:
+        """Whether this VM has a ledger (the file, or its previous copy after a bad write)."""
+        return self.path.exists() or self.path.with_name(self.path.name + ".prev").exists()
+
+    def adopt(self, records: list[RestoreRecord]) -> list[str]:
+        """Start this VM's ledger with every listed request marked ``skipped``.
+
+        Called at a VM's first pass: the requests in restore.yaml then were
+        meant for another VM (or ran here before the state was lost), and
+        running them all again, in order, could roll the new VM's data back.
+        """
+        ledger = self.load()
+        known = {r.id for r in ledger.restores}
+        adopted = []
+        for record in records:
+            if record.id in known:
+                continue
+            record.state = "skipped"
+            record.finished = now()
+            record.error = (
+                "skipped: listed in restore.yaml before this VM's first pass, so not run here; "
+                "to run it on this VM, commit a request with a new id"
+            )
+            ledger.restores.append(record)
+            adopted.append(record.id)
+        self.save(ledger)
+        return adopted
+
     def start(self, ident: str) -> RestoreRecord:
         return self.update(
             ident,

@@ -175,7 +175,7 @@ def restore_hook(settings: Settings, *, client_factory: ClientFactory | None = N
     make_client = client_factory or docker.from_env
 
     def run_restore_requests(
-        checkout: Checkout, desired: DesiredState, _status: Status
+        checkout: Checkout, desired: DesiredState, status: Status
     ) -> list[str]:
         # Imported here: planning is pure and cheap; the ledger is read only
         # when restore.yaml names something.
@@ -193,6 +193,22 @@ def restore_hook(settings: Settings, *, client_factory: ClientFactory | None = N
                 f"(the rest of the commit was applied):\n{exc}"
             ) from exc
         ledger = RestoreLedger(settings.state_dir)
+        if not ledger.initialised():
+            if any(entry.result == "succeeded" for entry in status.history):
+                # Passes succeeded here before, so the ledger existed: it was
+                # lost, and guessing would re-run requests. Refuse.
+                raise AfterApplyFailed(
+                    f"the restore ledger {ledger.path} is missing although this VM has run "
+                    "passes before; no restore request runs until it is put back (or an empty "
+                    "one is written, which marks nothing as done)"
+                )
+            adopted = ledger.adopt([_record(r, commit=checkout.commit) for r in requests])
+            for ident in adopted:
+                event("restore.skipped", level=logging.WARNING, id=ident, commit=checkout.commit)
+            return [
+                f"restore {ident}: skipped (listed before this VM's first pass)"
+                for ident in adopted
+            ]
         try:
             ledger.recover()
             due = due_requests(requests, ledger.load().states()) if requests else []

@@ -115,6 +115,8 @@ def test_no_docker_leaves_new_requests_pending_for_the_next_pass(
         engine=FakeEngine(),
         after_apply=[restore_hook(settings, client_factory=unreachable)],  # type: ignore[arg-type]
     )
+    source.commit(sha(40), GOOD)
+    assert reconciler.sync().ok  # this VM's first pass: its ledger starts empty
     commit = source.commit(sha(4), GOOD)
     (tmp_path / "commits" / commit / "desired-state" / "restore.yaml").write_text(
         "restores:\n  - id: later\n"
@@ -150,6 +152,8 @@ def test_a_running_backup_defers_requests_without_waiting(
         engine=FakeEngine(),
         after_apply=[restore_hook(settings, client_factory=Client)],  # type: ignore[arg-type]
     )
+    source.commit(sha(50), GOOD)
+    assert reconciler.sync().ok  # this VM's first pass: its ledger starts empty
     commit = source.commit(sha(5), GOOD)
     (tmp_path / "commits" / commit / "desired-state" / "restore.yaml").write_text(
         "restores:\n  - id: soon\n"
@@ -160,3 +164,54 @@ def test_a_running_backup_defers_requests_without_waiting(
     assert outcome.result == "failed"
     assert "restore soon waits: a backup is running" in outcome.message
     assert RestoreLedger(settings.state_dir).load().states() == {"soon": "pending"}
+
+
+def test_requests_listed_before_a_vms_first_pass_are_skipped_not_run(
+    tmp_path: Path, settings: Settings
+) -> None:
+    """A replacement VM must not replay the old VM's restores over its data."""
+    source = FakeSource(tmp_path / "commits")
+    reconciler = Reconciler(
+        settings,
+        source=source,
+        engine=FakeEngine(),
+        after_apply=[restore_hook(settings, client_factory=no_docker)],  # type: ignore[arg-type]
+    )
+    commit = source.commit(sha(6), GOOD)
+    (tmp_path / "commits" / commit / "desired-state" / "restore.yaml").write_text(
+        "restores:\n  - id: old-1\n  - id: old-2\n"
+    )
+
+    outcome = reconciler.sync()
+
+    assert outcome.ok, outcome.message
+    assert "restore old-1: skipped (listed before this VM's first pass)" in outcome.changes
+    assert RestoreLedger(settings.state_dir).load().states() == {
+        "old-1": "skipped",
+        "old-2": "skipped",
+    }
+    assert reconciler.sync().ok  # and they stay skipped
+
+
+def test_a_lost_ledger_runs_nothing(tmp_path: Path, settings: Settings) -> None:
+    source = FakeSource(tmp_path / "commits")
+    reconciler = Reconciler(
+        settings,
+        source=source,
+        engine=FakeEngine(),
+        after_apply=[restore_hook(settings, client_factory=no_docker)],  # type: ignore[arg-type]
+    )
+    source.commit(sha(7), GOOD)
+    assert reconciler.sync().ok
+    for leftover in settings.state_dir.glob("restores.json*"):
+        leftover.unlink()
+    commit = source.commit(sha(8), GOOD)
+    (tmp_path / "commits" / commit / "desired-state" / "restore.yaml").write_text(
+        "restores:\n  - id: r1\n"
+    )
+
+    outcome = reconciler.sync()
+
+    assert outcome.result == "failed"
+    assert "restore ledger" in outcome.message
+    assert "is missing" in outcome.message
