@@ -10,7 +10,6 @@ Pure: no Docker, no S3; the only I/O is reading the file.
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Mapping
 from datetime import time
@@ -24,7 +23,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from reconciler.errors import InvalidDesiredState, Issue
 from reconciler.model.desired import DesiredState, ServiceSpec
 from reconciler.model.interpolation import interpolate
-from reconciler.model.yaml_lines import LineMap, YamlError, load_yaml, pydantic_issues
+from reconciler.model.yaml_lines import (
+    LineMap,
+    YamlError,
+    load_yaml,
+    pydantic_issues,
+    unknown_name,
+)
 
 FILE_NAME = "backup.yaml"
 _HH_MM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
@@ -228,7 +233,8 @@ def _check_references(
         if volume.name not in desired.volumes:
             issues.append(
                 line_map.issue(
-                    where, _unknown("volume", volume.name, desired.volumes, desired.compose_path)
+                    where,
+                    unknown_name("volume", volume.name, desired.volumes, desired.compose_path),
                 )
             )
         elif volume.name in seen_volumes:
@@ -242,7 +248,9 @@ def _check_references(
             issues.append(
                 line_map.issue(
                     where,
-                    _unknown("service", database.service, desired.services, desired.compose_path),
+                    unknown_name(
+                        "service", database.service, desired.services, desired.compose_path
+                    ),
                 )
             )
         elif not is_mariadb_service(service):
@@ -257,12 +265,3 @@ def _check_references(
             issues.append(line_map.issue(where, f"service '{database.service}' is listed twice"))
         seen_services.add(database.service)
     return issues
-
-
-def _unknown(kind: str, name: str, known: Mapping[str, object], compose_path: str) -> str:
-    message = f"unknown {kind} '{name}'"
-    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
-    if close:
-        return f"{message} (did you mean '{close[0]}'?)"
-    names = ", ".join(sorted(known)) or "none"
-    return f"{message}: {compose_path} declares {names}"

@@ -14,7 +14,6 @@ Pure: no Docker, no S3; the only I/O is reading the file.
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,7 +24,13 @@ from reconciler.errors import InvalidDesiredState, Issue
 from reconciler.model.backup_policy import is_mariadb_service, target_problem
 from reconciler.model.desired import DesiredState
 from reconciler.model.interpolation import interpolate
-from reconciler.model.yaml_lines import LineMap, YamlError, load_yaml, pydantic_issues
+from reconciler.model.yaml_lines import (
+    LineMap,
+    YamlError,
+    load_yaml,
+    pydantic_issues,
+    unknown_name,
+)
 
 FILE_NAME = "restore.yaml"
 LATEST = "latest"
@@ -166,7 +171,7 @@ def _check_requests(
                 issues.append(
                     line_map.issue(
                         (*base, "volumes", position),
-                        _unknown("volume", volume, desired.volumes, desired.compose_path),
+                        unknown_name("volume", volume, desired.volumes, desired.compose_path),
                     )
                 )
         for position, service_name in enumerate(request.databases or ()):
@@ -176,7 +181,7 @@ def _check_requests(
                 issues.append(
                     line_map.issue(
                         where,
-                        _unknown(
+                        unknown_name(
                             "database service", service_name, desired.services, desired.compose_path
                         ),
                     )
@@ -190,12 +195,3 @@ def _check_requests(
                     )
                 )
     return issues
-
-
-def _unknown(kind: str, name: str, known: Mapping[str, object], compose_path: str) -> str:
-    message = f"unknown {kind} '{name}'"
-    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
-    if close:
-        return f"{message} (did you mean '{close[0]}'?)"
-    names = ", ".join(sorted(known)) or "none"
-    return f"{message}: {compose_path} declares {names}"

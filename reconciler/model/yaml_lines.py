@@ -205,6 +205,16 @@ def pydantic_issues(
     return _collapse_unions(_dedupe(issues), union_issues)
 
 
+def unknown_name(kind: str, name: str, known: Iterable[str], compose_path: str) -> str:
+    """``unknown volume 'stie' (did you mean 'site'?)``, or the names compose.yaml declares."""
+    names = list(known)
+    message = f"unknown {kind} '{name}'"
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+    if close:
+        return f"{message} (did you mean '{close[0]}'?)"
+    return f"{message}: {compose_path} declares {', '.join(sorted(names)) or 'none'}"
+
+
 def _is_union_tag(part: str | int) -> bool:
     # pydantic adds the union member's name to locations (e.g. "str", "list[str]",
     # "function-after[...]"); they mean nothing to the user.
