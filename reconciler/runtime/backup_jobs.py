@@ -63,32 +63,35 @@ class BackupContext:
         return open_store(self.target(override))
 
 
-def load_context(settings: Settings) -> BackupContext:
-    """The applied commit's stack and backup policy (needs a ``reconciler sync`` first)."""
-    from reconciler.runtime.wiring import make_reconciler
-    from reconciler.status import StatusStore
-
-    commit = StatusStore(settings.state_dir).load().applied_commit
-    if commit is None:
-        raise ReconcilerError(
-            "nothing is deployed yet: run `reconciler sync` first (a backup reads the "
-            "applied commit's backup.yaml and the volumes and databases it names)"
-        )
-    reconciler = make_reconciler(settings)
-    checkout = reconciler.source.checkout(commit)
-    desired = reconciler.load(checkout)
-    policy = load_backup_policy(
+def backup_policy(
+    checkout: Checkout, desired: DesiredState, settings: Settings
+) -> BackupPolicy | None:
+    """The backup.yaml of a commit (None when it has none); raises InvalidDesiredState."""
+    return load_backup_policy(
         checkout.root,
         directory=settings.directory,
         desired=desired,
         environ=settings.environ,
         default_target=settings.default_backup_target,
     )
+
+
+def load_context(settings: Settings) -> BackupContext:
+    """The applied commit's stack and backup policy (needs a ``reconciler sync`` first)."""
+    from reconciler.runtime.wiring import load_applied
+
+    applied = load_applied(settings)
+    if applied is None:
+        raise ReconcilerError(
+            "nothing is deployed yet: run `reconciler sync` first (a backup reads the "
+            "applied commit's backup.yaml and the volumes and databases it names)"
+        )
+    checkout, desired = applied
     return BackupContext(
         settings=settings,
         desired=desired,
-        policy=policy,
-        commit=commit,
+        policy=backup_policy(checkout, desired, settings),
+        commit=checkout.commit,
         helper_image=settings.environ.get(HELPER_IMAGE_VARIABLE) or None,
     )
 
@@ -97,13 +100,7 @@ def backup_validator(settings: Settings) -> Callable[[Checkout, DesiredState], N
     """The pass's check of backup.yaml at commit time (unknown volumes, services, keys...)."""
 
     def validate_backup_yaml(checkout: Checkout, desired: DesiredState) -> None:
-        load_backup_policy(
-            checkout.root,
-            directory=settings.directory,
-            desired=desired,
-            environ=settings.environ,
-            default_target=settings.default_backup_target,
-        )
+        backup_policy(checkout, desired, settings)
 
     return validate_backup_yaml
 

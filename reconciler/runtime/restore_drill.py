@@ -38,9 +38,8 @@ from reconciler.adapters.object_store import ObjectStore, open_store
 from reconciler.decide.restore_planning import ArtifactRef
 from reconciler.errors import InvalidDesiredState, ReconcilerError
 from reconciler.logs import event
-from reconciler.model.backup_policy import BackupPolicy, load_backup_policy
+from reconciler.model.backup_policy import BackupPolicy
 from reconciler.model.desired import DesiredState
-from reconciler.model.loading import load_desired_state
 from reconciler.runtime.restore_artifacts import (
     ChunkReader,
     decompressed,
@@ -305,26 +304,14 @@ def _databases_seen(chunks: Iterable[bytes], seen: list[str]) -> Iterator[bytes]
 
 
 def _applied(settings: Settings) -> tuple[str, DesiredState, BackupPolicy | None] | None:
-    from reconciler.runtime.wiring import make_source
+    from reconciler.runtime.backup_jobs import backup_policy
+    from reconciler.runtime.wiring import load_applied
 
-    commit = StatusStore(settings.state_dir).load().applied_commit
-    if commit is None:
+    applied = load_applied(settings)
+    if applied is None:
         return None
-    checkout = make_source(settings).checkout(commit)
-    desired = load_desired_state(
-        checkout.root,
-        directory=settings.directory,
-        project=settings.project,
-        environ=settings.environ,
-    )
-    policy = load_backup_policy(
-        checkout.root,
-        directory=settings.directory,
-        desired=desired,
-        environ=settings.environ,
-        default_target=settings.default_backup_target,
-    )
-    return commit, desired, policy
+    checkout, desired = applied
+    return checkout.commit, desired, backup_policy(checkout, desired, settings)
 
 
 def run_drill_now(settings: Settings, *, backup: str, source: str | None) -> dict[str, Any]:

@@ -30,7 +30,6 @@ from reconciler.runtime.restore_pass import (
 from reconciler.runtime.restoring import RestoreOptions, safety_url, waiting_backup_lock
 from reconciler.settings import Settings
 from reconciler.statefiles import exclusive_lock
-from reconciler.status import StatusStore
 
 
 @dataclass
@@ -53,18 +52,15 @@ class ManualRestore:
         databases: tuple[str, ...] | None,
         request_id: str | None,
     ) -> ManualRestore:
-        from reconciler.runtime.wiring import make_reconciler
+        from reconciler.runtime.wiring import load_applied
 
-        status = StatusStore(settings.state_dir).load()
-        commit = status.applied_commit
-        if commit is None:
+        applied = load_applied(settings)
+        if applied is None:
             raise ReconcilerError(
                 "nothing is deployed yet: run `reconciler sync` first, so the stack (its "
                 "volumes and database containers) exists to restore into"
             )
-        reconciler = make_reconciler(settings)
-        checkout = reconciler.source.checkout(commit)
-        desired = reconciler.load(checkout)
+        checkout, desired = applied
         ident = request_id or manual_id()
         try:
             # The same checks as a request in restore.yaml: id, backup, source.

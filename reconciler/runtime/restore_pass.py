@@ -27,11 +27,11 @@ import docker.errors
 
 from reconciler.errors import InvalidDesiredState, ReconcilerError
 from reconciler.logs import event
-from reconciler.model.backup_policy import BackupPolicy, load_backup_policy
 from reconciler.model.desired import DesiredState
 from reconciler.model.restore_requests import FILE_NAME, RestoreRequest, load_restore_requests
 from reconciler.ports import Checkout
 from reconciler.runtime.backing_up import BackupBusy
+from reconciler.runtime.backup_jobs import backup_policy
 from reconciler.runtime.passes import AfterApply, AfterApplyFailed
 from reconciler.runtime.restore_ledger import (
     LedgerUnreadable,
@@ -62,18 +62,6 @@ def load_requests(
         directory=settings.directory,
         desired=desired,
         environ=settings.environ,
-    )
-
-
-def backup_policy(
-    checkout: Checkout, desired: DesiredState, settings: Settings
-) -> BackupPolicy | None:
-    return load_backup_policy(
-        checkout.root,
-        directory=settings.directory,
-        desired=desired,
-        environ=settings.environ,
-        default_target=settings.default_backup_target,
     )
 
 

@@ -30,6 +30,27 @@ def make_source(settings: Settings) -> GitSource:
     )
 
 
+def load_applied(settings: Settings) -> tuple[Checkout, DesiredState] | None:
+    """The applied commit's files and desired state; None before the first sync.
+
+    What backups, restores by hand and the drill work on: the stack as it was
+    last deployed, not the branch's head.
+    """
+    from reconciler.model.loading import load_desired_state
+
+    commit = StatusStore(settings.state_dir).load().applied_commit
+    if commit is None:
+        return None
+    checkout = make_source(settings).checkout(commit)
+    desired = load_desired_state(
+        checkout.root,
+        directory=settings.directory,
+        project=settings.project,
+        environ=settings.environ,
+    )
+    return checkout, desired
+
+
 def feature_hooks(settings: Settings) -> tuple[list[Validator], list[AfterApply], list[Job]]:
     """Validators, after-apply steps and daemon jobs of the backup and restore features."""
     validators: list[Validator] = []
