@@ -328,7 +328,7 @@ def _backup(
                     )
                 )
                 artifacts.append(
-                    _store_artifact(
+                    store_artifact(
                         store,
                         chunks,
                         kind="volume",
@@ -343,7 +343,7 @@ def _backup(
                 client, container=container, project=desired.project
             ) as chunks:
                 artifacts.append(
-                    _store_artifact(
+                    store_artifact(
                         store,
                         chunks,
                         kind="database",
@@ -465,15 +465,19 @@ def _compressed(
     yield out
 
 
-def _store_artifact(
+def store_artifact(
     store: ObjectStore,
     chunks: Iterable[bytes],
     *,
     kind: Literal["volume", "database"],
     name: str,
     key: str,
-    progress: ProgressCallback | None,
+    progress: ProgressCallback | None = None,
 ) -> Artifact:
+    """Compress, hash and store one stream; return its manifest entry.
+
+    Also what a restore's safety copy is made of, so it restores like any backup.
+    """
     label = f"{kind} {name}"
     counter = _Counter()
 

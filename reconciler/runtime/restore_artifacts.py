@@ -5,9 +5,10 @@
   state dir when the disk has room (so it is downloaded once);
 - ``decompressed``: the artifact's original bytes, from the spool or streamed
   (and hashed) again;
-- ``without_schemas``: a MariaDB dump without the server's own ``mysql`` schema;
-- ``store_artifact``: compress and store a stream as the backup pipeline does
-  (the safety copy's artifacts).
+- ``without_schemas``: a MariaDB dump without the server's own ``mysql`` schema.
+
+The safety copy's artifacts are written by the backup pipeline's own
+``backing_up.store_artifact``.
 
 Used by the restore engine (``restoring.py``) and the drill (``restore_drill.py``).
 """
@@ -19,13 +20,13 @@ import shutil
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import IO, Any, Literal, cast
+from typing import IO, Any, cast
 
 import zstandard
 
 from reconciler.adapters.object_store import ObjectNotFound, ObjectStore
 from reconciler.decide.restore_planning import ArtifactRef
-from reconciler.runtime.backing_up import Artifact, VerifyError
+from reconciler.runtime.backing_up import VerifyError
 
 CHUNK = 1024 * 1024
 # Safety copies are short-lived: zstd's fastest level (~1.7x level 3's speed
@@ -151,49 +152,6 @@ def decompressed(
             yield chunk
         if isinstance(source, ChunkReader) and source.digest.hexdigest() != artifact.sha256:
             raise VerifyError(f"{artifact.key} changed between its verification and the restore")
-
-
-def _compressed(chunks: Iterable[bytes], totals: dict[str, Any]) -> Iterator[bytes]:
-    # One thread: zstd's worker threads each hold job buffers (~50 MB more
-    # RSS on two cores), and level 3 on one core outruns the archive stream.
-    compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=0, write_checksum=True)
-    stream = compressor.compressobj()
-    digest = hashlib.sha256()
-    size = raw = 0
-    for chunk in chunks:
-        raw += len(chunk)
-        out = stream.compress(chunk)
-        if out:
-            size += len(out)
-            digest.update(out)
-            yield out
-    out = stream.flush()
-    size += len(out)
-    digest.update(out)
-    totals.update(size=size, raw=raw, sha256=digest.hexdigest())
-    yield out
-
-
-def store_artifact(
-    store: ObjectStore,
-    chunks: Iterable[bytes],
-    *,
-    kind: Literal["volume", "database"],
-    name: str,
-    key: str,
-) -> Artifact:
-    """Compress and store one stream as the backup pipeline does; return its manifest entry."""
-    totals: dict[str, Any] = {}
-    store.put_stream(key, _compressed(chunks, totals))
-    return Artifact(
-        kind=kind,
-        name=name,
-        key=key,
-        size=int(totals["size"]),
-        sha256=str(totals["sha256"]),
-        raw_size=int(totals["raw"]),
-        format="tar" if kind == "volume" else "sql",
-    )
 
 
 _MARKER = b"\n-- Current Database: `"

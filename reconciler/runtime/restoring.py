@@ -72,12 +72,12 @@ from reconciler.runtime.backing_up import (
     backup_lock,
     list_backups,
     read_manifest,
+    store_artifact,
 )
 from reconciler.runtime.restore_artifacts import (
     decompressed,
     fetch_verified,
     spool_folder,
-    store_artifact,
     without_schemas,
 )
 
