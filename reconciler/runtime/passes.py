@@ -49,6 +49,10 @@ from reconciler.status import HistoryEntry, PassResult, Reason, Status, StatusSt
 # pass does not import every feature.
 Validator = Callable[[Checkout, DesiredState], None]
 AfterApply = Callable[[Checkout, DesiredState, Status], list[str]]
+# Told of every finished pass (notifications, metrics), after its status is
+# saved: what happened and how long it took in seconds. A listener's failure is
+# logged and never changes the pass.
+PassListener = Callable[["PassOutcome", float], None]
 
 PASS_LOCK_WAIT_S = 600.0
 
@@ -109,6 +113,7 @@ class Reconciler:
         validators: list[Validator] | None = None,
         after_apply: list[AfterApply] | None = None,
         own_container: str | Literal["detect"] | None = "detect",
+        listeners: list[PassListener] | None = None,
     ) -> None:
         self.settings = settings
         self.source = source
@@ -116,6 +121,7 @@ class Reconciler:
         self.store = store or StatusStore(settings.state_dir)
         self.validators = validators or []
         self.after_apply = after_apply or []
+        self.listeners = listeners or []
         # The container this process runs in, if any: a pass never stops or
         # removes it, it hands its replacement over (runtime/self_update.py).
         self.own_container = own_container_id() if own_container == "detect" else own_container
@@ -192,7 +198,21 @@ class Reconciler:
             message=outcome.message or None,
             duration_s=round(time.monotonic() - started, 3),
         )
+        self._tell_listeners(outcome, time.monotonic() - started)
         return outcome
+
+    def _tell_listeners(self, outcome: PassOutcome, duration_s: float) -> None:
+        for listener in self.listeners:
+            try:
+                listener(outcome, duration_s)
+            except Exception as exc:  # a failing notifier must not fail a deploy
+                event(
+                    "listener.crashed",
+                    level=40,
+                    listener=getattr(listener, "__name__", repr(listener)),
+                    error=repr(exc),
+                    exc_info=True,
+                )
 
     def _sync(self, status: Status) -> PassOutcome:
         commit: str | None = None

@@ -281,3 +281,22 @@ def test_a_bug_in_a_pass_is_logged_and_the_daemon_carries_on(
     assert daemon.run() == 0
     stopper.cancel()
     assert len(calls) > 1  # it kept going after the first crash
+
+
+def test_listeners_hear_every_pass_and_cannot_break_it(
+    setup: tuple[Reconciler, FakeSource, FakeEngine],
+) -> None:
+    reconciler, source, _engine = setup
+    heard: list[tuple[str, float]] = []
+
+    def broken(_outcome: PassOutcome, _duration_s: float) -> None:
+        raise RuntimeError("webhook bug")
+
+    reconciler.listeners = [broken, lambda outcome, took: heard.append((outcome.result, took))]
+    source.commit(sha(1), GOOD)
+    assert reconciler.sync().ok
+    source.down = True
+    assert reconciler.sync().result == "unavailable"
+
+    assert [result for result, _ in heard] == ["succeeded", "unavailable"]
+    assert all(took >= 0 for _, took in heard)
