@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from reconciler.redaction import redact_url
+
 Severity = Literal["info", "warning", "error"]
 CommitState = Literal["pending", "success", "failure"]
 Provider = Literal["github", "gitea", "bitbucket"]
@@ -173,12 +175,15 @@ def parse_repo(url: str) -> tuple[str, str, str]:
     """
     match = _URL.match(url) or _SCP.match(url)
     if not match:
-        raise ForgeUnknown("the repository is not a remote URL (ssh, https or host:path)")
+        raise ForgeUnknown(
+            f"{redact_url(url)} is not a remote URL (ssh, https or host:path): "
+            "commit statuses need the forge's owner/name"
+        )
     path = match.group("path").split("?")[0].split("#")[0].strip("/")
     path = path.removesuffix(".git")
     parts = [p for p in path.split("/") if p]
     if len(parts) < 2:
-        raise ForgeUnknown("the repository URL has no owner/name path")
+        raise ForgeUnknown(f"{redact_url(url)} has no owner/name path")
     return match.group("host").lower(), parts[-2], parts[-1]
 
 

@@ -17,8 +17,9 @@ reason a pass, a backup or a restore fails.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -51,6 +52,7 @@ STATE_FILE = "notifications.json"
 LOCK_FILE = "notifications.lock"
 LOCK_WAIT_S = 10.0
 Clock = Callable[[], datetime]
+_WARNED: set[str] = set()
 
 
 def _utcnow() -> datetime:
@@ -66,6 +68,10 @@ class Notifier:
     messages: list[JsonWebhook | SlackWebhook] = field(default_factory=list)
     commit_status: CommitStatusClient | None = None
     ping: BackupPing | None = None
+    # Records sent but not yet written to the state file (it could not be).
+    _unsaved: dict[str, dict[str, Any]] = field(
+        default_factory=lambda: {"last": {}, "commit_status": {}}
+    )
 
     @classmethod
     def from_settings(cls, settings: Settings, *, clock: Clock = _utcnow) -> Notifier:
@@ -84,7 +90,9 @@ class Notifier:
                     api=settings.commit_status_api,
                 )
             except ForgeUnknown as exc:
-                event("notify.commit_status_off", level=logging.WARNING, error=str(exc))
+                if str(exc) not in _WARNED:  # once per process, not per backup or restore
+                    _WARNED.add(str(exc))
+                    event("notify.commit_status_off", level=logging.WARNING, error=str(exc))
             else:
                 context = f"reconciler/{settings.project}" if settings.project else "reconciler"
                 notifier.commit_status = CommitStatusClient(
@@ -99,25 +107,20 @@ class Notifier:
         if not self.messages:
             return None
         notice = _redacted(notice)
-        try:
-            with exclusive_lock(self._path(LOCK_FILE), wait_s=LOCK_WAIT_S, what="notification"):
-                state = self._load()
-                last = state["last"].get(notice.kind)
-                message, record = decide(notice, last)
-                if message is None:
-                    return None
-                if not self._deliver(message):
-                    return None  # nothing recorded: the next pass or tick tries again
-                state["last"][notice.kind] = {
-                    **record,
-                    "event": message.event,
-                    "time": self.clock().isoformat(),
-                }
-                self._save(state)
-                return message
-        except StateError as exc:
-            event("notify.state_failed", level=logging.WARNING, error=str(exc))
-            return None
+        with self._held():
+            state = self._load()
+            message, record = decide(notice, state["last"].get(notice.kind))
+            if message is None:
+                return None
+            if not self._deliver(message):
+                return None  # nothing recorded: the next pass or tick tries again
+            state["last"][notice.kind] = {
+                **record,
+                "event": message.event,
+                "time": self.clock().isoformat(),
+            }
+            self._save(state, "last", notice.kind)
+            return message
 
     def _deliver(self, message: Message) -> bool:
         project = self.settings.project or _stored_project(self.settings)
@@ -136,39 +139,58 @@ class Notifier:
         client = self.commit_status
         if client is None:
             return False
-        try:
-            with exclusive_lock(self._path(LOCK_FILE), wait_s=LOCK_WAIT_S, what="notification"):
-                stored = self._load()
-                send, memory = decide_commit_status(commit, state, stored["commit_status"])
-                if not send:
-                    return False
-                if not client.set(commit, state, redact_text(description)):
-                    return False
-                stored["commit_status"] = memory
-                self._save(stored)
-        except StateError as exc:
-            event("notify.state_failed", level=logging.WARNING, error=str(exc))
-            return False
+        with self._held():
+            stored = self._load()
+            send, memory = decide_commit_status(commit, state, stored["commit_status"])
+            if not send:
+                return False
+            if not client.set(commit, state, redact_text(description)):
+                return False
+            stored["commit_status"] = memory
+            self._save(stored, "commit_status", commit)
         event("notify.commit_status", commit=commit, state=state, provider=client.forge.provider)
         return True
 
     # -- the state file -------------------------------------------------------------------------
 
-    def _path(self, name: str) -> Any:
-        return self.settings.state_dir / name
+    @contextlib.contextmanager
+    def _held(self) -> Iterator[None]:
+        """The notification lock, when it can be had: a full or broken state folder is
+        itself worth a message, so without the lock the notice still goes out."""
+        with contextlib.ExitStack() as stack:
+            try:
+                stack.enter_context(
+                    exclusive_lock(
+                        self.settings.state_dir / LOCK_FILE, wait_s=LOCK_WAIT_S, what="notification"
+                    )
+                )
+            except (StateError, OSError) as exc:
+                event("notify.unlocked", level=logging.WARNING, error=str(exc))
+            yield
 
     def _load(self) -> dict[str, Any]:
-        raw = read_json(self._path(STATE_FILE))
+        """The record on disk, with what this process could not write over it."""
+        raw = read_json(self.settings.state_dir / STATE_FILE)
         data = raw if isinstance(raw, dict) else {}
-        last = data.get("last")
-        memory = data.get("commit_status")
-        return {
-            "last": last if isinstance(last, dict) else {},
-            "commit_status": memory if isinstance(memory, dict) else {},
-        }
+        state: dict[str, Any] = {}
+        for section in ("last", "commit_status"):
+            stored = data.get(section)
+            state[section] = {
+                **(stored if isinstance(stored, dict) else {}),
+                **self._unsaved[section],
+            }
+        return state
 
-    def _save(self, state: dict[str, Any]) -> None:
-        atomic_write_json(self._path(STATE_FILE), state)
+    def _save(self, state: dict[str, Any], section: str, key: str) -> None:
+        try:
+            atomic_write_json(self.settings.state_dir / STATE_FILE, state)
+        except (StateError, OSError) as exc:
+            # Kept in memory: a state folder that is full does not turn every
+            # pass into a message; the file gets it with the next message written.
+            self._unsaved[section][key] = state[section][key]
+            event("notify.state_failed", level=logging.WARNING, error=str(exc))
+        else:
+            self._unsaved = {"last": {}, "commit_status": {}}
 
 
 def _redacted(notice: Notice) -> Notice:

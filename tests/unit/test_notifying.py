@@ -291,7 +291,7 @@ def test_a_local_repository_turns_commit_statuses_off_with_a_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     settings = make_settings(
-        tmp_path, RECONCILER_REPO="/srv/git/shop", RECONCILER_COMMIT_STATUS_TOKEN=TOKEN
+        tmp_path, RECONCILER_REPO=f"{tmp_path}/shop", RECONCILER_COMMIT_STATUS_TOKEN=TOKEN
     )
     with caplog.at_level(logging.INFO, logger="reconciler"):
         notifier = notifying.Notifier.from_settings(settings)
@@ -443,3 +443,25 @@ def test_secrets_stay_out_of_settings_repr(tmp_path: Path) -> None:
     assert "slacksecret" not in text
     assert TOKEN not in text
     assert "uuid-secret" not in text
+
+
+def test_a_state_folder_that_cannot_be_written_still_sends_once(
+    tmp_path: Path, http: responses.RequestsMock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from reconciler.statefiles import StateError
+
+    http.post(HOOK, status=200)
+    settings = make_settings(tmp_path, RECONCILER_NOTIFY_WEBHOOK_URL=HOOK)
+    reconciler, source = make_pass(settings, tmp_path)
+    source.commit(sha(1), BROKEN)
+
+    def full(path: Path, _data: object) -> None:
+        raise StateError(f"cannot write {path}: No space left on device")
+
+    monkeypatch.setattr(notifying, "atomic_write_json", full)
+    reconciler.sync()
+    reconciler.sync()
+    assert events(http, HOOK) == ["pass.failed"]  # remembered in memory meanwhile
+    monkeypatch.undo()
+    reconciler.sync()
+    assert events(http, HOOK) == ["pass.failed"]
