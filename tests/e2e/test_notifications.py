@@ -59,7 +59,11 @@ def receiver() -> Iterator[Receiver]:
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length)
-            calls.append(Received(self.path, dict(self.headers), json.loads(raw or b"null")))
+            try:
+                body = json.loads(raw or b"null")
+            except ValueError:
+                body = raw.decode(errors="replace")  # a ping's text body
+            calls.append(Received(self.path, dict(self.headers), body))
             self.send_response(201)
             self.send_header("Content-Length", "0")
             self.end_headers()
@@ -124,3 +128,46 @@ def test_sync_sets_commit_statuses_and_sends_one_failure(
     # The secret path and the token never reach a log line of the CLI.
     for output in (first.stderr, second.stderr, first.stdout):
         assert "s3cr3t" not in output
+
+
+def test_backups_ping_and_notify_through_the_real_backup(
+    tmp_path: Path, receiver: Receiver, docker_client: docker.DockerClient, busybox_image: str
+) -> None:
+    from reconciler.model.backup_policy import BackupPolicy
+    from reconciler.model.desired import DesiredState
+    from reconciler.runtime.backup_jobs import BackupContext, backup_now
+    from reconciler.settings import load_settings
+
+    settings = load_settings(
+        {
+            "RECONCILER_REPO": str(tmp_path / "repo"),
+            "RECONCILER_STATE_DIR": str(tmp_path / "state"),
+            "RECONCILER_ENV_FILE": "/dev/null",
+            "RECONCILER_NOTIFY_WEBHOOK_URL": receiver.url + SECRET_PATH,
+            "RECONCILER_BACKUP_PING_URL": receiver.url + "/ping/uuid",
+        }
+    )
+    (tmp_path / "blocker").write_text("a file where the target folder should be")
+
+    def context(target: str) -> BackupContext:
+        return BackupContext(
+            settings=settings,
+            desired=DesiredState(project="tnotify", services={}, networks={}, volumes={}),
+            policy=BackupPolicy(target=target),
+            commit="a" * 40,
+            helper_image=busybox_image,
+        )
+
+    with pytest.raises(Exception, match="blocker"):
+        backup_now(context(f"file://{tmp_path}/blocker/backups"))
+    result = backup_now(context(f"file://{tmp_path}/backups"))
+
+    assert [c.path for c in receiver.at("/ping/")] == [
+        "/ping/uuid/start",
+        "/ping/uuid/fail",
+        "/ping/uuid/start",
+        "/ping/uuid",
+    ]
+    hooks = [c.body["event"] for c in receiver.at(SECRET_PATH)]
+    assert hooks == ["backup.failed", "backup.recovered"]
+    assert result.manifest.id in receiver.at(SECRET_PATH)[1].body["message"]
