@@ -39,6 +39,14 @@ class Settings(BaseModel):
     log_format: str = "auto"  # auto | json | text
     backup_dir: Path | None = None  # where file:// backups go when backup.yaml names no target
     env_file: Path | None = None
+    # Notifications (docs/notifications.md). URLs and the token are secrets:
+    # kept out of repr, never logged in full.
+    notify_webhook_url: str | None = Field(default=None, repr=False)
+    notify_slack_url: str | None = Field(default=None, repr=False)
+    commit_status_token: str | None = Field(default=None, repr=False)
+    commit_status_provider: str | None = None  # github | gitea | bitbucket; guessed from repo
+    commit_status_api: str | None = None  # API base, e.g. https://ghe.example.com/api/v3
+    backup_ping_url: str | None = Field(default=None, repr=False)
     # The merged environment (env file overlaid by the process environment):
     # the source of ${VAR} in desired-state files. Never logged.
     environ: dict[str, str] = Field(default_factory=dict, repr=False, exclude=True)
@@ -48,6 +56,13 @@ class Settings(BaseModel):
     def _known_format(cls, value: str) -> str:
         if value not in {"auto", "json", "text"}:
             raise ValueError("must be auto, json or text")
+        return value
+
+    @field_validator("commit_status_provider")
+    @classmethod
+    def _known_provider(cls, value: str | None) -> str | None:
+        if value is not None and value not in {"github", "gitea", "bitbucket"}:
+            raise ValueError("must be github, gitea or bitbucket")
         return value
 
     @property
@@ -71,6 +86,12 @@ _NAMES: dict[str, str] = {
     "RECONCILER_KNOWN_HOSTS": "known_hosts",
     "RECONCILER_LOG_FORMAT": "log_format",
     "RECONCILER_BACKUP_DIR": "backup_dir",
+    "RECONCILER_NOTIFY_WEBHOOK_URL": "notify_webhook_url",
+    "RECONCILER_NOTIFY_SLACK_URL": "notify_slack_url",
+    "RECONCILER_COMMIT_STATUS_TOKEN": "commit_status_token",
+    "RECONCILER_COMMIT_STATUS_PROVIDER": "commit_status_provider",
+    "RECONCILER_COMMIT_STATUS_API": "commit_status_api",
+    "RECONCILER_BACKUP_PING_URL": "backup_ping_url",
 }
 
 

@@ -30,8 +30,9 @@ from reconciler.logs import event
 from reconciler.model.backup_policy import BackupPolicy, Schedule, load_backup_policy
 from reconciler.model.desired import DesiredState
 from reconciler.ports import Checkout
-from reconciler.runtime import backup_status
-from reconciler.runtime.backing_up import BackupResult, ProgressCallback, run_backup
+from reconciler.redaction import redact_url
+from reconciler.runtime import backup_status, notifying
+from reconciler.runtime.backing_up import BackupBusy, BackupResult, ProgressCallback, run_backup
 from reconciler.runtime.scheduling import BackupSchedule
 from reconciler.settings import Settings
 
@@ -120,20 +121,46 @@ def backup_now(
     policy = context.policy
     if target:
         policy = policy.model_copy(update={"target": target})
-    client = context.client_factory()
+    settings = context.settings
+    notifying.backup_started(settings)
     try:
-        return run_backup(
-            client=client,
-            store=open_store(policy.target),
-            desired=context.desired,
-            policy=policy,
-            state_dir=context.settings.state_dir,
+        client = context.client_factory()
+        try:
+            result = run_backup(
+                client=client,
+                store=open_store(policy.target),
+                desired=context.desired,
+                policy=policy,
+                state_dir=settings.state_dir,
+                commit=context.commit,
+                helper_image=context.helper_image or volume_archive.own_image(client),
+                progress=progress,
+            )
+        finally:
+            client.close()
+    except BackupBusy:
+        raise  # not this backup's failure: the one running reports its own result
+    except Exception as exc:
+        notifying.backup_finished(
+            settings,
+            ok=False,
+            message=f"backup to {redact_url(policy.target)} failed: {exc}",
             commit=context.commit,
-            helper_image=context.helper_image or volume_archive.own_image(client),
-            progress=progress,
+            details={"target": redact_url(policy.target)},
         )
-    finally:
-        client.close()
+        raise
+    manifest = result.manifest
+    notifying.backup_finished(
+        settings,
+        ok=True,
+        message=(
+            f"backup {manifest.id} to {redact_url(policy.target)}: "
+            f"{manifest.size} bytes in {manifest.duration_s} s"
+        ),
+        commit=context.commit,
+        details={"id": manifest.id, "size": manifest.size, "duration_s": manifest.duration_s},
+    )
+    return result
 
 
 def backup_job(
@@ -152,6 +179,7 @@ def backup_job(
     from reconciler.status import StatusStore
 
     state: dict[str, Any] = {"commit": None, "context": None}
+    notifier = notifying.Notifier.from_settings(settings)
 
     def run_scheduled() -> None:
         context = state["context"]
@@ -184,6 +212,18 @@ def backup_job(
         schedule.run_pending()
         if state["context"] is not None:
             write_schedule(settings.state_dir, schedule.when, schedule.next_run())
+        if schedule.when is None:
+            state["watching_since"] = None
+            return
+        # A missed backup: the schedule is on and no backup succeeded for a day.
+        state["watching_since"] = state.get("watching_since") or clock()
+        notifying.check_missed_backup(
+            settings,
+            last_success=backup_status.last_success(settings.state_dir),
+            watching_since=state["watching_since"],
+            now=clock(),
+            notifier=notifier,
+        )
 
     return backups
 

@@ -53,6 +53,10 @@ AfterApply = Callable[[Checkout, DesiredState, Status], list[str]]
 # saved: what happened and how long it took in seconds. A listener's failure is
 # logged and never changes the pass.
 PassListener = Callable[["PassOutcome", float], None]
+# Told as a pass starts applying a commit: the commit and the one applied
+# before it (None on the first). The commit status "pending". Like a listener,
+# its failure is logged and never changes the pass.
+BeforeApply = Callable[[str, str | None], None]
 
 PASS_LOCK_WAIT_S = 600.0
 
@@ -114,6 +118,7 @@ class Reconciler:
         after_apply: list[AfterApply] | None = None,
         own_container: str | Literal["detect"] | None = "detect",
         listeners: list[PassListener] | None = None,
+        before_apply: list[BeforeApply] | None = None,
     ) -> None:
         self.settings = settings
         self.source = source
@@ -122,6 +127,7 @@ class Reconciler:
         self.validators = validators or []
         self.after_apply = after_apply or []
         self.listeners = listeners or []
+        self.before_apply = before_apply or []
         # The container this process runs in, if any: a pass never stops or
         # removes it, it hands its replacement over (runtime/self_update.py).
         self.own_container = own_container_id() if own_container == "detect" else own_container
@@ -214,6 +220,19 @@ class Reconciler:
                     exc_info=True,
                 )
 
+    def _tell_before_apply(self, commit: str, applied: str | None) -> None:
+        for hook in self.before_apply:
+            try:
+                hook(commit, applied)
+            except Exception as exc:  # a failing notifier must not fail a deploy
+                event(
+                    "before_apply.crashed",
+                    level=40,
+                    hook=getattr(hook, "__name__", repr(hook)),
+                    error=repr(exc),
+                    exc_info=True,
+                )
+
     def _sync(self, status: Status) -> PassOutcome:
         commit: str | None = None
         try:
@@ -230,6 +249,7 @@ class Reconciler:
             plan, own = split_own_actions(prepared.plan, self.own_container)
             for line in own.dropped:
                 event("self_update.skipped", level=30, commit=commit, message=line)
+            self._tell_before_apply(commit, status.applied_commit)
             change_set = apply(
                 plan,
                 self.engine,

@@ -40,6 +40,7 @@ from reconciler.errors import InvalidDesiredState, ReconcilerError
 from reconciler.logs import event
 from reconciler.model.backup_policy import BackupPolicy
 from reconciler.model.desired import DesiredState
+from reconciler.runtime import notifying
 from reconciler.runtime.restore_artifacts import (
     ChunkReader,
     decompressed,
@@ -322,11 +323,11 @@ def run_drill_now(settings: Settings, *, backup: str, source: str | None) -> dic
         raise ReconcilerError(f"the applied commit's desired state does not load:\n{exc}") from exc
     if applied is None:
         raise ReconcilerError("nothing is deployed yet: run `reconciler sync` first")
-    _commit, desired, policy = applied
+    commit, desired, policy = applied
     target = source or (policy.target if policy else settings.default_backup_target)
     client = docker.from_env()
     try:
-        return run_drill(
+        result = run_drill(
             client=client,
             store=open_store(target),
             desired=desired,
@@ -335,6 +336,8 @@ def run_drill_now(settings: Settings, *, backup: str, source: str | None) -> dic
         )
     finally:
         client.close()
+    notifying.drill_finished(settings, result, commit=commit)
+    return result
 
 
 def drill_job(
@@ -376,7 +379,10 @@ def drill_job(
             event("drill.skipped", level=logging.WARNING, error=str(exc))
             return
         try:
-            run_drill(client=client, store=store, desired=desired, state_dir=settings.state_dir)
+            result = run_drill(
+                client=client, store=store, desired=desired, state_dir=settings.state_dir
+            )
+            notifying.drill_finished(settings, result, commit=commit)
         except ReconcilerError as exc:  # another drill runs (by hand)
             event("drill.skipped", level=logging.WARNING, error=str(exc))
         finally:

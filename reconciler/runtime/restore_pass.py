@@ -30,6 +30,7 @@ from reconciler.logs import event
 from reconciler.model.desired import DesiredState
 from reconciler.model.restore_requests import FILE_NAME, RestoreRequest, load_restore_requests
 from reconciler.ports import Checkout
+from reconciler.runtime import notifying
 from reconciler.runtime.backing_up import BackupBusy
 from reconciler.runtime.backup_jobs import backup_policy
 from reconciler.runtime.passes import AfterApply, AfterApplyFailed
@@ -147,15 +148,28 @@ def run_recorded(
         report = run_restore(record.id, options, context)
     except RestoreFailed as exc:
         final = ledger.update(record.id, state="failed", finished=now(), error=str(exc))
-        return Outcome(final, None)
+        return _told(settings, Outcome(final, None), commit=commit)
     except Exception as exc:  # a bug must still leave a final state, never "running"
         event("restore.crashed", level=logging.ERROR, id=record.id, error=repr(exc))
         final = ledger.update(
             record.id, state="failed", finished=now(), error=f"internal error: {exc!r}"
         )
-        return Outcome(final, None)
+        return _told(settings, Outcome(final, None), commit=commit)
     final = ledger.update(record.id, state="succeeded", finished=now(), error=None)
-    return Outcome(final, report)
+    return _told(settings, Outcome(final, report), commit=commit)
+
+
+def _told(settings: Settings, outcome: Outcome, *, commit: str | None) -> Outcome:
+    """Send a restore's result to the notification channels (never raises)."""
+    notifying.restore_finished(
+        settings,
+        ident=outcome.record.id,
+        ok=outcome.ok,
+        summary=outcome.summary(),
+        commit=commit,
+        details={"state": outcome.record.state},
+    )
+    return outcome
 
 
 def restore_hook(settings: Settings, *, client_factory: ClientFactory | None = None) -> AfterApply:

@@ -74,12 +74,18 @@ def feature_hooks(settings: Settings) -> tuple[list[Validator], list[AfterApply]
 
 def make_reconciler(settings: Settings, *, engine: DockerEngine | None = None) -> Reconciler:
     validators, after_apply, _jobs = feature_hooks(settings)
+    # Notifications: failed passes to the webhooks, the commit's state to the forge.
+    from reconciler.runtime.notifying import Notifier, pass_listener, pending_hook
+
+    notifier = Notifier.from_settings(settings)
     return Reconciler(
         settings,
         source=make_source(settings),
         engine=engine or DockerEngine(),
         validators=validators,
         after_apply=after_apply,
+        listeners=[pass_listener(settings, notifier=notifier)],
+        before_apply=[pending_hook(settings, notifier=notifier)],
     )
 
 
