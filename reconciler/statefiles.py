@@ -94,8 +94,11 @@ def exclusive_lock(path: Path, *, wait_s: float, what: str) -> Iterator[None]:
     The kernel drops the lock when the holder dies, so a killed process never
     leaves a stale lock behind.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:  # a missing, full or read-only state folder: the caller's StateError
+        raise StateError(f"cannot lock {path}: {exc.strerror or exc}") from exc
     try:
         deadline = time.monotonic() + wait_s
         while True:

@@ -204,10 +204,10 @@ class Reconciler:
             message=outcome.message or None,
             duration_s=round(time.monotonic() - started, 3),
         )
-        self._tell_listeners(outcome, time.monotonic() - started)
+        self.tell_listeners(outcome, time.monotonic() - started)
         return outcome
 
-    def _tell_listeners(self, outcome: PassOutcome, duration_s: float) -> None:
+    def tell_listeners(self, outcome: PassOutcome, duration_s: float) -> None:
         for listener in self.listeners:
             try:
                 listener(outcome, duration_s)

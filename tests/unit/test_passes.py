@@ -272,6 +272,8 @@ def test_a_bug_in_a_pass_is_logged_and_the_daemon_carries_on(
         calls.append(1)
         raise RuntimeError("a bug")
 
+    heard: list[str] = []
+    reconciler.listeners = [lambda outcome, _took: heard.append(outcome.reason)]
     monkeypatch.setattr(reconciler, "sync", broken_sync)
     monkeypatch.setattr("reconciler.runtime.daemon.next_delay", lambda *_a, **_k: 0.01)
     daemon = Daemon(reconciler, tick_s=0.01)
@@ -281,6 +283,7 @@ def test_a_bug_in_a_pass_is_logged_and_the_daemon_carries_on(
     assert daemon.run() == 0
     stopper.cancel()
     assert len(calls) > 1  # it kept going after the first crash
+    assert heard[:2] == ["InternalError", "InternalError"]  # and told notifications/metrics
 
 
 def test_listeners_hear_every_pass_and_cannot_break_it(
@@ -300,3 +303,29 @@ def test_listeners_hear_every_pass_and_cannot_break_it(
 
     assert [result for result, _ in heard] == ["succeeded", "unavailable"]
     assert all(took >= 0 for _, took in heard)
+
+
+def test_a_state_folder_that_cannot_be_made_is_unavailable_not_a_crash(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    settings = load_settings(
+        {
+            "RECONCILER_REPO": "git://example.invalid/x",
+            "RECONCILER_STATE_DIR": str(blocker / "state"),
+            "RECONCILER_PROJECT": "shop",
+            "RECONCILER_ENV_FILE": "/dev/null",
+        }
+    )
+    heard: list[str] = []
+    reconciler = Reconciler(
+        settings,
+        source=FakeSource(tmp_path / "commits"),
+        engine=FakeEngine(),
+        listeners=[lambda outcome, _took: heard.append(outcome.reason)],
+    )
+
+    outcome = reconciler.sync()
+
+    assert (outcome.result, outcome.reason) == ("unavailable", "StateUnavailable")
+    assert "cannot lock" in outcome.message
+    assert heard == ["StateUnavailable"]
