@@ -152,11 +152,16 @@ class Daemon:
 
     def _pass(self) -> PassOutcome:
         """One pass; a bug in it is logged and backed off, never a crash loop."""
+        started = time.monotonic()
         try:
             return self.reconciler.sync()
         except Exception as exc:
             event("sync.crashed", level=40, error=repr(exc), exc_info=True)
-            return PassOutcome("failed", "InternalError", f"internal error: {exc!r}")
+            outcome = PassOutcome("failed", "InternalError", f"internal error: {exc!r}")
+            # The listeners (metrics, notifications) hear of a crashed pass too:
+            # its status is not written, so they are where it shows.
+            self.reconciler._tell_listeners(outcome, time.monotonic() - started)
+            return outcome
 
     def _beat(self) -> None:
         path = heartbeat_path(self.settings.state_dir)
