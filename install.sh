@@ -446,11 +446,13 @@ first_sync() {
     # so that fixing the repository is enough: it adopts itself on its first
     # good pass (a configuration change: it hands over to a helper).
     log "starting $DAEMON (the pass did not create it)"
+    metrics_port=$(get_env RECONCILER_METRICS_PORT)
     # shellcheck disable=SC2046
-    # The health check timings of the reconciler service in compose.yaml.
+    # The health check timings and metrics port of the reconciler service in compose.yaml.
     docker run -d --name "$DAEMON" --restart unless-stopped \
       --health-interval 10s --health-timeout 10s --health-start-period 30s \
       --label "dev.reconciler.project=$PROJECT" --label dev.reconciler.service=reconciler \
+      -p "127.0.0.1:${metrics_port:-9365}:9365" -e RECONCILER_METRICS_ADDR=0.0.0.0:9365 \
       -e "RECONCILER_ENV_FILE=$ENV_FILE" $(mount_args) "$RECONCILER_IMAGE" run >/dev/null
   fi
 }

@@ -280,18 +280,11 @@ def _short(commit: object) -> str:
 
 
 def cmd_healthcheck(_args: argparse.Namespace, settings: Settings) -> int:
-    from reconciler.runtime.daemon import heartbeat_age_s
+    from reconciler.runtime.daemon import loop_health
 
-    age = heartbeat_age_s(settings.state_dir)
-    limit = max(3 * settings.interval_s, 600.0)
-    if age is None:
-        print("unhealthy: no heartbeat yet", file=sys.stderr)
-        return 1
-    if age > limit:
-        print(f"unhealthy: the loop has not run for {age:.0f}s", file=sys.stderr)
-        return 1
-    print(f"healthy: last loop {age:.0f}s ago")
-    return 0
+    health = loop_health(settings.state_dir, interval_s=settings.interval_s)
+    print(health.message, file=sys.stdout if health.alive else sys.stderr)
+    return 0 if health.alive else 1
 
 
 _HANDLERS = {

@@ -7,7 +7,9 @@ what ``${VAR}`` in compose.yaml is filled from, so secrets can live on the VM.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -17,6 +19,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from reconciler.errors import ReconcilerError
 
 DEFAULT_ENV_FILE = "/etc/reconciler/reconciler.env"
+# /healthz and /metrics: loopback by default, so nothing off the VM (or in
+# another container) reaches them unless the operator says so. 9365 is in the
+# range Prometheus exporters use and taken by nothing in the default stack.
+DEFAULT_METRICS_ADDR = "127.0.0.1:9365"
+_HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?")
 
 
 class SettingsError(ReconcilerError):
@@ -47,6 +54,7 @@ class Settings(BaseModel):
     commit_status_provider: str | None = None  # github | gitea | bitbucket; guessed from repo
     commit_status_api: str | None = None  # API base, e.g. https://ghe.example.com/api/v3
     backup_ping_url: str | None = Field(default=None, repr=False)
+    metrics_addr: str = DEFAULT_METRICS_ADDR  # HOST:PORT, [IPv6]:PORT, or off
     # The merged environment (env file overlaid by the process environment):
     # the source of ${VAR} in desired-state files. Never logged.
     environ: dict[str, str] = Field(default_factory=dict, repr=False, exclude=True)
@@ -64,6 +72,17 @@ class Settings(BaseModel):
         if value is not None and value not in {"github", "gitea", "bitbucket"}:
             raise ValueError("must be github, gitea or bitbucket")
         return value
+
+    @field_validator("metrics_addr")
+    @classmethod
+    def _listen_address(cls, value: str) -> str:
+        parse_listen_address(value)
+        return value.strip()
+
+    @property
+    def metrics_bind(self) -> tuple[str, int] | None:
+        """Where /healthz and /metrics listen; None when turned off."""
+        return parse_listen_address(self.metrics_addr)
 
     @property
     def checkouts_dir(self) -> Path:
@@ -92,7 +111,36 @@ _NAMES: dict[str, str] = {
     "RECONCILER_COMMIT_STATUS_PROVIDER": "commit_status_provider",
     "RECONCILER_COMMIT_STATUS_API": "commit_status_api",
     "RECONCILER_BACKUP_PING_URL": "backup_ping_url",
+    "RECONCILER_METRICS_ADDR": "metrics_addr",
 }
+
+
+def parse_listen_address(value: str) -> tuple[str, int] | None:
+    """``HOST:PORT`` or ``[IPv6]:PORT`` as (host, port); None for ``off``.
+
+    A bare port (``:9365``) is refused rather than read as every interface:
+    exposing the endpoints beyond loopback must be written out (``0.0.0.0:9365``).
+    """
+    text = value.strip()
+    if text.lower() == "off":
+        return None
+    usage = f"must be HOST:PORT (like {DEFAULT_METRICS_ADDR}), [IPv6]:PORT, or off; got {value!r}"
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        raise ValueError(usage)
+    port = int(port_text)
+    if not 1 <= port <= 65535:
+        raise ValueError(f"port {port} is out of range 1-65535; {usage}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"{host!r} is not an IPv6 address; {usage}") from None
+        return host, port
+    if ":" in host or not _HOSTNAME.fullmatch(host):
+        raise ValueError(f"{host!r} is not a host name or address; {usage}")
+    return host, port
 
 
 def merged_environment(

@@ -30,6 +30,7 @@ class BackupStatus:
     # "missed backup" check and status both read it.
     last_success_time: str | None = None
     last_success_id: str | None = None
+    last_success_size: int | None = None  # bytes: the metrics' last good backup size
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,6 +82,7 @@ def record(state_dir: Path, attempt: BackupStatus) -> BackupStatus:
                 **attempt.to_dict(),
                 "last_success_time": attempt.time,
                 "last_success_id": attempt.id,
+                "last_success_size": attempt.size,
             }
         )
     elif previous is not None:
@@ -89,6 +91,7 @@ def record(state_dir: Path, attempt: BackupStatus) -> BackupStatus:
                 **attempt.to_dict(),
                 "last_success_time": previous.last_success_time,
                 "last_success_id": previous.last_success_id,
+                "last_success_size": previous.last_success_size,
             }
         )
     write_status(state_dir, attempt)

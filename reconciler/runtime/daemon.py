@@ -3,7 +3,9 @@
 The interval is jittered so many VMs polling one forge do not beat in step.
 While git or Docker cannot be reached, passes back off exponentially (with
 jitter) and nothing running is touched. A heartbeat file tells the container
-health check that the loop is alive.
+health check (and ``/healthz``) that the loop is alive: ``loop_health`` is the
+one rule both use. Background services (the metrics endpoint) start with the
+loop and stop with it.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import Protocol
 
 from reconciler.logs import event
 from reconciler.redaction import redact_url
@@ -27,6 +31,14 @@ JITTER = 0.1
 
 # A job the loop runs between passes (the backup schedule, the restore drill).
 Job = Callable[[], None]
+
+
+class Background(Protocol):
+    """Something that runs beside the loop (the HTTP endpoints): started and stopped with it."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
 
 
 def next_delay(outcome: PassOutcome, *, interval_s: float, failures: int) -> float:
@@ -49,17 +61,41 @@ def heartbeat_age_s(state_dir: Path) -> float | None:
         return None
 
 
+@dataclass(frozen=True)
+class LoopHealth:
+    alive: bool
+    heartbeat_age_s: float | None
+    message: str
+
+
+def loop_health(state_dir: Path, *, interval_s: float) -> LoopHealth:
+    """Whether the daemon's loop ran recently: ``reconciler healthcheck`` and ``/healthz``.
+
+    The loop beats every tick, but a pass or a job (a backup, a restore) holds
+    it for as long as it takes; the limit leaves room for that.
+    """
+    age = heartbeat_age_s(state_dir)
+    limit = max(3 * interval_s, 600.0)
+    if age is None:
+        return LoopHealth(False, None, "unhealthy: no heartbeat yet")
+    if age > limit:
+        return LoopHealth(False, age, f"unhealthy: the loop has not run for {age:.0f}s")
+    return LoopHealth(True, age, f"healthy: last loop {age:.0f}s ago")
+
+
 class Daemon:
     def __init__(
         self,
         reconciler: Reconciler,
         *,
         jobs: list[Job] | None = None,
+        background: list[Background] | None = None,
         tick_s: float = 1.0,
     ) -> None:
         self.reconciler = reconciler
         self.settings = reconciler.settings
         self.jobs = jobs or []
+        self.background = background or []
         self.tick_s = tick_s
         self.stopping = threading.Event()
 
@@ -78,6 +114,17 @@ class Daemon:
             state_dir=str(self.settings.state_dir),
             pid=os.getpid(),
         )
+        for service in self.background:
+            service.start()
+        try:
+            self._loop()
+        finally:
+            for service in self.background:
+                service.stop()
+        event("daemon.stopped")
+        return 0
+
+    def _loop(self) -> None:
         failures = 0
         next_pass = time.monotonic()
         while not self.stopping.is_set():
@@ -102,8 +149,6 @@ class Daemon:
                         error=repr(exc),
                     )
             self.stopping.wait(max(0.0, min(self.tick_s, next_pass - time.monotonic())))
-        event("daemon.stopped")
-        return 0
 
     def _pass(self) -> PassOutcome:
         """One pass; a bug in it is logged and backed off, never a crash loop."""

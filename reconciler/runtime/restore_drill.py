@@ -150,6 +150,23 @@ def read_drill(state_dir: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def drill_counts(previous: dict[str, Any] | None, result: str) -> dict[str, int]:
+    """Drills so far by result, this one included: drill.json keeps only the last
+    drill, and the metrics count them across restarts (a file from before the
+    counts starts from its own result)."""
+    counts = {"ok": 0, "failed": 0}
+    if previous is not None:
+        kept = previous.get("counts")
+        if isinstance(kept, dict):
+            for key in counts:
+                value = kept.get(key)
+                counts[key] = value if isinstance(value, int) and value >= 0 else 0
+        elif previous.get("result") in counts:
+            counts[str(previous["result"])] = 1
+    counts[result if result in counts else "failed"] += 1
+    return counts
+
+
 def run_drill(
     *,
     client: docker.DockerClient,
@@ -213,6 +230,7 @@ def run_drill(
         lock.close()
         result["duration_s"] = round(time.monotonic() - monotonic, 3)
         result["finished"] = datetime.now(UTC).isoformat()
+        result["counts"] = drill_counts(read_drill(state_dir), result["result"])
         atomic_write_json(state_dir / DRILL_FILE, result)
     level = logging.INFO if result["result"] == "ok" else logging.ERROR
     event(

@@ -15,7 +15,7 @@ from reconciler.errors import ReconcilerError
 from reconciler.model.desired import DesiredState
 from reconciler.ports import Checkout
 from reconciler.runtime.daemon import Daemon, Job
-from reconciler.runtime.passes import AfterApply, Reconciler, Validator
+from reconciler.runtime.passes import AfterApply, PassListener, Reconciler, Validator
 from reconciler.settings import Settings
 from reconciler.status import StatusStore
 
@@ -72,7 +72,12 @@ def feature_hooks(settings: Settings) -> tuple[list[Validator], list[AfterApply]
     return validators, after_apply, jobs
 
 
-def make_reconciler(settings: Settings, *, engine: DockerEngine | None = None) -> Reconciler:
+def make_reconciler(
+    settings: Settings,
+    *,
+    engine: DockerEngine | None = None,
+    listeners: list[PassListener] | None = None,
+) -> Reconciler:
     validators, after_apply, _jobs = feature_hooks(settings)
     # Notifications: failed passes to the webhooks, the commit's state to the forge.
     from reconciler.runtime.notifying import Notifier, pass_listener, pending_hook
@@ -84,14 +89,25 @@ def make_reconciler(settings: Settings, *, engine: DockerEngine | None = None) -
         engine=engine or DockerEngine(),
         validators=validators,
         after_apply=after_apply,
-        listeners=[pass_listener(settings, notifier=notifier)],
+        # Extra listeners (the daemon's metrics) hear passes after the notifier.
+        listeners=[pass_listener(settings, notifier=notifier), *(listeners or [])],
         before_apply=[pending_hook(settings, notifier=notifier)],
     )
 
 
 def make_daemon(settings: Settings) -> Daemon:
     _validators, _after_apply, jobs = feature_hooks(settings)
-    return Daemon(make_reconciler(settings), jobs=jobs)
+    # Metrics: state read at scrape time, pass timings heard from the pass;
+    # /healthz and /metrics served beside the loop (docs/metrics.md).
+    from reconciler.runtime.endpoints import Endpoints
+    from reconciler.runtime.metrics import make_registry
+
+    registry, pass_metrics = make_registry(settings)
+    return Daemon(
+        make_reconciler(settings, listeners=[pass_metrics]),
+        jobs=jobs,
+        background=[Endpoints(settings, registry)],
+    )
 
 
 def validate_folder(folder: Path, settings: Settings) -> DesiredState:

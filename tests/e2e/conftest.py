@@ -73,6 +73,9 @@ def make_cli(
             "RECONCILER_ENV_FILE": str(env_file),
             "RECONCILER_INTERVAL": "1",
             "RECONCILER_LOG_FORMAT": "json",
+            # A daemon under test takes no fixed host port (127.0.0.1:9365 may be
+            # a real install's); tests of the endpoints set a free one.
+            "RECONCILER_METRICS_ADDR": "off",
         }
     )
     env.update(extra or {})

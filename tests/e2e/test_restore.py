@@ -20,6 +20,7 @@ from reconciler.adapters.object_store import S3Store
 from reconciler.model.backup_policy import load_backup_policy
 from reconciler.model.loading import load_desired_state
 from reconciler.runtime.backing_up import read_manifest, run_backup
+from reconciler.settings import Settings, load_settings
 from tests.e2e.conftest import Cli, make_cli
 from tests.fixtures.git_remotes import ServedRemote
 from tests.fixtures.s3_server import FAKE_KEY, FAKE_SECRET, REGION, S3Server
@@ -379,6 +380,33 @@ def test_the_drill_passes_then_detects_a_corrupted_backup(env: Env) -> None:
     ]
     assert leftovers == []
     assert not env.client.containers.list(all=True, filters={"name": f"{env.project}-drill-"})
+    # The metrics read the same state: both drills counted; a backup by the
+    # CLI (which records its status) with its size.
+    env.cli.run("backup", "run", check=True)
+    samples = scrape_state(load_settings(env.cli.env))
+    assert drill["counts"] == {"ok": 1, "failed": 1}
+    assert samples[("reconciler_restore_drills_total", (("result", "ok"),))] == 1
+    assert samples[("reconciler_restore_drills_total", (("result", "failed"),))] == 1
+    assert samples[("reconciler_restore_drill_last_success", ())] == 0
+    last = env.cli.status()["backup"]["last"]
+    assert last["result"] == "ok"
+    assert last["size"] > 0
+    assert samples[("reconciler_backup_last_success_size_bytes", ())] == last["size"]
+    assert samples[("reconciler_backup_last_attempt_success", ())] == 1
+
+
+def scrape_state(settings: Settings) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from reconciler.runtime.metrics import make_registry
+
+    text = generate_latest(make_registry(settings)[0]).decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def _ledger_entry(path: Path, ident: str) -> dict[str, Any] | None:

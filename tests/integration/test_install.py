@@ -106,6 +106,8 @@ class Installation:
     image_name: str
     http_port: int
     client: docker.DockerClient
+    # The VM side of the reconciler's /metrics and /healthz (127.0.0.1 only).
+    metrics_port: int = field(default_factory=lambda: free_port())
     # Anonymous volumes of the project's containers (the image's VOLUME, when
     # the state dir is elsewhere): removed at the end, as nothing else would.
     anonymous_volumes: set[str] = field(default_factory=set)
@@ -165,6 +167,8 @@ class Installation:
             f"HTTP_PORT={self.http_port}",
             "--set",
             f"HTTPS_PORT={free_port()}",
+            "--set",
+            f"RECONCILER_METRICS_PORT={self.metrics_port}",
             "--set",
             "RECONCILER_INTERVAL=5",
             "--timeout",
@@ -336,6 +340,18 @@ def test_install_deploys_the_stack_from_the_git_remote(
     page = requests.get(f"http://127.0.0.1:{installation.http_port}/", timeout=10)
     assert "the web server runs" in page.text
     assert "Ready (ReconciliationSucceeded)" in installed.stdout + installed.stderr
+    # The daemon in its container is reached from the VM on the published loopback port.
+    health = requests.get(f"http://127.0.0.1:{installation.metrics_port}/healthz", timeout=10)
+    assert health.status_code == 200
+    assert health.json()["applied_commit"] == head
+    metrics = requests.get(f"http://127.0.0.1:{installation.metrics_port}/metrics", timeout=10)
+    assert f'reconciler_applied_commit_info{{branch="main",commit="{head}"' in metrics.text
+    bindings = installation.client.api.inspect_container(installation.daemon)["HostConfig"][
+        "PortBindings"
+    ]
+    assert bindings == {
+        "9365/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(installation.metrics_port)}]
+    }
 
 
 def test_the_env_file_is_private_and_holds_generated_secrets(

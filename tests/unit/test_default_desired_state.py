@@ -150,6 +150,17 @@ def test_the_reconciler_manages_itself_with_the_socket_and_same_path_state() -> 
     assert service.healthcheck.test == ("CMD", "reconciler", "healthcheck")
 
 
+def test_the_reconcilers_metrics_are_published_on_the_vms_loopback_only() -> None:
+    service = load(example_env() | {"RECONCILER_METRICS_PORT": "9400"}).services["reconciler"]
+
+    # Inside the container the daemon listens on every address of the
+    # container; the VM side of the published port is 127.0.0.1 alone.
+    assert service.environment["RECONCILER_METRICS_ADDR"] == "0.0.0.0:9365"
+    assert [(p.host_ip, p.published, p.target) for p in service.ports] == [
+        ("127.0.0.1", 9400, 9365)
+    ]
+
+
 def test_a_local_checkout_is_mounted_at_its_own_path_on_a_developers_pc() -> None:
     environ = example_env() | {"RECONCILER_LOCAL_REPO": "/home/dev/site"}
 

@@ -272,18 +272,33 @@ def test_a_bug_in_a_pass_is_logged_and_the_daemon_carries_on(
         calls.append(1)
         raise RuntimeError("a bug")
 
-    heard: list[str] = []
-    reconciler.listeners = [lambda outcome, _took: heard.append(outcome.reason)]
     monkeypatch.setattr(reconciler, "sync", broken_sync)
     monkeypatch.setattr("reconciler.runtime.daemon.next_delay", lambda *_a, **_k: 0.01)
-    daemon = Daemon(reconciler, tick_s=0.01)
+    heard: list[str] = []
+    reconciler.listeners = [lambda outcome, _took: heard.append(outcome.reason)]
+
+    class Service:
+        """A background service (the metrics endpoint): started and stopped with the loop."""
+
+        def __init__(self) -> None:
+            self.log: list[str] = []
+
+        def start(self) -> None:
+            self.log.append("start")
+
+        def stop(self) -> None:
+            self.log.append("stop")
+
+    service = Service()
+    daemon = Daemon(reconciler, tick_s=0.01, background=[service])
     stopper = threading.Timer(0.5, daemon.stopping.set)
     stopper.start()
 
     assert daemon.run() == 0
     stopper.cancel()
     assert len(calls) > 1  # it kept going after the first crash
-    assert heard[:2] == ["InternalError", "InternalError"]  # and told notifications/metrics
+    assert heard == ["InternalError"] * len(calls)  # the metrics count crashed passes
+    assert service.log == ["start", "stop"]
 
 
 def test_listeners_hear_every_pass_and_cannot_break_it(
