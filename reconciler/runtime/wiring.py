@@ -16,6 +16,7 @@ from reconciler.model.desired import DesiredState
 from reconciler.ports import Checkout
 from reconciler.runtime.daemon import Daemon, Job
 from reconciler.runtime.passes import AfterApply, Reconciler, Validator
+from reconciler.runtime.verifying import CommitVerifier
 from reconciler.settings import Settings
 from reconciler.status import StatusStore
 
@@ -74,12 +75,15 @@ def feature_hooks(settings: Settings) -> tuple[list[Validator], list[AfterApply]
 
 def make_reconciler(settings: Settings, *, engine: DockerEngine | None = None) -> Reconciler:
     validators, after_apply, _jobs = feature_hooks(settings)
+    source = make_source(settings)
+    policy = settings.signature_policy
     return Reconciler(
         settings,
-        source=make_source(settings),
+        source=source,
         engine=engine or DockerEngine(),
         validators=validators,
         after_apply=after_apply,
+        verifier=CommitVerifier(source, policy) if policy else None,
     )
 
 
