@@ -410,6 +410,10 @@ install_gpg_keys() {
       die "$GPG_KEYS holds no public key"
     fi
     rm -f "$tmp"/S.* "$tmp"/*~
+    # The keyring is the trust list: no owner trust, and no trustdb to update
+    # in a folder the reconciler only reads. Expiry and revocation still count.
+    printf '%s\n' '# Written by install.sh: every key here is trusted (docs/signing.md).' \
+      'trust-model always' >"$tmp/gpg.conf"
     rm -rf "$home.old"
     [ -d "$home" ] && mv "$home" "$home.old"
     mv "$tmp" "$home"

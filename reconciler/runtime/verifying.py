@@ -28,7 +28,8 @@ def trust_token(policy: SignaturePolicy) -> str:
         paths = [policy.allowed_signers]
     else:
         home = policy.gpg_home or Path()
-        paths = [home / "pubring.kbx", home / "pubring.gpg", home / "trustdb.gpg"]
+        # Not trustdb.gpg: gpg may rewrite it on any run, and trust plays no part.
+        paths = [home / "pubring.kbx", home / "pubring.gpg"]
     parts = []
     for path in paths:
         if path is None:

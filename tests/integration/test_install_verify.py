@@ -84,6 +84,7 @@ def test_verify_gpg_installs_a_keyring_that_verifies(
     assert settings.gpg_home == config_dir / "gnupg"
     assert settings.signature_policy is not None
     assert not list(settings.gpg_home.glob("S.*"))  # no agent socket left behind
+    assert "trust-model always" in (settings.gpg_home / "gpg.conf").read_text()
     commit = signed_commit(git_workrepo, {"a.txt": "1"}, alice)
     source = GitSource(git_workrepo.file_url, branch="main", cache_dir=tmp_path / "cache")
     assert source.verify(commit, settings.signature_policy).ok
