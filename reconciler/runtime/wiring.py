@@ -119,6 +119,7 @@ def collect_status(settings: Settings) -> dict[str, Any]:
     """The stored status plus what runs now (when Docker answers) and feature reports."""
     status = StatusStore(settings.state_dir).load()
     report: dict[str, Any] = status.model_dump(mode="json")
+    report["verify"] = settings.verify  # signed commits: off, ssh or gpg
     project = settings.project or status.project
     report["project"] = project
     if project:

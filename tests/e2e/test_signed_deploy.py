@@ -79,7 +79,11 @@ def test_an_unsigned_restore_request_neither_deploys_nor_restores(
     assert web.exec_run(["cat", "/site/marker"]).output == b"after-backup\n"  # not restored
     status = cli.status()
     assert (status["applied_commit"], status["attempted_commit"]) == (first, unsigned)
-    assert (status["reason"], status["ready"]) == ("VerificationFailed", False)
+    assert (status["reason"], status["ready"], status["verify"]) == (
+        "VerificationFailed",
+        False,
+        "ssh",
+    )
     assert status["last_error"] == why
     assert "unsigned-restore" not in {r["id"] for r in status["restores"]}
     ledger = tmp_path / "state" / "restores.json"

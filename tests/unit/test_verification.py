@@ -3,6 +3,8 @@ ssh-keygen 9.2 and gpg 2.2) read into verdicts; the settings that turn it on."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -207,3 +209,15 @@ def test_gpg_mode_needs_a_keyring(tmp_path: Path) -> None:
 def test_an_unknown_mode_is_named(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="RECONCILER_VERIFY: Input should be 'off', 'ssh'"):
         load_settings(settings_env(tmp_path, RECONCILER_VERIFY="yes"))
+
+
+def test_the_deciding_half_runs_nothing() -> None:
+    code = (
+        "import sys, reconciler.decide.verification\n"
+        "print(','.join(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "{'subprocess', 'docker', 'boto3', 'git'} or m.startswith('reconciler.adapters'))))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == ""
