@@ -12,6 +12,7 @@
 #  2. installs the Docker engine from the distribution's packages when missing;
 #  3. writes the env file (mode 600) from flags or prompts, keeping an existing one;
 #  4. for an ssh:// repository, makes a deploy key and prints where to add it;
+#     with --verify, puts the allowed signers or public keys in the config dir;
 #  5. builds the reconciler image from images/reconciler (or uses --image);
 #  6. runs one sync in a short-lived container, which deploys desired-state/,
 #     the reconciler's own service included (restart=unless-stopped, the Docker
@@ -30,6 +31,13 @@ Settings (written to the env file when it is created; an existing file is kept):
   --s3-endpoint URL       for S3-compatible stores (AWS_ENDPOINT_URL_S3)
   --timezone TZ           time zone of the 05:04 backup (default: UTC)
   --set KEY=VALUE         any other variable of desired-state/example.env (repeatable)
+
+Signed commits (docs/signing.md; applied to an existing env file too):
+  --verify MODE           apply only commits signed by an allowed key: ssh or gpg
+                          (off turns verification off)
+  --allowed-signers FILE  with ssh: an ssh allowed-signers file, copied to the config dir
+  --gpg-keys FILE         with gpg: armored public keys (gpg --armor --export ...),
+                          imported into a keyring in the config dir
 
 Modes:
   --local                 a developer'"'"'s PC: follow this checkout, back up to a local
@@ -68,6 +76,7 @@ STATE_DIR=${RECONCILER_STATE_DIR:-/var/lib/reconciler}
 TIMEOUT=600
 REPO="" BRANCH="" PROJECT="" BACKUP_TARGET="" TIMEZONE=""
 AWS_ID="" AWS_SECRET="" AWS_REGION="" S3_ENDPOINT=""
+VERIFY="" ALLOWED_SIGNERS="" GPG_KEYS=""
 # Extra KEY=VALUE lines for a new env file, one per line.
 EXTRA=""
 NL='
@@ -93,6 +102,9 @@ while [ $# -gt 0 ]; do
       need_value "$@"
       case "$2" in [A-Za-z_]*=*) ;; *) die "--set wants KEY=VALUE, not '$2'" ;; esac
       EXTRA="$EXTRA$2$NL"; shift ;;
+    --verify) need_value "$@"; VERIFY=$2; shift ;;
+    --allowed-signers) need_value "$@"; ALLOWED_SIGNERS=$2; shift ;;
+    --gpg-keys) need_value "$@"; GPG_KEYS=$2; shift ;;
     --local) LOCAL=1 ;;
     --uninstall) MODE=uninstall ;;
     --remove-image) REMOVE_IMAGE=1 ;;
@@ -115,6 +127,19 @@ esac
 case "$CONFIG_DIR" in /*) ;; *) die "--config-dir must be an absolute path" ;; esac
 case "$STATE_DIR" in /*) ;; *) die "--state-dir must be an absolute path" ;; esac
 ENV_FILE=$CONFIG_DIR/reconciler.env
+
+# A key file alone says which mode is meant.
+[ -z "$VERIFY" ] && [ -n "$ALLOWED_SIGNERS" ] && VERIFY=ssh
+[ -z "$VERIFY" ] && [ -n "$GPG_KEYS" ] && VERIFY=gpg
+case "$VERIFY" in
+  ""|off) ;;
+  ssh) [ -z "$GPG_KEYS" ] || die "--gpg-keys goes with --verify gpg, not ssh" ;;
+  gpg) [ -z "$ALLOWED_SIGNERS" ] || die "--allowed-signers goes with --verify ssh, not gpg" ;;
+  *) die "--verify takes ssh, gpg or off, not '$VERIFY'" ;;
+esac
+for file in "$ALLOWED_SIGNERS" "$GPG_KEYS"; do
+  [ -z "$file" ] || [ -r "$file" ] || die "cannot read $file"
+done
 
 # --- 1. the OS ------------------------------------------------------------------
 
@@ -339,6 +364,86 @@ EOF
   fi
 }
 
+# --- 4b. signed commits ------------------------------------------------------------
+
+# The keys live in the config dir, which the reconciler's container mounts
+# read-only at the same path. Each is replaced whole (written aside, renamed),
+# so the daemon never reads half a file and notices the change on its next pass.
+install_allowed_signers() {
+  target=$CONFIG_DIR/allowed_signers
+  if [ -n "$ALLOWED_SIGNERS" ]; then
+    grep -q '^[^#[:space:]]' "$ALLOWED_SIGNERS" \
+      || die "$ALLOWED_SIGNERS lists no key (one line per signer: EMAIL namespaces=\"git\" ssh-ed25519 AAAA...)"
+    tmp=$(mktemp "$CONFIG_DIR/.allowed_signers.XXXXXX")
+    cat "$ALLOWED_SIGNERS" >"$tmp"
+    chmod 644 "$tmp"
+    mv "$tmp" "$target"
+    log "signed commits: allowed signers installed in $target"
+  fi
+  [ -s "$target" ] || die "--verify ssh needs --allowed-signers FILE (there is no $target yet)"
+  set_env RECONCILER_ALLOWED_SIGNERS "$target"
+}
+
+install_gpg_keys() {
+  home=$CONFIG_DIR/gnupg
+  if [ -n "$GPG_KEYS" ]; then
+    if ! command -v gpg >/dev/null 2>&1; then
+      case "$OS_ID" in fedora) install_packages gnupg2 ;; *) install_packages gpg ;; esac
+    fi
+    tmp=$(mktemp -d "$CONFIG_DIR/.gnupg.XXXXXX")
+    chmod 700 "$tmp"
+    if ! gpg --batch --quiet --homedir "$tmp" --import "$GPG_KEYS" 2>"$tmp.err"; then
+      cat "$tmp.err" >&2
+      rm -rf "$tmp" "$tmp.err"
+      die "gpg could not import $GPG_KEYS"
+    fi
+    rm -f "$tmp.err"
+    secret=$(gpg --batch --homedir "$tmp" --with-colons --list-secret-keys 2>/dev/null || true)
+    public=$(gpg --batch --homedir "$tmp" --with-colons --list-keys 2>/dev/null || true)
+    gpgconf --homedir "$tmp" --kill all >/dev/null 2>&1 || true
+    if [ -n "$secret" ]; then
+      rm -rf "$tmp"
+      die "$GPG_KEYS holds a private key: give the public keys only (gpg --armor --export EMAIL...)"
+    fi
+    if ! printf '%s\n' "$public" | grep -q '^pub:'; then
+      rm -rf "$tmp"
+      die "$GPG_KEYS holds no public key"
+    fi
+    rm -f "$tmp"/S.* "$tmp"/*~
+    # The keyring is the trust list: no owner trust, and no trustdb to update
+    # in a folder the reconciler only reads. Expiry and revocation still count.
+    printf '%s\n' '# Written by install.sh: every key here is trusted (docs/signing.md).' \
+      'trust-model always' >"$tmp/gpg.conf"
+    rm -rf "$home.old"
+    [ -d "$home" ] && mv "$home" "$home.old"
+    mv "$tmp" "$home"
+    rm -rf "$home.old"
+    log "signed commits: $(printf '%s\n' "$public" | grep -c '^pub:') public key(s) in $home"
+  fi
+  [ -f "$home/pubring.kbx" ] || [ -f "$home/pubring.gpg" ] \
+    || die "--verify gpg needs --gpg-keys FILE (there is no keyring in $home yet)"
+  set_env RECONCILER_GPG_HOME "$home"
+}
+
+ensure_verification() {
+  [ -n "$VERIFY" ] || return 0
+  case "$VERIFY" in
+    ssh) install_allowed_signers ;;
+    gpg) install_gpg_keys ;;
+  esac
+  before=$(get_env RECONCILER_VERIFY)
+  set_env RECONCILER_VERIFY "$VERIFY"
+  log "signed commits: RECONCILER_VERIFY=$VERIFY"
+  # Settings are read when the daemon starts: a running one learns a new mode
+  # by a restart (new keys it notices by itself).
+  project=$(get_env RECONCILER_PROJECT)
+  daemon=${project:-site}-reconciler-1
+  if [ "${before:-off}" != "$VERIFY" ] && docker container inspect "$daemon" >/dev/null 2>&1; then
+    docker restart "$daemon" >/dev/null && log "restarted $daemon to verify with $VERIFY"
+  fi
+  return 0
+}
+
 # --- 5. the image ------------------------------------------------------------------
 
 # Pulls fail at once where no registry is reachable; that decides --local-images.
@@ -547,6 +652,7 @@ if [ "$LOCAL" = 1 ] && [ "$LOCAL_IMAGES" = 0 ] && [ -z "$IMAGE" ] && [ -z "$BASE
 fi
 write_env_file
 ensure_deploy_key
+ensure_verification
 ensure_image
 first_sync
 wait_healthy

@@ -6,6 +6,8 @@
   never read as "nothing exists".
 - ``ApplyError``: a change failed part way; it carries what was already done.
 - ``Conflict``: something we do not own is in the way; says how to resolve it.
+- ``UnverifiedCommit``: verification is on and the commit is not signed by an
+  allowed key; stalls like an invalid commit (nothing of it is applied).
 """
 
 from __future__ import annotations
@@ -48,6 +50,14 @@ class InvalidDesiredState(ReconcilerError):
 
 class Unavailable(ReconcilerError):
     """A dependency (git remote, Docker engine, object store) cannot be reached now."""
+
+
+class UnverifiedCommit(ReconcilerError):
+    """The commit is not signed by an allowed key (or its signature cannot be checked).
+
+    The message names the commit and why: ``commit 3f2a9c1d2e4b: not signed by
+    an allowed key: no signature``.
+    """
 
 
 class ImageUnavailable(ReconcilerError):

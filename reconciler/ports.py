@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from reconciler.decide.verification import SignaturePolicy, Verification
 from reconciler.model.desired import HealthCheck, NetworkSpec, ServiceSpec, VolumeSpec
 from reconciler.model.observed import Observed
 
@@ -34,6 +35,18 @@ class Source(Protocol):
 
     def checkout(self, commit: str) -> Checkout:
         """Fetch if needed, then give the files of exactly that commit."""
+        ...
+
+
+class SignedSource(Protocol):
+    def verify(self, commit: str, policy: SignaturePolicy) -> Verification:
+        """Is the commit signed by a key the policy allows (fetching it if needed)?"""
+        ...
+
+
+class Verifier(Protocol):
+    def verify(self, commit: str) -> Verification:
+        """The verdict on the commit a pass is about to apply."""
         ...
 
 

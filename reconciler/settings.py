@@ -12,10 +12,12 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 
 from dotenv import dotenv_values
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from reconciler.decide.verification import SignaturePolicy
 from reconciler.errors import ReconcilerError
 
 DEFAULT_ENV_FILE = "/etc/reconciler/reconciler.env"
@@ -55,6 +57,11 @@ class Settings(BaseModel):
     commit_status_api: str | None = None  # API base, e.g. https://ghe.example.com/api/v3
     backup_ping_url: str | None = Field(default=None, repr=False)
     metrics_addr: str = DEFAULT_METRICS_ADDR  # HOST:PORT, [IPv6]:PORT, or off
+    # Signed commits (docs/signing.md): off, or the kind of signature a commit
+    # needs to be applied, checked against these keys.
+    verify: Literal["off", "ssh", "gpg"] = "off"
+    allowed_signers: Path = Path("/etc/reconciler/allowed_signers")
+    gpg_home: Path = Path("/etc/reconciler/gnupg")
     # The merged environment (env file overlaid by the process environment):
     # the source of ${VAR} in desired-state files. Never logged.
     environ: dict[str, str] = Field(default_factory=dict, repr=False, exclude=True)
@@ -84,6 +91,25 @@ class Settings(BaseModel):
         """Where /healthz and /metrics listen; None when turned off."""
         return parse_listen_address(self.metrics_addr)
 
+    @model_validator(mode="after")
+    def _keys_exist(self) -> Settings:
+        # A verification mode without its keys must not quietly verify
+        # nothing (or reject everything): say so when the process starts.
+        if self.verify == "ssh":
+            _check_allowed_signers(self.allowed_signers)
+        elif self.verify == "gpg":
+            _check_gpg_home(self.gpg_home)
+        return self
+
+    @property
+    def signature_policy(self) -> SignaturePolicy | None:
+        """What a commit is verified against; None when verification is off."""
+        if self.verify == "off":
+            return None
+        return SignaturePolicy(
+            mode=self.verify, allowed_signers=self.allowed_signers, gpg_home=self.gpg_home
+        )
+
     @property
     def checkouts_dir(self) -> Path:
         return self.state_dir / "git"
@@ -112,6 +138,9 @@ _NAMES: dict[str, str] = {
     "RECONCILER_COMMIT_STATUS_API": "commit_status_api",
     "RECONCILER_BACKUP_PING_URL": "backup_ping_url",
     "RECONCILER_METRICS_ADDR": "metrics_addr",
+    "RECONCILER_VERIFY": "verify",
+    "RECONCILER_ALLOWED_SIGNERS": "allowed_signers",
+    "RECONCILER_GPG_HOME": "gpg_home",
 }
 
 
@@ -141,6 +170,31 @@ def parse_listen_address(value: str) -> tuple[str, int] | None:
     if ":" in host or not _HOSTNAME.fullmatch(host):
         raise ValueError(f"{host!r} is not a host name or address; {usage}")
     return host, port
+
+
+def _check_allowed_signers(path: Path) -> None:
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise ValueError(
+            f"RECONCILER_VERIFY=ssh needs the allowed signers file {path} "
+            f"(RECONCILER_ALLOWED_SIGNERS): {exc.strerror or exc}; install.sh --verify ssh "
+            "--allowed-signers FILE puts it there"
+        ) from exc
+    if not any(line.strip() and not line.lstrip().startswith("#") for line in lines):
+        raise ValueError(
+            f"the allowed signers file {path} lists no key: every commit would be "
+            "refused; add a line 'EMAIL namespaces=\"git\" ssh-ed25519 AAAA...' per signer"
+        )
+
+
+def _check_gpg_home(path: Path) -> None:
+    if not any((path / name).is_file() for name in ("pubring.kbx", "pubring.gpg")):
+        raise ValueError(
+            f"RECONCILER_VERIFY=gpg needs a GnuPG home with the trusted public keys at "
+            f"{path} (RECONCILER_GPG_HOME), and it has no pubring.kbx: install.sh --verify gpg "
+            "--gpg-keys FILE makes it, or: gpg --homedir DIR --import KEYS.asc"
+        )
 
 
 def merged_environment(
@@ -182,6 +236,9 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
         reverse = {v: k for k, v in _NAMES.items()}
         problems = []
         for err in exc.errors():
-            field_name = str(err["loc"][0]) if err["loc"] else ""
+            if not err["loc"]:  # a check across fields says itself what it is about
+                problems.append(str(err["msg"]).removeprefix("Value error, "))
+                continue
+            field_name = str(err["loc"][0])
             problems.append(f"{reverse.get(field_name, field_name)}: {err['msg']}")
         raise SettingsError("invalid settings: " + "; ".join(problems)) from exc

@@ -24,6 +24,7 @@ PassResult = Literal["succeeded", "failed", "stalled", "unavailable"]
 Reason = Literal[
     "ReconciliationSucceeded",  # applied and converged
     "ValidationFailed",  # the commit's desired state is invalid: stalled until a new commit
+    "VerificationFailed",  # the commit is not signed by an allowed key: stalled until a new commit
     "Conflict",  # an object we do not own is in the way
     "ImageUnavailable",  # an image can be neither found, pulled nor built
     "ApplyFailed",  # a change failed part way (maybe rolled back)

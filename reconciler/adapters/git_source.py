@@ -29,6 +29,13 @@ from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from reconciler.decide.verification import (
+    NotVerified,
+    SignaturePolicy,
+    Verification,
+    judge,
+    signature_kind,
+)
 from reconciler.errors import Unavailable
 from reconciler.ports import Checkout
 from reconciler.redaction import redact_text, redact_url
@@ -178,11 +185,49 @@ class GitSource:
             if final.is_dir():  # another process made it while we waited
                 return Checkout(commit=commit, root=final)
             self._remove_partial_checkouts()
-            self._ensure_cache_repo()
-            if not self._has_commit(commit):
-                self._fetch(commit)
+            self._ensure_commit(commit)
             self._materialise(commit, final)
         return Checkout(commit=commit, root=final)
+
+    def verify(self, commit: str, policy: SignaturePolicy) -> Verification:
+        """Is ``commit`` signed by a key ``policy`` allows? Fetches it when needed.
+
+        Runs ``git verify-commit --raw`` with only the policy's keys in play
+        (an allowed-signers file, or ``GNUPGHOME``); ``decide/verification.py``
+        reads the answer. Nothing of the commit is extracted: a commit that
+        fails never reaches the disk as files.
+        """
+        commit = commit.lower()
+        if not _SHA.fullmatch(commit):
+            raise ValueError(f"not a full commit id: {commit!r}")
+        with self._locked():
+            self._ensure_commit(commit)
+        git_dir = ["--git-dir", str(self.repo_dir)]
+        raw = self._local_git([*git_dir, "cat-file", "commit", commit]).stdout
+        if signature_kind(raw) != policy.mode:  # unsigned or the wrong kind: no tool needed
+            return judge(policy, commit=commit, commit_object=raw, returncode=1, output="")
+        # The keyring is the list of trusted keys: owner trust plays no part.
+        config = ["-c", "gpg.minTrustLevel=undefined"]
+        env: dict[str, str] = {}
+        if policy.mode == "ssh":
+            config += ["-c", "gpg.format=ssh"]
+            config += ["-c", f"gpg.ssh.allowedSignersFile={policy.allowed_signers}"]
+        else:
+            config += ["-c", "gpg.format=openpgp"]
+            env["GNUPGHOME"] = str(policy.gpg_home)
+        try:
+            result = self._run(
+                ["git", *config, *git_dir, "verify-commit", "--raw", commit], extra_env=env
+            )
+        except _TimeoutError:
+            return NotVerified(commit, "error", f"timed out after {self.timeout_s:g}s")
+        return judge(
+            policy,
+            commit=commit,
+            commit_object=raw,
+            returncode=result.returncode,
+            output=result.stdout + result.stderr,
+        )
 
     def prune_checkouts(self, keep: Collection[str]) -> None:
         """Remove every checkout folder not named in ``keep`` (and partial ones)."""
@@ -218,6 +263,12 @@ class GitSource:
         except BaseException:
             _remove(tmp)
             raise
+
+    def _ensure_commit(self, commit: str) -> None:
+        """The commit in the cache repository, fetched when missing (hold the lock)."""
+        self._ensure_cache_repo()
+        if not self._has_commit(commit):
+            self._fetch(commit)
 
     def _has_commit(self, commit: str) -> bool:
         result = self._run(
@@ -339,7 +390,7 @@ class GitSource:
             env["GIT_SSH_COMMAND"] = shlex.join(ssh)
         return env
 
-    def _run(self, argv: list[str]) -> _Result:
+    def _run(self, argv: list[str], *, extra_env: dict[str, str] | None = None) -> _Result:
         """Run ``argv`` with a hard timeout that ends git and every helper it started."""
         # A new session makes git, ssh and git-remote-* one process group, killed
         # together: killing only git would leave ssh holding the pipes open.
@@ -348,7 +399,7 @@ class GitSource:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env=self._env(),
+            env={**self._env(), **(extra_env or {})},
             cwd=self.cache_dir if self.cache_dir.is_dir() else None,
             start_new_session=True,
             text=True,

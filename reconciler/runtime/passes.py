@@ -5,9 +5,10 @@ result (house style 7):
 
 - git or Docker unreachable: ``unavailable``; nothing is changed, the daemon
   backs off and tries again;
-- the commit's desired state is invalid: ``stalled``; what runs stays as it is
-  (the last applied commit is still enforced against drift); only a new
-  commit, or a fixed env file, moves on;
+- the commit's desired state is invalid, or (with ``RECONCILER_VERIFY``) it is
+  not signed by an allowed key: ``stalled``; what runs stays as it is (the
+  last applied commit is still enforced against drift), no restore request
+  of it runs; only a new commit, or a fixed env file or key list, moves on;
 - something we do not own is in the way, an image cannot be had, or an apply
   fails part way: ``failed``, with what was done.
 
@@ -31,12 +32,13 @@ from reconciler.errors import (
     InvalidDesiredState,
     ReconcilerError,
     Unavailable,
+    UnverifiedCommit,
 )
 from reconciler.logs import event
 from reconciler.model.desired import DesiredState
 from reconciler.model.loading import load_desired_state
 from reconciler.model.observed import Observed
-from reconciler.ports import Checkout, Engine, Source
+from reconciler.ports import Checkout, Engine, Source, Verifier
 from reconciler.redaction import redact_url
 from reconciler.runtime.applying import apply
 from reconciler.runtime.self_update import hand_over, own_container_id, split_own_actions
@@ -119,6 +121,7 @@ class Reconciler:
         own_container: str | Literal["detect"] | None = "detect",
         listeners: list[PassListener] | None = None,
         before_apply: list[BeforeApply] | None = None,
+        verifier: Verifier | None = None,
     ) -> None:
         self.settings = settings
         self.source = source
@@ -128,6 +131,8 @@ class Reconciler:
         self.after_apply = after_apply or []
         self.listeners = listeners or []
         self.before_apply = before_apply or []
+        # Set when RECONCILER_VERIFY is on: the head must be signed by an allowed key.
+        self.verifier = verifier
         # The container this process runs in, if any: a pass never stops or
         # removes it, it hands its replacement over (runtime/self_update.py).
         self.own_container = own_container_id() if own_container == "detect" else own_container
@@ -144,6 +149,21 @@ class Reconciler:
         for validate in self.validators:
             validate(checkout, desired)
         return desired
+
+    def verify(self, commit: str) -> None:
+        """Raise ``UnverifiedCommit`` unless verification is off or the commit passes.
+
+        Only the commit about to be applied (the head) is verified, before
+        anything of it is loaded: its signer vouches for its whole tree.
+        """
+        if self.verifier is None:
+            return
+        try:
+            verdict = self.verifier.verify(commit)
+        except Unavailable as exc:
+            raise SourceUnavailable(str(exc)) from exc
+        if not verdict.ok:
+            raise UnverifiedCommit(verdict.describe())
 
     def prepare(self, commit: str) -> Prepared:
         try:
@@ -170,8 +190,9 @@ class Reconciler:
         commit: str | None = None
         try:
             commit = self.remote_head()
+            self.verify(commit)
             prepared = self.prepare(commit)
-        except (Unavailable, InvalidDesiredState) as exc:
+        except (Unavailable, InvalidDesiredState, UnverifiedCommit) as exc:
             return self._outcome_of_error(exc, commit)
         reason: Reason = "Conflict" if prepared.plan.conflicts else "ReconciliationSucceeded"
         return PassOutcome(
@@ -239,8 +260,9 @@ class Reconciler:
             commit = self.remote_head()
             event("sync.start", commit=commit, applied=status.applied_commit)
             try:
+                self.verify(commit)
                 prepared = self.prepare(commit)
-            except InvalidDesiredState as exc:
+            except (InvalidDesiredState, UnverifiedCommit) as exc:
                 return self._stalled(status, commit, exc)
             if prepared.plan.conflicts:
                 return PassOutcome("failed", "Conflict", "\n".join(prepared.plan.conflicts), commit)
@@ -302,11 +324,14 @@ class Reconciler:
         except Conflict as exc:
             return PassOutcome("failed", "Conflict", str(exc), commit)
 
-    def _stalled(self, status: Status, commit: str, exc: InvalidDesiredState) -> PassOutcome:
-        """The head is invalid: keep enforcing the last applied commit against drift."""
-        outcome = PassOutcome("stalled", "ValidationFailed", str(exc), commit)
-        for issue in exc.issues:
-            event("validate.error", level=40, commit=commit, error=str(issue))
+    def _stalled(
+        self, status: Status, commit: str, exc: InvalidDesiredState | UnverifiedCommit
+    ) -> PassOutcome:
+        """The head is invalid or unverified: keep enforcing the last applied commit."""
+        outcome = self._outcome_of_error(exc, commit)
+        if isinstance(exc, InvalidDesiredState):
+            for issue in exc.issues:
+                event("validate.error", level=40, commit=commit, error=str(issue))
         applied = status.applied_commit
         if applied is None or applied == commit:
             return outcome
@@ -334,6 +359,8 @@ class Reconciler:
     def _outcome_of_error(self, exc: Exception, commit: str | None) -> PassOutcome:
         if isinstance(exc, InvalidDesiredState):
             return PassOutcome("stalled", "ValidationFailed", str(exc), commit)
+        if isinstance(exc, UnverifiedCommit):
+            return PassOutcome("stalled", "VerificationFailed", str(exc), commit)
         reason: Reason = (
             "SourceUnavailable" if isinstance(exc, SourceUnavailable) else "EngineUnavailable"
         )

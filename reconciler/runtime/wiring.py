@@ -16,6 +16,7 @@ from reconciler.model.desired import DesiredState
 from reconciler.ports import Checkout
 from reconciler.runtime.daemon import Daemon, Job
 from reconciler.runtime.passes import AfterApply, PassListener, Reconciler, Validator
+from reconciler.runtime.verifying import CommitVerifier
 from reconciler.settings import Settings
 from reconciler.status import StatusStore
 
@@ -83,15 +84,18 @@ def make_reconciler(
     from reconciler.runtime.notifying import Notifier, pass_listener, pending_hook
 
     notifier = Notifier.from_settings(settings)
+    source = make_source(settings)
+    policy = settings.signature_policy
     return Reconciler(
         settings,
-        source=make_source(settings),
+        source=source,
         engine=engine or DockerEngine(),
         validators=validators,
         after_apply=after_apply,
         # Extra listeners (the daemon's metrics) hear passes after the notifier.
         listeners=[pass_listener(settings, notifier=notifier), *(listeners or [])],
         before_apply=[pending_hook(settings, notifier=notifier)],
+        verifier=CommitVerifier(source, policy) if policy else None,
     )
 
 
@@ -137,6 +141,7 @@ def collect_status(settings: Settings) -> dict[str, Any]:
     """The stored status plus what runs now (when Docker answers) and feature reports."""
     status = StatusStore(settings.state_dir).load()
     report: dict[str, Any] = status.model_dump(mode="json")
+    report["verify"] = settings.verify  # signed commits: off, ssh or gpg
     project = settings.project or status.project
     report["project"] = project
     if project:

@@ -129,9 +129,10 @@ def test_reconciler_image_runs_the_cli(reconciler_image: str) -> None:
         assert command in result.stdout
 
 
-def test_reconciler_image_has_git_ssh_and_no_build_tools(reconciler_image: str) -> None:
+def test_reconciler_image_has_git_ssh_gpg_and_no_build_tools(reconciler_image: str) -> None:
+    # ssh-keygen and gpg verify signed commits (RECONCILER_VERIFY=ssh|gpg).
     script = (
-        "git --version && ssh -V 2>&1 && "
+        "git --version && ssh -V 2>&1 && command -v ssh-keygen && gpg --version && "
         "! test -e /opt/reconciler/bin/pip && ! command -v gcc && ! command -v cc"
     )
     result = docker_cli("run", "--rm", "--entrypoint", "sh", reconciler_image, "-c", script)
