@@ -39,6 +39,8 @@ class Settings(BaseModel):
     log_format: str = "auto"  # auto | json | text
     backup_dir: Path | None = None  # where file:// backups go when backup.yaml names no target
     env_file: Path | None = None
+    # The VM's age identities, for encrypted files in the desired state (docs/secrets.md).
+    age_key_file: Path = Path("/etc/reconciler/age.key")
     # The merged environment (env file overlaid by the process environment):
     # the source of ${VAR} in desired-state files. Never logged.
     environ: dict[str, str] = Field(default_factory=dict, repr=False, exclude=True)
@@ -71,6 +73,7 @@ _NAMES: dict[str, str] = {
     "RECONCILER_KNOWN_HOSTS": "known_hosts",
     "RECONCILER_LOG_FORMAT": "log_format",
     "RECONCILER_BACKUP_DIR": "backup_dir",
+    "RECONCILER_AGE_KEY_FILE": "age_key_file",
 }
 
 

@@ -5,6 +5,14 @@ and doco-cd do the same). It covers everything that shapes the container,
 including the contents of files from the repository (env_file values are in
 ``environment``; bind-mounted repo files and build contexts carry their own
 content hashes), and nothing that does not (the commit, the reason).
+
+An environment value that holds a secret decrypted from the commit enters the
+hash as a keyed digest (``redaction.secret_fingerprint``, keyed by the VM's
+age key): a plain SHA-256 over a spec whose every other field is known from
+git would let anyone who reads the label test guesses of the secret offline.
+The value still changes the hash, so a new secret recreates the service.
+Values without secrets hash as before, so no running service is recreated by
+this rule alone.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ import hashlib
 import json
 
 from reconciler.model.desired import ServiceSpec
+from reconciler.redaction import contains_secret, secret_fingerprint
 
 # Bump when the meaning of the hashed fields changes, so every container is
 # recreated once rather than compared against an incompatible digest.
@@ -24,6 +33,16 @@ def config_hash(service: ServiceSpec) -> str:
     data = service.model_dump(mode="json")
     # depends_on shapes the order of a pass, not the container itself.
     data.pop("depends_on", None)
+    for section in ("environment",):
+        data[section] = {
+            key: secret_fingerprint(value) if contains_secret(value) else value
+            for key, value in data[section].items()
+        }
+    if data["build"] is not None:
+        data["build"]["args"] = {
+            key: secret_fingerprint(value) if contains_secret(value) else value
+            for key, value in data["build"]["args"].items()
+        }
     # Files from the repository live in a folder per commit: hash what they
     # hold, not where they are, or every commit would recreate the service.
     for mount in data["mounts"]:
