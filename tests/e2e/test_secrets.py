@@ -147,6 +147,26 @@ def test_a_secret_reaches_the_container_and_nothing_the_reconciler_wrote(
     (after,) = project_containers(docker_client, project_name).values()
     assert after["Id"] == container["Id"]
 
+    # A tampered secrets file stalls the commit too; the running service stays.
+    good_file = sops_dotenv({"DB_PASSWORD": password}, recipient)
+    name, _, rest = good_file.partition("=ENC[AES256_GCM,data:")
+    flipped = ("B" if rest[0] == "A" else "A") + rest[1:]
+    git_daemon.commit_files(
+        {
+            "desired-state/compose.yaml": GOOD,
+            "desired-state/secrets.sops.env": f"{name}=ENC[AES256_GCM,data:{flipped}",
+        }
+    )
+    tampered = out.run("sync")
+    assert tampered.returncode == 1
+    assert "desired-state/secrets.sops.env: cannot decrypt: DB_PASSWORD" in tampered.stderr
+    (after,) = project_containers(docker_client, project_name).values()
+    assert after["Id"] == container["Id"]
+    git_daemon.commit_files({"desired-state/secrets.sops.env": good_file})
+    assert out.run("sync").returncode == 0
+    (after,) = project_containers(docker_client, project_name).values()
+    assert after["Id"] == container["Id"]  # same value, same keyed hash: not recreated
+
     # Search everything the reconciler wrote for the plain values.
     written: list[tuple[str, bytes]] = [
         (f"output {i}", text.encode()) for i, text in enumerate(out.outputs)

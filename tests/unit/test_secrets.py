@@ -285,3 +285,17 @@ def test_a_key_file_may_hold_several_identities(tmp_path: Path) -> None:
         {"desired-state/s.sops.env": sops_dotenv({"DB_PASSWORD": "rotated"}, str(one.to_public()))},
     )
     assert load(root, key).services["db"].environment["DB_PASSWORD"] == "rotated"
+
+
+def test_the_cli_says_when_there_is_no_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from reconciler.cli import main
+
+    missing = tmp_path / "age.key"
+    assert main(["secrets", "recipient", "--key-file", str(missing)]) == 1
+    assert f"{missing} does not exist" in capsys.readouterr().err
+    assert main(["secrets", "keygen", "--key-file", str(missing)]) == 0
+    made = capsys.readouterr().out.splitlines()[-1]
+    assert main(["secrets", "recipient", "--key-file", str(missing)]) == 0
+    assert capsys.readouterr().out.strip() == made

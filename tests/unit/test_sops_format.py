@@ -55,6 +55,20 @@ def test_a_real_flat_file_for_an_ssh_recipient_decrypts() -> None:
     assert sops_format.decrypt(SOPSNIX, "yaml", [sopsnix_identity()]) == {"test_key": "test_value"}
 
 
+def test_a_real_file_with_an_int_and_a_multi_line_value() -> None:
+    identity = pyrage.x25519.Identity.from_str(
+        (FIXTURES / "helmsecrets-age.key").read_text().split()[-1]
+    )
+    text = (FIXTURES / "helmsecrets-secrets.age.yaml").read_text()
+    tree = sops_format.decrypt(text, "yaml", [identity])
+    assert tree["global_secret"] == "global_age"
+    assert tree["service"] == {"port": 92}
+    assert tree["key"].startswith("-----BEGIN PGP MESSAGE-----\n")
+    # The int's ciphertext changed: GCM refuses it.
+    with pytest.raises(SopsError, match=r"service\.port: the value does not decrypt"):
+        sops_format.decrypt(text.replace("data:RPI=", "data:RPM="), "yaml", [identity])
+
+
 def test_several_identities_one_of_which_matches() -> None:
     other = pyrage.x25519.Identity.generate()
     assert sops_format.decrypt(SOPSNIX, "yaml", [other, sopsnix_identity()])["test_key"]
