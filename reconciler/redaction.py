@@ -122,11 +122,6 @@ def set_fingerprint_key(key: bytes) -> None:
     _fingerprint_key = key
 
 
-def contains_secret(text: str) -> bool:
-    pattern = _pattern
-    return pattern is not None and pattern.search(text) is not None
-
-
 def secret_fingerprint(text: str) -> str:
     """A keyed digest of ``text``: equal texts give equal digests on this VM, nothing more."""
     key = _fingerprint_key or b"reconciler-no-age-key"

@@ -297,6 +297,7 @@ class _Loader(ComposeChecks):
             working_dir=svc.working_dir,
             hostname=svc.hostname,
             stop_grace_period_s=10.0 if svc.stop_grace_period is None else svc.stop_grace_period,
+            secret_values=frozenset(v for v in self.secrets.secret_values() if v),
         )
 
     def _build_spec(self, base: KeyPath, build: schema.Build) -> BuildSpec | None:

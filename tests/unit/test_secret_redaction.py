@@ -126,14 +126,21 @@ def test_the_age_identity_itself_is_masked(tmp_path: Path) -> None:
     assert identity not in redact_text(f"oops: {identity}")
 
 
-def _service(password: str) -> ServiceSpec:
-    return ServiceSpec(name="db", image="busybox", environment={"DB_PASSWORD": password})
+SECRETS = frozenset({"correct-horse-battery", "another-long-secret", "inner-secret-value"})
+
+
+def _service(password: str, secrets: frozenset[str] = SECRETS) -> ServiceSpec:
+    return ServiceSpec(
+        name="db",
+        image="busybox",
+        environment={"DB_PASSWORD": password},
+        command=("serve", f"--password={password}"),
+        secret_values=secrets,
+    )
 
 
 def test_the_config_hash_of_a_secret_is_keyed_and_still_follows_the_value() -> None:
-    plain = config_hash(_service("correct-horse-battery"))
-    register_secret("correct-horse-battery")
-    register_secret("another-long-secret")
+    plain = config_hash(_service("correct-horse-battery", frozenset()))
     set_fingerprint_key(b"vm-one")
     keyed = config_hash(_service("correct-horse-battery"))
     # Not the digest anyone could recompute from git and a guess...
@@ -149,14 +156,19 @@ def test_the_config_hash_of_a_secret_is_keyed_and_still_follows_the_value() -> N
 
 
 def test_a_value_holding_a_secret_inside_a_url_is_keyed_too() -> None:
-    register_secret("inner-secret-value")
     set_fingerprint_key(b"k")
     one = config_hash(_service("mysql://u:inner-secret-value@db/x"))
     set_fingerprint_key(b"l")
     assert config_hash(_service("mysql://u:inner-secret-value@db/x")) != one
 
 
-def test_an_unrelated_identity_changes_nothing_without_secrets() -> None:
-    before = config_hash(_service("not-a-registered-secret"))
-    set_fingerprint_key(bytes(pyrage.x25519.Identity.generate().to_public().__str__(), "ascii"))
-    assert config_hash(_service("not-a-registered-secret")) == before
+def test_a_spec_without_secrets_hashes_as_before() -> None:
+    before = config_hash(_service("not-a-secret", frozenset()))
+    set_fingerprint_key(bytes(str(pyrage.x25519.Identity.generate().to_public()), "ascii"))
+    assert config_hash(_service("not-a-secret", frozenset())) == before
+    # Only the desired state says what is secret, never what the process saw before.
+    register_secret("not-a-secret")
+    assert config_hash(_service("not-a-secret", frozenset())) == before
+    # The field itself is never dumped (labels, plans, status).
+    assert "secret_values" not in _service("x").model_dump()
+    assert "correct-horse" not in repr(_service("x"))
