@@ -76,10 +76,15 @@ def read_secrets(root: Path, *, directory: str, keyring: Keyring) -> Secrets:
     """Decrypt every encrypted file under ``<root>/<directory>``; problems become issues."""
     secrets = Secrets()
     folder = root / directory
-    if not folder.is_dir():
-        return secrets
+    inside = root.resolve()
+    if not folder.is_dir() or not folder.resolve().is_relative_to(inside):
+        return secrets  # the loader says what is wrong with the folder
     for path in sorted(_encrypted_files(folder)):
         shown = os.path.relpath(path, root)
+        if not path.resolve().is_relative_to(inside):
+            # A committed symlink must not make the VM read its own files.
+            secrets.issues.append(Issue(shown, 0, "", "a symlink out of the repository"))
+            continue
         try:
             values = decrypt_file(path, keyring=keyring)
         except SopsError as exc:

@@ -299,3 +299,14 @@ def test_the_cli_says_when_there_is_no_key(
     made = capsys.readouterr().out.splitlines()[-1]
     assert main(["secrets", "recipient", "--key-file", str(missing)]) == 0
     assert capsys.readouterr().out.strip() == made
+
+
+def test_a_symlink_out_of_the_repository_is_never_read(tmp_path: Path, key_file: Path) -> None:
+    outside = tmp_path / "vm.env"
+    outside.write_text("VM_ONLY=x\n")
+    root = repo(tmp_path, {})
+    (root / "desired-state/steal.sops.env").symlink_to(outside)
+    with pytest.raises(
+        InvalidDesiredState, match="steal.sops.env: a symlink out of the repository"
+    ):
+        load(root, key_file)
