@@ -306,7 +306,5 @@ def test_a_symlink_out_of_the_repository_is_never_read(tmp_path: Path, key_file:
     outside.write_text("VM_ONLY=x\n")
     root = repo(tmp_path, {})
     (root / "desired-state/steal.sops.env").symlink_to(outside)
-    with pytest.raises(
-        InvalidDesiredState, match=r"steal\.sops\.env: a symlink out"
-    ):
+    with pytest.raises(InvalidDesiredState, match=r"steal\.sops\.env: a symlink out"):
         load(root, key_file)
