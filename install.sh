@@ -13,7 +13,9 @@
 #  3. writes the env file (mode 600) from flags or prompts, keeping an existing one;
 #  4. for an ssh:// repository, makes a deploy key and prints where to add it;
 #     with --verify, puts the allowed signers or public keys in the config dir;
-#  5. builds the reconciler image from images/reconciler (or uses --image);
+#  5. builds the reconciler image from images/reconciler (or uses --image), then
+#     makes the VM's age key for encrypted secrets in git when there is none
+#     and prints its recipient (docs/secrets.md);
 #  6. runs one sync in a short-lived container, which deploys desired-state/,
 #     the reconciler's own service included (restart=unless-stopped, the Docker
 #     socket, the state dir at the same path inside as outside);
@@ -53,7 +55,8 @@ Images:
   --local-images          no registry: build images/local/ stand-ins and use them
 
 Paths and behaviour:
-  --config-dir DIR        env file and deploy key (default: /etc/reconciler)
+  --config-dir DIR        env file, deploy key and age key (default: /etc/reconciler)
+  --no-age-key            do not create the age key for encrypted secrets (docs/secrets.md)
   --state-dir DIR         durable state (default: /var/lib/reconciler)
   --yes                   never prompt; a missing required value is an error
   --timeout SECONDS       how long to wait for the first sync (default: 600)
@@ -67,6 +70,7 @@ MODE=install
 LOCAL=0
 YES=0
 REMOVE_IMAGE=0
+AGE_KEY=1
 LOCAL_IMAGES=${RECONCILER_LOCAL_IMAGES:-0}
 IMAGE=""
 IMAGE_NAME=reconciler
@@ -114,6 +118,7 @@ while [ $# -gt 0 ]; do
     --local-images) LOCAL_IMAGES=1 ;;
     --config-dir) need_value "$@"; CONFIG_DIR=$2; shift ;;
     --state-dir) need_value "$@"; STATE_DIR=$2; shift ;;
+    --no-age-key) AGE_KEY=0 ;;
     --yes|--non-interactive) YES=1 ;;
     --timeout) need_value "$@"; TIMEOUT=$2; shift ;;
     *) die "unknown argument: $1 (see --help)" ;;
@@ -495,6 +500,29 @@ ensure_image() {
   log "image: $RECONCILER_IMAGE"
 }
 
+# --- 5b. the age key for encrypted secrets in git ------------------------------------
+
+# Made by the image itself (no age package needed on the host), in the config
+# folder, mode 600. It never leaves the VM: not in an image, not in a log.
+ensure_age_key() {
+  key=$CONFIG_DIR/age.key
+  if [ ! -f "$key" ]; then
+    [ "$AGE_KEY" = 1 ] || return 0
+    docker run --rm --label "dev.reconciler.project=$(get_env RECONCILER_PROJECT)" \
+      --label dev.reconciler.helper=install -e RECONCILER_ENV_FILE=/dev/null \
+      -v "$CONFIG_DIR:$CONFIG_DIR" "$RECONCILER_IMAGE" secrets keygen --key-file "$key" >/dev/null
+    log "age key: generated $key"
+  fi
+  chmod 600 "$key"
+  set_env RECONCILER_AGE_KEY_FILE "$key"
+  recipient=$(docker run --rm --label "dev.reconciler.project=$(get_env RECONCILER_PROJECT)" \
+    --label dev.reconciler.helper=install -e RECONCILER_ENV_FILE=/dev/null \
+    -v "$CONFIG_DIR:$CONFIG_DIR:ro" "$RECONCILER_IMAGE" secrets recipient --key-file "$key") \
+    || die "$key holds no usable age identity (move it away and run install.sh again)"
+  log "age key: encrypt secrets for this VM with its recipient (docs/secrets.md):"
+  printf '%s\n' "$recipient" >&2
+}
+
 # --- 6. the first sync and the daemon ------------------------------------------------
 
 # The mounts of the reconciler's own service in desired-state/compose.yaml.
@@ -654,6 +682,7 @@ write_env_file
 ensure_deploy_key
 ensure_verification
 ensure_image
+ensure_age_key
 first_sync
 wait_healthy
 prune_old_builds

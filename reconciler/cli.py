@@ -13,7 +13,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from reconciler import __version__
 from reconciler.decide.actions import (
@@ -65,7 +65,7 @@ def _register_feature_commands(commands: Any) -> None:
     """Backup and restore commands live with their features."""
     import importlib
 
-    for name in ("reconciler.cli_backup", "reconciler.cli_restore"):
+    for name in ("reconciler.cli_backup", "reconciler.cli_restore", "reconciler.cli_secrets"):
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
@@ -75,7 +75,26 @@ def _register_feature_commands(commands: Any) -> None:
         module.register(commands)
 
 
+class _RedactingStream:
+    """stdout/stderr that mask every secret decrypted in this process (defence in depth)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        from reconciler.redaction import redact_secrets
+
+        return self._stream.write(redact_secrets(text))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    if not isinstance(sys.stdout, _RedactingStream):
+        sys.stdout = _RedactingStream(sys.stdout)
+    if not isinstance(sys.stderr, _RedactingStream):
+        sys.stderr = _RedactingStream(sys.stderr)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -29,6 +29,13 @@ class Issue:
     key: str
     message: str
 
+    def __post_init__(self) -> None:
+        # A message may quote a value (a malformed port, a duration) that was
+        # decrypted from the commit: mask it where every issue is made.
+        from reconciler.redaction import redact_secrets
+
+        object.__setattr__(self, "message", redact_secrets(self.message))
+
     def __str__(self) -> str:
         location = f"{self.path}:{self.line}" if self.line > 0 else self.path
         if self.key:

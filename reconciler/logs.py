@@ -25,6 +25,12 @@ def _redact(value: str) -> str:
     return redact_text(value)
 
 
+def _redact_secrets(text: str) -> str:
+    from reconciler.redaction import redact_secrets
+
+    return redact_secrets(text)
+
+
 def event(name: str, *, level: int = logging.INFO, exc_info: bool = False, **fields: Any) -> None:
     """Log one event with its fields (and the exception being handled, if asked)."""
     LOGGER.log(level, name, exc_info=exc_info, extra={"event_fields": fields})
@@ -41,7 +47,8 @@ class JsonFormatter(logging.Formatter):
             line[key] = _redact(value) if isinstance(value, str) else value
         if record.exc_info:
             line["exception"] = _redact(self.formatException(record.exc_info))
-        return json.dumps(line, default=str, sort_keys=False)
+        # Fields that are not strings (lists, objects) are masked here, whole.
+        return _redact_secrets(json.dumps(line, default=str, sort_keys=False))
 
 
 class TextFormatter(logging.Formatter):
@@ -56,7 +63,7 @@ class TextFormatter(logging.Formatter):
         line = " ".join(parts)
         if record.exc_info:
             line += "\n" + _redact(self.formatException(record.exc_info))
-        return line
+        return _redact_secrets(line)
 
 
 def configure(fmt: str = "auto", *, stream: TextIO | None = None, verbose: bool = False) -> None:

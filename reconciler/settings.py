@@ -62,6 +62,8 @@ class Settings(BaseModel):
     verify: Literal["off", "ssh", "gpg"] = "off"
     allowed_signers: Path = Path("/etc/reconciler/allowed_signers")
     gpg_home: Path = Path("/etc/reconciler/gnupg")
+    # The VM's age identities, for encrypted files in the desired state (docs/secrets.md).
+    age_key_file: Path = Path("/etc/reconciler/age.key")
     # The merged environment (env file overlaid by the process environment):
     # the source of ${VAR} in desired-state files. Never logged.
     environ: dict[str, str] = Field(default_factory=dict, repr=False, exclude=True)
@@ -141,6 +143,7 @@ _NAMES: dict[str, str] = {
     "RECONCILER_VERIFY": "verify",
     "RECONCILER_ALLOWED_SIGNERS": "allowed_signers",
     "RECONCILER_GPG_HOME": "gpg_home",
+    "RECONCILER_AGE_KEY_FILE": "age_key_file",
 }
 
 

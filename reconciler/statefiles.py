@@ -26,8 +26,28 @@ class StateError(ReconcilerError):
     """The state folder cannot be written (full disk, read-only, permissions)."""
 
 
+# Free-text fields of state documents (status, history, restore ledger, drill):
+# an error there may quote a decrypted secret. Only these are masked, never an
+# id, a commit or a time, whose value the state depends on.
+_MESSAGE_KEYS = frozenset({"message", "last_error", "error", "hint", "detail", "services_error"})
+
+
+def _masked(data: Any) -> Any:
+    from reconciler.redaction import redact_text
+
+    if isinstance(data, dict):
+        return {
+            k: redact_text(v) if k in _MESSAGE_KEYS and isinstance(v, str) else _masked(v)
+            for k, v in data.items()
+        }
+    if isinstance(data, list):
+        return [_masked(item) for item in data]
+    return data
+
+
 def atomic_write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
+    data = _masked(data)
     payload = json.dumps(data, indent=2, sort_keys=True, default=str).encode() + b"\n"
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:

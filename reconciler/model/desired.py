@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class Frozen(BaseModel):
@@ -96,6 +96,9 @@ class ServiceSpec(Frozen):
     working_dir: str | None = None
     hostname: str | None = None
     stop_grace_period_s: float = 10.0
+    # Values decrypted from the commit's encrypted files: the config hash takes a
+    # keyed digest of any field holding one (decide/hashing.py). Never dumped.
+    secret_values: frozenset[str] = Field(default=frozenset(), repr=False, exclude=True)
 
 
 class NetworkSpec(Frozen):

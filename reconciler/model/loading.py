@@ -8,6 +8,12 @@ port clashes), then resolve everything into the values the planner needs:
 Docker names, absolute paths, env files read, content hashes of bind-mounted
 files and build contexts.
 
+Values decrypted from the commit's encrypted files (``model/secrets.py``) come
+in as ``secrets``: they fill ``${VAR}`` under the VM's own environment (the
+real environment, then the env file, win over git, like Compose's shell over
+``.env``), an ``env_file:`` may name an encrypted file, and a label may not
+carry a secret (labels are readable by anyone who can list containers).
+
 Every problem found is collected; the loader raises one ``InvalidDesiredState``
 with all of them, each ``PATH:LINE: KEY: message`` with PATH relative to the
 repository root. The only I/O is reading the checkout.
@@ -41,6 +47,7 @@ from reconciler.model.desired import (
 )
 from reconciler.model.files import hash_path
 from reconciler.model.interpolation import ENV_FILE_HINT, interpolate
+from reconciler.model.secrets import Secrets, is_encrypted_name
 from reconciler.model.yaml_lines import KeyPath, YamlError, load_yaml, pydantic_issues
 
 _M = TypeVar("_M", bound=BaseModel)
@@ -52,14 +59,18 @@ def load_desired_state(
     directory: str = "desired-state",
     project: str | None = None,
     environ: Mapping[str, str],
+    secrets: Secrets | None = None,
 ) -> DesiredState:
     """Validate and resolve ``<root>/<directory>/compose.yaml``.
 
     ``root`` is the checked-out commit; ``project`` (RECONCILER_PROJECT) wins
     over the file's ``name:``; ``environ`` fills ``${VAR}``, bare environment
-    keys and ``COMPOSE_PROFILES``. Raises ``InvalidDesiredState`` with every
-    issue found.
+    keys and ``COMPOSE_PROFILES``; ``secrets`` (the commit's decrypted files)
+    fill what ``environ`` does not set. Raises ``InvalidDesiredState`` with
+    every issue found.
     """
+    secrets = secrets or Secrets()
+    environ = merge_environ(environ, secrets)
     root = root.absolute()  # bind sources and build contexts must be absolute for Docker
     directory = directory.strip("/") or "."
     rel = COMPOSE_FILE if directory == "." else f"{directory}/{COMPOSE_FILE}"
@@ -89,11 +100,19 @@ def load_desired_state(
     if data is None:
         raise InvalidDesiredState([Issue(rel, 0, "", "the file is empty: declare services:")])
     loader = _Loader(root=root, compose_dir=compose_dir, line_map=line_map, environ=environ)
+    loader.secrets = secrets
     return loader.load(data, project=project)
+
+
+def merge_environ(environ: Mapping[str, str], secrets: Secrets) -> dict[str, str]:
+    """The VM's variables over git's secrets: the VM always has the last word."""
+    return {**secrets.values, **environ}
 
 
 class _Loader(ComposeChecks):
     """One load: validate (schema, then ``ComposeChecks``), then resolve."""
+
+    secrets: Secrets
 
     # --- the whole load ---------------------------------------------------
 
@@ -121,10 +140,40 @@ class _Loader(ComposeChecks):
         active = self._active(services)
         self._check_services(services, volumes, networks, active)
         state = self._resolve(project_name or "invalid", services, volumes, networks, active)
+        self._check_secret_labels(services, volumes, networks)
         issues = _without_follow_ups(self.issues, interpolation_issues)
+        if self.secrets.issues:
+            # A file that cannot be decrypted leaves its variables unset: say
+            # that once (cannot decrypt), not again at every ${VAR}.
+            issues = [i for i in issues if " is not set" not in i.message] + self.secrets.issues
         if issues:
             raise InvalidDesiredState(issues)
         return state
+
+    def _check_secret_labels(
+        self,
+        services: Mapping[str, schema.Service | None],
+        volumes: Mapping[str, schema.Volume | None],
+        networks: Mapping[str, schema.Network | None],
+    ) -> None:
+        secret_values = self.secrets.secret_values()
+        if not secret_values:
+            return
+        sections: list[tuple[str, Mapping[str, Any]]] = [
+            ("services", services),
+            ("volumes", volumes),
+            ("networks", networks),
+        ]
+        for section, parts in sections:
+            for name, part in parts.items():
+                labels = getattr(part, "labels", None) or {}
+                for key, value in labels.items():
+                    if any(secret and secret in str(value) for secret in secret_values):
+                        self.add(
+                            (section, name, "labels", key),
+                            "holds a value from an encrypted file: labels are readable by "
+                            "anyone who can list containers; pass secrets in environment",
+                        )
 
     def _valid_parts(self, section: str, model: type[_M]) -> dict[str, _M | None]:
         raw = self.raw.get(section)
@@ -248,6 +297,7 @@ class _Loader(ComposeChecks):
             working_dir=svc.working_dir,
             hostname=svc.hostname,
             stop_grace_period_s=10.0 if svc.stop_grace_period is None else svc.stop_grace_period,
+            secret_values=frozenset(v for v in self.secrets.secret_values() if v),
         )
 
     def _build_spec(self, base: KeyPath, build: schema.Build) -> BuildSpec | None:
@@ -295,6 +345,17 @@ class _Loader(ComposeChecks):
             # interpolate=False: values are taken literally, never filled from
             # the reconciler's own process environment.
             shown = os.path.relpath(path, self.root)
+            if is_encrypted_name(path.name):
+                decrypted = self.secrets.files.get(shown)
+                if decrypted is None and not any(i.path == shown for i in self.secrets.issues):
+                    folder = os.path.relpath(self.compose_dir, self.root)
+                    self.add(
+                        where,
+                        f"{shown} is an encrypted file outside {folder}/: "
+                        "keep encrypted files in the desired-state folder",
+                    )
+                env.update(decrypted or {})
+                continue
             for key, value in dotenv_values(path, interpolate=False).items():
                 resolved = self._from_environ(where, key, value, env_file=shown)
                 if resolved is not None:

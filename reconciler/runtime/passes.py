@@ -39,8 +39,9 @@ from reconciler.model.desired import DesiredState
 from reconciler.model.loading import load_desired_state
 from reconciler.model.observed import Observed
 from reconciler.ports import Checkout, Engine, Source, Verifier
-from reconciler.redaction import redact_url
+from reconciler.redaction import redact_text, redact_url
 from reconciler.runtime.applying import apply
+from reconciler.runtime.secret_keys import load_secrets
 from reconciler.runtime.self_update import hand_over, own_container_id, split_own_actions
 from reconciler.settings import Settings
 from reconciler.statefiles import StateError, exclusive_lock
@@ -145,6 +146,7 @@ class Reconciler:
             directory=self.settings.directory,
             project=self.settings.project,
             environ=self.settings.environ,
+            secrets=load_secrets(checkout.root, self.settings),
         )
         for validate in self.validators:
             validate(checkout, desired)
@@ -193,14 +195,16 @@ class Reconciler:
             self.verify(commit)
             prepared = self.prepare(commit)
         except (Unavailable, InvalidDesiredState, UnverifiedCommit) as exc:
-            return self._outcome_of_error(exc, commit)
+            return _redacted(self._outcome_of_error(exc, commit))
         reason: Reason = "Conflict" if prepared.plan.conflicts else "ReconciliationSucceeded"
-        return PassOutcome(
-            result="failed" if prepared.plan.conflicts else "succeeded",
-            reason=reason,
-            message="\n".join(prepared.plan.conflicts),
-            commit=commit,
-            plan=prepared.plan,
+        return _redacted(
+            PassOutcome(
+                result="failed" if prepared.plan.conflicts else "succeeded",
+                reason=reason,
+                message="\n".join(prepared.plan.conflicts),
+                commit=commit,
+                plan=prepared.plan,
+            )
         )
 
     def sync(self) -> PassOutcome:
@@ -211,7 +215,9 @@ class Reconciler:
                 self.settings.state_dir / "pass.lock", wait_s=PASS_LOCK_WAIT_S, what="pass"
             ):
                 status = self.store.load()
-                outcome = self._sync(status)
+                # Before status, history, logs and listeners see it: an error
+                # may quote a value decrypted from the commit.
+                outcome = _redacted(self._sync(status))
                 self._record(status, outcome, duration_s=time.monotonic() - started)
         except StateError as exc:
             outcome = PassOutcome("unavailable", "StateUnavailable", str(exc))
@@ -401,6 +407,12 @@ class Reconciler:
             )
         )
         self.store.save(status)
+
+
+def _redacted(outcome: PassOutcome) -> PassOutcome:
+    outcome.message = redact_text(outcome.message)
+    outcome.changes = [redact_text(change) for change in outcome.changes]
+    return outcome
 
 
 def _log_apply_event(name: str, fields: dict[str, Any]) -> None:

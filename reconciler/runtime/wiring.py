@@ -38,6 +38,7 @@ def load_applied(settings: Settings) -> tuple[Checkout, DesiredState] | None:
     last deployed, not the branch's head.
     """
     from reconciler.model.loading import load_desired_state
+    from reconciler.runtime.secret_keys import load_secrets
 
     commit = StatusStore(settings.state_dir).load().applied_commit
     if commit is None:
@@ -48,6 +49,7 @@ def load_applied(settings: Settings) -> tuple[Checkout, DesiredState] | None:
         directory=settings.directory,
         project=settings.project,
         environ=settings.environ,
+        secrets=load_secrets(checkout.root, settings),
     )
     return checkout, desired
 

@@ -371,6 +371,13 @@ def test_the_env_file_is_private_and_holds_generated_secrets(
     for secret in ("MARIADB_ROOT_PASSWORD", "MARIADB_PASSWORD"):
         assert len(values[secret]) == 32
         assert values[secret] not in installed.stdout + installed.stderr
+    # The age key for encrypted secrets: private, its recipient printed, the key never.
+    age_key = installation.config_dir / "age.key"
+    assert values["RECONCILER_AGE_KEY_FILE"] == str(age_key)
+    assert stat.S_IMODE(age_key.stat().st_mode) == 0o600
+    recipient = age_key.read_text().split("# public key: ")[1].split()[0]
+    assert recipient in installed.stderr
+    assert age_key.read_text().split()[-1] not in installed.stdout + installed.stderr
 
 
 def test_a_second_run_changes_nothing(
