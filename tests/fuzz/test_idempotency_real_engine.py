@@ -50,7 +50,7 @@ def _states(project: str) -> st.SearchStrategy[ss.DesiredState]:
     derandomize=True,
     deadline=None,
     database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    suppress_health_check=[HealthCheck.too_slow],
 )
 @given(data=st.data())
 def test_plan_after_apply_on_the_real_engine_is_empty(
