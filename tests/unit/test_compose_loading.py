@@ -177,3 +177,20 @@ def test_paths_outside_the_repository_are_never_read_or_hashed(
     assert all("leaves the repository" in i.message for i in caught.value.issues)
     assert hashed == []
     assert read == []
+
+
+def test_an_alias_bomb_is_refused_before_it_is_expanded(tmp_path: Path) -> None:
+    # Nine lines whose aliases expand to 9**9 values: without a limit the loader
+    # walks them all (hours, and memory) instead of refusing the commit.
+    lines = ["name: shop", 'x-a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for level in range(1, 9):
+        lines.append(f"x-a{level}: &a{level} [{','.join([f'*a{level - 1}'] * 9)}]")
+    lines += ["services:", "  web:", "    image: x", "    command: *a8"]
+    folder = tmp_path / "desired-state"
+    folder.mkdir()
+    (folder / "compose.yaml").write_text("\n".join(lines) + "\n")
+    with pytest.raises(InvalidDesiredState) as caught:
+        load_desired_state(tmp_path, environ={})
+    [issue] = caught.value.issues
+    assert issue.path == "desired-state/compose.yaml"
+    assert "values once aliases (*name) are expanded" in issue.message
