@@ -18,6 +18,7 @@ paths in the generated files sometimes exist and sometimes do not.
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 from hypothesis import strategies as st
@@ -623,3 +624,30 @@ def mutated(draw: st.DrawFn, base: st.SearchStrategy[dict[str, Any]]) -> dict[st
     else:
         del parent[path[-1]]
     return tree
+
+
+@st.composite
+def aliased_yaml(draw: st.DrawFn) -> str:
+    """A compose.yaml using anchors, aliases and merge keys (``<<: *defaults``), rightly or not."""
+    anchors = draw(
+        st.dictionaries(
+            st.sampled_from(["a", "b", "c"]),
+            st.one_of(yaml_trees, st.just({"image": "web", "restart": "always"})),
+            min_size=1,
+            max_size=3,
+        )
+    )
+    lines = [
+        f"x-{name}: &{name} {json.dumps(value, default=str)}" for name, value in anchors.items()
+    ]
+    refs = st.sampled_from([*(f"*{name}" for name in anchors), "*missing"])
+    lines += ["name: shop", "services:", "  web:"]
+    if draw(st.booleans()):
+        lines.append(f"    <<: {draw(refs)}")
+    if draw(st.booleans()):
+        lines.append(f"    <<: [{draw(refs)}, {draw(refs)}]")
+    lines.append(
+        f"    {draw(st.sampled_from(['image', 'command', 'environment', 'ports']))}: {draw(refs)}"
+    )
+    lines.append(f"    labels: {draw(refs)}")
+    return "\n".join(lines) + "\n"

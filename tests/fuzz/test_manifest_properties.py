@@ -124,6 +124,11 @@ def test_compose_services_from_any_yaml_tree(tree: Any, environ: dict[str, str])
     load_compose(dump(tree), environ)
 
 
+@given(text=ms.aliased_yaml(), environ=ms.environs)
+def test_compose_with_anchors_aliases_and_merge_keys(text: str, environ: dict[str, str]) -> None:
+    load_compose(text, environ)
+
+
 @given(compose=ms.compose_files, environ=ms.environs)
 def test_compose_near_valid_files(compose: dict[str, Any], environ: dict[str, str]) -> None:
     load_compose(dump(compose), environ)
