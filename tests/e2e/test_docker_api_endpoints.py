@@ -14,6 +14,7 @@ from the code. The table's proxy variable for each call is checked too.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import docker
@@ -110,6 +111,16 @@ def test_the_documented_table_names_the_right_proxy_variables() -> None:
         assert _PROXY_VARIABLES[prefix] == variable, call
 
 
+@pytest.fixture
+def built_images_removed(docker_client: docker.DockerClient, project_name: str) -> Iterator[None]:
+    """The tool service's image is this test's own; ``remove_project`` keeps images."""
+    yield
+    for image in docker_client.images.list(name=f"{project_name}-tool"):
+        for tag in image.tags:
+            docker_client.images.remove(tag)
+
+
+@pytest.mark.usefixtures("built_images_removed")
 def test_every_docker_call_of_a_representative_workload_is_documented(
     tmp_path: Path,
     git_daemon: ServedRemote,
