@@ -17,7 +17,7 @@ removed.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 from reconciler import labels
 from reconciler.decide.actions import (
@@ -63,6 +63,7 @@ def plan(desired: DesiredState, observed: Observed) -> Plan:
             project=project,
             mine=by_service.get(name, []),
             same_name=by_name.get(labels.container_name(project, name)),
+            declared=desired.services.keys(),
             conflicts=conflicts,
         )
 
@@ -85,6 +86,7 @@ def _plan_service(
     project: str,
     mine: list[ObservedContainer],
     same_name: ObservedContainer | None,
+    declared: Collection[str],
     conflicts: list[str],
 ) -> list[Action]:
     canonical = labels.container_name(project, service.name)
@@ -94,6 +96,24 @@ def _plan_service(
             f"container {canonical} exists but belongs to {owner}, so it is never touched; "
             f"remove or rename it (docker rm -f {canonical}, or docker rename {canonical} NEW) "
             f"or choose another RECONCILER_PROJECT"
+        )
+        return []
+    if same_name is not None and (
+        same_name.is_helper or (same_name.service != service.name and same_name.service in declared)
+    ):
+        # Ours, but not this service's: a helper (backup, restore, drill) or another
+        # service's container renamed by hand. Creating the service would fail on
+        # the name, and removing it could interrupt a backup or take the wrong one.
+        what = (
+            "a helper container of the reconciler (a backup, restore or drill that is running "
+            "or was interrupted)"
+            if same_name.is_helper
+            else f"the container of service {same_name.service!r} (renamed by hand?)"
+        )
+        conflicts.append(
+            f"container {canonical} is {what}, so service {service.name!r} cannot take its "
+            f"name; remove it (docker rm -f {canonical}) or rename it "
+            f"(docker rename {canonical} NEW)"
         )
         return []
 

@@ -300,9 +300,15 @@ class _Loader(ComposeChecks):
             secret_values=frozenset(v for v in self.secrets.secret_values() if v),
         )
 
+    def _inside(self, path: Path) -> bool:
+        """Whether ``path`` (symlinks followed) is in the checkout. The checks report
+        those that are not; resolving must not read or hash them (``../..`` could be
+        the whole disk, and files there change while they are walked)."""
+        return path.resolve().is_relative_to(self.root.resolve())
+
     def _build_spec(self, base: KeyPath, build: schema.Build) -> BuildSpec | None:
         context = Path(os.path.normpath(self.compose_dir / build.context))
-        if not context.is_dir():
+        if not context.is_dir() or not self._inside(context):
             return None  # reported by the checks
         args: dict[str, str] = {}
         for key, value in build.args.items():
@@ -339,7 +345,7 @@ class _Loader(ComposeChecks):
         env: dict[str, str] = {}
         for index, env_file in enumerate(svc.env_file):
             path = Path(os.path.normpath(self.compose_dir / env_file.path))
-            if not path.is_file():
+            if not path.is_file() or not self._inside(path):
                 continue  # reported by the checks, or optional
             where = self._list_item(base, "env_file", index)
             # interpolate=False: values are taken literally, never filled from
@@ -392,7 +398,7 @@ class _Loader(ComposeChecks):
                 )
             else:
                 path = Path(os.path.normpath(self.compose_dir / source))
-                if not (path.exists() or path.is_symlink()):
+                if not (path.exists() or path.is_symlink()) or not self._inside(path):
                     continue  # reported by the checks
                 mounts.append(
                     Mount(

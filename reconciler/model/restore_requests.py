@@ -118,7 +118,8 @@ def parse_restore_requests(
     if not isinstance(data, dict):
         raise InvalidDesiredState([Issue(path, 1, "", "must be a mapping with a 'restores' list")])
     data, issues = interpolate(data, environ, line_map=line_map)
-    unknown = sorted(set(data) - {"restores"})
+    # YAML keys may be numbers or booleans (``0:``, ``yes:``): compare them as text.
+    unknown = sorted(str(key) for key in data if key != "restores")
     for key in unknown:
         issues.append(line_map.issue((key,), "unknown key (supported: restores)"))
     items = data.get("restores")

@@ -125,7 +125,7 @@ def load_yaml(text: str, *, path: str, core_schema: bool = False) -> tuple[Any, 
     if node is None:
         return None, line_map
     line_map.lines[()] = node.start_mark.line + 1
-    _walk(node, (), line_map)
+    _walk(node, (), line_map, _Budget(MAX_VALUES))
     try:
         data = yaml.load(text, Loader=loader)  # SafeLoader subclass: no arbitrary objects
     except yaml.YAMLError as exc:
@@ -133,7 +133,29 @@ def load_yaml(text: str, *, path: str, core_schema: bool = False) -> tuple[Any, 
     return data, line_map
 
 
-def _walk(node: yaml.Node, prefix: KeyPath, line_map: LineMap) -> None:
+# Far more values than any desired-state file holds. Aliases make a tree whose
+# expanded size grows exponentially with its text (the "billion laughs"): nine
+# lines can mean 9**9 values, which every later step would walk.
+MAX_VALUES = 100_000
+
+
+@dataclass
+class _Budget:
+    left: int
+
+
+def _walk(node: yaml.Node, prefix: KeyPath, line_map: LineMap, budget: _Budget) -> None:
+    budget.left -= 1
+    if budget.left < 0:
+        raise YamlError(
+            Issue(
+                line_map.path,
+                node.start_mark.line + 1,
+                dotted(prefix),
+                f"more than {MAX_VALUES} values once aliases (*name) are expanded: "
+                "repeat less, or write the values out",
+            )
+        )
     if isinstance(node, yaml.MappingNode):
         seen: dict[str, int] = {}
         for key_node, value_node in node.value:
@@ -152,11 +174,11 @@ def _walk(node: yaml.Node, prefix: KeyPath, line_map: LineMap) -> None:
                 )
             seen[key] = line
             line_map.lines.setdefault((*prefix, key), line)
-            _walk(value_node, (*prefix, key), line_map)
+            _walk(value_node, (*prefix, key), line_map, budget)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             line_map.lines.setdefault((*prefix, index), item.start_mark.line + 1)
-            _walk(item, (*prefix, index), line_map)
+            _walk(item, (*prefix, index), line_map, budget)
 
 
 def pydantic_issues(

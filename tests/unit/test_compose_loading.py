@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from reconciler.errors import InvalidDesiredState
+from reconciler.model import loading
 from reconciler.model.loading import load_desired_state
 
 CASES = Path(__file__).parent / "cases"
@@ -142,3 +143,54 @@ def test_a_changed_file_in_the_commit_changes_the_image_tag_and_the_mount_hash(
     assert after.build is not None
     assert after.image == f"shop-web:{after.build.context_hash[:12]}"
     assert before.mounts[0].content_hash != after.mounts[0].content_hash
+
+
+def test_paths_outside_the_repository_are_never_read_or_hashed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by tests/fuzz: "build: ../.." was reported, and then the loader still
+    # hashed the folder above the checkout (here /tmp, whose files come and go:
+    # a FileNotFoundError); a bind of a symlink to /etc hashed all of /etc.
+    root = tmp_path / "repo"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.env").write_text("SECRET=1\n")
+    (outside / "Dockerfile").write_text("FROM scratch\n")
+    folder = root / "desired-state"
+    folder.mkdir(parents=True)
+    (folder / "link").symlink_to(outside)
+    (folder / "compose.yaml").write_text(
+        "name: shop\nservices:\n  web:\n    build: ../../outside\n"
+        "    env_file: ../../outside/secret.env\n    volumes: ['./link:/data']\n"
+    )
+    hashed: list[Path] = []
+    real_hash = loading.hash_path
+    monkeypatch.setattr(loading, "hash_path", lambda p: hashed.append(p) or real_hash(p))
+    read: list[Path] = []
+    real_dotenv = loading.dotenv_values
+    monkeypatch.setattr(
+        loading, "dotenv_values", lambda p, **kw: read.append(p) or real_dotenv(p, **kw)
+    )
+    with pytest.raises(InvalidDesiredState) as caught:
+        load_desired_state(root, environ={})
+    assert len(caught.value.issues) == 3, caught.value
+    assert all("leaves the repository" in i.message for i in caught.value.issues)
+    assert hashed == []
+    assert read == []
+
+
+def test_an_alias_bomb_is_refused_before_it_is_expanded(tmp_path: Path) -> None:
+    # Nine lines whose aliases expand to 9**9 values: without a limit the loader
+    # walks them all (hours, and memory) instead of refusing the commit.
+    lines = ["name: shop", 'x-a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for level in range(1, 9):
+        lines.append(f"x-a{level}: &a{level} [{','.join([f'*a{level - 1}'] * 9)}]")
+    lines += ["services:", "  web:", "    image: x", "    command: *a8"]
+    folder = tmp_path / "desired-state"
+    folder.mkdir()
+    (folder / "compose.yaml").write_text("\n".join(lines) + "\n")
+    with pytest.raises(InvalidDesiredState) as caught:
+        load_desired_state(tmp_path, environ={})
+    [issue] = caught.value.issues
+    assert issue.path == "desired-state/compose.yaml"
+    assert "values once aliases (*name) are expanded" in issue.message

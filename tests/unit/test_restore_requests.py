@@ -190,3 +190,11 @@ def test_one_bad_request_does_not_hide_the_problems_of_others() -> None:
         f"{PATH}:7: restores[3].id",
         f"{PATH}:8: extra",
     ]
+
+
+def test_top_level_keys_that_are_not_strings() -> None:
+    # Found by tests/fuzz: ``0:`` next to ``name:`` made sorting the unknown keys raise TypeError.
+    assert issues("name: null\n0: null\n") == [
+        f"{PATH}:1: name: unknown key (supported: restores)",
+        f"{PATH}:2: 0: unknown key (supported: restores)",
+    ]
