@@ -217,9 +217,12 @@ def run_restore(request_id: str, options: RestoreOptions, ctx: RestoreContext) -
                 databases=options.databases,
             )
             _check_stack(ctx, plan)
-            # Helpers a killed restore left behind (the pass lock is held: none is in use).
+            # Helpers a killed restore (or its safety copy, or a killed backup) left
+            # behind: the pass and backup locks are held, so none is in use.
             stack_control.remove_leftovers(
-                ctx.client, project=ctx.desired.project, purposes={"restore", "restore-empty"}
+                ctx.client,
+                project=ctx.desired.project,
+                purposes={"restore", "restore-empty", "backup"},
             )
             fetched = {a.key: fetch_verified(store, a, tmp) for a in plan.artifacts}
             event("restore.verified", id=request_id, backup=backup, artifacts=len(fetched))
