@@ -404,6 +404,9 @@ def _replace(
     try:
         for name in plan.stop:
             grace = services[name].stop_grace_period_s
+            # Recorded first: the engine finishes a stop even when we are killed
+            # during it, and the pass that recovers the request must start it again.
+            step(f"stopping {name}")
             if stack_control.stop_service(ctx.client, project, name, grace_s=grace):
                 stopped.append(name)
                 step(f"stopped {name}")
