@@ -35,13 +35,20 @@ def check_services(
     services: Iterable[str],
     *,
     environment: Mapping[str, str] | None = None,
+    helpers_allowed: bool = False,
 ) -> None:
-    """Exactly the desired containers, one each, running, labelled; ``environment`` in each."""
+    """Exactly the desired containers, one each, running, labelled; ``environment`` in each.
+
+    ``helpers_allowed``: a helper a killed backup left is not counted (the next
+    backup removes it; ``check_no_helpers`` checks that after it)."""
     wanted = {labels.container_name(project, s): s for s in services}
     found: dict[str, dict[str, Any]] = {}
     for raw in client.api.containers(all=True):
         name = raw["Names"][0].lstrip("/")
-        own = (raw.get("Labels") or {}).get(labels.PROJECT) == project
+        tags = raw.get("Labels") or {}
+        if helpers_allowed and labels.HELPER in tags:
+            continue
+        own = tags.get(labels.PROJECT) == project
         if own or name.startswith(f"{project}-"):
             found[name] = raw
     extra = sorted(set(found) - set(wanted))
