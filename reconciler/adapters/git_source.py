@@ -37,6 +37,7 @@ from reconciler.decide.verification import (
     signature_kind,
 )
 from reconciler.errors import Unavailable
+from reconciler.logs import event
 from reconciler.ports import Checkout
 from reconciler.redaction import redact_text, redact_url
 
@@ -55,6 +56,10 @@ _BAD_BRANCH = re.compile(r"[\x00-\x20\x7f:*?\[\\^~]|\.\.|@\{|//|/$|\.lock$|\.$")
 _EXACT_ATTRIBUTES = (
     "* -export-ignore -export-subst -text -eol -filter -ident -working-tree-encoding\n"
 )
+
+
+class _ArchiveFailed(Unavailable):
+    """``git archive`` failed on the cache: an object of the commit is missing or unreadable."""
 
 
 class BranchNotFound(Unavailable):
@@ -186,7 +191,18 @@ class GitSource:
                 return Checkout(commit=commit, root=final)
             self._remove_partial_checkouts()
             self._ensure_commit(commit)
-            self._materialise(commit, final)
+            try:
+                self._materialise(commit, final)
+            except _ArchiveFailed as exc:
+                # A fetch cut short (a full disk, a kill) can leave the commit
+                # object without all of its trees and blobs; its presence stops
+                # every later fetch, and a fetch negotiates from what the cache
+                # claims to have. Start the cache again from nothing, once.
+                event("git.cache_rebuilt", cache=str(self.repo_dir), error=str(exc))
+                _remove(self.repo_dir)
+                self._ensure_cache_repo()
+                self._fetch(commit)
+                self._materialise(commit, final)
         return Checkout(commit=commit, root=final)
 
     def verify(self, commit: str, policy: SignaturePolicy) -> Verification:
@@ -317,18 +333,21 @@ class GitSource:
         tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{commit}-", dir=self.checkouts_dir))
         archive = tmp / ".archive.tar"
         try:
-            self._local_git(
-                [
-                    "-c",
-                    "tar.umask=022",
-                    "--git-dir",
-                    str(self.repo_dir),
-                    "archive",
-                    "--format=tar",
-                    f"--output={archive}",
-                    commit,
-                ]
-            )
+            try:
+                self._local_git(
+                    [
+                        "-c",
+                        "tar.umask=022",
+                        "--git-dir",
+                        str(self.repo_dir),
+                        "archive",
+                        "--format=tar",
+                        f"--output={archive}",
+                        commit,
+                    ]
+                )
+            except Unavailable as exc:
+                raise _ArchiveFailed(str(exc)) from exc
             root = tmp / "root"
             try:
                 with tarfile.open(archive) as tar:

@@ -80,15 +80,23 @@ def helper_container(
 
 @contextmanager
 def read_volume(
-    client: docker.DockerClient, *, volume: str, image: str, project: str
+    client: docker.DockerClient,
+    *,
+    volume: str,
+    image: str,
+    project: str,
+    purpose: str = "backup",
 ) -> Iterator[Iterator[bytes]]:
     """The volume's contents as tar chunks, read while the context is open.
+
+    ``purpose`` labels the helper: the process that holds the lock of that
+    purpose removes the helpers a killed predecessor left (``remove_leftovers``).
 
     Raises ``VolumeArchiveError`` when the volume or image is missing, or when
     the engine's stream breaks or ends before the tar does.
     """
     with helper_container(
-        client, volume=volume, image=image, project=project, purpose="backup", read_only=True
+        client, volume=volume, image=image, project=project, purpose=purpose, read_only=True
     ) as helper:
         try:
             stream, _stat = helper.get_archive(f"{MOUNT_POINT}/.", chunk_size=CHUNK)
@@ -129,6 +137,7 @@ def write_volume(
     image: str,
     project: str,
     chunks: Iterable[bytes],
+    purpose: str = "restore",
 ) -> None:
     """Unpack a tar stream (as ``read_volume`` makes) into the volume.
 
@@ -136,7 +145,7 @@ def write_volume(
     the caller empties the volume first when it wants an exact copy.
     """
     with helper_container(
-        client, volume=volume, image=image, project=project, purpose="restore", read_only=False
+        client, volume=volume, image=image, project=project, purpose=purpose, read_only=False
     ) as helper:
         try:
             ok = helper.put_archive(MOUNT_POINT, _chunked(chunks))

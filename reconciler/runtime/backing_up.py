@@ -37,7 +37,7 @@ import requests
 import zstandard
 
 from reconciler import labels
-from reconciler.adapters import mariadb, volume_archive
+from reconciler.adapters import mariadb, stack_control, volume_archive
 from reconciler.adapters.object_store import ObjectNotFound, ObjectStore, StoreError
 from reconciler.decide.retention import (
     BackupRef,
@@ -219,6 +219,9 @@ def run_backup(
         monotonic = time.monotonic()
         event("backup.start", id=ident, target=store.url, project=desired.project)
         try:
+            # A backup killed mid-volume leaves its helper container; the lock is
+            # held, so every "backup" helper of the project is such a leftover.
+            stack_control.remove_leftovers(client, project=desired.project, purposes={"backup"})
             manifest = _backup(
                 client=client,
                 store=store,

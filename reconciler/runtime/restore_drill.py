@@ -261,9 +261,12 @@ def _drill_volume(
         image=image,
         project=desired.project,
         chunks=decompressed(store, ref, spooled),
+        purpose="drill",
     )
+    # Helpers labelled "drill": only the drill lock's holder removes them, so
+    # a backup or a restore starting meanwhile never removes one in use.
     with volume_archive.read_volume(
-        client, volume=volume, image=image, project=desired.project
+        client, volume=volume, image=image, project=desired.project, purpose="drill"
     ) as chunks:
         actual = tar_entries(chunks)
     problems = compare(expected, actual)

@@ -25,6 +25,7 @@ from pathlib import Path
 import docker
 import docker.errors
 
+from reconciler.adapters import stack_control
 from reconciler.errors import InvalidDesiredState, ReconcilerError
 from reconciler.logs import event
 from reconciler.model.desired import DesiredState
@@ -212,10 +213,12 @@ def restore_hook(settings: Settings, *, client_factory: ClientFactory | None = N
                 for ident in adopted
             ]
         try:
-            ledger.recover()
+            interrupted = ledger.recover()
             due = due_requests(requests, ledger.load().states()) if requests else []
         except LedgerUnreadable as exc:
             raise AfterApplyFailed(str(exc)) from exc
+        if interrupted:
+            recover_interrupted(settings, desired, make_client, ledger.load().restores, interrupted)
         if not due:
             return []
         try:
@@ -263,6 +266,57 @@ def restore_hook(settings: Settings, *, client_factory: ClientFactory | None = N
         return changes
 
     return run_restore_requests
+
+
+def recover_interrupted(
+    settings: Settings,
+    desired: DesiredState,
+    make_client: ClientFactory,
+    records: list[RestoreRecord],
+    interrupted: list[str],
+) -> None:
+    """Undo what a killed restore left running or stopped (found by tests/faults).
+
+    - Services it was stopping: the engine finishes a stop even after the
+      process that asked died, so the apply of this pass may have seen the
+      container still running. Stop (which waits out a stop in flight) and start
+      each one the restore did not start again itself.
+    - Its helper containers, and those of its safety copy: removed. The pass
+      lock is held; the backup lock is taken without waiting, so no helper in
+      use is removed (when a backup runs, the next restore or backup removes them).
+
+    Failures are logged; the next restore or backup and the next pass retry.
+    """
+    stopping: set[str] = set()
+    for record in records:
+        if record.id in interrupted:
+            stopping |= {
+                s.removeprefix("stopping ") for s in record.done if s.startswith("stopping ")
+            }
+            stopping -= {
+                s.removeprefix("started ") for s in record.done if s.startswith("started ")
+            }
+    try:
+        client = make_client()
+    except docker.errors.DockerException as exc:
+        event("restore.recover", level=logging.WARNING, error=str(exc))
+        return
+    try:
+        for name in sorted(stopping & set(desired.services)):
+            grace = desired.services[name].stop_grace_period_s
+            stack_control.stop_service(client, desired.project, name, grace_s=grace)
+            stack_control.start_service(client, desired.project, name)
+            event("restore.recover", service=name, action="started")
+        with waiting_backup_lock(settings.state_dir, wait_s=0):
+            stack_control.remove_leftovers(
+                client,
+                project=desired.project,
+                purposes={"restore", "restore-empty", "backup"},
+            )
+    except (BackupBusy, ReconcilerError, docker.errors.DockerException) as exc:
+        event("restore.recover", level=logging.WARNING, error=str(exc))
+    finally:
+        client.close()
 
 
 def _record(request: RestoreRequest, *, commit: str | None) -> RestoreRecord:

@@ -217,9 +217,12 @@ def run_restore(request_id: str, options: RestoreOptions, ctx: RestoreContext) -
                 databases=options.databases,
             )
             _check_stack(ctx, plan)
-            # Helpers a killed restore left behind (the pass lock is held: none is in use).
+            # Helpers a killed restore (or its safety copy, or a killed backup) left
+            # behind: the pass and backup locks are held, so none is in use.
             stack_control.remove_leftovers(
-                ctx.client, project=ctx.desired.project, purposes={"restore", "restore-empty"}
+                ctx.client,
+                project=ctx.desired.project,
+                purposes={"restore", "restore-empty", "backup"},
             )
             fetched = {a.key: fetch_verified(store, a, tmp) for a in plan.artifacts}
             event("restore.verified", id=request_id, backup=backup, artifacts=len(fetched))
@@ -401,6 +404,9 @@ def _replace(
     try:
         for name in plan.stop:
             grace = services[name].stop_grace_period_s
+            # Recorded first: the engine finishes a stop even when we are killed
+            # during it, and the pass that recovers the request must start it again.
+            step(f"stopping {name}")
             if stack_control.stop_service(ctx.client, project, name, grace_s=grace):
                 stopped.append(name)
                 step(f"stopped {name}")

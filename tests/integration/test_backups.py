@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shlex
 import subprocess
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import docker
+import docker.errors
 import pytest
 import zstandard
 
@@ -488,3 +490,36 @@ def test_a_dump_that_fails_part_way_fails_the_backup(
     with pytest.raises(mariadb.DatabaseError, match=message):
         backup(stack, store, tmp_path, volumes=False)
     assert list_backups(store) == []
+
+
+def test_a_backup_removes_the_helper_a_killed_backup_left_and_no_other(
+    stack: Stack, tmp_path: Path
+) -> None:
+    # Found by tests/faults/test_kill_backup.py: a backup SIGKILLed while it
+    # read a volume left its helper container behind, and nothing removed it.
+    labelled = {labels.PROJECT: stack.project}
+    left = stack.client.containers.create(
+        "reconciler-local/busybox:latest",
+        ["true"],
+        name=f"{stack.project}-helper-backup-killed",
+        labels={**labelled, labels.HELPER: "backup"},
+    )
+    drill = stack.client.containers.create(
+        "reconciler-local/busybox:latest",
+        ["true"],
+        name=f"{stack.project}-helper-drill-in-use",
+        labels={**labelled, labels.HELPER: "drill"},
+    )
+    try:
+        backup(stack, open_store(f"file://{tmp_path}/backups"), tmp_path, with_db=False)
+        names = {
+            c.name
+            for c in stack.client.containers.list(
+                all=True, filters={"label": [f"{labels.PROJECT}={stack.project}", labels.HELPER]}
+            )
+        }
+        assert names == {drill.name}
+    finally:
+        for container in (left, drill):
+            with contextlib.suppress(docker.errors.NotFound):
+                container.remove(force=True)

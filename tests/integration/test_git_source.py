@@ -508,3 +508,21 @@ def test_url_that_looks_like_an_option_is_not_one(
         with pytest.raises(Unavailable):
             source.checkout("0123456789abcdef0123456789abcdef01234567")
     assert list(tmp_path.rglob("injected")) == []
+
+
+def test_a_commit_fetched_without_all_its_objects_is_fetched_again(
+    git_daemon: ServedRemote, tmp_path: Path
+) -> None:
+    # Found by tests/faults/test_state_faults.py: a fetch into a full state
+    # folder wrote the commit object but not every blob; once space was back,
+    # every pass failed with "invalid object" (the commit was "present", so
+    # never fetched again) until someone deleted the cache by hand.
+    source = _source(git_daemon.url, tmp_path)
+    sha = _populate(git_daemon.repo)
+    checkout = source.checkout(sha)
+    blob = _git_blob_sha(checkout.root / "desired-state" / "compose.yaml")
+    shutil.rmtree(checkout.root)
+    (source.repo_dir / "objects" / blob[:2] / blob[2:]).unlink()
+
+    again = source.checkout(sha)
+    assert_matches_commit(again.root, git_daemon.repo, sha)

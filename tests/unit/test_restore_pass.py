@@ -73,11 +73,20 @@ def test_known_ids_never_ask_docker_and_interrupted_ones_are_recovered(
     ledger.start("x")
     ledger.update("x", pid=2**22 + 3)
     source = FakeSource(tmp_path / "commits")
+    asked: list[str] = []
+
+    def leftovers_only() -> object:
+        # Docker is asked once, to remove the helpers the interrupted restore
+        # left (found by tests/faults/test_kill_restore.py); here it does not
+        # answer, which is logged and does not fail the pass.
+        asked.append("client")
+        raise docker.errors.DockerException("no engine in a unit test")
+
     reconciler = Reconciler(
         settings,
         source=source,
         engine=FakeEngine(),
-        after_apply=[restore_hook(settings, client_factory=no_docker)],  # type: ignore[arg-type]
+        after_apply=[restore_hook(settings, client_factory=leftovers_only)],  # type: ignore[arg-type]
     )
     commit = source.commit(sha(2), GOOD)
     (tmp_path / "commits" / commit / "desired-state" / "restore.yaml").write_text(
@@ -86,6 +95,10 @@ def test_known_ids_never_ask_docker_and_interrupted_ones_are_recovered(
     outcome = reconciler.sync()
     assert outcome.ok, outcome.message
     assert ledger.load().states() == {"done": "succeeded", "x": "interrupted"}
+    assert asked == ["client"]
+    # Recovered once: the next pass asks nothing.
+    reconciler.after_apply = [restore_hook(settings, client_factory=no_docker)]  # type: ignore[list-item]
+    assert reconciler.sync().ok
 
 
 def test_after_apply_failure_keeps_other_changes(tmp_path: Path, settings: Settings) -> None:
@@ -215,3 +228,42 @@ def test_a_lost_ledger_runs_nothing(tmp_path: Path, settings: Settings) -> None:
     assert outcome.result == "failed"
     assert "restore ledger" in outcome.message
     assert "is missing" in outcome.message
+
+
+def test_recovering_an_interrupted_restore_starts_what_it_was_stopping(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by tests/faults/test_kill_restore.py: killed during `docker stop web`,
+    # the engine finished the stop after the next pass had seen web running.
+    from reconciler.adapters import stack_control
+    from reconciler.model.desired import ServiceSpec
+    from reconciler.runtime.restore_pass import recover_interrupted
+
+    calls: list[str] = []
+    monkeypatch.setattr(
+        stack_control, "stop_service", lambda _c, _p, name, grace_s: calls.append(f"stop {name}")
+    )
+    monkeypatch.setattr(
+        stack_control, "start_service", lambda _c, _p, name: calls.append(f"start {name}")
+    )
+    monkeypatch.setattr(
+        stack_control, "remove_leftovers", lambda _c, project, purposes: calls.append("leftovers")
+    )
+
+    class Client:
+        def close(self) -> None:
+            calls.append("closed")
+
+    desired = DesiredState(
+        project="shop",
+        services={n: ServiceSpec(name=n, image="busybox") for n in ("web", "api", "db")},
+        networks={},
+        volumes={},
+    )
+    records = [
+        RestoreRecord(id="k", state="interrupted", done=["stopping web", "stopped web"]),
+        RestoreRecord(id="old", state="succeeded", done=["stopping api"]),
+        RestoreRecord(id="j", state="interrupted", done=["stopping db", "started db"]),
+    ]
+    recover_interrupted(settings, desired, Client, records, ["k", "j"])  # type: ignore[arg-type]
+    assert calls == ["stop web", "start web", "leftovers", "closed"]
