@@ -1,6 +1,7 @@
 #!/bin/sh
 # The whole test suite, on a fresh Debian/Ubuntu machine (as root, or with sudo):
-# installs what the tests need (Docker engine, git daemon, sshd, debootstrap),
+# installs what the tests need (Docker engine, git daemon, sshd, debootstrap,
+# age, restic, promtool),
 # starts the Docker engine when none answers, builds the local base images
 # (no registry needed), then runs lint, types and every test, integration included.
 #
@@ -22,13 +23,28 @@ command -v busybox >/dev/null 2>&1 || missing="$missing busybox-static"
 command -v docker-compose >/dev/null 2>&1 || missing="$missing docker-compose"
 command -v shellcheck >/dev/null 2>&1 || missing="$missing shellcheck"
 command -v zstd >/dev/null 2>&1 || missing="$missing zstd"
+command -v age >/dev/null 2>&1 || missing="$missing age"
+command -v promtool >/dev/null 2>&1 || missing="$missing prometheus"
+command -v restic >/dev/null 2>&1 || missing="$missing restic"
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing="$missing python3-venv"
 if [ -n "$missing" ]; then
   log "installing:$missing"
   as_root apt-get update -q >/dev/null
+  # No service of a package is started here (prometheus's would take :9090):
+  # a policy-rc.d that refuses every start, only while apt runs.
+  policy=/usr/sbin/policy-rc.d
+  own_policy=""
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null
+    as_root chmod 755 "$policy"
+    own_policy=1
+  fi
+  status=0
   # $missing is a list of package names: split on purpose.
   # shellcheck disable=SC2086
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $missing >/dev/null
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $missing >/dev/null || status=$?
+  if [ -n "$own_policy" ]; then as_root rm -f "$policy"; fi
+  [ "$status" = 0 ] || exit "$status"
 fi
 
 if ! docker info >/dev/null 2>&1; then

@@ -49,7 +49,7 @@ from reconciler.errors import ReconcilerError
 from reconciler.logs import event
 from reconciler.model.backup_policy import BackupPolicy
 from reconciler.model.desired import DesiredState, ServiceSpec
-from reconciler.runtime import backup_status
+from reconciler.runtime import backup_status, stop_journal
 from reconciler.statefiles import exclusive_lock
 
 FORMAT_VERSION = 1
@@ -217,8 +217,10 @@ def run_backup(
         started = clock()
         ident = backup_id(started)
         monotonic = time.monotonic()
-        event("backup.start", id=ident, target=store.url, project=desired.project)
         try:
+            started = _free_start(store, clock, first=started)
+            ident = backup_id(started)
+            event("backup.start", id=ident, target=store.url, project=desired.project)
             # A backup killed mid-volume leaves its helper container; the lock is
             # held, so every "backup" helper of the project is such a leftover.
             stack_control.remove_leftovers(client, project=desired.project, purposes={"backup"})
@@ -286,6 +288,26 @@ def run_backup(
         return BackupResult(manifest=manifest, pruned=pruned)
 
 
+def _free_start(store: ObjectStore, clock: Callable[[], datetime], *, first: datetime) -> datetime:
+    """A start time whose id names nothing in the store yet.
+
+    Ids have a resolution of one second: a backup right after another (a
+    scheduled one just after a manual one), or after one killed in the same
+    second, waits for the next second rather than failing. The backup lock is
+    held, so no other backup of this state folder takes the id meanwhile.
+    """
+    started = first
+    for _attempt in range(5):
+        if not store.list(f"{backup_id(started)}/"):
+            return started
+        time.sleep(1.0 - started.microsecond / 1_000_000 + 0.01)
+        started = clock()
+    raise BackupError(
+        f"a backup {backup_id(started)} already exists in {store.url} and the clock "
+        "does not move on; check the machine's clock"
+    )
+
+
 def _rules(policy: BackupPolicy) -> RetentionRules:
     return RetentionRules(
         daily=policy.retention.daily,
@@ -308,8 +330,6 @@ def _backup(
     progress: ProgressCallback | None,
     monotonic: float,
 ) -> Manifest:
-    if store.list(f"{ident}/"):
-        raise BackupError(f"a backup {ident} already exists in {store.url}; try again in a second")
     artifacts: list[Artifact] = []
     try:
         for volume in policy.volumes:
@@ -324,7 +344,17 @@ def _backup(
                     stack.enter_context(
                         exclusive_lock(state_dir / PASS_LOCK, wait_s=PASS_LOCK_WAIT_S, what="pass")
                     )
-                    stack.enter_context(_stopped(client, project=desired.project, services=users))
+                    # The lock's last holder may be a backup killed while it held
+                    # services stopped: bring them back before deciding what runs.
+                    stop_journal.finish_interrupted_stops(client, state_dir)
+                    stack.enter_context(
+                        _stopped(
+                            client,
+                            project=desired.project,
+                            services=users,
+                            journal=stop_journal.StopJournal(state_dir),
+                        )
+                    )
                 chunks = stack.enter_context(
                     volume_archive.read_volume(
                         client, volume=spec.name, image=image, project=desired.project
@@ -405,10 +435,19 @@ def _helper_image(
 
 @contextmanager
 def _stopped(
-    client: docker.DockerClient, *, project: str, services: list[ServiceSpec]
+    client: docker.DockerClient,
+    *,
+    project: str,
+    services: list[ServiceSpec],
+    journal: stop_journal.StopJournal,
 ) -> Iterator[None]:
-    """Stop the running containers of ``services``; start them again on every way out."""
+    """Stop the running containers of ``services``; start them again on every way out.
+
+    Each is written in ``journal`` before it is stopped, so that when this
+    process dies the next holder of the pass lock starts it again.
+    """
     stopped: list[Any] = []
+    failed_to_start = False
     try:
         for service in services:
             try:
@@ -418,8 +457,10 @@ def _stopped(
             if container.labels.get(labels.PROJECT) != project or container.status != "running":
                 continue  # never touch what we do not own, nor start what was not running
             event("backup.stop_service", service=service.name)
+            grace = max(1, int(service.stop_grace_period_s))
+            journal.about_to_stop(container, grace_s=grace)
             stopped.append(container)
-            container.stop(timeout=int(service.stop_grace_period_s))
+            container.stop(timeout=grace)
         yield
     finally:
         for container in reversed(stopped):
@@ -427,12 +468,16 @@ def _stopped(
                 container.start()
                 event("backup.start_service", container=container.name)
             except docker.errors.DockerException as exc:
+                failed_to_start = True
                 event(
                     "backup.start_service_failed",
                     level=logging.ERROR,
                     container=container.name,
                     error=str(exc),
                 )
+        if not failed_to_start:
+            # Kept when a start failed: the next holder of the pass lock tries again.
+            journal.clear()
 
 
 class _Counter:

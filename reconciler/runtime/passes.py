@@ -60,6 +60,10 @@ PassListener = Callable[["PassOutcome", float], None]
 # before it (None on the first). The commit status "pending". Like a listener,
 # its failure is logged and never changes the pass.
 BeforeApply = Callable[[str, str | None], None]
+# Work a killed job left half done (services a backup had stopped), finished
+# under the pass lock before the pass looks at the engine; each returns a line
+# per change and raises ``Unavailable`` when the engine cannot be reached.
+Recovery = Callable[[], list[str]]
 
 PASS_LOCK_WAIT_S = 600.0
 
@@ -123,6 +127,7 @@ class Reconciler:
         listeners: list[PassListener] | None = None,
         before_apply: list[BeforeApply] | None = None,
         verifier: Verifier | None = None,
+        recoveries: list[Recovery] | None = None,
     ) -> None:
         self.settings = settings
         self.source = source
@@ -132,6 +137,7 @@ class Reconciler:
         self.after_apply = after_apply or []
         self.listeners = listeners or []
         self.before_apply = before_apply or []
+        self.recoveries = recoveries or []
         # Set when RECONCILER_VERIFY is on: the head must be signed by an allowed key.
         self.verifier = verifier
         # The container this process runs in, if any: a pass never stops or
@@ -215,9 +221,16 @@ class Reconciler:
                 self.settings.state_dir / "pass.lock", wait_s=PASS_LOCK_WAIT_S, what="pass"
             ):
                 status = self.store.load()
+                try:
+                    recovered = [line for recover in self.recoveries for line in recover()]
+                except Unavailable as exc:
+                    outcome = PassOutcome("unavailable", "EngineUnavailable", str(exc))
+                else:
+                    outcome = self._sync(status)
+                    outcome.changes[:0] = recovered
                 # Before status, history, logs and listeners see it: an error
                 # may quote a value decrypted from the commit.
-                outcome = _redacted(self._sync(status))
+                outcome = _redacted(outcome)
                 self._record(status, outcome, duration_s=time.monotonic() - started)
         except StateError as exc:
             outcome = PassOutcome("unavailable", "StateUnavailable", str(exc))

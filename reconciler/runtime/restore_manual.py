@@ -18,6 +18,7 @@ from reconciler.errors import ReconcilerError
 from reconciler.model.desired import DesiredState
 from reconciler.model.restore_requests import RestoreRequest
 from reconciler.ports import Checkout
+from reconciler.runtime import stop_journal
 from reconciler.runtime.passes import PASS_LOCK_WAIT_S
 from reconciler.runtime.restore_ledger import RestoreLedger, RestoreRecord
 from reconciler.runtime.restore_pass import (
@@ -114,6 +115,7 @@ class ManualRestore:
             ledger.recover()
             client = docker.from_env()
             try:
+                stop_journal.finish_interrupted_stops(client, self.settings.state_dir)
                 return run_recorded(
                     RestoreRecord(
                         id=self.request_id,

@@ -11,11 +11,11 @@ from typing import Any
 
 from reconciler.adapters.docker_engine import DockerEngine
 from reconciler.adapters.git_source import GitSource
-from reconciler.errors import ReconcilerError
+from reconciler.errors import ReconcilerError, Unavailable
 from reconciler.model.desired import DesiredState
 from reconciler.ports import Checkout
 from reconciler.runtime.daemon import Daemon, Job
-from reconciler.runtime.passes import AfterApply, PassListener, Reconciler, Validator
+from reconciler.runtime.passes import AfterApply, PassListener, Reconciler, Recovery, Validator
 from reconciler.runtime.verifying import CommitVerifier
 from reconciler.settings import Settings
 from reconciler.status import StatusStore
@@ -98,7 +98,30 @@ def make_reconciler(
         listeners=[pass_listener(settings, notifier=notifier), *(listeners or [])],
         before_apply=[pending_hook(settings, notifier=notifier)],
         verifier=CommitVerifier(source, policy) if policy else None,
+        recoveries=[backup_stop_recovery(settings)],
     )
+
+
+def backup_stop_recovery(settings: Settings) -> Recovery:
+    """Start again what a killed backup stopped (runtime/stop_journal.py)."""
+
+    def recover() -> list[str]:
+        from reconciler.runtime import stop_journal
+
+        if not (settings.state_dir / stop_journal.JOURNAL).exists():
+            return []  # the usual case: no Docker client made for nothing
+        import docker
+
+        try:
+            client = docker.from_env()
+        except docker.errors.DockerException as exc:
+            raise Unavailable(f"the Docker engine cannot be reached: {exc}") from exc
+        try:
+            return stop_journal.finish_interrupted_stops(client, settings.state_dir)
+        finally:
+            client.close()
+
+    return recover
 
 
 def make_daemon(settings: Settings) -> Daemon:

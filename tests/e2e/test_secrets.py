@@ -19,6 +19,7 @@ import pytest
 
 from reconciler import labels
 from tests.e2e.conftest import Cli, make_cli, project_containers
+from tests.fixtures import tools
 from tests.fixtures.git_remotes import ServedRemote
 from tests.fixtures.sops_encoder import sops_dotenv
 
@@ -102,7 +103,7 @@ def test_a_secret_reaches_the_container_and_nothing_the_reconciler_wrote(
     assert recipient.startswith("age1")
     assert recipient in made.stdout
     token_file = subprocess.run(
-        ["age", "-r", recipient, "-a"],
+        [tools.require("age"), "-r", recipient, "-a"],
         input=f"API_TOKEN={token}\n".encode(),
         capture_output=True,
         check=True,

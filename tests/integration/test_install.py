@@ -39,6 +39,7 @@ import requests
 import yaml
 
 from reconciler import labels
+from tests.fixtures import tools
 from tests.fixtures.docker_engine import remove_project
 
 pytestmark = pytest.mark.integration
@@ -552,12 +553,7 @@ SHELL_SCRIPTS = [
 
 
 def test_shell_scripts_pass_shellcheck() -> None:
-    if shutil.which("shellcheck") is None:
-        reason = "shellcheck is not installed (tests/run.sh installs it)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
-
+    tools.require("shellcheck")
     result = subprocess.run(
         ["shellcheck", "-s", "sh", *SHELL_SCRIPTS],
         cwd=ROOT,

@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from reconciler.runtime.metrics import make_registry
 from reconciler.runtime.passes import PassOutcome
 from reconciler.settings import load_settings
+from tests.fixtures import tools
 from tests.unit.test_metrics import write_full_state
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,10 +66,8 @@ def test_alert_rules_name_only_exposed_metrics(tmp_path: Path) -> None:
 
 
 def test_alert_rules_fire_when_they_should(tmp_path: Path) -> None:
-    """promtool's rule tests (tests/unit/cases/metrics_alerts.test.yml), where it is installed."""
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        return  # checked by hand with Debian's promtool 2.42; not installed in CI
+    """promtool's rule tests (tests/unit/cases/metrics_alerts.test.yml), Debian's promtool 2.42."""
+    promtool = tools.require("promtool")
     (tmp_path / "rules.yml").write_text(rules_block())
     shutil.copy(CASE, tmp_path / "tests.yml")
     result = subprocess.run(

@@ -3,7 +3,6 @@ file, precedence against the VM's environment, ``env_file:``, and what a failure
 
 from __future__ import annotations
 
-import shutil
 import stat
 import subprocess
 from pathlib import Path
@@ -18,11 +17,10 @@ from reconciler.model.secrets import read_secrets
 from reconciler.redaction import forget_secrets
 from reconciler.runtime.secret_keys import KeyFileError, keygen, load_keyring, recipient_of
 from reconciler.settings import load_settings
+from tests.fixtures import tools
 from tests.fixtures.sops_encoder import sops_dotenv, sops_json, sops_yaml
 
 FIXTURES = Path(__file__).parent / "secrets_fixtures"
-AGE = shutil.which("age")
-needs_age = pytest.mark.skipif(AGE is None, reason="the age CLI is not installed")
 
 COMPOSE = """\
 services:
@@ -64,8 +62,7 @@ def repo(tmp_path: Path, files: dict[str, str | bytes]) -> Path:
 
 
 def age_encrypt(text: str, to: str, *, armor: bool) -> bytes:
-    assert AGE is not None
-    args = [AGE, "-r", to, *(["-a"] if armor else [])]
+    args = [tools.require("age"), "-r", to, *(["-a"] if armor else [])]
     return subprocess.run(args, input=text.encode(), capture_output=True, check=True).stdout
 
 
@@ -77,7 +74,6 @@ def load(root: Path, key: Path, environ: dict[str, str] | None = None) -> Any:
 # -- age env files, made with the real age CLI ---------------------------------------
 
 
-@needs_age
 @pytest.mark.parametrize("armor", [True, False])
 def test_an_age_env_file_fills_variables(tmp_path: Path, key_file: Path, armor: bool) -> None:
     data = age_encrypt("DB_PASSWORD=from-age-file\n", recipient(key_file), armor=armor)
@@ -89,7 +85,6 @@ def test_an_age_env_file_fills_variables(tmp_path: Path, key_file: Path, armor: 
     }
 
 
-@needs_age
 def test_an_age_file_for_another_vm_says_which_key_this_vm_has(
     tmp_path: Path, key_file: Path
 ) -> None:
@@ -267,7 +262,6 @@ def test_keygen_writes_mode_0600_and_never_overwrites(tmp_path: Path) -> None:
     assert recipient_of(path) == [first]
 
 
-@needs_age
 def test_the_recipient_is_the_one_age_keygen_derives(key_file: Path) -> None:
     derived = subprocess.run(
         ["age-keygen", "-y", str(key_file)], capture_output=True, text=True, check=True
