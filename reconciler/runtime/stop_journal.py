@@ -52,6 +52,7 @@ class StopJournal:
 
     def about_to_stop(self, container: Any, *, grace_s: int) -> None:
         """Write ``container`` down; call before the engine is asked to stop it."""
+        container.reload()  # the start time of the run that is about to be stopped
         state = container.attrs.get("State") or {}
         self.entries.append(
             StoppedContainer(
