@@ -55,7 +55,7 @@ class RestoreRequest(BaseModel):
     @field_validator("id")
     @classmethod
     def _safe_id(cls, value: str) -> str:
-        if not _REQUEST_ID.match(value):
+        if not _REQUEST_ID.fullmatch(value):
             raise ValueError(
                 f"'{value}' is not a usable id: 1-100 letters, digits, '.', '_' or '-', "
                 "starting with a letter or digit (e.g. 2026-11-27-shop-rollback)"
@@ -65,7 +65,7 @@ class RestoreRequest(BaseModel):
     @field_validator("backup")
     @classmethod
     def _backup_ref(cls, value: str) -> str:
-        if value != LATEST and not _BACKUP_ID.match(value):
+        if value != LATEST and not _BACKUP_ID.fullmatch(value):
             raise ValueError(
                 f"'{value}' is neither 'latest' nor a backup id like 2026-11-27T05-04-00Z "
                 "(see `reconciler backup list`)"

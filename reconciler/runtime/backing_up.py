@@ -54,6 +54,7 @@ from reconciler.statefiles import exclusive_lock
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+MANIFEST_MAX_BYTES = 1024 * 1024  # ours are a few KB: a bigger one is not ours
 LOCK_FILE = "backup.lock"
 PASS_LOCK = "pass.lock"  # the pass's lock (runtime/passes.py)
 PASS_LOCK_WAIT_S = 600.0
@@ -105,19 +106,126 @@ class Manifest:
 
     @classmethod
     def from_json(cls, raw: bytes) -> Manifest:
+        """A manifest read from a store, every field checked (``ValueError`` names the bad one).
+
+        Whoever can write to the store can write this file, so nothing in it is
+        trusted: its id and names go into object keys and local paths (the
+        spool, the drill's scratch objects), its sizes bound what is read.
+        """
         data = json.loads(raw)
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
         version = data.get("format_version")
         if version != FORMAT_VERSION:
             raise ValueError(
                 f"manifest format {version} is not understood by this reconciler "
                 f"(it reads format {FORMAT_VERSION}): upgrade the reconciler"
             )
-        artifacts = tuple(Artifact(**a) for a in data.pop("artifacts"))
-        return cls(artifacts=artifacts, **data)
+        unknown = set(data) - _MANIFEST_FIELDS
+        if unknown:
+            raise ValueError(f"unknown field(s) {', '.join(sorted(map(str, unknown)))}")
+        ident = _checked(data, "id", str, _ID)
+        _checked(data, "time", str)
+        try:
+            datetime.fromisoformat(data["time"])
+        except ValueError:
+            raise ValueError(f"time: {data['time']!r} is not an ISO 8601 time") from None
+        if data.get("commit") is not None:
+            _checked(data, "commit", str, _COMMIT)
+        _checked(data, "host", str, _HOST)
+        _checked(data, "project", str, _NAME)
+        if not isinstance(data.get("duration_s"), int | float) or data["duration_s"] < 0:
+            raise ValueError("duration_s: not a number of seconds")
+        items = data.get("artifacts")
+        if not isinstance(items, list):
+            raise ValueError("artifacts: not a list")
+        artifacts = tuple(_artifact(ident, i, item) for i, item in enumerate(items))
+        seen: set[tuple[str, str]] = set()
+        for artifact in artifacts:
+            if (artifact.kind, artifact.name) in seen:
+                raise ValueError(f"artifacts: {artifact.kind} {artifact.name} is listed twice")
+            seen.add((artifact.kind, artifact.name))
+        return cls(
+            id=ident,
+            time=data["time"],
+            commit=data.get("commit"),
+            host=data["host"],
+            project=data["project"],
+            artifacts=artifacts,
+            duration_s=float(data["duration_s"]),
+            format_version=version,
+        )
 
     @property
     def size(self) -> int:
         return sum(a.size for a in self.artifacts)
+
+
+_MANIFEST_FIELDS = frozenset(
+    {"id", "time", "commit", "host", "project", "artifacts", "duration_s", "format_version"}
+)
+_ARTIFACT_FIELDS = frozenset(
+    {"kind", "name", "key", "size", "sha256", "raw_size", "compression", "format"}
+)
+# Compose volume keys and service names as the model accepts them; never "." or "..".
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_COMMIT = re.compile(r"^[0-9a-f]{4,64}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_HOST = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
+# What each kind of artifact is, where the pipeline writes it, and nothing else.
+_ARTIFACT_LAYOUT = {
+    "volume": ("volumes", "tar.zst", "tar"),
+    "database": ("databases", "sql.zst", "sql"),
+}
+
+
+def _checked(
+    data: dict[str, Any], name: str, kind: type, pattern: re.Pattern[str] | None = None
+) -> Any:
+    value: Any = data.get(name)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise ValueError(f"{name}: missing or not a {kind.__name__}")
+    if pattern is not None and not pattern.fullmatch(str(value)):
+        raise ValueError(f"{name}: {str(value)[:80]!r} is not an allowed value")
+    return value
+
+
+def _artifact(ident: str, index: int, item: Any) -> Artifact:
+    where = f"artifacts[{index}]"
+    if not isinstance(item, dict):
+        raise ValueError(f"{where}: not an object")
+    unknown = set(item) - _ARTIFACT_FIELDS
+    if unknown:
+        raise ValueError(f"{where}: unknown field(s) {', '.join(sorted(map(str, unknown)))}")
+    try:
+        kind = _checked(item, "kind", str)
+        if kind not in _ARTIFACT_LAYOUT:
+            raise ValueError(f"kind: {kind[:40]!r} is neither volume nor database")
+        folder, suffix, fmt = _ARTIFACT_LAYOUT[kind]
+        name = _checked(item, "name", str, _NAME)
+        key = _checked(item, "key", str)
+        if key != f"{ident}/{folder}/{name}.{suffix}":
+            raise ValueError(f"key: {key[:120]!r} is not {ident}/{folder}/{name}.{suffix}")
+        for number in ("size", "raw_size"):
+            if _checked(item, number, int) < 0:
+                raise ValueError(f"{number}: negative")
+        _checked(item, "sha256", str, _SHA256)
+        if item.get("compression", "zstd") != "zstd":
+            raise ValueError("compression: only zstd is read")
+        if item.get("format", fmt) != fmt:
+            raise ValueError(f"format: a {kind} artifact is {fmt}")
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    return Artifact(
+        kind=kind,
+        name=name,
+        key=key,
+        size=item["size"],
+        sha256=item["sha256"],
+        raw_size=item["raw_size"],
+        compression="zstd",
+        format=fmt,
+    )
 
 
 @dataclass(frozen=True)
@@ -164,7 +272,7 @@ def backup_id(at: datetime) -> str:
 
 def id_time(backup: str) -> datetime | None:
     """The UTC time a backup id names, or None when it is not a backup id."""
-    if not _ID.match(backup):
+    if not _ID.fullmatch(backup):
         return None
     return datetime.strptime(backup, _ID_FORMAT).replace(tzinfo=UTC)
 
@@ -593,10 +701,21 @@ def read_manifest(store: ObjectStore, ident: str) -> Manifest:
         if ident in names:
             raise VerifyError(f"backup {ident} has no manifest: it is incomplete") from exc
         raise VerifyError(f"no backup {ident} in {store.url}") from exc
+    if len(raw) > MANIFEST_MAX_BYTES:
+        raise VerifyError(
+            f"backup {ident} in {store.url}: {MANIFEST} is {len(raw)} bytes, more than any "
+            "backup of ours writes; the backup is refused"
+        )
     try:
-        return Manifest.from_json(raw)
+        manifest = Manifest.from_json(raw)
     except (ValueError, TypeError, KeyError) as exc:
-        raise VerifyError(f"backup {ident}: the manifest cannot be read: {exc}") from exc
+        raise VerifyError(f"backup {ident} in {store.url}: {MANIFEST} is refused: {exc}") from exc
+    if manifest.id != ident:
+        raise VerifyError(
+            f"backup {ident} in {store.url}: {MANIFEST} names the id {manifest.id}; "
+            "a manifest copied from another backup is refused"
+        )
+    return manifest
 
 
 def verify_backup(

@@ -16,6 +16,7 @@ Used by the restore engine (``restoring.py``) and the drill (``restore_drill.py`
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -34,13 +35,22 @@ CHUNK = 1024 * 1024
 ZSTD_LEVEL = 1
 # Spool verified artifacts to disk only while this much stays free afterwards.
 SPOOL_RESERVE = 1024 * 1024 * 1024
+_SPOOL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,120}$")
 # Schemas of a dump that are not loaded: the server's accounts stay this environment's.
 SKIPPED_SCHEMAS = ("mysql",)
 
 
 @contextmanager
 def spool_folder(state_dir: Path, request_id: str) -> Iterator[Path]:
-    folder = state_dir / "restore-tmp" / request_id
+    """A fresh folder ``restore-tmp/<request_id>`` of the state dir, removed on every way out.
+
+    It is deleted whole, first and last, so its name must never lead out of
+    ``restore-tmp``: ids come from restore.yaml and from manifests (``drill-<id>``).
+    """
+    parent = state_dir / "restore-tmp"
+    folder = parent / request_id
+    if not _SPOOL_NAME.fullmatch(request_id) or folder.resolve().parent != parent.resolve():
+        raise VerifyError(f"{request_id[:120]!r} cannot name a spool folder; refused")
     shutil.rmtree(folder, ignore_errors=True)  # left by a killed run
     folder.mkdir(parents=True)
     try:

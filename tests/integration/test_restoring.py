@@ -117,3 +117,56 @@ def test_tampered_object_is_refused_and_nothing_is_touched(
     assert caught.value.touched is False
     assert listing(stack.client, f"{stack.project}_site") == before
     assert not store.list("pre-restore/")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "refusal"),
+    [
+        ("id", "a/../..", "id: 'a/../..' is not an allowed value"),
+        ("id", "2026-01-01T00-00-00Z", "names the id 2026-01-01T00-00-00Z"),
+        ("name", "../../..", "name: '../../..' is not an allowed value"),
+        ("key", "../../../etc/passwd", "key: '../../../etc/passwd' is not"),
+    ],
+)
+def test_a_planted_manifest_names_nothing_on_disk(
+    stack: Stack, tmp_path: Path, field: str, value: str, refusal: str
+) -> None:
+    """Issue 10: a manifest with id ``a/../..`` made the second drill delete the state folder."""
+    import json
+
+    from reconciler.runtime.restore_drill import run_drill
+
+    work = tmp_path / "work"
+    target = f"file://{work / 'backups'}"
+    store = open_store(target)
+    state = work / "state"
+    result = run_backup(
+        client=stack.client,
+        store=store,
+        desired=stack.desired,
+        policy=policy(target),
+        state_dir=state,
+    )
+    ident = result.manifest.id
+    planted = json.loads(b"".join(store.get_stream(f"{ident}/manifest.json")))
+    if field == "id":  # an attacker keeps the keys consistent with the id
+        planted["id"] = value
+        for artifact in planted["artifacts"]:
+            artifact["key"] = artifact["key"].replace(ident, value)
+    else:
+        planted["artifacts"][0][field] = value
+    store.put_bytes(f"{ident}/manifest.json", json.dumps(planted).encode())
+    (work / "canary").write_text("still here")
+    before = listing(stack.client, f"{stack.project}_site")
+    for _ in range(2):  # the second drill is the one that deleted the folder
+        drill = run_drill(client=stack.client, store=store, desired=stack.desired, state_dir=state)
+        assert drill["result"] == "failed"
+        assert refusal in drill["error"]
+        assert (work / "canary").read_text() == "still here"
+        assert (state / "backup-status.json").exists()
+    with pytest.raises(RestoreFailed, match="refused") as caught:
+        run_restore("planted", RestoreOptions(), context(stack, tmp_path, target))
+    assert refusal in str(caught.value)
+    assert caught.value.touched is False
+    assert listing(stack.client, f"{stack.project}_site") == before
+    assert (work / "canary").read_text() == "still here"

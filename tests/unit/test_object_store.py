@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -140,3 +143,68 @@ def test_manifest_json_round_trip_and_version_check() -> None:
     assert b'"format_version": 1' in raw
     with pytest.raises(ValueError, match="upgrade the reconciler"):
         Manifest.from_json(raw.replace(b'"format_version": 1', b'"format_version": 2'))
+
+
+def _planted(**changes: Any) -> bytes:
+    data: dict[str, Any] = {
+        "id": "2026-11-27T05-04-00Z",
+        "time": "2026-11-27T05:04:00+00:00",
+        "commit": "abc123",
+        "host": "vm1",
+        "project": "shop",
+        "duration_s": 1.5,
+        "format_version": 1,
+        "artifacts": [
+            {
+                "kind": "volume",
+                "name": "site",
+                "key": "2026-11-27T05-04-00Z/volumes/site.tar.zst",
+                "size": 10,
+                "sha256": "0" * 64,
+                "raw_size": 30,
+                "compression": "zstd",
+                "format": "tar",
+            }
+        ],
+    }
+    for path, value in changes.items():
+        if path.startswith("a_"):
+            data["artifacts"][0][path[2:]] = value
+        else:
+            data[path] = value
+    return json.dumps(data).encode()
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"id": "../../x"}, "id: '../../x' is not an allowed value"),
+        ({"project": "a/b"}, "project: 'a/b' is not an allowed value"),
+        ({"host": "vm1\n"}, "host:"),
+        ({"time": "yesterday"}, "time: 'yesterday' is not an ISO 8601 time"),
+        ({"extra": 1}, "unknown field(s) extra"),
+        ({"a_name": ".."}, "artifacts[0]: name: '..' is not an allowed value"),
+        ({"a_key": "2026-11-27T05-04-00Z/volumes/../../x"}, "artifacts[0]: key:"),
+        ({"a_kind": "device"}, "neither volume nor database"),
+        ({"a_size": -1}, "artifacts[0]: size: negative"),
+        ({"a_size": True}, "artifacts[0]: size: missing or not a int"),
+        ({"a_sha256": "zz"}, "artifacts[0]: sha256:"),
+        ({"a_compression": "gzip"}, "only zstd"),
+        ({"a_format": "sql"}, "a volume artifact is tar"),
+        ({"a_mode": "0777"}, "artifacts[0]: unknown field(s) mode"),
+        ({"artifacts": "x"}, "artifacts: not a list"),
+    ],
+)
+def test_a_manifest_from_the_store_is_checked_field_by_field(
+    changes: dict[str, Any], message: str
+) -> None:
+    assert Manifest.from_json(_planted())  # the unchanged one reads
+    with pytest.raises(ValueError, match=re.escape(message)):
+        Manifest.from_json(_planted(**changes))
+
+
+def test_an_artifact_listed_twice_is_refused() -> None:
+    data = json.loads(_planted())
+    data["artifacts"].append(dict(data["artifacts"][0]))
+    with pytest.raises(ValueError, match="volume site is listed twice"):
+        Manifest.from_json(json.dumps(data).encode())
