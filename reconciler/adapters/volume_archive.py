@@ -26,6 +26,7 @@ import requests
 import urllib3.exceptions
 
 from reconciler import labels
+from reconciler.decide.archive_members import sanitized
 from reconciler.errors import ReconcilerError, Unavailable
 
 # Where the helper mounts the volume: a path no real image uses, so Docker's
@@ -148,7 +149,9 @@ def write_volume(
         client, volume=volume, image=image, project=project, purpose=purpose, read_only=False
     ) as helper:
         try:
-            ok = helper.put_archive(MOUNT_POINT, _chunked(chunks))
+            ok = helper.put_archive(
+                MOUNT_POINT, _chunked(sanitized(chunks, what=f"the archive for volume {volume}"))
+            )
         except docker.errors.APIError as exc:
             raise VolumeArchiveError(f"cannot write volume {volume}: {_why(exc)}") from exc
         except (requests.exceptions.RequestException, OSError) as exc:

@@ -35,6 +35,7 @@ import docker.errors
 
 from reconciler.adapters import mariadb, stack_control, volume_archive
 from reconciler.adapters.object_store import ObjectStore, open_store
+from reconciler.decide.archive_members import sanitized, screen
 from reconciler.decide.restore_planning import ArtifactRef
 from reconciler.errors import InvalidDesiredState, ReconcilerError
 from reconciler.logs import event
@@ -99,7 +100,9 @@ def tar_entries(chunks: Iterable[bytes]) -> dict[str, Entry]:
                 kind=kind,
                 size=member.size if member.isfile() else 0,
                 sha256=digest,
-                mode=member.mode,
+                # Permission bits only: Docker's tar headers carry the file type
+                # in the mode field too, our sanitized copy does not.
+                mode=member.mode & 0o7777,
                 uid=member.uid,
                 gid=member.gid,
                 link=member.linkname,
@@ -254,7 +257,10 @@ def _drill_volume(
     image = stack_control.present_image(client, [s.image for s in desired.services.values()])
     if image is None:
         raise DrillFailed("no image of the desired state is on this engine to mount volumes with")
-    expected = tar_entries(decompressed(store, ref, spooled))
+    what = f"volume {ref.name}"
+    screen(decompressed(store, ref, spooled), what=what, max_bytes=ref.raw_size)
+    # What the engine is given: the archive with setuid/setgid bits cleared.
+    expected = tar_entries(sanitized(decompressed(store, ref, spooled), what=what))
     volume_archive.write_volume(
         client,
         volume=volume,

@@ -50,6 +50,7 @@ from reconciler import labels
 from reconciler.adapters import mariadb, stack_control, volume_archive
 from reconciler.adapters.docker_engine import DockerEngine
 from reconciler.adapters.object_store import ObjectStore, open_store
+from reconciler.decide.archive_members import screen
 from reconciler.decide.restore_planning import (
     ArtifactRef,
     DatabaseRestore,
@@ -171,7 +172,9 @@ def resolve_backup(store: ObjectStore, backup: str) -> Manifest:
 
 
 def artifact_refs(manifest: Manifest) -> list[ArtifactRef]:
-    return [ArtifactRef(a.kind, a.name, a.key, a.size, a.sha256) for a in manifest.artifacts]
+    return [
+        ArtifactRef(a.kind, a.name, a.key, a.size, a.sha256, a.raw_size) for a in manifest.artifacts
+    ]
 
 
 def safety_url(target: str, request_id: str) -> str:
@@ -225,6 +228,15 @@ def run_restore(request_id: str, options: RestoreOptions, ctx: RestoreContext) -
                 purposes={"restore", "restore-empty", "backup"},
             )
             fetched = {a.key: fetch_verified(store, a, tmp) for a in plan.artifacts}
+            # Every member of every archive is read and judged before any byte
+            # is written (decide/archive_members.py).
+            for volume in plan.volumes:
+                ref = volume.artifact
+                screen(
+                    decompressed(store, ref, fetched[ref.key]),
+                    what=f"backup {backup} volume {ref.name}",
+                    max_bytes=ref.raw_size,
+                )
             event("restore.verified", id=request_id, backup=backup, artifacts=len(fetched))
             phase("verify")
             safety_store = open_store(safety_url(ctx.safety_target, request_id))

@@ -33,7 +33,7 @@ head -c 300000 /dev/urandom > uploads/2026/11/photo.jpg
 printf 'secret\n' > private/key.txt
 printf 'with spaces\n' > 'html/a file.txt'
 ln -s ../html/index.php uploads/link-to-index
-ln -s /nowhere dangling
+ln -s nowhere dangling
 chown -R 33:33 html uploads
 chown 999:998 private/key.txt
 chmod 0600 private/key.txt

@@ -170,3 +170,98 @@ def test_a_planted_manifest_names_nothing_on_disk(
     assert caught.value.touched is False
     assert listing(stack.client, f"{stack.project}_site") == before
     assert (work / "canary").read_text() == "still here"
+
+
+@pytest.mark.parametrize(
+    ("hostile", "refusal"),
+    [
+        ("symlink", "a symbolic link to the absolute path '/etc'"),
+        ("dotdot", "a '..' component"),
+        ("fifo", "a fifo"),
+    ],
+)
+def test_a_planted_archive_is_refused_before_the_volume_changes(
+    stack: Stack, tmp_path: Path, hostile: str, refusal: str
+) -> None:
+    """Issue 10: archive members are judged before they reach the engine; nothing is written."""
+    import hashlib
+    import io
+    import json
+    import tarfile
+
+    import zstandard
+
+    target = f"file://{tmp_path / 'backups'}"
+    store = open_store(target)
+    result = run_backup(
+        client=stack.client,
+        store=store,
+        desired=stack.desired,
+        policy=policy(target, with_db=False),
+        state_dir=tmp_path / "state",
+    )
+    ident = result.manifest.id
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        page = tarfile.TarInfo("./index.html")
+        body = b"<h1>defaced</h1>"
+        page.size = len(body)
+        tar.addfile(page, io.BytesIO(body))
+        evil = tarfile.TarInfo({"symlink": "./etc", "dotdot": "./../x", "fifo": "./pipe"}[hostile])
+        evil.type = {
+            "symlink": tarfile.SYMTYPE,
+            "dotdot": tarfile.REGTYPE,
+            "fifo": tarfile.FIFOTYPE,
+        }[hostile]
+        evil.linkname = "/etc" if hostile == "symlink" else ""
+        tar.addfile(evil, io.BytesIO(b"") if evil.isreg() else None)
+    packed = zstandard.ZstdCompressor().compress(raw.getvalue())
+    manifest = json.loads(b"".join(store.get_stream(f"{ident}/manifest.json")))
+    (site,) = manifest["artifacts"]
+    store.put_bytes(site["key"], packed)
+    # Checksums recomputed: the store's writer can do that; the archive is judged anyway.
+    site.update(
+        size=len(packed), sha256=hashlib.sha256(packed).hexdigest(), raw_size=len(raw.getvalue())
+    )
+    store.put_bytes(f"{ident}/manifest.json", json.dumps(manifest).encode())
+    before = listing(stack.client, f"{stack.project}_site")
+    with pytest.raises(RestoreFailed) as caught:
+        run_restore("planted-tar", RestoreOptions(databases=()), context(stack, tmp_path, target))
+    assert refusal in str(caught.value)
+    assert caught.value.touched is False
+    assert listing(stack.client, f"{stack.project}_site") == before
+    assert stack.running() == {"web": "running", "db": "running"}
+
+
+def test_setuid_and_setgid_bits_never_reach_the_volume(stack: Stack) -> None:
+    import io
+    import tarfile
+
+    from reconciler import labels
+    from reconciler.adapters import volume_archive
+
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, mode in (("./su", 0o4755), ("./sg", 0o2755), ("./plain", 0o640)):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = 2, mode
+            tar.addfile(info, io.BytesIO(b"#!"))
+        shared = tarfile.TarInfo("./tmp")
+        shared.type, shared.mode = tarfile.DIRTYPE, 0o1777
+        tar.addfile(shared)
+    volume = f"{stack.project}_setid"
+    stack.client.volumes.create(volume, labels={labels.PROJECT: stack.project})
+    volume_archive.write_volume(
+        stack.client,
+        volume=volume,
+        image="reconciler-local/busybox:latest",
+        project=stack.project,
+        chunks=[raw.getvalue()],
+    )
+    modes = {
+        line.split()[0]: line.split()[3] for line in listing(stack.client, volume).splitlines()
+    }
+    assert modes["./su"] == "755"
+    assert modes["./sg"] == "755"
+    assert modes["./plain"] == "640"
+    assert modes["./tmp"] == "1777"

@@ -1,0 +1,174 @@
+"""Which members of a volume archive may reach the engine, and in what form (pure).
+
+A volume archive comes from the backup store, which whoever holds its
+credentials (or a developer PC that writes the ``dev/`` prefix) can write.
+Docker's archive API unpacks it as root into a volume that services then run
+from, so before a byte of it is written:
+
+- every member is screened (``screen``) over the whole archive, in the
+  verification step of a restore: an absolute name, a ``..`` component, a
+  symbolic or hard link that leads out of the volume (an absolute target
+  included: in the container it names the container's files, not the
+  volume's), a device node, a fifo or any other special file refuses the
+  archive. Refused, not dropped: a restore never writes something other than
+  what was backed up without saying so; the archive's size beyond what its
+  manifest declares is refused too, so nothing unbounded is decompressed;
+- on its way to the engine (``sanitized``) each member is rewritten with its
+  setuid and setgid bits cleared (a planted set-uid binary in the site volume
+  would run as root in the web container) and checked again; the sticky bit,
+  which only restricts, stays.
+
+Only the standard library's ``tarfile`` is used, in its streaming modes:
+memory stays at one block, whatever the size of the archive or of a file.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import stat
+import tarfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import IO, cast
+
+from reconciler.errors import ReconcilerError
+
+BLOCK = tarfile.BLOCKSIZE
+CHUNK = 1024 * 1024
+DROPPED_MODE_BITS = stat.S_ISUID | stat.S_ISGID
+
+
+class ArchiveRefused(ReconcilerError):
+    """A volume archive holds a member that must never reach the engine."""
+
+
+@dataclass(frozen=True)
+class ArchiveSummary:
+    members: int
+    bytes: int  # uncompressed archive bytes read
+    setid_members: int  # members whose setuid/setgid bits will be cleared
+
+
+def member_problem(member: tarfile.TarInfo) -> str | None:
+    """Why ``member`` may not be unpacked into a volume, or None when it may."""
+    name = member.name
+    if name.startswith("/"):
+        return "an absolute path"
+    if ".." in name.split("/"):
+        return "a '..' component"
+    if not (member.isreg() or member.isdir() or member.issym() or member.islnk()):
+        kind = (
+            "a device node"
+            if member.ischr() or member.isblk()
+            else "a fifo"
+            if member.isfifo()
+            else f"an entry of tar type {member.type!r}"
+        )
+        return f"{kind}: only files, folders and links are restored"
+    if member.issym():
+        target = member.linkname
+        if target.startswith("/"):
+            return f"a symbolic link to the absolute path {target!r}, outside the volume"
+        resolved = posixpath.normpath(posixpath.join(posixpath.dirname(_relative(name)), target))
+        if resolved == ".." or resolved.startswith("../"):
+            return f"a symbolic link to {target!r}, which leads out of the volume"
+    if member.islnk():
+        target = member.linkname
+        if target.startswith("/") or ".." in target.split("/"):
+            return f"a hard link to {target!r}, which leads out of the volume"
+    return None
+
+
+def _relative(name: str) -> str:
+    while name.startswith("./"):
+        name = name[2:]
+    return name or "."
+
+
+def screen(chunks: Iterable[bytes], *, what: str, max_bytes: int | None = None) -> ArchiveSummary:
+    """Read the whole archive; raise ``ArchiveRefused`` at its first bad member.
+
+    ``max_bytes``: what the manifest says the archive holds; reading more is
+    refused (a decompression bomb, or an archive that is not the one described).
+    """
+    source = _BoundedReader(chunks, max_bytes=max_bytes, what=what)
+    members = setid = 0
+    try:
+        with tarfile.open(fileobj=cast(IO[bytes], source), mode="r|") as archive:
+            for member in archive:
+                problem = member_problem(member)
+                if problem:
+                    raise ArchiveRefused(f"{what}: member {member.name[:200]!r} is {problem}")
+                members += 1
+                setid += bool(member.mode & DROPPED_MODE_BITS)
+        source.drain()
+    except tarfile.TarError as exc:
+        raise ArchiveRefused(f"{what}: not a readable tar archive: {exc}") from exc
+    return ArchiveSummary(members=members, bytes=source.total, setid_members=setid)
+
+
+def sanitized(chunks: Iterable[bytes], *, what: str) -> Iterator[bytes]:
+    """The archive again, member by member, setuid/setgid cleared, every member checked."""
+    source = _BoundedReader(chunks, max_bytes=None, what=what)
+    try:
+        with tarfile.open(fileobj=cast(IO[bytes], source), mode="r|") as archive:
+            for member in archive:
+                problem = member_problem(member)
+                if problem:
+                    raise ArchiveRefused(f"{what}: member {member.name[:200]!r} is {problem}")
+                member.mode &= ~DROPPED_MODE_BITS
+                yield member.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+                if member.isreg() and member.size:
+                    data = archive.extractfile(member)
+                    assert data is not None  # a regular file always has data
+                    left = member.size
+                    while left:
+                        block = data.read(min(CHUNK, left))
+                        if not block:
+                            raise ArchiveRefused(f"{what}: {member.name[:200]!r} is cut short")
+                        left -= len(block)
+                        yield block
+                    if member.size % BLOCK:
+                        yield bytes(BLOCK - member.size % BLOCK)
+    except tarfile.TarError as exc:
+        raise ArchiveRefused(f"{what}: not a readable tar archive: {exc}") from exc
+    yield bytes(2 * BLOCK)  # the end of the archive
+
+
+class _BoundedReader:
+    """Chunks as a readable file that refuses to give more than ``max_bytes``."""
+
+    def __init__(self, chunks: Iterable[bytes], *, max_bytes: int | None, what: str) -> None:
+        self._chunks = iter(chunks)
+        self._chunk = b""
+        self._offset = 0
+        self.total = 0
+        self._max = max_bytes
+        self._what = what
+
+    def _next(self) -> bool:
+        chunk = next(self._chunks, None)
+        if chunk is None:
+            return False
+        self.total += len(chunk)
+        if self._max is not None and self.total > self._max:
+            raise ArchiveRefused(
+                f"{self._what}: holds more than the {self._max} bytes its manifest declares"
+            )
+        self._chunk, self._offset = chunk, 0
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        out = bytearray()
+        while size < 0 or len(out) < size:
+            if self._offset >= len(self._chunk) and not self._next():
+                break
+            end = len(self._chunk) if size < 0 else self._offset + size - len(out)
+            piece = self._chunk[self._offset : end]
+            out += piece
+            self._offset += len(piece)
+        return bytes(out)
+
+    def drain(self) -> None:
+        while self._next():
+            pass

@@ -1,0 +1,116 @@
+"""Volume archives from the store are judged member by member before the engine sees them."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from collections.abc import Iterator
+
+import pytest
+
+from reconciler.decide.archive_members import ArchiveRefused, sanitized, screen
+
+
+def member(
+    name: str, kind: bytes = tarfile.REGTYPE, **fields: object
+) -> tuple[tarfile.TarInfo, bytes]:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    data = b""
+    for key, value in fields.items():
+        if key == "data":
+            data = bytes(value)  # type: ignore[call-overload]
+        else:
+            setattr(info, key, value)
+    info.size = len(data) if kind == tarfile.REGTYPE else 0
+    return info, data
+
+
+def archive(*members: tuple[tarfile.TarInfo, bytes]) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for info, data in members:
+            tar.addfile(info, io.BytesIO(data) if info.isreg() else None)
+    return out.getvalue()
+
+
+def chunks(raw: bytes, size: int = 7000) -> Iterator[bytes]:
+    for start in range(0, len(raw), size):
+        yield raw[start : start + size]
+
+
+GOOD = archive(
+    member("./", tarfile.DIRTYPE, mode=0o755),
+    member("./html", tarfile.DIRTYPE, mode=0o755, uid=33, gid=33),
+    member("./html/index.php", data=b"<?php echo 1;", mode=0o644, uid=33, gid=33, mtime=1577836800),
+    member("./uploads/photo.jpg", data=bytes(range(256)) * 4000, mode=0o600),
+    member("./uploads/link-to-index", tarfile.SYMTYPE, linkname="../html/index.php"),
+    member("./dangling", tarfile.SYMTYPE, linkname="nowhere"),
+    member("./html/same", tarfile.LNKTYPE, linkname="./html/index.php"),
+    member("./tmp", tarfile.DIRTYPE, mode=0o1777),
+    member("./" + "long-name/" * 30 + "file.txt", data=b"deep"),
+)
+
+
+def read_back(raw: bytes) -> list[tuple[str, int, int, str, bytes | None]]:
+    found = []
+    with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tar:
+        for info in tar:
+            data = tar.extractfile(info).read() if info.isreg() else None  # type: ignore[union-attr]
+            found.append((info.name, info.mode, info.uid, info.linkname, data))
+    return found
+
+
+def test_a_normal_tree_passes_unchanged() -> None:
+    summary = screen(chunks(GOOD), what="volume site", max_bytes=len(GOOD))
+    assert summary.members == 9
+    assert summary.setid_members == 0
+    assert read_back(b"".join(sanitized(chunks(GOOD), what="volume site"))) == read_back(GOOD)
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        (member("/etc/cron.d/x", data=b"* * * * * root sh"), "an absolute path"),
+        (member("./../outside", data=b"x"), "a '..' component"),
+        (member("./html/../../x", data=b"x"), "a '..' component"),
+        (member("./etc", tarfile.SYMTYPE, linkname="/etc"), "the absolute path '/etc'"),
+        (member("./up", tarfile.SYMTYPE, linkname="../../.."), "leads out of the volume"),
+        (member("./a/b", tarfile.SYMTYPE, linkname="../../x"), "leads out of the volume"),
+        (member("./hard", tarfile.LNKTYPE, linkname="/etc/shadow"), "a hard link to '/etc/shadow'"),
+        (member("./hard", tarfile.LNKTYPE, linkname="../x"), "a hard link to '../x'"),
+        (member("./null", tarfile.CHRTYPE, devmajor=1, devminor=3), "a device node"),
+        (member("./disk", tarfile.BLKTYPE, devmajor=8, devminor=0), "a device node"),
+        (member("./pipe", tarfile.FIFOTYPE), "a fifo"),
+    ],
+)
+def test_a_hostile_member_refuses_the_archive(
+    bad: tuple[tarfile.TarInfo, bytes], reason: str
+) -> None:
+    raw = archive(member("./ok", data=b"fine"), bad)
+    with pytest.raises(ArchiveRefused, match="volume site: member") as caught:
+        screen(chunks(raw), what="volume site")
+    assert reason in str(caught.value)
+    with pytest.raises(ArchiveRefused):
+        b"".join(sanitized(chunks(raw), what="volume site"))
+
+
+def test_setuid_and_setgid_are_cleared_and_the_sticky_bit_kept() -> None:
+    raw = archive(
+        member("./bin/su", data=b"\x7fELF", mode=0o4755),
+        member("./shared", tarfile.DIRTYPE, mode=0o2775),
+        member("./tmp", tarfile.DIRTYPE, mode=0o1777),
+    )
+    assert screen(chunks(raw), what="volume site").setid_members == 2
+    modes = {name: mode for name, mode, *_ in read_back(b"".join(sanitized(chunks(raw), what="v")))}
+    assert modes == {"./bin/su": 0o755, "./shared": 0o775, "./tmp": 0o1777}
+
+
+def test_more_than_the_manifest_declares_is_refused() -> None:
+    with pytest.raises(ArchiveRefused, match="more than the 10000 bytes its manifest declares"):
+        screen(chunks(GOOD), what="volume site", max_bytes=10_000)
+
+
+def test_what_is_not_a_tar_is_refused() -> None:
+    with pytest.raises(ArchiveRefused, match="not a readable tar archive"):
+        screen([b"<html>not a tar</html>" * 100], what="volume site")
