@@ -50,6 +50,7 @@ from reconciler import labels
 from reconciler.adapters import mariadb, stack_control, volume_archive
 from reconciler.adapters.docker_engine import DockerEngine
 from reconciler.adapters.object_store import ObjectStore, open_store
+from reconciler.decide.dump_screening import screen_dump
 from reconciler.decide.restore_planning import (
     ArtifactRef,
     DatabaseRestore,
@@ -225,6 +226,14 @@ def run_restore(request_id: str, options: RestoreOptions, ctx: RestoreContext) -
                 purposes={"restore", "restore-empty", "backup"},
             )
             fetched = {a.key: fetch_verified(store, a, tmp) for a in plan.artifacts}
+            # Every dump is screened whole before anything is stopped or dropped.
+            for database in plan.databases:
+                screen_dump(
+                    without_schemas(
+                        decompressed(store, database.artifact, fetched[database.artifact.key])
+                    ),
+                    artifact=f"backup {backup} {database.artifact.key}",
+                )
             event("restore.verified", id=request_id, backup=backup, artifacts=len(fetched))
             phase("verify")
             safety_store = open_store(safety_url(ctx.safety_target, request_id))
@@ -323,6 +332,7 @@ def _check_stack(ctx: RestoreContext, plan: RestorePlan) -> None:
                 f"database container {database.container} is not running: deploy the stack "
                 "first (reconciler sync)"
             )
+        mariadb.check_sandbox(ctx.client, container=database.container)
 
 
 def _helper_image(ctx: RestoreContext, volume: str) -> str | None:
