@@ -89,7 +89,8 @@ def test_a_corrupt_ledger_is_never_read_as_its_previous_copy(tmp_path: Path) -> 
     assert path.read_text() == "{half a docu"
     assert json.loads((tmp_path / "restores.json.prev").read_text())["restores"][0]["id"] == "a"
     report = status_report(tmp_path)
-    assert report[0]["state"] == "unknown" and str(path) in report[0]["error"]
+    assert report[0]["state"] == "unknown"
+    assert str(path) in report[0]["error"]
 
 
 def test_a_missing_ledger_next_to_its_previous_copy_stops_restores(tmp_path: Path) -> None:
@@ -97,7 +98,7 @@ def test_a_missing_ledger_next_to_its_previous_copy_stops_restores(tmp_path: Pat
     ledger.queue([RestoreRecord(id="a", state="pending")])
     ledger.update("a", state="succeeded")
     (tmp_path / "restores.json").unlink()
-    with pytest.raises(LedgerUnreadable, match="is missing but restores.json.prev exists"):
+    with pytest.raises(LedgerUnreadable, match=r"is missing but restores\.json\.prev exists"):
         ledger.load()
 
 
