@@ -59,6 +59,9 @@ CLIENT_COMMANDS = frozenset(
     | {"go", "ego", "help", "clear", "sandbox"}
 )
 SYSTEM_SCHEMAS = frozenset({"mysql", "sys", "performance_schema", "information_schema"})
+# Of those, the ones a statement must not name (information_schema is read-only,
+# and a user's view may read it).
+WRITABLE_SYSTEM_SCHEMAS = frozenset({"mysql", "sys", "performance_schema"})
 # Character sets in which a backslash or a quote byte is always that character.
 SAFE_CHARSETS = frozenset({"utf8", "utf8mb3", "utf8mb4", "latin1", "ascii", "binary", "default"})
 # sql_mode words that change how the server splits strings and identifiers.
@@ -445,7 +448,7 @@ class _Checker:
             and token.text == "."
             and prev is not None
             and prev.kind in ("word", "id")
-            and prev.text in SYSTEM_SCHEMAS
+            and prev.text in WRITABLE_SYSTEM_SCHEMAS
             and not (self.before is not None and self.before.text == "@")
         ):
             self.refuse(f"a reference to the system schema {prev.text}", token.line)

@@ -119,6 +119,7 @@ def test_a_dump_with_shell_commands_is_refused_and_nothing_changes(
     assert "client command '\\!' refused" in message
     assert "nothing was overwritten" in message
     assert caught.value.touched is False
+    assert not store.list("pre-restore/")  # refused before the safety copy and any stop
     assert run_sql(stack.container("db"), STATE) == before
     assert no_file(stack, "/tmp/pwned")
     assert no_file(stack, "/tmp/pwned-system")

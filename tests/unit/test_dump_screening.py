@@ -35,6 +35,7 @@ HARMLESS = [
     b"INSERT INTO `t` VALUES (1,'it''s; CREATE USER evil');\n",
     b"-- GRANT ALL ON *.* TO x\n# system rm -rf /\n/* \\! touch /tmp/x */\n",
     b"CREATE TABLE `t` (`grant` int, `user` text, `system` int);\n",
+    b"CREATE VIEW `v` AS SELECT `table_name` FROM information_schema.tables;\n",
     b"INSERT INTO `t` VALUES (1,-2,3.5e-3,NULL,'\\\\! no');\n",
     b"DELIMITER ;;\nCREATE TRIGGER x AFTER INSERT ON t FOR EACH ROW BEGIN SET @a = 1; END;;\n"
     b"DELIMITER ;\n",
@@ -116,3 +117,11 @@ def test_a_multi_megabyte_insert_line_streams() -> None:
     line = b"INSERT INTO `t` VALUES " + row * 40000 + b"(1,'x',NULL,1,'y');\n"
     chunks = [line[i : i + 65536] for i in range(0, len(line), 65536)]
     assert screen_dump(chunks * 1, artifact="db") == 1
+
+
+def test_database_names_are_quoted_with_backticks_doubled() -> None:
+    from reconciler.adapters.stack_control import drop_sql
+
+    assert drop_sql(["my shop", "we`ird"]) == (
+        b"DROP DATABASE IF EXISTS `my shop`;\nDROP DATABASE IF EXISTS `we``ird`;\n"
+    )
