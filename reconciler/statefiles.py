@@ -55,7 +55,7 @@ def atomic_write_json(path: Path, data: Any) -> None:
             handle.write(payload)
             handle.flush()
             os.fsync(handle.fileno())
-        if _is_valid_json(path):
+        if _is_valid_json(path):  # a corrupt file never becomes .prev
             # A hard link, not a rename: ``path`` must exist at every instant.
             prev = path.with_name(path.name + ".prev")
             with contextlib.suppress(OSError):
@@ -73,12 +73,32 @@ def atomic_write_json(path: Path, data: Any) -> None:
         raise StateError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
-def read_json(path: Path) -> Any | None:
+class StateCorrupt(ReconcilerError):
+    """A state file read without fallback does not parse; it is left where it is."""
+
+    def __init__(self, path: Path, error: str) -> None:
+        self.path = path
+        super().__init__(f"{path} does not parse ({error})")
+
+
+def read_json(path: Path, *, fallback: bool = True) -> Any | None:
     """The document at ``path``, falling back to ``.prev`` when it is corrupt.
 
     A corrupt file is renamed ``NAME.corrupt-<time>`` (kept for a post-mortem)
     and reported; None when there is no usable document at all.
+
+    With ``fallback=False`` (the restore ledger, where an older copy would run
+    a finished request again) a corrupt file raises ``StateCorrupt`` and stays
+    where it is, and ``.prev`` is never read in its place.
     """
+    if not fallback:
+        if not path.exists():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            event("state.corrupt", level=40, file=str(path), error=str(exc))
+            raise StateCorrupt(path, str(exc)) from exc
     for candidate in (path, path.with_name(path.name + ".prev")):
         if not candidate.exists():
             continue

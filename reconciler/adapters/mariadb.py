@@ -39,7 +39,21 @@ DUMP_COMMAND = (
     "--events",
     "--triggers",
 )
-LOAD_COMMAND = ("mariadb", "--user=root")
+# --sandbox refuses the client's commands that reach the file system or the shell
+# (\\!/system, \\./source, tee, pager with an argument): it came with MDEV-21778
+# (CVE-2024-21096) in MariaDB 10.5.25, 10.6.18, 10.11.8, 11.0.6, 11.1.5, 11.2.4
+# and 11.4.2 (May 2024), the same releases whose mariadb-dump writes
+# "/*!999999\\- enable the sandbox mode */" first. --binary-mode makes the client
+# read the dump as data (no backslash commands but \\C, \\- and DELIMITER).
+# A client without --sandbox is refused, never used without it.
+LOAD_COMMAND = (
+    "mariadb",
+    "--user=root",
+    "--sandbox",
+    "--binary-mode",
+    "--default-character-set=utf8mb4",
+)
+SANDBOX_PROBE = ("mariadb", "--sandbox", "--binary-mode", "--version")
 TRAILER = b"-- Dump completed"
 CHUNK = 1024 * 1024
 STDERR_KEEP = 4096
@@ -202,6 +216,26 @@ def _exit_code(api: Any, exec_id: str) -> int | None:
     return None
 
 
+def check_sandbox(client: docker.DockerClient, *, container: str) -> None:
+    """Raise ``DatabaseError`` unless the ``mariadb`` client in ``container`` has ``--sandbox``."""
+    target = _container(client, container, None)
+    _check_sandbox(target, container)
+
+
+def _check_sandbox(target: Any, container: str) -> None:
+    try:
+        code, output = target.exec_run(list(SANDBOX_PROBE), user="root")
+    except docker.errors.APIError as exc:
+        raise DatabaseError(f"cannot run mariadb in {container}: {exc.explanation}") from exc
+    if code != 0:
+        text = (output or b"").decode(errors="replace").strip()[:300]
+        raise DatabaseError(
+            f"the mariadb client in {container} has no --sandbox option ({text}): a dump is "
+            "only loaded in sandbox mode, which MariaDB 10.5.25, 10.6.18, 10.11.8, 11.0.6, "
+            "11.1.5, 11.2.4, 11.4.2 and later have; upgrade the database image and try again"
+        )
+
+
 def load_dump(
     client: docker.DockerClient,
     *,
@@ -214,6 +248,7 @@ def load_dump(
     With ``project``, the container must carry that project's label.
     """
     target = _container(client, container, project)
+    _check_sandbox(target, container)
     environment = credentials_environment(client, target)
     api = client.api
     try:

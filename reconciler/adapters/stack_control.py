@@ -175,13 +175,40 @@ def _running(client: docker.DockerClient, name: str) -> Any:
 
 def user_databases(client: docker.DockerClient, container: str) -> list[str]:
     """The databases of the server in ``container``, system ones left out."""
-    output = _exec_sql(client, _running(client, container), "SHOW DATABASES")
-    return [n for n in output.split() if n and n not in SYSTEM_DATABASES]
+    # Hex, one name a line: a name may hold spaces, tabs, backticks or newlines,
+    # which SHOW DATABASES prints as they are (or escaped, in batch mode).
+    output = _exec_sql(
+        client,
+        _running(client, container),
+        "SELECT HEX(SCHEMA_NAME) FROM information_schema.SCHEMATA ORDER BY SCHEMA_NAME",
+    )
+    names = [_database_name(line.strip()) for line in output.splitlines() if line.strip()]
+    return [n for n in names if n not in SYSTEM_DATABASES]
+
+
+def _database_name(hexed: str) -> str:
+    """A name from the server, checked before it names anything: UTF-8, 1-64 characters."""
+    try:
+        name = bytes.fromhex(hexed).decode("utf-8")
+    except ValueError as exc:
+        raise DatabaseError(
+            f"the server listed a database name that is not UTF-8: {hexed}"
+        ) from exc
+    if not 1 <= len(name) <= 64 or "\x00" in name:
+        raise DatabaseError(f"the server listed a database name that is not valid: {name!r}")
+    return name
+
+
+def quote_name(name: str) -> str:
+    """``name`` as a MariaDB identifier: in backticks, a backtick doubled."""
+    if not 1 <= len(name) <= 64 or "\x00" in name:
+        raise DatabaseError(f"not a valid database name: {name!r}")
+    return "`" + name.replace("`", "``") + "`"
 
 
 def drop_sql(databases: Iterable[str]) -> bytes:
     """SQL that drops ``databases``: prepended to a dump, so a load replaces exactly."""
-    quoted = ["`" + name.replace("`", "``") + "`" for name in databases]
+    quoted = [quote_name(name) for name in databases]
     return "".join(f"DROP DATABASE IF EXISTS {q};\n" for q in quoted).encode()
 
 

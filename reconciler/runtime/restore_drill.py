@@ -36,6 +36,7 @@ import docker.errors
 from reconciler.adapters import mariadb, stack_control, volume_archive
 from reconciler.adapters.object_store import ObjectStore, open_store
 from reconciler.decide.archive_members import sanitized, screen
+from reconciler.decide.dump_screening import screen_dump
 from reconciler.decide.restore_planning import ArtifactRef
 from reconciler.errors import InvalidDesiredState, ReconcilerError
 from reconciler.logs import event
@@ -300,6 +301,8 @@ def _drill_database(
         raise DrillFailed(
             f"database {ref.name}: no MariaDB image on this engine for a scratch copy"
         )
+    # Screened whole before it reaches even a scratch server (screen_dump).
+    screen_dump(without_schemas(decompressed(store, ref, spooled)), artifact=ref.key)
     stack_control.scratch_database(client, name=name, image=image, project=desired.project)
     seen: list[str] = []
     mariadb.load_dump(

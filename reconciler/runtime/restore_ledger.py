@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from reconciler.decide.restore_planning import LedgerState
 from reconciler.logs import event
-from reconciler.statefiles import atomic_write_json, read_json
+from reconciler.statefiles import StateCorrupt, atomic_write_json, read_json
 
 LEDGER_FILE = "restores.json"
 # Entries kept; the oldest finished ones go first. An id that falls off could
@@ -109,7 +109,25 @@ class RestoreLedger:
         self.path = state_dir / LEDGER_FILE
 
     def load(self) -> Ledger:
-        raw = read_json(self.path)
+        # Never the .prev copy: there a finished request may still be pending,
+        # and it would run a second time.
+        try:
+            raw = read_json(self.path, fallback=False)
+        except StateCorrupt as exc:
+            raise LedgerUnreadable(
+                f"the restore ledger {self.path} is corrupt ({exc}); no restore request runs "
+                f"until it is fixed. Inspect it, then either repair it by hand or put back "
+                f"{self.path.name}.prev if it holds every finished request (check each id of "
+                "restore.yaml: one marked pending there that already ran would run again), "
+                "and run reconciler sync"
+            ) from exc
+        prev = self.path.with_name(self.path.name + ".prev")
+        if raw is None and prev.exists():
+            raise LedgerUnreadable(
+                f"the restore ledger {self.path} is missing but {prev.name} exists; no restore "
+                f"request runs until {self.path.name} is put back (copy {prev.name} only if it "
+                "holds every finished request), then run reconciler sync"
+            )
         if raw is None:
             return Ledger()
         try:
@@ -173,7 +191,7 @@ class RestoreLedger:
         return record
 
     def initialised(self) -> bool:
-        """Whether this VM has a ledger (the file, or its previous copy after a bad write)."""
+        """Whether this VM has a ledger (the file, or a previous copy: never a fresh start)."""
         return self.path.exists() or self.path.with_name(self.path.name + ".prev").exists()
 
     def adopt(self, records: list[RestoreRecord]) -> list[str]:

@@ -51,6 +51,7 @@ from reconciler.adapters import mariadb, stack_control, volume_archive
 from reconciler.adapters.docker_engine import DockerEngine
 from reconciler.adapters.object_store import ObjectStore, open_store
 from reconciler.decide.archive_members import screen
+from reconciler.decide.dump_screening import screen_dump
 from reconciler.decide.restore_planning import (
     ArtifactRef,
     DatabaseRestore,
@@ -228,14 +229,22 @@ def run_restore(request_id: str, options: RestoreOptions, ctx: RestoreContext) -
                 purposes={"restore", "restore-empty", "backup"},
             )
             fetched = {a.key: fetch_verified(store, a, tmp) for a in plan.artifacts}
-            # Every member of every archive is read and judged before any byte
-            # is written (decide/archive_members.py).
+            # Every member of every archive and every statement of every dump is
+            # read and judged before anything is stopped, copied, emptied or
+            # dropped (decide/archive_members.py, decide/dump_screening.py).
             for volume in plan.volumes:
                 ref = volume.artifact
                 screen(
                     decompressed(store, ref, fetched[ref.key]),
                     what=f"backup {backup} volume {ref.name}",
                     max_bytes=ref.raw_size,
+                )
+            for database in plan.databases:
+                screen_dump(
+                    without_schemas(
+                        decompressed(store, database.artifact, fetched[database.artifact.key])
+                    ),
+                    artifact=f"backup {backup} {database.artifact.key}",
                 )
             event("restore.verified", id=request_id, backup=backup, artifacts=len(fetched))
             phase("verify")
@@ -335,6 +344,7 @@ def _check_stack(ctx: RestoreContext, plan: RestorePlan) -> None:
                 f"database container {database.container} is not running: deploy the stack "
                 "first (reconciler sync)"
             )
+        mariadb.check_sandbox(ctx.client, container=database.container)
 
 
 def _helper_image(ctx: RestoreContext, volume: str) -> str | None:

@@ -415,3 +415,36 @@ def _ledger_entry(path: Path, ident: str) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return next((r for r in data.get("restores", []) if r["id"] == ident), None)
+
+
+def test_a_corrupt_ledger_fails_the_sync_and_a_finished_request_never_runs_again(
+    env: Env,
+) -> None:
+    env.backup()
+    env.remote.commit_files(
+        {"desired-state/restore.yaml": restore_yaml({"id": "r1", "backup": "latest"})}
+    )
+    result = env.cli.run("sync")
+    assert result.returncode == 0, result.stderr[-3000:]
+    ledger = env.tmp_path / "state" / "restores.json"
+    assert json.loads(ledger.read_text())["restores"][0]["state"] == "succeeded"
+    # The previous copy from when r1 was queued (pending), then a torn file.
+    queued = json.loads(ledger.read_text())
+    queued["restores"][0].update(state="pending", started=None, finished=None, done=[])
+    ledger.with_name("restores.json.prev").write_text(json.dumps(queued))
+    ledger.write_text('{"restores": [{"id": "r1", "sta')
+    env.sh("echo after > /data/after-restore")
+
+    result = env.cli.run("sync")
+    assert result.returncode == 1
+    assert f"the restore ledger {ledger} is corrupt" in result.stderr
+    assert "no restore request runs until it is fixed" in result.stderr
+    assert "restore r1" not in result.stdout
+    assert "after-restore" in env.files()  # r1 did not run again
+    assert ledger.read_text() == '{"restores": [{"id": "r1", "sta'  # left for the user
+    status = env.cli.status()
+    assert status["restores"][0]["state"] == "unknown"
+    assert str(ledger) in status["restores"][0]["error"]
+    # Still refused on the next pass: nothing guesses.
+    assert env.cli.run("sync").returncode == 1
+    assert "after-restore" in env.files()

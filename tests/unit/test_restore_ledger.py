@@ -72,16 +72,34 @@ def test_status_report_newest_first_with_hint(tmp_path: Path) -> None:
         assert key in report[1]
 
 
-def test_a_corrupt_ledger_falls_back_to_the_previous_copy(tmp_path: Path) -> None:
+def test_a_corrupt_ledger_is_never_read_as_its_previous_copy(tmp_path: Path) -> None:
     ledger = RestoreLedger(tmp_path)
     ledger.queue([RestoreRecord(id="a", state="pending")])
     ledger.start("a")
     ledger.update("a", state="succeeded")
-    (tmp_path / "restores.json").write_text("{half a docu")
-    # .prev is one write older: "running", which recovery makes "interrupted".
-    # Never "pending": a request that started cannot fall back to running again.
-    assert ledger.load().states() == {"a": "running"}
-    assert ledger.recover() == ["a"]
+    # .prev is one write older ("running"), two writes older it was "pending".
+    path = tmp_path / "restores.json"
+    path.write_text("{half a docu")
+    for action in (ledger.load, ledger.recover, lambda: ledger.queue([])):
+        with pytest.raises(LedgerUnreadable) as caught:
+            action()
+        assert str(path) in str(caught.value)
+        assert "no restore request runs" in str(caught.value)
+    # Left where it is for the user to inspect; nothing replaced it.
+    assert path.read_text() == "{half a docu"
+    assert json.loads((tmp_path / "restores.json.prev").read_text())["restores"][0]["id"] == "a"
+    report = status_report(tmp_path)
+    assert report[0]["state"] == "unknown"
+    assert str(path) in report[0]["error"]
+
+
+def test_a_missing_ledger_next_to_its_previous_copy_stops_restores(tmp_path: Path) -> None:
+    ledger = RestoreLedger(tmp_path)
+    ledger.queue([RestoreRecord(id="a", state="pending")])
+    ledger.update("a", state="succeeded")
+    (tmp_path / "restores.json").unlink()
+    with pytest.raises(LedgerUnreadable, match=r"is missing but restores\.json\.prev exists"):
+        ledger.load()
 
 
 def test_a_ledger_of_the_wrong_shape_stops_restores(tmp_path: Path) -> None:
