@@ -177,6 +177,19 @@ def corrupt(path: Path, how: str, rng: random.Random) -> None:
         path.write_bytes(b"")
 
 
+def refused_until_repaired(light: Light, world: World, good: bytes, *, request: str) -> None:
+    """A corrupt restore ledger is never replaced by its .prev (where a finished request
+    may still be pending): the sync fails naming it, no request runs, and once it is
+    repaired by hand (here: its good bytes put back) everything goes on."""
+    path = world.state_dir / "restores.json"
+    for _ in range(2):  # and again: it stays refused, it is not quietly reset
+        result = light.run("sync")
+        assert result.returncode == 1, f"sync with a corrupt ledger exited {result.returncode}"
+        assert f"the restore ledger {path} is corrupt" in result.stdout + result.stderr
+        assert request not in light.starts, "a request ran with a corrupt ledger"
+    path.write_bytes(good)
+
+
 def test_corrupt_state_files(
     tmp_path: Path,
     git_daemon: ServedRemote,
@@ -201,9 +214,12 @@ def test_corrupt_state_files(
                 head = light.change(request=f"{name}-{how}")
                 # Another pass first, so that NAME.prev is a good copy to fall back on.
                 assert light.run("backup", "run").returncode == 0
+                good = (world.state_dir / name).read_bytes()
                 corrupt(world.state_dir / name, how, fault_rng)
                 status = world.cli.run("status", "--json")
                 assert status.returncode == 0, f"status with {name} {how}: {status.stderr}"
+                if name == "restores.json":
+                    refused_until_repaired(light, world, good, request=f"{name}-{how}")
                 light.check(head, verified)
                 assert light.run("backup", "run").returncode == 0
                 last = world.cli.status()["backup"]["last"]
