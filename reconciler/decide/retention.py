@@ -6,7 +6,11 @@ the results joined):
 - ``daily: N`` keeps the newest complete backup of each of the N most recent
   UTC days that have one; ``weekly`` the same per ISO week, ``monthly`` per
   calendar month. Days without backups do not use up a slot.
-- The newest complete backup is always kept, whatever the numbers say.
+- The newest complete backup is always kept, whatever the numbers say; so
+  are the ``last`` (3) newest complete backups, and every complete backup
+  younger than ``within`` (a day) at ``now``: a second backup on the same day
+  never deletes the first, the one a user took before a risky change
+  (restic's ``--keep-last`` and ``--keep-within``).
 - An incomplete backup (no manifest) older than the newest complete one is a
   failed or interrupted run: it is deleted. One newer than the newest complete
   backup may be a run in progress: it is kept.
@@ -20,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 
 @dataclass(frozen=True)
@@ -35,18 +39,27 @@ class RetentionRules:
     daily: int = 7
     weekly: int = 4
     monthly: int = 12
+    last: int = 3
+    within: timedelta = timedelta(days=1)
 
 
 @dataclass(frozen=True)
 class RetentionDecision:
     keep: tuple[str, ...]  # newest first
     delete: tuple[str, ...]  # newest first
-    # Why each kept backup stays: "newest", "daily", "weekly", "monthly", "in progress".
+    # Why each kept backup stays: "newest", "last", "within", "daily", "weekly",
+    # "monthly", "in progress".
     reasons: dict[str, tuple[str, ...]]
 
 
-def decide_retention(backups: Sequence[BackupRef], rules: RetentionRules) -> RetentionDecision:
-    """Split ``backups`` into those to keep and those to delete."""
+def decide_retention(
+    backups: Sequence[BackupRef], rules: RetentionRules, *, now: datetime | None = None
+) -> RetentionDecision:
+    """Split ``backups`` into those to keep and those to delete.
+
+    ``now`` (aware) is when the prune runs; without it the ``within`` rule
+    counts from the newest complete backup.
+    """
     ordered = sorted(backups, key=lambda b: (b.time, b.id), reverse=True)
     complete = [b for b in ordered if b.complete]
     reasons: dict[str, list[str]] = {}
@@ -56,6 +69,12 @@ def decide_retention(backups: Sequence[BackupRef], rules: RetentionRules) -> Ret
 
     if complete:
         keep(complete[0], "newest")
+        for backup in complete[: rules.last]:
+            keep(backup, "last")
+        since = (now or complete[0].time) - rules.within
+        for backup in complete:
+            if backup.time > since:
+                keep(backup, "within")
     newest_complete_time = complete[0].time if complete else None
     for backup in ordered:
         if not backup.complete and (

@@ -818,7 +818,9 @@ def prune(store: ObjectStore, rules: RetentionRules, *, dry_run: bool) -> Retent
     """
     summaries = list_backups(store)
     decision = decide_retention(
-        [BackupRef(s.id, s.time, s.state == "complete") for s in summaries], rules
+        [BackupRef(s.id, s.time, s.state == "complete") for s in summaries],
+        rules,
+        now=datetime.now(UTC),
     )
     if dry_run or not decision.delete:
         return decision

@@ -404,7 +404,10 @@ def test_commands_run_list_verify_prune(
     assert run_cli(["backup", "verify", ident], loader, settings) == 0
     assert "2 artifacts verified" in capsys.readouterr().out
     assert run_cli(["backup", "prune", "--dry-run"], loader, settings) == 0
-    assert f"keep    {ident}  (newest, daily, weekly, monthly)" in capsys.readouterr().out
+    assert (
+        f"keep    {ident}  (newest, last, within, daily, weekly, monthly)"
+        in capsys.readouterr().out
+    )
 
     report = backup_report(settings)
     assert report["last"]["result"] == "ok"
