@@ -6,10 +6,17 @@ jitter) and nothing running is touched. A heartbeat file tells the container
 health check (and ``/healthz``) that the loop is alive: ``loop_health`` is the
 one rule both use. Background services (the metrics endpoint) start with the
 loop and stop with it.
+
+Jobs (the backup schedule, the restore drill) run on one worker thread, so a
+30-minute backup leaves the loop beating and deploying: a pass waits only
+while a backup holds services stopped (it holds the pass lock then). What the
+worker runs, and since when, is written into the heartbeat file, so the
+health check says it.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -66,6 +73,13 @@ class LoopHealth:
     alive: bool
     heartbeat_age_s: float | None
     message: str
+    running: str | None = None  # the job the worker runs (``backup``), when one has run a while
+    running_for_s: float | None = None
+
+
+# A job that takes longer than this is shown as running (most calls of a job
+# only check whether it is due, in milliseconds).
+SHOWN_AFTER_S = 2.0
 
 
 def loop_health(state_dir: Path, *, interval_s: float) -> LoopHealth:
@@ -78,9 +92,77 @@ def loop_health(state_dir: Path, *, interval_s: float) -> LoopHealth:
     limit = max(3 * interval_s, 600.0)
     if age is None:
         return LoopHealth(False, None, "unhealthy: no heartbeat yet")
+    running, running_for = _running_job(state_dir)
+    doing = f"; {running} running for {running_for:.0f}s" if running and running_for else ""
     if age > limit:
-        return LoopHealth(False, age, f"unhealthy: the loop has not run for {age:.0f}s")
-    return LoopHealth(True, age, f"healthy: last loop {age:.0f}s ago")
+        return LoopHealth(
+            False,
+            age,
+            f"unhealthy: the loop has not run for {age:.0f}s{doing}",
+            running,
+            running_for,
+        )
+    return LoopHealth(True, age, f"healthy: last loop {age:.0f}s ago{doing}", running, running_for)
+
+
+def _running_job(state_dir: Path) -> tuple[str | None, float | None]:
+    try:
+        data = json.loads(heartbeat_path(state_dir).read_text() or "{}")
+    except (OSError, ValueError):
+        return None, None  # an old, empty heartbeat, or one being written
+    job, since = (data.get("job"), data.get("since")) if isinstance(data, dict) else (None, None)
+    if not isinstance(job, str) or not isinstance(since, int | float):
+        return None, None
+    return job, max(0.0, time.time() - since)
+
+
+class JobWorker:
+    """Runs the jobs, one round at a time, on a thread of its own."""
+
+    def __init__(self, jobs: list[Job], stopping: threading.Event) -> None:
+        self.jobs = jobs
+        self.stopping = stopping
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._current: tuple[str, float] | None = None  # job name, wall-clock start
+
+    @property
+    def busy(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start_round(self) -> None:
+        """Start a round of every job, unless the previous one still runs."""
+        if self.busy or not self.jobs:
+            return
+        self._thread = threading.Thread(target=self._round, name="jobs", daemon=True)
+        self._thread.start()
+
+    def running(self) -> tuple[str, float] | None:
+        """The job that has been running for more than ``SHOWN_AFTER_S``, and since when."""
+        with self._lock:
+            current = self._current
+        if current is None or time.time() - current[1] < SHOWN_AFTER_S:
+            return None
+        return current
+
+    def join(self, timeout_s: float) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    def _round(self) -> None:
+        for job in self.jobs:
+            if self.stopping.is_set():
+                break
+            name = getattr(job, "job_name", None) or getattr(job, "__name__", str(job))
+            with self._lock:
+                self._current = (str(name), time.time())
+            try:
+                job()
+            except Exception as exc:  # a job's bug must not stop deploys
+                event("job.crashed", level=40, job=name, error=repr(exc), exc_info=True)
+            finally:
+                with self._lock:
+                    self._current = None
 
 
 class Daemon:
@@ -98,6 +180,7 @@ class Daemon:
         self.background = background or []
         self.tick_s = tick_s
         self.stopping = threading.Event()
+        self.worker = JobWorker(self.jobs, self.stopping)
 
     def stop(self, signum: int = signal.SIGTERM, _frame: FrameType | None = None) -> None:
         event("daemon.stopping", signal=signal.Signals(signum).name)
@@ -121,6 +204,10 @@ class Daemon:
         finally:
             for service in self.background:
                 service.stop()
+            # A job in the middle of its work is left to end with the process:
+            # what a killed backup or drill leaves is made good by the next one
+            # (and stopped services by the next pass, runtime/stop_journal.py).
+            self.worker.join(timeout_s=self.tick_s)
         event("daemon.stopped")
         return 0
 
@@ -136,18 +223,8 @@ class Daemon:
                 next_pass = time.monotonic() + delay
                 if failures:
                     event("daemon.backoff", level=30, failures=failures, retry_in_s=round(delay, 1))
-            for job in self.jobs:
-                if self.stopping.is_set():
-                    break
-                try:
-                    job()
-                except Exception as exc:  # a job's bug must not stop deploys
-                    event(
-                        "job.crashed",
-                        level=40,
-                        job=getattr(job, "__name__", str(job)),
-                        error=repr(exc),
-                    )
+            if not self.stopping.is_set():
+                self.worker.start_round()
             self.stopping.wait(max(0.0, min(self.tick_s, next_pass - time.monotonic())))
 
     def _pass(self) -> PassOutcome:
@@ -164,8 +241,12 @@ class Daemon:
 
     def _beat(self) -> None:
         path = heartbeat_path(self.settings.state_dir)
+        running = self.worker.running()
+        content = json.dumps({"job": running[0], "since": running[1]}) if running else ""
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.touch()
+            # Rewritten in place (not atomically): a reader that catches it half
+            # written just does not say what runs; the mtime is what counts.
+            path.write_text(content)
         except OSError as exc:
             event("heartbeat.failed", level=30, error=str(exc))

@@ -45,6 +45,12 @@ def health_report(settings: Settings) -> tuple[int, dict[str, Any]]:
             round(health.heartbeat_age_s, 1) if health.heartbeat_age_s is not None else None
         ),
         "message": health.message,
+        # A long job of the daemon (a backup, a drill) and for how long: the loop
+        # goes on beside it, so it is alive meanwhile.
+        "running": health.running,
+        "running_for_s": (
+            round(health.running_for_s, 1) if health.running_for_s is not None else None
+        ),
     }
     return (200 if health.alive else 503), body
 

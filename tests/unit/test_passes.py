@@ -344,3 +344,54 @@ def test_a_state_folder_that_cannot_be_made_is_unavailable_not_a_crash(tmp_path:
     assert (outcome.result, outcome.reason) == ("unavailable", "StateUnavailable")
     assert "cannot lock" in outcome.message
     assert heard == ["StateUnavailable"]
+
+
+def test_a_long_job_leaves_the_loop_passing_and_healthy_and_says_what_runs(
+    setup: tuple[Reconciler, FakeSource, FakeEngine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 10: a 30-minute backup held the loop, so /healthz said unhealthy and deploys waited."""
+    import threading
+    import time
+    from typing import Any
+
+    from reconciler.runtime import daemon as daemon_module
+    from reconciler.runtime.daemon import Daemon, loop_health
+
+    reconciler, source, _engine = setup
+    source.commit(sha(1), GOOD)
+    passes: list[float] = []
+    real_sync = reconciler.sync
+
+    def counted_sync() -> PassOutcome:
+        passes.append(time.monotonic())
+        return real_sync()
+
+    monkeypatch.setattr(reconciler, "sync", counted_sync)
+    monkeypatch.setattr(daemon_module, "next_delay", lambda *_a, **_k: 0.05)
+    monkeypatch.setattr(daemon_module, "SHOWN_AFTER_S", 0.1)
+    release = threading.Event()
+    seen: list[Any] = []
+
+    def backups() -> None:  # the backup job, in the middle of a long backup
+        release.wait(10)
+
+    daemon = Daemon(reconciler, jobs=[backups], tick_s=0.02)
+    runner = threading.Thread(target=daemon.run)
+    # run() installs signal handlers, which only the main thread may do.
+    monkeypatch.setattr(daemon_module.signal, "signal", lambda *_a: None)
+    runner.start()
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and len(passes) < 5:
+            time.sleep(0.05)
+        time.sleep(0.2)
+        seen.append(loop_health(reconciler.settings.state_dir, interval_s=60))
+    finally:
+        release.set()
+        daemon.stopping.set()
+        runner.join(10)
+    assert len(passes) >= 5, "passes stopped while the job ran"
+    health = seen[0]
+    assert health.alive
+    assert health.running == "backups"
+    assert "backups running for" in health.message
