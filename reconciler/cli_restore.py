@@ -1,6 +1,6 @@
 """``reconciler restore``: a restore by hand, and the restore drill on demand.
 
-``reconciler restore BACKUP [--source URL] [--volumes a,b] [--databases db] [--yes]``
+``reconciler restore BACKUP [--source URL] [--volumes a,b] [--databases db] [--path P] [--yes]``
 runs the same engine as restore.yaml requests (verify first, safety copy,
 replace, health), for the desired state of the applied commit, under the
 pass lock so the daemon does not repair "drift" mid-restore. It is recorded
@@ -43,6 +43,13 @@ def register(commands: Any) -> None:
     parser.add_argument(
         "--databases", type=_names, help="comma-separated database services (default: all)"
     )
+    parser.add_argument(
+        "--path",
+        dest="paths",
+        action="append",
+        metavar="P",
+        help="only this file or folder of the one volume named with --volumes (repeatable)",
+    )
     parser.add_argument("--id", dest="request_id", help="ledger id (default: manual-<time>)")
     parser.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     parser.add_argument("--drill", action="store_true", help="run the restore drill now instead")
@@ -72,6 +79,7 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
         volumes=args.volumes,
         databases=args.databases,
         request_id=args.request_id,
+        paths=tuple(args.paths) if args.paths else None,
     )
     if not args.yes and not _confirmed(job.describe()):
         print("reconciler restore: not confirmed; nothing was changed (use --yes)", file=sys.stderr)

@@ -32,6 +32,13 @@ _EMPTY_SCRIPT = (
     f'cd "{MOUNT_POINT}" && rm -rf -- ./* ./.[!.]* ./..?* && [ -z "$(ls -A "{MOUNT_POINT}")" ]'
 )
 
+# "$@" are paths relative to the volume, checked by the restore request's model
+# (no '..', not absolute); `--` keeps a name starting with '-' a name.
+_REMOVE_SCRIPT = (
+    f'cd "{MOUNT_POINT}" && for p in "$@"; do rm -rf -- "./$p" || exit 1; '
+    '[ ! -e "./$p" ] && [ ! -L "./$p" ] || exit 1; done'
+)
+
 
 class StackError(ReconcilerError):
     """A container or volume could not be handled; the message says which and why."""
@@ -109,18 +116,28 @@ def volume_exists(client: docker.DockerClient, volume: str) -> bool:
         raise Unavailable(f"the Docker engine cannot be reached: {exc}") from exc
 
 
-def empty_volume(client: docker.DockerClient, *, volume: str, image: str, project: str) -> None:
-    """Delete everything in ``volume`` with a short-lived helper of ``image`` (needs ``sh``).
+def empty_volume(
+    client: docker.DockerClient,
+    *,
+    volume: str,
+    image: str,
+    project: str,
+    paths: tuple[str, ...] | None = None,
+) -> None:
+    """Delete everything in ``volume`` (or only ``paths`` in it) with a helper of ``image``.
 
     The archive API can add files but not remove them, so an exact restore
-    empties the volume first: one helper container, run as root, removed after.
+    empties the volume first (a partial one removes the paths it brings back):
+    one helper container, run as root, removed after; it needs ``sh``. Paths
+    go to the script as arguments, never into its text.
     """
     name = f"{project}-helper-empty-{secrets.token_hex(4)}"
+    script, arguments = (_EMPTY_SCRIPT, []) if paths is None else (_REMOVE_SCRIPT, ["sh", *paths])
     with _engine_call(f"emptying volume {volume} with a helper of {image}"):
         container = client.containers.create(
             image,
-            entrypoint=["sh", "-c", _EMPTY_SCRIPT],
-            command=[],
+            entrypoint=["sh", "-c", script],
+            command=arguments,
             user="0:0",
             name=name,
             labels={labels.PROJECT: project, labels.HELPER: "restore-empty"},

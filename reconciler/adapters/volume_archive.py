@@ -139,18 +139,21 @@ def write_volume(
     project: str,
     chunks: Iterable[bytes],
     purpose: str = "restore",
+    paths: tuple[str, ...] | None = None,
 ) -> None:
     """Unpack a tar stream (as ``read_volume`` makes) into the volume.
 
     Files of the same name are overwritten; other files in the volume stay:
-    the caller empties the volume first when it wants an exact copy.
+    the caller empties the volume first when it wants an exact copy (or
+    removes ``paths`` first, when it unpacks only those).
     """
     with helper_container(
         client, volume=volume, image=image, project=project, purpose=purpose, read_only=False
     ) as helper:
         try:
             ok = helper.put_archive(
-                MOUNT_POINT, _chunked(sanitized(chunks, what=f"the archive for volume {volume}"))
+                MOUNT_POINT,
+                _chunked(sanitized(chunks, what=f"the archive for volume {volume}", paths=paths)),
             )
         except docker.errors.APIError as exc:
             raise VolumeArchiveError(f"cannot write volume {volume}: {_why(exc)}") from exc

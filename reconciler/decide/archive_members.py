@@ -82,17 +82,34 @@ def member_problem(member: tarfile.TarInfo) -> str | None:
 def _relative(name: str) -> str:
     while name.startswith("./"):
         name = name[2:]
-    return name or "."
+    return name.rstrip("/") or "."
 
 
-def screen(chunks: Iterable[bytes], *, what: str, max_bytes: int | None = None) -> ArchiveSummary:
+def within(name: str, paths: tuple[str, ...] | None) -> bool:
+    """Whether the member ``name`` is one of ``paths`` (normalised) or inside one; all when None."""
+    if paths is None:
+        return True
+    relative = _relative(name)
+    return any(relative == path or relative.startswith(path + "/") for path in paths)
+
+
+def screen(
+    chunks: Iterable[bytes],
+    *,
+    what: str,
+    max_bytes: int | None = None,
+    paths: tuple[str, ...] | None = None,
+) -> ArchiveSummary:
     """Read the whole archive; raise ``ArchiveRefused`` at its first bad member.
 
     ``max_bytes``: what the manifest says the archive holds; reading more is
     refused (a decompression bomb, or an archive that is not the one described).
+    ``paths`` (a partial restore): each must be in the archive, and a hard
+    link among them must point to a file that is among them too.
     """
     source = _BoundedReader(chunks, max_bytes=max_bytes, what=what)
     members = setid = 0
+    chosen: set[str] = set()
     try:
         with tarfile.open(fileobj=cast(IO[bytes], source), mode="r|") as archive:
             for member in archive:
@@ -101,14 +118,30 @@ def screen(chunks: Iterable[bytes], *, what: str, max_bytes: int | None = None) 
                     raise ArchiveRefused(f"{what}: member {member.name[:200]!r} is {problem}")
                 members += 1
                 setid += bool(member.mode & DROPPED_MODE_BITS)
+                if paths is not None and within(member.name, paths):
+                    if member.islnk() and _relative(member.linkname) not in chosen:
+                        raise ArchiveRefused(
+                            f"{what}: {member.name[:200]!r} is a hard link to "
+                            f"{member.linkname[:200]!r}, which is not among the paths to "
+                            "restore; add it to paths"
+                        )
+                    chosen.add(_relative(member.name))
         source.drain()
     except tarfile.TarError as exc:
         raise ArchiveRefused(f"{what}: not a readable tar archive: {exc}") from exc
+    for path in paths or ():
+        if not any(name == path or name.startswith(path + "/") for name in chosen):
+            raise ArchiveRefused(f"{what}: the backup holds no {path!r}; nothing is restored")
     return ArchiveSummary(members=members, bytes=source.total, setid_members=setid)
 
 
-def sanitized(chunks: Iterable[bytes], *, what: str) -> Iterator[bytes]:
-    """The archive again, member by member, setuid/setgid cleared, every member checked."""
+def sanitized(
+    chunks: Iterable[bytes], *, what: str, paths: tuple[str, ...] | None = None
+) -> Iterator[bytes]:
+    """The archive again, member by member, setuid/setgid cleared, every member checked.
+
+    With ``paths``, only the members that are those paths or inside them.
+    """
     source = _BoundedReader(chunks, max_bytes=None, what=what)
     try:
         with tarfile.open(fileobj=cast(IO[bytes], source), mode="r|") as archive:
@@ -116,6 +149,8 @@ def sanitized(chunks: Iterable[bytes], *, what: str) -> Iterator[bytes]:
                 problem = member_problem(member)
                 if problem:
                     raise ArchiveRefused(f"{what}: member {member.name[:200]!r} is {problem}")
+                if not within(member.name, paths):
+                    continue  # tarfile skips its data when the next member is read
                 member.mode &= ~DROPPED_MODE_BITS
                 yield member.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
                 if member.isreg() and member.size:

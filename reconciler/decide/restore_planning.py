@@ -47,6 +47,9 @@ class VolumeRestore:
     key: str  # compose volume key
     volume: str  # Docker volume name, e.g. ``shop_site``
     artifact: ArtifactRef
+    # Only these files or folders (normalised, relative to the volume root);
+    # None: the whole volume.
+    paths: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -75,7 +78,10 @@ class RestorePlan:
         return not self.volumes and not self.databases
 
     def describe(self) -> str:
-        parts = [f"volume {v.key}" for v in self.volumes]
+        parts = [
+            f"volume {v.key}" + (f" ({', '.join(v.paths)})" if v.paths else "")
+            for v in self.volumes
+        ]
         parts += [f"database {d.service}" for d in self.databases]
         return ", ".join(parts) or "nothing"
 
@@ -100,12 +106,22 @@ def plan_restore(
     desired: DesiredState,
     volumes: Sequence[str] | None = None,
     databases: Sequence[str] | None = None,
+    paths: Sequence[str] | None = None,
 ) -> RestorePlan:
     """What a restore of these artifacts onto ``desired`` writes; raise when it cannot.
 
     ``volumes``/``databases`` are the request's subsets; None means every one
-    of that kind in the backup, () none of them.
+    of that kind in the backup, () none of them. ``paths`` (a partial restore)
+    are files or folders of the one volume named; no database is loaded then
+    unless one is named.
     """
+    if paths is not None:
+        if volumes is None or len(volumes) != 1:
+            raise RestorePlanError(
+                "paths are files or folders of one volume: name that volume alone"
+            )
+        if databases is None:
+            databases = ()
     by_kind: dict[str, dict[str, ArtifactRef]] = {"volume": {}, "database": {}}
     for artifact in artifacts:
         by_kind[artifact.kind][artifact.name] = artifact
@@ -122,7 +138,14 @@ def plan_restore(
                 "declare: name the volumes to restore (volumes: [...])"
             )
             continue
-        volume_plans.append(VolumeRestore(key, spec.name, by_kind["volume"][key]))
+        volume_plans.append(
+            VolumeRestore(
+                key,
+                spec.name,
+                by_kind["volume"][key],
+                paths=tuple(paths) if paths is not None else None,
+            )
+        )
     database_plans: list[DatabaseRestore] = []
     for name in chosen_databases:
         service = desired.services.get(name)

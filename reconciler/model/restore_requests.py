@@ -41,6 +41,28 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _BACKUP_ID = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}Z$")
 
 
+def normal_restore_path(path: str) -> str:
+    """``./uploads/2026/`` -> ``uploads/2026``: how a path is matched in a volume archive."""
+    while path.startswith("./"):
+        path = path[2:]
+    return path.rstrip("/")
+
+
+def restore_path_problem(path: str) -> str | None:
+    """Why ``path`` cannot name a file or folder inside a volume, or None."""
+    shown = path[:120]
+    if not path or not normal_restore_path(path) or normal_restore_path(path) == ".":
+        return (
+            f"'{shown}': name a file or folder inside the volume "
+            "(for the whole volume, leave 'paths' out)"
+        )
+    if path.startswith("/"):
+        return f"'{shown}': a path inside the volume is relative (uploads/2026, not /uploads/2026)"
+    if ".." in path.split("/") or "\0" in path or len(path) > 4096:
+        return f"'{shown}': '..' and NUL are not allowed in a path inside the volume"
+    return None
+
+
 class RestoreRequest(BaseModel):
     """One request: which backup, from where, and optionally which parts of it."""
 
@@ -51,6 +73,9 @@ class RestoreRequest(BaseModel):
     source: str | None = None  # a target URL; None: backup.yaml's target
     volumes: tuple[str, ...] | None = None  # compose volume keys; None: all in the backup
     databases: tuple[str, ...] | None = None  # MariaDB services; None: all in the backup
+    # Files or folders of the one volume named in ``volumes``: only those are
+    # brought back (each exactly), the rest of the volume is left as it is.
+    paths: tuple[str, ...] | None = None
 
     @field_validator("id")
     @classmethod
@@ -71,6 +96,21 @@ class RestoreRequest(BaseModel):
                 "(see `reconciler backup list`)"
             )
         return value
+
+    @field_validator("paths")
+    @classmethod
+    def _safe_paths(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is None:
+            return None
+        if not value:
+            raise ValueError("name at least one file or folder, or leave 'paths' out")
+        normal = []
+        for path in value:
+            problem = restore_path_problem(path)
+            if problem:
+                raise ValueError(problem)
+            normal.append(normal_restore_path(path))
+        return tuple(dict.fromkeys(normal))
 
     @field_validator("source")
     @classmethod
@@ -175,6 +215,14 @@ def _check_requests(
                         unknown_name("volume", volume, desired.volumes, desired.compose_path),
                     )
                 )
+        if request.paths is not None and len(request.volumes or ()) != 1:
+            issues.append(
+                line_map.issue(
+                    (*base, "paths"),
+                    "paths are files or folders of one volume: name that volume alone "
+                    "(volumes: [site])",
+                )
+            )
         for position, service_name in enumerate(request.databases or ()):
             where = (*base, "databases", position)
             service = desired.services.get(service_name)

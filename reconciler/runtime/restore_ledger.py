@@ -51,6 +51,7 @@ class RestoreRecord(BaseModel):
     source: str | None = None  # where the backup was read from (redacted URL)
     volumes: list[str] | None = None
     databases: list[str] | None = None
+    paths: list[str] | None = None  # a partial restore: files or folders of one volume
     queued: datetime | None = None
     started: datetime | None = None
     finished: datetime | None = None

@@ -52,6 +52,7 @@ class ManualRestore:
         volumes: tuple[str, ...] | None,
         databases: tuple[str, ...] | None,
         request_id: str | None,
+        paths: tuple[str, ...] | None = None,
     ) -> ManualRestore:
         from reconciler.runtime.wiring import load_applied
 
@@ -65,7 +66,7 @@ class ManualRestore:
         ident = request_id or manual_id()
         try:
             # The same checks as a request in restore.yaml: id, backup, source.
-            RestoreRequest(id=ident, backup=backup, source=source)
+            request = RestoreRequest(id=ident, backup=backup, source=source, paths=paths)
         except ValidationError as exc:
             problems = "; ".join(_clean(e["msg"]) for e in exc.errors())
             raise ReconcilerError(f"reconciler restore: {problems}") from exc
@@ -77,7 +78,11 @@ class ManualRestore:
             desired=desired,
             target=own_target(checkout, desired, settings),
             options=RestoreOptions(
-                backup=backup, source=source, volumes=volumes, databases=databases
+                backup=backup,
+                source=source,
+                volumes=volumes,
+                databases=databases,
+                paths=request.paths,
             ),
             request_id=ident,
         )
@@ -85,14 +90,17 @@ class ManualRestore:
     def describe(self) -> str:
         options = self.options
         what = []
+        if options.paths:
+            what.append(f"in volume {', '.join(options.volumes or ())}: {', '.join(options.paths)}")
+        else:
+            what.append(
+                "volumes " + ", ".join(options.volumes)
+                if options.volumes is not None
+                else "every volume in the backup"
+            )
         what.append(
-            "volumes " + ", ".join(options.volumes)
-            if options.volumes is not None
-            else "every volume in the backup"
-        )
-        what.append(
-            "databases " + ", ".join(options.databases)
-            if options.databases is not None
+            "databases " + ", ".join(options.databases or ("none",))
+            if options.databases is not None or options.paths
             else "every database in the backup"
         )
         return (
@@ -130,6 +138,7 @@ class ManualRestore:
                         databases=list(self.options.databases)
                         if self.options.databases is not None
                         else None,
+                        paths=list(self.options.paths) if self.options.paths else None,
                     ),
                     self.options,
                     ledger=ledger,

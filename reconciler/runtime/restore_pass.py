@@ -250,6 +250,7 @@ def restore_hook(settings: Settings, *, client_factory: ClientFactory | None = N
                             source=request.source,
                             volumes=request.volumes,
                             databases=request.databases,
+                            paths=request.paths,
                         ),
                         ledger=ledger,
                         client=client,
@@ -329,6 +330,7 @@ def _record(request: RestoreRequest, *, commit: str | None) -> RestoreRecord:
         source=request.source,
         volumes=list(request.volumes) if request.volumes is not None else None,
         databases=list(request.databases) if request.databases is not None else None,
+        paths=list(request.paths) if request.paths is not None else None,
     )
 
 

@@ -131,6 +131,8 @@ class RestoreOptions:
     source: str | None = None  # None: the environment's own target
     volumes: tuple[str, ...] | None = None
     databases: tuple[str, ...] | None = None
+    # A partial restore: files or folders of the one volume in ``volumes``.
+    paths: tuple[str, ...] | None = None
 
 
 @dataclass
@@ -219,6 +221,7 @@ def run_restore(request_id: str, options: RestoreOptions, ctx: RestoreContext) -
                 desired=ctx.desired,
                 volumes=options.volumes,
                 databases=options.databases,
+                paths=options.paths,
             )
             _check_stack(ctx, plan)
             # Helpers a killed restore (or its safety copy, or a killed backup) left
@@ -238,6 +241,7 @@ def run_restore(request_id: str, options: RestoreOptions, ctx: RestoreContext) -
                     decompressed(store, ref, fetched[ref.key]),
                     what=f"backup {backup} volume {ref.name}",
                     max_bytes=ref.raw_size,
+                    paths=volume.paths,
                 )
             for database in plan.databases:
                 screen_dump(
@@ -437,18 +441,26 @@ def _replace(
             for volume in plan.volumes:
                 image = _helper_image(ctx, volume.volume)
                 assert image is not None
+                # Exact: what is not in the backup goes (it is in the safety
+                # copy); with paths, only under those paths.
                 stack_control.empty_volume(
-                    ctx.client, volume=volume.volume, image=image, project=project
+                    ctx.client,
+                    volume=volume.volume,
+                    image=image,
+                    project=project,
+                    paths=volume.paths,
                 )
-                step(f"emptied volume {volume.volume}")
+                where = f" ({', '.join(volume.paths)})" if volume.paths else ""
+                step(f"emptied volume {volume.volume}{where}")
                 volume_archive.write_volume(
                     ctx.client,
                     volume=volume.volume,
                     image=image,
                     project=project,
                     chunks=decompressed(store, volume.artifact, fetched[volume.artifact.key]),
+                    paths=volume.paths,
                 )
-                step(f"restored volume {volume.volume}")
+                step(f"restored volume {volume.volume}{where}")
 
         def load(database: DatabaseRestore) -> None:
             existing = stack_control.user_databases(ctx.client, database.container)

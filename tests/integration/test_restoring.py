@@ -265,3 +265,44 @@ def test_setuid_and_setgid_bits_never_reach_the_volume(stack: Stack) -> None:
     assert modes["./sg"] == "755"
     assert modes["./plain"] == "640"
     assert modes["./tmp"] == "1777"
+
+
+def test_a_partial_restore_brings_back_only_its_paths_exactly(stack: Stack, tmp_path: Path) -> None:
+    """Issue 10 item 6: ``paths:`` brings back files or folders of one volume, the rest stays."""
+    target = f"file://{tmp_path / 'backups'}"
+    run_backup(
+        client=stack.client,
+        store=open_store(target),
+        desired=stack.desired,
+        policy=policy(target),
+        state_dir=tmp_path / "state",
+    )
+    backed_up = listing(stack.client, f"{stack.project}_site")
+    web, db = stack.container("web"), stack.container("db")
+    changed = web.exec_run(
+        [
+            "sh",
+            "-c",
+            "echo changed > /data/html/index.php && echo new > /data/uploads/new.txt"
+            " && rm /data/uploads/2026/11/photo.jpg && echo kept > /data/html/css/site.css",
+        ]
+    )
+    assert changed.exit_code == 0
+    run_sql(db, "INSERT INTO shop.orders (item) VALUES ('after the backup')")
+    rows = run_sql(db, ROWS)
+    report = run_restore(
+        "partial",
+        RestoreOptions(volumes=("site",), paths=("uploads", "html/index.php")),
+        context(stack, tmp_path, target),
+    )
+    now = listing(stack.client, f"{stack.project}_site")
+
+    def lines(text: str, prefix: str) -> list[str]:
+        return [line for line in text.splitlines() if line.startswith(prefix)]
+
+    assert lines(now, "./uploads") == lines(backed_up, "./uploads")  # exact: new.txt is gone
+    assert lines(now, "./html/index.php") == lines(backed_up, "./html/index.php")
+    assert lines(now, "./html/css/site.css") != lines(backed_up, "./html/css/site.css")  # left
+    assert run_sql(db, ROWS) == rows  # no database is loaded unless one is named
+    assert report.plan.describe() == "volume site (uploads, html/index.php)"
+    assert stack.running() == {"web": "running", "db": "running"}

@@ -114,3 +114,25 @@ def test_more_than_the_manifest_declares_is_refused() -> None:
 def test_what_is_not_a_tar_is_refused() -> None:
     with pytest.raises(ArchiveRefused, match="not a readable tar archive"):
         screen([b"<html>not a tar</html>" * 100], what="volume site")
+
+
+def test_only_the_paths_asked_for_are_unpacked() -> None:
+    paths = ("uploads", "html/index.php")
+    summary = screen(chunks(GOOD), what="volume site", paths=paths)
+    assert summary.members == 9
+    names = [
+        name for name, *_ in read_back(b"".join(sanitized(chunks(GOOD), what="v", paths=paths)))
+    ]
+    assert names == ["./html/index.php", "./uploads/photo.jpg", "./uploads/link-to-index"]
+
+
+def test_a_path_the_backup_does_not_hold_is_refused() -> None:
+    with pytest.raises(ArchiveRefused, match="the backup holds no 'uploads/2027'"):
+        screen(chunks(GOOD), what="volume site", paths=("uploads/2027",))
+    with pytest.raises(ArchiveRefused, match="the backup holds no 'html/index'"):
+        screen(chunks(GOOD), what="volume site", paths=("html/index",))  # no prefix matching
+
+
+def test_a_hard_link_to_a_file_left_out_is_refused() -> None:
+    with pytest.raises(ArchiveRefused, match="which is not among the paths to restore"):
+        screen(chunks(GOOD), what="volume site", paths=("html/same",))

@@ -198,3 +198,32 @@ def test_top_level_keys_that_are_not_strings() -> None:
         f"{PATH}:1: name: unknown key (supported: restores)",
         f"{PATH}:2: 0: unknown key (supported: restores)",
     ]
+
+
+def test_paths_of_one_volume() -> None:
+    (request,) = parse(  # type: ignore[misc]
+        "restores:\n  - id: a\n    volumes: [site]\n"
+        "    paths: [./uploads/2026/, html/index.php, uploads/2026]\n"
+    )
+    assert request.paths == ("uploads/2026", "html/index.php")  # normalised, once each
+
+
+@pytest.mark.parametrize(
+    ("paths", "message"),
+    [
+        ("[/etc/passwd]", "a path inside the volume is relative"),
+        ("[uploads/../../x]", "'..' and NUL are not allowed"),
+        ("['.']", "for the whole volume, leave 'paths' out"),
+        ("[]", "name at least one file or folder"),
+    ],
+)
+def test_a_path_that_could_leave_the_volume_is_refused(paths: str, message: str) -> None:
+    (found,) = issues(f"restores:\n  - id: a\n    volumes: [site]\n    paths: {paths}\n")
+    assert found.startswith(f"{PATH}:4: restores[0].paths")
+    assert message in found
+
+
+@pytest.mark.parametrize("volumes", ["", "    volumes: [site, dbdata]\n"])
+def test_paths_need_exactly_one_volume(volumes: str) -> None:
+    (found,) = issues(f"restores:\n  - id: a\n{volumes}    paths: [uploads]\n")
+    assert "paths are files or folders of one volume: name that volume alone" in found
