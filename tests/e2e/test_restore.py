@@ -448,3 +448,43 @@ def test_a_corrupt_ledger_fails_the_sync_and_a_finished_request_never_runs_again
     # Still refused on the next pass: nothing guesses.
     assert env.cli.run("sync").returncode == 1
     assert "after-restore" in env.files()
+
+
+def test_a_partial_restore_by_commit_and_by_hand(env: Env) -> None:
+    """Issue 10 item 6: ``paths:`` and ``--path`` bring back only those files and folders."""
+    env.backup()
+    env.sh("echo changed > /data/html/index.php && rm -rf /data/uploads && echo mine > /data/keep")
+    rows = env.rows()
+    env.remote.commit_files(
+        {
+            "desired-state/restore.yaml": restore_yaml(
+                {
+                    "id": "uploads-only",
+                    "backup": "latest",
+                    "volumes": ["site"],
+                    "paths": ["uploads"],
+                }
+            )
+        }
+    )
+    result = env.cli.run("sync")
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = env.restores()["uploads-only"]
+    assert record["state"] == "succeeded", record
+    assert record["paths"] == ["uploads"]
+    files = env.files()
+    assert "./uploads/2026/11/photo.jpg" in files
+    assert "./keep " in files  # the rest of the volume is as it was
+    assert env.rows() == rows
+
+    result = env.cli.run(
+        "restore", "latest", "--volumes", "site", "--path", "html/index.php", "--yes"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    index = env.container("web").exec_run(["cat", "/data/html/index.php"]).output
+    assert b"changed" not in index
+    assert "./keep " in env.files()
+
+    result = env.cli.run("restore", "latest", "--volumes", "site", "--path", "../etc", "--yes")
+    assert result.returncode == 1
+    assert "'..' and NUL are not allowed" in result.stderr
