@@ -15,8 +15,8 @@ from, so before a byte of it is written:
   manifest declares is refused too, so nothing unbounded is decompressed;
 - on its way to the engine (``sanitized``) each member is rewritten with its
   setuid and setgid bits cleared (a planted set-uid binary in the site volume
-  would run as root in the web container) and checked again; the sticky bit,
-  which only restricts, stays.
+  would run as root in the web container), its file capabilities dropped,
+  and checked again; the sticky bit, which only restricts, stays.
 
 Only the standard library's ``tarfile`` is used, in its streaming modes:
 memory stays at one block, whatever the size of the archive or of a file.
@@ -36,6 +36,7 @@ from reconciler.errors import ReconcilerError
 BLOCK = tarfile.BLOCKSIZE
 CHUNK = 1024 * 1024
 DROPPED_MODE_BITS = stat.S_ISUID | stat.S_ISGID
+CAPABILITY_XATTR = "SCHILY.xattr.security.capability"
 
 
 class ArchiveRefused(ReconcilerError):
@@ -152,6 +153,11 @@ def sanitized(
                 if not within(member.name, paths):
                     continue  # tarfile skips its data when the next member is read
                 member.mode &= ~DROPPED_MODE_BITS
+                # File capabilities are set-uid by other means (cap_setuid on a
+                # planted binary): the xattr that carries them is dropped too.
+                member.pax_headers = {
+                    k: v for k, v in member.pax_headers.items() if k != CAPABILITY_XATTR
+                }
                 yield member.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
                 if member.isreg() and member.size:
                     data = archive.extractfile(member)

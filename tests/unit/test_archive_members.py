@@ -136,3 +136,16 @@ def test_a_path_the_backup_does_not_hold_is_refused() -> None:
 def test_a_hard_link_to_a_file_left_out_is_refused() -> None:
     with pytest.raises(ArchiveRefused, match="which is not among the paths to restore"):
         screen(chunks(GOOD), what="volume site", paths=("html/same",))
+
+
+def test_file_capabilities_are_dropped_and_other_xattrs_kept() -> None:
+    info, data = member("./bin/ping", data=b"\x7fELF", mode=0o755)
+    info.pax_headers = {
+        "SCHILY.xattr.security.capability": "\x01\x00\x00\x02",
+        "SCHILY.xattr.user.note": "kept",
+    }
+    out = b"".join(sanitized(chunks(archive((info, data))), what="v"))
+    with tarfile.open(fileobj=io.BytesIO(out), mode="r:") as tar:
+        (found,) = tar.getmembers()
+    assert "SCHILY.xattr.security.capability" not in found.pax_headers
+    assert found.pax_headers["SCHILY.xattr.user.note"] == "kept"
