@@ -24,7 +24,6 @@ from typing import Protocol
 from reconciler.logs import event
 from reconciler.redaction import redact_url
 from reconciler.runtime.passes import PassOutcome, Reconciler
-from reconciler.statefiles import PRIVATE_FILE_MODE, private_dir
 
 FIRST_BACKOFF_S = 5.0
 MAX_BACKOFF_S = 300.0
@@ -166,7 +165,7 @@ class Daemon:
     def _beat(self) -> None:
         path = heartbeat_path(self.settings.state_dir)
         try:
-            private_dir(path.parent)
-            path.touch(mode=PRIVATE_FILE_MODE)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
         except OSError as exc:
             event("heartbeat.failed", level=30, error=str(exc))
