@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 from collections.abc import Iterator
@@ -10,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from reconciler.adapters.object_store import FileStore
+from reconciler.decide.restore_planning import ArtifactRef
+from reconciler.runtime.restore_artifacts import fetch_verified, spool_folder
 from reconciler.statefiles import atomic_write_json, exclusive_lock, private_dir, private_file
 
 
@@ -91,3 +94,24 @@ def test_a_file_store_leaves_an_existing_root_as_the_user_made_it(tmp_path: Path
     assert _mode(tmp_path) == 0o755
     assert _mode(tmp_path / "dev") == 0o700
     assert _mode(tmp_path / "dev" / "x") == 0o600
+
+
+def test_the_restore_spool_is_a_0700_folder_of_0600_files(tmp_path: Path) -> None:
+    data = b"-- a dump with mysql.user password hashes\n"
+    store = FileStore(tmp_path / "backups")
+    store.put_bytes("b1/db.sql.zst", data)
+    artifact = ArtifactRef(
+        kind="database",
+        name="db",
+        key="b1/db.sql.zst",
+        size=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+    )
+    state = tmp_path / "state"
+    with spool_folder(state, "r1") as folder:
+        kept = fetch_verified(store, artifact, folder)
+        assert kept is not None, "the disk has room: the artifact is kept in the spool"
+        assert _mode(state) == 0o700
+        assert _mode(state / "restore-tmp") == 0o700
+        assert _mode(folder) == 0o700
+        assert _mode(kept) == 0o600
