@@ -56,6 +56,9 @@ Images:
 
 Paths and behaviour:
   --config-dir DIR        env file, deploy key and age key (default: /etc/reconciler)
+  --known-hosts FILE      with an ssh:// repository: the host keys of the server (ssh-keyscan
+                          output checked against the fingerprints your git host publishes);
+                          without it install.sh reads them with ssh-keyscan
   --no-age-key            do not create the age key for encrypted secrets (docs/secrets.md)
   --state-dir DIR         durable state (default: /var/lib/reconciler)
   --yes                   never prompt; a missing required value is an error
@@ -80,7 +83,7 @@ STATE_DIR=${RECONCILER_STATE_DIR:-/var/lib/reconciler}
 TIMEOUT=600
 REPO="" BRANCH="" PROJECT="" BACKUP_TARGET="" TIMEZONE=""
 AWS_ID="" AWS_SECRET="" AWS_REGION="" S3_ENDPOINT=""
-VERIFY="" ALLOWED_SIGNERS="" GPG_KEYS=""
+VERIFY="" ALLOWED_SIGNERS="" GPG_KEYS="" KNOWN_HOSTS=""
 # Extra KEY=VALUE lines for a new env file, one per line.
 EXTRA=""
 NL='
@@ -109,6 +112,7 @@ while [ $# -gt 0 ]; do
     --verify) need_value "$@"; VERIFY=$2; shift ;;
     --allowed-signers) need_value "$@"; ALLOWED_SIGNERS=$2; shift ;;
     --gpg-keys) need_value "$@"; GPG_KEYS=$2; shift ;;
+    --known-hosts) need_value "$@"; KNOWN_HOSTS=$2; shift ;;
     --local) LOCAL=1 ;;
     --uninstall) MODE=uninstall ;;
     --remove-image) REMOVE_IMAGE=1 ;;
@@ -142,7 +146,7 @@ case "$VERIFY" in
   gpg) [ -z "$ALLOWED_SIGNERS" ] || die "--allowed-signers goes with --verify ssh, not gpg" ;;
   *) die "--verify takes ssh, gpg or off, not '$VERIFY'" ;;
 esac
-for file in "$ALLOWED_SIGNERS" "$GPG_KEYS"; do
+for file in "$ALLOWED_SIGNERS" "$GPG_KEYS" "$KNOWN_HOSTS"; do
   [ -z "$file" ] || [ -r "$file" ] || die "cannot read $file"
 done
 
@@ -205,6 +209,14 @@ ensure_docker() {
 
 # --- 3. the env file -------------------------------------------------------------
 
+# private_dir DIR: mkdir -p with 0700 for every level it creates, and DIR itself
+# 0700. The env file, keys, state and local backups hold secrets and dumps with
+# password hashes: nobody else on the host may read them.
+private_dir() {
+  (umask 077 && mkdir -p "$1") || die "cannot create $1"
+  chmod 700 "$1"
+}
+
 # get_env KEY: the value of KEY in the env file (empty when absent).
 get_env() {
   [ -f "$ENV_FILE" ] || return 0
@@ -253,8 +265,7 @@ random_secret() {
 }
 
 write_env_file() {
-  mkdir -p "$CONFIG_DIR"
-  chmod 700 "$CONFIG_DIR"
+  private_dir "$CONFIG_DIR"
   if [ -f "$ENV_FILE" ]; then
     log "env file: keeping $ENV_FILE"
     if [ -n "$REPO$BRANCH$PROJECT$BACKUP_TARGET$TIMEZONE$AWS_ID$AWS_SECRET$AWS_REGION$S3_ENDPOINT$EXTRA" ]; then
@@ -282,7 +293,7 @@ write_env_file() {
       ask AWS_ID "AWS_ACCESS_KEY_ID" ""
       ask AWS_SECRET "AWS_SECRET_ACCESS_KEY" ""
       ask AWS_REGION "AWS_DEFAULT_REGION" us-east-1 ;;
-    file:///*) mkdir -p "${BACKUP_TARGET#file://}" ;;
+    file:///*) private_dir "${BACKUP_TARGET#file://}" ;;
     *) die "backup target '$BACKUP_TARGET': use s3://BUCKET/PREFIX or file:///PATH" ;;
   esac
   old_umask=$(umask)
@@ -335,6 +346,44 @@ ssh_port_of() {
   printf '22'
 }
 
+# has_host_key FILE: FILE holds at least one host key line (not only comments).
+has_host_key() {
+  [ -f "$1" ] && grep -q '^[^#[:space:]]' "$1"
+}
+
+# ensure_known_hosts HOST PORT: the host keys the reconciler checks the git
+# server against, in $CONFIG_DIR/known_hosts (0600). From --known-hosts, else
+# read once with ssh-keyscan (trust on first use, recorded: a later change of
+# the server's key makes fetches fail loudly). Never an empty file: the
+# reconciler refuses one, and an empty file once meant "accept any key".
+ensure_known_hosts() {
+  known=$CONFIG_DIR/known_hosts
+  if [ -n "$KNOWN_HOSTS" ]; then
+    has_host_key "$KNOWN_HOSTS" \
+      || die "--known-hosts $KNOWN_HOSTS holds no host key (ssh-keyscan -p $2 $1 prints the lines)"
+  elif has_host_key "$known"; then
+    set_env RECONCILER_KNOWN_HOSTS "$known"
+    return 0
+  fi
+  tmp=$(umask 077 && mktemp "$CONFIG_DIR/.known_hosts.XXXXXX") || die "cannot write in $CONFIG_DIR"
+  if [ -n "$KNOWN_HOSTS" ]; then
+    cat "$KNOWN_HOSTS" >"$tmp"
+  else
+    command -v ssh-keyscan >/dev/null 2>&1 || install_packages openssh-client
+    ssh-keyscan -p "$2" "$1" >"$tmp" 2>"$tmp.err" || true
+    if ! has_host_key "$tmp"; then
+      said=$(tr '\n' ' ' <"$tmp.err")
+      rm -f "$tmp" "$tmp.err"
+      die "could not read the host key of $1 (port $2) with ssh-keyscan${said:+ ($said)}: check the host and port in the repository URL and that this machine reaches it, or pass --known-hosts FILE with the server's lines (ssh-keyscan -p $2 $1, checked against the fingerprints your git host publishes)"
+    fi
+    rm -f "$tmp.err"
+  fi
+  chmod 600 "$tmp"
+  mv "$tmp" "$known"
+  log "known_hosts: $known holds the host keys of $1"
+  set_env RECONCILER_KNOWN_HOSTS "$known"
+}
+
 ensure_deploy_key() {
   repo=$(get_env RECONCILER_REPO)
   host=$(ssh_host_of "$repo")
@@ -345,15 +394,9 @@ ensure_deploy_key() {
     ssh-keygen -q -t ed25519 -N '' -C "reconciler@$(hostname)" -f "$key"
     log "deploy key: generated $key"
   fi
-  chmod 600 "$key"
+  chmod 600 "$key" "$key.pub"
   set_env RECONCILER_SSH_KEY "$key"
-  known=$CONFIG_DIR/known_hosts
-  if [ ! -s "$known" ]; then
-    # Trust on first use, recorded once: later host key changes make fetches fail loudly.
-    ssh-keyscan -p "$(ssh_port_of "$repo")" "$host" >"$known" 2>/dev/null \
-      || log "warning: could not read $host's host key; fetches will fail until $known holds it"
-  fi
-  set_env RECONCILER_KNOWN_HOSTS "$known"
+  ensure_known_hosts "$host" "$(ssh_port_of "$repo")"
   cat >&2 <<EOF
 [install] The reconciler reads $repo with this deploy key (read-only access is enough):
 
@@ -381,7 +424,7 @@ install_allowed_signers() {
       || die "$ALLOWED_SIGNERS lists no key (one line per signer: EMAIL namespaces=\"git\" ssh-ed25519 AAAA...)"
     tmp=$(mktemp "$CONFIG_DIR/.allowed_signers.XXXXXX")
     cat "$ALLOWED_SIGNERS" >"$tmp"
-    chmod 644 "$tmp"
+    chmod 600 "$tmp"
     mv "$tmp" "$target"
     log "signed commits: allowed signers installed in $target"
   fi
@@ -550,7 +593,7 @@ first_sync() {
   PROJECT=$(get_env RECONCILER_PROJECT)
   : "${PROJECT:=site}"
   DAEMON=$PROJECT-reconciler-1
-  mkdir -p "$STATE_DIR"
+  private_dir "$STATE_DIR"
   deadline=$(($(date +%s) + TIMEOUT))
   log "sync: deploying desired-state/ of $(get_env RECONCILER_REPO) ($(get_env RECONCILER_BRANCH))"
   output=$(mktemp)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -91,6 +92,18 @@ class _RedactingStream:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # A second guard behind statefiles.private_dir/private_file: whatever a
+    # library or a subprocess (git, ssh, restic, tar) writes on the host is then
+    # private too, even where no code of ours chose the mode. Restored on the
+    # way out for callers that run main() in their own process (the tests).
+    old_umask = os.umask(0o077)
+    try:
+        return _main(argv)
+    finally:
+        os.umask(old_umask)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     if not isinstance(sys.stdout, _RedactingStream):
         sys.stdout = _RedactingStream(sys.stdout)
     if not isinstance(sys.stderr, _RedactingStream):

@@ -4,6 +4,11 @@ A write goes to a temp file, is fsynced, and renamed over the old one (then the
 folder is fsynced), so a reader sees the old or the new document, never half of
 one. The previous version is kept as ``NAME.prev``: a file found corrupt (a
 disk that lied, a hand edit) is moved aside and the previous one is used.
+
+Everything the reconciler writes on the host (state, ``file://`` targets, the
+spool, safety copies, keys) may hold a dump with password hashes or a key:
+``private_dir`` and ``private_file`` make it 0700 folders and 0600 files,
+whatever the umask of the process.
 """
 
 from __future__ import annotations
@@ -12,11 +17,12 @@ import contextlib
 import fcntl
 import json
 import os
+import stat
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from reconciler.errors import ReconcilerError
 from reconciler.logs import event
@@ -45,13 +51,58 @@ def _masked(data: Any) -> Any:
     return data
 
 
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
+
+
+def private_dir(path: Path, *, tighten: bool = True) -> Path:
+    """``mkdir -p`` with every created level 0700; an existing ``path`` is tightened to 0700.
+
+    ``tighten=False`` leaves an existing ``path`` as it is: a folder the user
+    chose (the root of a ``file://`` target may be a shared mount point).
+    Levels above ``path`` that already exist are never touched.
+    """
+    missing: list[Path] = []
+    level = path
+    while not level.exists() and level != level.parent:
+        missing.append(level)
+        level = level.parent
+    for level in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # made meanwhile by another process
+            # mkdir's mode is masked by the umask, so it is never wider than
+            # 0700; the chmod only adds back owner bits a strange umask removed.
+            level.mkdir(mode=PRIVATE_DIR_MODE)
+            os.chmod(level, PRIVATE_DIR_MODE)
+    if tighten and not missing:
+        st = path.stat()
+        # Only a folder of ours, and never a shared one like /tmp (sticky bit).
+        shared = st.st_mode & stat.S_ISVTX or st.st_uid != os.geteuid()
+        if st.st_mode & 0o777 != PRIVATE_DIR_MODE and not shared:
+            os.chmod(path, PRIVATE_DIR_MODE)  # left 0755 by an older version
+    return path
+
+
+def private_file(path: Path) -> BinaryIO:
+    """A new file at ``path``, created 0600 (never chmod-ed later, so there is no window).
+
+    ``O_EXCL``: an existing file (a temp left by a killed run, possibly 0644)
+    is removed first rather than reused with its old mode.
+    """
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, PRIVATE_FILE_MODE)
+    return os.fdopen(fd, "wb")
+
+
 def atomic_write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        private_dir(path.parent)
+    except OSError as exc:
+        raise StateError(f"cannot write {path}: {exc.strerror or exc}") from exc
     data = _masked(data)
     payload = json.dumps(data, indent=2, sort_keys=True, default=str).encode() + b"\n"
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "wb") as handle:
+        with private_file(tmp) as handle:
             handle.write(payload)
             handle.flush()
             os.fsync(handle.fileno())
@@ -135,8 +186,8 @@ def exclusive_lock(path: Path, *, wait_s: float, what: str) -> Iterator[None]:
     leaves a stale lock behind.
     """
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        private_dir(path.parent)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
     except OSError as exc:  # a missing, full or read-only state folder: the caller's StateError
         raise StateError(f"cannot lock {path}: {exc.strerror or exc}") from exc
     try:

@@ -40,6 +40,7 @@ from reconciler.errors import Unavailable
 from reconciler.logs import event
 from reconciler.ports import Checkout
 from reconciler.redaction import redact_text, redact_url
+from reconciler.statefiles import PRIVATE_FILE_MODE, private_dir
 
 _SHA = re.compile(r"[0-9a-f]{40}")
 _URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
@@ -134,8 +135,8 @@ class GitSource:
         self.cache_dir = cache_dir
         self.ssh_key = ssh_key
         if known_hosts is None:
-            # install.sh may have put one next to the key; otherwise keep our
-            # own (accept-new writes to it, so it must be somewhere writable).
+            # install.sh puts one next to the key; otherwise the cache's, which
+            # the user must fill (nothing is ever trusted on first use).
             beside_key = ssh_key.parent / "known_hosts" if ssh_key else None
             known_hosts = (
                 beside_key if beside_key and beside_key.is_file() else cache_dir / "known_hosts"
@@ -269,7 +270,7 @@ class GitSource:
         # Made aside and renamed, so a crash never leaves a half repository
         # that later calls would take for a real one.
         _remove(self.repo_dir)
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.cache_dir)
         tmp = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX + "repo-", dir=self.cache_dir))
         try:
             self._local_git(["init", "--quiet", "--bare", str(tmp)])
@@ -329,7 +330,13 @@ class GitSource:
         # a folder named after a commit is always complete. git archive keeps
         # the executable bit and symlinks; tar.umask=022 gives the modes of a
         # normal clone (0644/0755).
-        self.checkouts_dir.mkdir(parents=True, exist_ok=True)
+        # The folders above a checkout are 0700 (the state dir holds secrets);
+        # the checkout itself keeps git's modes (0755 folders, 0644 files):
+        # services bind-mount its files and may run as a non-root user. The
+        # 0700 folders above do not stop that: dockerd (root) resolves the
+        # source path, and inside the container only the mounted files' own
+        # modes count (tests/e2e/test_permissions.py checks it).
+        private_dir(self.checkouts_dir)
         tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{commit}-", dir=self.checkouts_dir))
         archive = tmp / ".archive.tar"
         try:
@@ -372,8 +379,8 @@ class GitSource:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.cache_dir / ".lock", "a") as lock:
+        private_dir(self.cache_dir)
+        with open(self.cache_dir / ".lock", "a", opener=_private_opener) as lock:
             # Holders only run git with timeouts, so the wait is bounded.
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
@@ -400,7 +407,9 @@ class GitSource:
                 "-o",
                 "BatchMode=yes",
                 "-o",
-                "StrictHostKeyChecking=accept-new",
+                # Never accept-new: with an empty known_hosts (a failed
+                # ssh-keyscan) that trusts whichever host answers first.
+                "StrictHostKeyChecking=yes",
                 "-o",
                 f"UserKnownHostsFile={self.known_hosts}",
                 "-o",
@@ -454,6 +463,15 @@ class GitSource:
             raise Unavailable(
                 f"git: the deploy key {self.ssh_key} does not exist: run install.sh, "
                 "or point RECONCILER_SSH_KEY at the private key"
+            )
+        if self.transport == "ssh" and not _has_content(self.known_hosts):
+            host = self.safe_url
+            raise Unavailable(
+                f"git: {self.known_hosts} is missing or empty, so the host key of {host} "
+                "cannot be checked: run install.sh again (it reads the key with ssh-keyscan), "
+                "or write the server's line into that file (ssh-keyscan -p PORT HOST, compared "
+                "with the fingerprint the git host publishes) or point RECONCILER_KNOWN_HOSTS "
+                "at a file that holds it"
             )
         try:
             result = self._run(["git", *args])
@@ -568,6 +586,17 @@ def _extract(tar: tarfile.TarFile, root: Path) -> None:
         if member.isdev():
             raise tarfile.TarError(f"device file in the archive: {member.name!r}")
     tar.extractall(root)  # every member was checked above
+
+
+def _private_opener(path: str, flags: int) -> int:
+    return os.open(path, flags, PRIVATE_FILE_MODE)
+
+
+def _has_content(path: Path) -> bool:
+    try:
+        return path.read_text().strip() != ""
+    except OSError:
+        return False
 
 
 def _remove(path: Path) -> None:

@@ -27,6 +27,7 @@ from urllib.parse import urlparse
 import botocore.exceptions
 
 from reconciler.errors import ReconcilerError, Unavailable
+from reconciler.statefiles import private_dir, private_file
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -473,12 +474,12 @@ class FileStore:
         path = self._path(key)
         total = 0
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            self._private_parents(path)
             # A hidden temporary name, renamed once complete and synced: a
             # reader never sees half an object under the real key.
             temp = path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:8]}")
             try:
-                with temp.open("wb") as out:
+                with private_file(temp) as out:
                     for chunk in chunks:
                         out.write(chunk)
                         total += len(chunk)
@@ -495,6 +496,18 @@ class FileStore:
 
     def put_bytes(self, key: str, data: bytes) -> None:
         self.put_stream(key, [data])
+
+    def _private_parents(self, path: Path) -> None:
+        """0700 folders from the root down to ``path``'s: a dump holds password hashes.
+
+        The root is created 0700 but an existing one is left as the user made
+        it (a mount point may be shared); every folder below it is ours.
+        """
+        root = self.root.resolve()
+        private_dir(root, tighten=False)
+        folder = root
+        for part in path.parent.relative_to(root).parts:
+            folder = private_dir(folder / part)
 
     def get_stream(self, key: str) -> Iterator[bytes]:
         path = self._path(key)

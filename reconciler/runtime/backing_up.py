@@ -50,7 +50,7 @@ from reconciler.logs import event
 from reconciler.model.backup_policy import BackupPolicy
 from reconciler.model.desired import DesiredState, ServiceSpec
 from reconciler.runtime import backup_status, stop_journal
-from reconciler.statefiles import exclusive_lock
+from reconciler.statefiles import PRIVATE_FILE_MODE, exclusive_lock, private_dir
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -283,9 +283,9 @@ def backup_lock(state_dir: Path) -> Iterator[None]:
 
     An fcntl lock dies with its process: a crashed backup never leaves a stale lock.
     """
-    state_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(state_dir)
     path = state_dir / LOCK_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

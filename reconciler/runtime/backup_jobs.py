@@ -35,6 +35,7 @@ from reconciler.runtime import backup_status, notifying
 from reconciler.runtime.backing_up import BackupBusy, BackupResult, ProgressCallback, run_backup
 from reconciler.runtime.scheduling import BackupSchedule
 from reconciler.settings import Settings
+from reconciler.statefiles import private_dir
 
 SCHEDULE_FILE = "backup-schedule.json"
 # An image to mount a volume that no service image on the engine can (a volume
@@ -241,7 +242,7 @@ def write_schedule(state_dir: Path, when: Schedule | None, upcoming: datetime | 
             return  # unchanged: no write every tick
     except (OSError, ValueError):
         pass
-    state_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(state_dir)  # mkstemp below makes the file 0600
     fd, temp = tempfile.mkstemp(dir=state_dir, prefix=f".{SCHEDULE_FILE}.")
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         json.dump(data, handle)

@@ -14,6 +14,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from reconciler.statefiles import private_dir
+
 STATUS_FILE = "backup-status.json"
 
 
@@ -37,7 +39,7 @@ class BackupStatus:
 
 
 def write_status(state_dir: Path, status: BackupStatus) -> None:
-    state_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(state_dir)  # mkstemp below makes the file 0600
     path = state_dir / STATUS_FILE
     fd, temp = tempfile.mkstemp(dir=state_dir, prefix=f".{STATUS_FILE}.")
     try:

@@ -28,6 +28,7 @@ import zstandard
 from reconciler.adapters.object_store import ObjectNotFound, ObjectStore
 from reconciler.decide.restore_planning import ArtifactRef
 from reconciler.runtime.backing_up import VerifyError
+from reconciler.statefiles import PRIVATE_DIR_MODE, private_dir, private_file
 
 CHUNK = 1024 * 1024
 # Safety copies are short-lived: zstd's fastest level (~1.7x level 3's speed
@@ -52,7 +53,8 @@ def spool_folder(state_dir: Path, request_id: str) -> Iterator[Path]:
     if not _SPOOL_NAME.fullmatch(request_id) or folder.resolve().parent != parent.resolve():
         raise VerifyError(f"{request_id[:120]!r} cannot name a spool folder; refused")
     shutil.rmtree(folder, ignore_errors=True)  # left by a killed run
-    folder.mkdir(parents=True)
+    private_dir(parent)
+    folder.mkdir(mode=PRIVATE_DIR_MODE)  # a dump with password hashes passes through
     try:
         yield folder
     finally:
@@ -67,7 +69,7 @@ def fetch_verified(store: ObjectStore, artifact: ArtifactRef, folder: Path) -> P
     size = 0
     label = f"{artifact.kind} {artifact.name} ({artifact.key})"
     try:
-        with open(path, "wb") if keep else _null_writer() as out:
+        with private_file(path) if keep else _null_writer() as out:
             for chunk in store.get_stream(artifact.key):
                 digest.update(chunk)
                 size += len(chunk)

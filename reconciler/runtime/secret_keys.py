@@ -26,6 +26,7 @@ from reconciler.logs import event
 from reconciler.model.secrets import Keyring, Secrets, read_secrets
 from reconciler.redaction import register_secret, set_fingerprint_key
 from reconciler.settings import Settings
+from reconciler.statefiles import private_dir
 
 
 class KeyFileError(ReconcilerError):
@@ -109,7 +110,8 @@ def keygen(path: Path) -> str:
     recipient = str(identity.to_public())
     created = datetime.now(UTC).isoformat(timespec="seconds")
     body = f"# created: {created}\n# public key: {recipient}\n{identity}\n"
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # Created 0700; an existing folder is the user's (``--key-file ~/age.key``).
+    private_dir(path.parent, tighten=False)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:

@@ -331,21 +331,34 @@ def test_ssh_wrong_key_is_an_authentication_failure(
         source.checkout(ssh_git_server.repo.head())
 
 
-def test_ssh_unknown_host_is_accepted_once_then_pinned(
-    ssh_git_server: SshRemote, tmp_path: Path
+@pytest.mark.parametrize("content", [None, "", "\n"])
+def test_ssh_missing_or_empty_known_hosts_is_refused_never_trusted_on_first_use(
+    ssh_git_server: SshRemote, tmp_path: Path, content: str | None
 ) -> None:
     known_hosts = tmp_path / "fresh_known_hosts"
+    if content is not None:
+        known_hosts.write_text(content)
     source = _source(
         ssh_git_server.url, tmp_path, ssh_key=ssh_git_server.key, known_hosts=known_hosts
     )
-    assert source.remote_head() == ssh_git_server.repo.head()
-    host_key = ssh_git_server.known_hosts.read_text().split()[2]
-    assert host_key in known_hosts.read_text()
+    with pytest.raises(Unavailable, match="missing or empty") as err:
+        source.remote_head()
+    assert str(known_hosts) in str(err.value)
+    assert "RECONCILER_KNOWN_HOSTS" in str(err.value)
+    # Nothing was learnt from the server either.
+    assert not known_hosts.exists() or not known_hosts.read_text().strip()
 
-    # A different host key at the same address is refused with what to do.
+
+def test_ssh_a_changed_host_key_is_refused_with_what_to_do(
+    ssh_git_server: SshRemote, tmp_path: Path
+) -> None:
+    known_hosts = tmp_path / "known_hosts"
     known_hosts.write_text(
         f"[127.0.0.1]:{ssh_git_server.port} "
         + ssh_git_server.wrong_key.with_suffix(".pub").read_text()
+    )
+    source = _source(
+        ssh_git_server.url, tmp_path, ssh_key=ssh_git_server.key, known_hosts=known_hosts
     )
     with pytest.raises(Unavailable, match="host key") as err:
         source.remote_head()
@@ -364,8 +377,30 @@ def test_ssh_known_hosts_defaults_beside_the_key_else_in_the_cache(
     shutil.copy2(ssh_git_server.key, lone_key)
     source = _source(ssh_git_server.url, tmp_path / "other", ssh_key=lone_key)
     assert source.known_hosts == tmp_path / "other" / "cache" / "known_hosts"
+    with pytest.raises(Unavailable, match="missing or empty"):
+        source.remote_head()
+    source.known_hosts.parent.mkdir(parents=True)
+    shutil.copy2(ssh_git_server.known_hosts, source.known_hosts)
     assert source.checkout(source.remote_head()).commit == ssh_git_server.repo.head()
-    assert source.known_hosts.is_file()
+
+
+def test_the_cache_is_private_and_checkouts_keep_gits_modes(
+    git_daemon: ServedRemote, tmp_path: Path
+) -> None:
+    old = os.umask(0o022)
+    try:
+        source = _source(git_daemon.url, tmp_path)
+        checkout = source.checkout(source.remote_head())
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(source.cache_dir.stat().st_mode) == 0o700
+    assert stat.S_IMODE(source.checkouts_dir.stat().st_mode) == 0o700
+    # Services bind-mount these and may run as a non-root user.
+    assert stat.S_IMODE(checkout.root.stat().st_mode) == 0o755
+    files = [p for p in checkout.root.rglob("*") if p.is_file() and not p.is_symlink()]
+    assert files
+    for path in files:
+        assert stat.S_IMODE(path.stat().st_mode) in (0o644, 0o755), path
 
 
 def test_two_sources_sharing_a_cache_make_one_checkout(
@@ -476,7 +511,14 @@ def silent_port() -> Iterator[int]:
 @pytest.mark.parametrize("scheme", ["git", "ssh", "http"])
 def test_silent_server_times_out(silent_port: int, tmp_path: Path, scheme: str) -> None:
     user = "root@" if scheme == "ssh" else ""
-    source = _source(f"{scheme}://{user}127.0.0.1:{silent_port}/r.git", tmp_path, timeout_s=2)
+    known_hosts = tmp_path / "known_hosts"  # any line: the server never gets to show a key
+    known_hosts.write_text(f"[127.0.0.1]:{silent_port} ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA\n")
+    source = _source(
+        f"{scheme}://{user}127.0.0.1:{silent_port}/r.git",
+        tmp_path,
+        known_hosts=known_hosts,
+        timeout_s=2,
+    )
     with pytest.raises(Unavailable, match="timed out after 2s"):
         source.remote_head()
 

@@ -41,6 +41,7 @@ import yaml
 from reconciler import labels
 from tests.fixtures import tools
 from tests.fixtures.docker_engine import remove_project
+from tests.fixtures.git_remotes import SshRemote
 
 pytestmark = pytest.mark.integration
 
@@ -571,8 +572,11 @@ def test_an_ssh_repository_gets_a_deploy_key_and_where_to_add_it(
 ) -> None:
     # No server answers on port 1: the key is made and printed, the first sync
     # keeps failing as "not reachable", and the daemon is started anyway, so
-    # adding the key later is all it takes.
+    # adding the key later is all it takes. ssh-keyscan cannot read a host key
+    # there, so the server's line is given with --known-hosts.
     root = tmp_path_factory.mktemp("sshkey")
+    given_known_hosts = root / "given_known_hosts"
+    given_known_hosts.write_text("[127.0.0.1]:1 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGtest\n")
     checkout = root / "checkout"
     checkout.mkdir()
     copy_repository(checkout)
@@ -594,6 +598,7 @@ def test_an_ssh_repository_gets_a_deploy_key_and_where_to_add_it(
             *("--yes", "--repo", installation.url, "--project", installation.project),
             *("--backup-target", f"file://{installation.state_dir}/backups"),
             *("--local-images", "--image-name", installation.image_name, "--timeout", "20"),
+            *("--known-hosts", str(given_known_hosts)),
         )
         installation.note_anonymous_volumes()
 
@@ -606,6 +611,9 @@ def test_an_ssh_repository_gets_a_deploy_key_and_where_to_add_it(
         assert "Settings > Deploy keys" in output
         assert "Repository settings > Access keys" in output
         assert stat.S_IMODE(key.stat().st_mode) == 0o600
+        known_hosts = installation.config_dir / "known_hosts"
+        assert known_hosts.read_text() == given_known_hosts.read_text()
+        assert stat.S_IMODE(known_hosts.stat().st_mode) == 0o600
         env = (installation.config_dir / "reconciler.env").read_text()
         assert f"RECONCILER_SSH_KEY={key}" in env
         assert state_of(installation.container(installation.daemon)) == "healthy"
@@ -615,3 +623,125 @@ def test_an_ssh_repository_gets_a_deploy_key_and_where_to_add_it(
             with contextlib.suppress(docker.errors.APIError):
                 docker_client.api.remove_volume(name)
         remove_tags(docker_client, installation.image_name)
+
+
+# --- the env file, keys and known_hosts: install.sh's steps sourced on their own ---
+
+
+def run_steps(
+    tmp_path: Path, steps: str, *, path_dir: Path | None = None, **variables: str
+) -> subprocess.CompletedProcess[str]:
+    """Source install.sh's functions (everything above "main") and run ``steps``.
+
+    Under umask 022, the usual one: what is private must be made so by install.sh.
+    """
+    library = tmp_path / "install-functions.sh"
+    text = (ROOT / "install.sh").read_text()
+    library.write_text(text[: text.index("# --- main")])
+    config = tmp_path / "etc" / "reconciler"
+    variables = {
+        "CONFIG_DIR": str(config),
+        "ENV_FILE": str(config / "reconciler.env"),
+        "STATE_DIR": str(tmp_path / "state"),
+        "YES": "1",
+        "OS_ID": "debian",
+        **variables,
+    }
+    assignments = "".join(f"{name}='{value}'; " for name, value in variables.items())
+    env = dict(os.environ)
+    if path_dir is not None:
+        env["PATH"] = f"{path_dir}:{env['PATH']}"
+    return subprocess.run(
+        ["sh", "-c", f"umask 022; . '{library}'; {assignments}{steps}", "install.sh"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+    )
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_the_env_file_keys_and_known_hosts_are_0600_in_0700_folders(
+    tmp_path: Path, ssh_git_server: SshRemote
+) -> None:
+    backups = tmp_path / "srv" / "backups"
+    result = run_steps(
+        tmp_path,
+        'write_env_file && ensure_deploy_key && private_dir "$STATE_DIR"',
+        REPO=ssh_git_server.url,
+        BACKUP_TARGET=f"file://{backups}",
+    )
+    assert result.returncode == 0, result.stderr
+    config = tmp_path / "etc" / "reconciler"
+    for folder in (tmp_path / "etc", config, tmp_path / "srv", backups, tmp_path / "state"):
+        assert _mode(folder) == 0o700, folder
+    for name in ("reconciler.env", "deploy_key", "deploy_key.pub", "known_hosts"):
+        assert _mode(config / name) == 0o600, name
+    host_key = ssh_git_server.known_hosts.read_text().split()[2]
+    assert host_key in (config / "known_hosts").read_text()
+    assert (
+        f"RECONCILER_KNOWN_HOSTS={config / 'known_hosts'}"
+        in (config / "reconciler.env").read_text()
+    )
+    assert not list(config.glob(".known_hosts*"))
+
+
+def _fake_keyscan(tmp_path: Path) -> Path:
+    """An ssh-keyscan that reads nothing and still exits 0 (some versions do)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "ssh-keyscan"
+    fake.write_text("#!/bin/sh\nexit 0\n")
+    fake.chmod(0o755)
+    return bin_dir
+
+
+@pytest.mark.parametrize("keyscan", ["fails", "prints-nothing"])
+def test_no_host_key_from_ssh_keyscan_stops_install_and_writes_no_known_hosts(
+    tmp_path: Path, keyscan: str
+) -> None:
+    port = free_port()  # nothing listens there
+    path_dir = _fake_keyscan(tmp_path) if keyscan == "prints-nothing" else None
+    result = run_steps(
+        tmp_path,
+        "write_env_file && ensure_deploy_key",
+        path_dir=path_dir,
+        REPO=f"ssh://git@127.0.0.1:{port}/site.git",
+        BACKUP_TARGET=f"file://{tmp_path}/backups",
+    )
+    assert result.returncode == 1, result.stderr
+    assert f"could not read the host key of 127.0.0.1 (port {port})" in result.stderr
+    assert "--known-hosts FILE" in result.stderr
+    config = tmp_path / "etc" / "reconciler"
+    assert not (config / "known_hosts").exists()
+    assert not list(config.glob(".known_hosts*"))
+    assert "RECONCILER_KNOWN_HOSTS" not in (config / "reconciler.env").read_text()
+
+
+def test_known_hosts_from_a_file_is_copied_0600_and_an_empty_one_is_refused(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    given = tmp_path / "given_known_hosts"
+    given.write_text("# only a comment\n")
+    given.chmod(0o644)
+    common = {
+        "REPO": f"ssh://git@127.0.0.1:{port}/site.git",
+        "BACKUP_TARGET": f"file://{tmp_path}/backups",
+        "KNOWN_HOSTS": str(given),
+    }
+    refused = run_steps(tmp_path, "write_env_file && ensure_deploy_key", **common)
+    assert refused.returncode == 1
+    assert f"--known-hosts {given} holds no host key" in refused.stderr
+
+    line = f"[127.0.0.1]:{port} ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGtest\n"
+    given.write_text(line)
+    result = run_steps(tmp_path, "ensure_deploy_key", **common)
+    assert result.returncode == 0, result.stderr
+    known = tmp_path / "etc" / "reconciler" / "known_hosts"
+    assert known.read_text() == line
+    assert _mode(known) == 0o600
