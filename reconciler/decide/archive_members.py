@@ -66,18 +66,77 @@ def member_problem(member: tarfile.TarInfo) -> str | None:
             else f"an entry of tar type {member.type!r}"
         )
         return f"{kind}: only files, folders and links are restored"
+    if member.issparse():
+        # Written back as a regular file its header would still say sparse;
+        # Docker's archives never hold one.
+        return "a sparse file: only files, folders and links are restored"
     if member.issym():
         target = member.linkname
         if target.startswith("/"):
             return f"a symbolic link to the absolute path {target!r}, outside the volume"
-        resolved = posixpath.normpath(posixpath.join(posixpath.dirname(_relative(name)), target))
-        if resolved == ".." or resolved.startswith("../"):
+        if not _link_stays_inside(posixpath.dirname(_relative(name)), target):
             return f"a symbolic link to {target!r}, which leads out of the volume"
     if member.islnk():
         target = member.linkname
         if target.startswith("/") or ".." in target.split("/"):
             return f"a hard link to {target!r}, which leads out of the volume"
     return None
+
+
+def _link_stays_inside(folder: str, target: str) -> bool:
+    """Whether a symlink in ``folder`` to the relative ``target`` stays in the volume.
+
+    ``..`` may only lead the target: after a name it is taken from wherever
+    that name points (with ``l -> .``, ``l/../etc`` is the volume's parent's
+    ``etc``, though it normalises to ``etc``), which is not known while
+    streaming. Leading ``..`` climb real folders (a member under a symlink of
+    the archive is refused, ``_Judge``), so counting them against the link's
+    depth is exact; the names after them go down from a folder inside, past
+    symlinks that were each checked the same way.
+    """
+    parts = [p for p in target.split("/") if p not in ("", ".")]
+    ups = 0
+    while ups < len(parts) and parts[ups] == "..":
+        ups += 1
+    if ".." in parts[ups:]:
+        return False
+    depth = 0 if folder in ("", ".") else len(folder.split("/"))
+    return ups <= depth
+
+
+class _Judge:
+    """``member_problem`` plus what only the members before tell (one per archive read).
+
+    A member whose folder is a symlink of the archive is written where the
+    link points, not where its name says; a hard link may only name a regular
+    file the archive already held (tar and Docker always write it first).
+    """
+
+    def __init__(self) -> None:
+        self._links: set[str] = set()
+        self._files: set[str] = set()
+
+    def problem(self, member: tarfile.TarInfo) -> str | None:
+        problem = member_problem(member)
+        if problem:
+            return problem
+        name = _relative(member.name)
+        parts = name.split("/")
+        for depth in range(1, len(parts)):
+            folder = "/".join(parts[:depth])
+            if folder in self._links:
+                return f"under {folder!r}, a symbolic link of the archive"
+        if name == "." and not member.isdir():
+            return "the volume's root, which must be a folder"
+        if member.islnk() and _relative(member.linkname) not in self._files:
+            return f"a hard link to {member.linkname[:200]!r}, which is no earlier file of it"
+        if member.issym():
+            self._links.add(name)
+        else:
+            self._links.discard(name)  # a folder or file of that name replaces a link
+            if member.isreg():
+                self._files.add(name)
+        return None
 
 
 def _relative(name: str) -> str:
@@ -111,10 +170,11 @@ def screen(
     source = _BoundedReader(chunks, max_bytes=max_bytes, what=what)
     members = setid = 0
     chosen: set[str] = set()
+    judge = _Judge()
     try:
         with tarfile.open(fileobj=cast(IO[bytes], source), mode="r|") as archive:
             for member in archive:
-                problem = member_problem(member)
+                problem = judge.problem(member)
                 if problem:
                     raise ArchiveRefused(f"{what}: member {member.name[:200]!r} is {problem}")
                 members += 1
@@ -144,10 +204,11 @@ def sanitized(
     With ``paths``, only the members that are those paths or inside them.
     """
     source = _BoundedReader(chunks, max_bytes=None, what=what)
+    judge = _Judge()
     try:
         with tarfile.open(fileobj=cast(IO[bytes], source), mode="r|") as archive:
             for member in archive:
-                problem = member_problem(member)
+                problem = judge.problem(member)
                 if problem:
                     raise ArchiveRefused(f"{what}: member {member.name[:200]!r} is {problem}")
                 if not within(member.name, paths):
@@ -171,6 +232,9 @@ def sanitized(
                         yield block
                     if member.size % BLOCK:
                         yield bytes(BLOCK - member.size % BLOCK)
+        # Read to the end: a stream read again from the store is hashed again
+        # as it ends (restore_artifacts.decompressed), which needs every byte.
+        source.drain()
     except tarfile.TarError as exc:
         raise ArchiveRefused(f"{what}: not a readable tar archive: {exc}") from exc
     yield bytes(2 * BLOCK)  # the end of the archive

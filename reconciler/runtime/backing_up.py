@@ -694,6 +694,13 @@ def list_backups(store: ObjectStore) -> list[BackupSummary]:
 
 
 def read_manifest(store: ObjectStore, ident: str) -> Manifest:
+    """The checked manifest of backup ``ident``; ``VerifyError`` naming the target and object."""
+    if not _ID.fullmatch(ident):
+        # Checked before it names a key: it may come from a command line or a listing.
+        raise VerifyError(
+            f"{ident[:120]!r} is not a backup id like 2026-11-27T05-04-00Z; nothing is read "
+            f"from {store.url}"
+        )
     try:
         raw = b"".join(store.get_stream(f"{ident}/{MANIFEST}"))
     except ObjectNotFound as exc:

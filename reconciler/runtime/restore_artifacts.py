@@ -48,10 +48,9 @@ def spool_folder(state_dir: Path, request_id: str) -> Iterator[Path]:
     It is deleted whole, first and last, so its name must never lead out of
     ``restore-tmp``: ids come from restore.yaml and from manifests (``drill-<id>``).
     """
-    parent = state_dir / "restore-tmp"
-    folder = parent / request_id
-    if not _SPOOL_NAME.fullmatch(request_id) or folder.resolve().parent != parent.resolve():
+    if not _SPOOL_NAME.fullmatch(request_id):
         raise VerifyError(f"{request_id[:120]!r} cannot name a spool folder; refused")
+    folder = contained(state_dir / "restore-tmp", request_id)
     shutil.rmtree(folder, ignore_errors=True)  # left by a killed run
     private_dir(parent)
     folder.mkdir(mode=PRIVATE_DIR_MODE)  # a dump with password hashes passes through
@@ -64,7 +63,7 @@ def spool_folder(state_dir: Path, request_id: str) -> Iterator[Path]:
 def fetch_verified(store: ObjectStore, artifact: ArtifactRef, folder: Path) -> Path | None:
     """Download and check one artifact; keep it in ``folder`` when the disk has room."""
     keep = shutil.disk_usage(folder).free - artifact.size > SPOOL_RESERVE
-    path = folder / hashlib.sha256(artifact.key.encode()).hexdigest()[:16]
+    path = contained(folder, hashlib.sha256(artifact.key.encode()).hexdigest()[:16])
     digest = hashlib.sha256()
     size = 0
     label = f"{artifact.kind} {artifact.name} ({artifact.key})"
@@ -84,6 +83,19 @@ def fetch_verified(store: ObjectStore, artifact: ArtifactRef, folder: Path) -> P
             "was changed or damaged; the backup is refused"
         )
     return path if keep else None
+
+
+def contained(parent: Path, name: str) -> Path:
+    """``parent / name``, checked to be a direct child of ``parent`` (resolved).
+
+    The second guard under the name patterns: a path built from something
+    read from a store or a request is deleted or overwritten later, so it
+    must not lead anywhere else, whatever the name holds.
+    """
+    path = parent / name
+    if not name or "/" in name or path.resolve().parent != parent.resolve():
+        raise VerifyError(f"{name[:120]!r} cannot name a file or folder in {parent}; refused")
+    return path
 
 
 class _NullWriter:

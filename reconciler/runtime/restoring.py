@@ -30,6 +30,7 @@ safety copy is; services stopped here are started again on every way out.
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import threading
 import time
@@ -84,6 +85,8 @@ from reconciler.runtime.restore_artifacts import (
 )
 
 SAFETY_PREFIX = "pre-restore"
+# restore.yaml's ids (model/restore_requests.py): never "." or "..", no "/".
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 # How long a restore waits for a running backup to finish before it fails.
 BACKUP_WAIT_S = 1800.0
 
@@ -181,6 +184,9 @@ def artifact_refs(manifest: Manifest) -> list[ArtifactRef]:
 
 
 def safety_url(target: str, request_id: str) -> str:
+    """Where the safety copy of ``request_id`` goes; the id must not lead out of the prefix."""
+    if not _REQUEST_ID.fullmatch(request_id):
+        raise ReconcilerError(f"{request_id[:120]!r} cannot name a safety copy; refused")
     return f"{target.rstrip('/')}/{SAFETY_PREFIX}/{request_id}"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import tarfile
 from collections.abc import Iterator
 
@@ -149,3 +150,61 @@ def test_file_capabilities_are_dropped_and_other_xattrs_kept() -> None:
         (found,) = tar.getmembers()
     assert "SCHILY.xattr.security.capability" not in found.pax_headers
     assert found.pax_headers["SCHILY.xattr.user.note"] == "kept"
+
+
+@pytest.mark.parametrize(
+    ("members", "refusal"),
+    [
+        (  # "l -> ." makes "l/.." the volume's parent, though "l/../etc" normalises to "etc"
+            [
+                member("./l", tarfile.SYMTYPE, linkname="."),
+                member("./x", tarfile.SYMTYPE, linkname="l/../etc/passwd"),
+            ],
+            "'./x' is a symbolic link to 'l/../etc/passwd', which leads out",
+        ),
+        (
+            [member("./a", tarfile.SYMTYPE, linkname="../../..")],
+            "'./a' is a symbolic link to '../../..', which leads out",
+        ),
+        (  # a file under a symlink of the archive is written where the link points
+            [
+                member("./l", tarfile.SYMTYPE, linkname="html"),
+                member("./l/x", data=b"x"),
+            ],
+            "'./l/x' is under 'l', a symbolic link of the archive",
+        ),
+        (
+            [member("./ghost", tarfile.LNKTYPE, linkname="./etc/shadow")],
+            "'./ghost' is a hard link to './etc/shadow', which is no earlier file",
+        ),
+        ([member(".", tarfile.SYMTYPE, linkname="html")], "the volume's root, which must be"),
+        ([member("./s", tarfile.GNUTYPE_SPARSE)], "'./s' is a sparse file"),
+    ],
+)
+def test_links_that_only_the_members_before_tell_lead_out_are_refused(
+    members: list[tuple[tarfile.TarInfo, bytes]], refusal: str
+) -> None:
+    raw = archive(member("./html", tarfile.DIRTYPE), *members)
+    for judged in (
+        lambda: screen(chunks(raw), what="volume site"),
+        lambda: b"".join(sanitized(chunks(raw), what="volume site")),
+    ):
+        with pytest.raises(ArchiveRefused, match=re.escape(refusal)):
+            judged()
+
+
+def test_sanitized_reads_its_input_to_the_end() -> None:
+    """What follows the tar's end is read too: a re-read stream is hashed as it ends."""
+    raw = archive(member("./a", data=b"a" * 100_000))
+    pulled: list[int] = []
+
+    def source() -> Iterator[bytes]:
+        for piece in chunks(raw + bytes(8192), 10_240):
+            pulled.append(len(piece))
+            yield piece
+
+    out = sanitized(source(), what="v")
+    next(out)
+    assert sum(pulled) < len(raw)  # it streams: the header comes before the rest is read
+    b"".join(out)
+    assert sum(pulled) == len(raw) + 8192

@@ -208,3 +208,44 @@ def test_an_artifact_listed_twice_is_refused() -> None:
     data["artifacts"].append(dict(data["artifacts"][0]))
     with pytest.raises(ValueError, match="volume site is listed twice"):
         Manifest.from_json(json.dumps(data).encode())
+
+
+@pytest.mark.parametrize("ident", ["../x", "a/../..", "2026-11-27T05-04-00Z/..", ""])
+def test_a_backup_id_is_checked_before_it_names_a_key(tmp_path: Path, ident: str) -> None:
+    from reconciler.runtime.backing_up import VerifyError, read_manifest
+
+    store = FileStore(tmp_path / "backups")
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "manifest.json").write_bytes(_planted())
+    with pytest.raises(VerifyError, match="is not a backup id like 2026-11-27T05-04-00Z"):
+        read_manifest(store, ident)
+
+
+def test_a_spool_folder_never_leads_out_of_restore_tmp(tmp_path: Path) -> None:
+    from reconciler.runtime.backing_up import VerifyError
+    from reconciler.runtime.restore_artifacts import contained, spool_folder
+
+    state = tmp_path / "state"
+    (state / "restore-tmp").mkdir(parents=True)
+    (tmp_path / "precious").mkdir()
+    (tmp_path / "precious" / "f").write_text("kept")
+    # A link planted where the spool folder goes: resolved, it leads out.
+    (state / "restore-tmp" / "r1").symlink_to(tmp_path / "precious")
+    for name in ("r1", "drill-a/../..", "..", "."):
+        with pytest.raises(VerifyError, match="refused"), spool_folder(state, name):
+            pass
+    assert (tmp_path / "precious" / "f").read_text() == "kept"
+    with pytest.raises(VerifyError, match="cannot name a file or folder"):
+        contained(state, "../x")
+    with spool_folder(state, "r2") as folder:
+        assert folder == state / "restore-tmp" / "r2"
+    assert not folder.exists()
+
+
+def test_a_safety_copy_id_is_checked_before_it_names_a_prefix() -> None:
+    from reconciler.errors import ReconcilerError
+    from reconciler.runtime.restoring import safety_url
+
+    assert safety_url("file:///b/", "r1") == "file:///b/pre-restore/r1"
+    with pytest.raises(ReconcilerError, match="cannot name a safety copy"):
+        safety_url("file:///b", "../../etc")
