@@ -52,7 +52,7 @@ def spool_folder(state_dir: Path, request_id: str) -> Iterator[Path]:
         raise VerifyError(f"{request_id[:120]!r} cannot name a spool folder; refused")
     folder = contained(state_dir / "restore-tmp", request_id)
     shutil.rmtree(folder, ignore_errors=True)  # left by a killed run
-    private_dir(parent)
+    private_dir(folder.parent)
     folder.mkdir(mode=PRIVATE_DIR_MODE)  # a dump with password hashes passes through
     try:
         yield folder
