@@ -269,6 +269,11 @@ def test_setuid_and_setgid_bits_never_reach_the_volume(stack: Stack) -> None:
 
 def test_a_partial_restore_brings_back_only_its_paths_exactly(stack: Stack, tmp_path: Path) -> None:
     """Issue 10 item 6: ``paths:`` brings back files or folders of one volume, the rest stays."""
+    from tests.integration.backup_stack import POPULATE
+
+    # Earlier tests of the module vandalise the shared stack: start from the known tree.
+    reset = stack.container("web").exec_run(["sh", "-c", "rm -rf /data/* && " + POPULATE])
+    assert reset.exit_code == 0, reset.output
     target = f"file://{tmp_path / 'backups'}"
     run_backup(
         client=stack.client,
