@@ -39,6 +39,7 @@ class ArtifactRef:
     key: str  # relative to the backup source
     size: int
     sha256: str
+    raw_size: int | None = None  # bytes once decompressed, as the manifest says
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ from reconciler.runtime import notifying
 from reconciler.runtime.restore_artifacts import (
     ChunkReader,
     decompressed,
+    ensure_room,
     fetch_verified,
     spool_folder,
     without_schemas,
@@ -203,6 +204,7 @@ def run_drill(
         result["backup"] = manifest.id
         with spool_folder(state_dir, f"drill-{manifest.id}") as tmp:
             refs = artifact_refs(manifest)
+            ensure_room(tmp, refs)
             fetched = {a.key: fetch_verified(store, a, tmp) for a in refs}
             for ref in refs:
                 if ref.kind == "volume":
@@ -248,19 +250,19 @@ def _drill_volume(
     desired: DesiredState,
     store: ObjectStore,
     ref: ArtifactRef,
-    spooled: Path | None,
+    spooled: Path,
     volume: str,
 ) -> dict[str, Any]:
     image = stack_control.present_image(client, [s.image for s in desired.services.values()])
     if image is None:
         raise DrillFailed("no image of the desired state is on this engine to mount volumes with")
-    expected = tar_entries(decompressed(store, ref, spooled))
+    expected = tar_entries(decompressed(ref, spooled))
     volume_archive.write_volume(
         client,
         volume=volume,
         image=image,
         project=desired.project,
-        chunks=decompressed(store, ref, spooled),
+        chunks=decompressed(ref, spooled),
         purpose="drill",
     )
     # Helpers labelled "drill": only the drill lock's holder removes them, so
@@ -283,7 +285,7 @@ def _drill_database(
     desired: DesiredState,
     store: ObjectStore,
     ref: ArtifactRef,
-    spooled: Path | None,
+    spooled: Path,
     name: str,
 ) -> dict[str, Any]:
     service = desired.services.get(ref.name)
@@ -299,7 +301,7 @@ def _drill_database(
     mariadb.load_dump(
         client,
         container=name,
-        chunks=_databases_seen(without_schemas(decompressed(store, ref, spooled)), seen),
+        chunks=_databases_seen(without_schemas(decompressed(ref, spooled)), seen),
     )
     counts = stack_control.table_counts(client, name)
     missing = [db for db in seen if db not in stack_control.SYSTEM_DATABASES and db not in counts]
