@@ -8,23 +8,27 @@ before succeeded:
    in the source (another environment's target, or backup.yaml's).
 2. **Plan** (pure, ``decide/restore_planning``): the volumes and dumps to
    write, the services to stop.
-3. **Verify first**: every needed artifact is downloaded and checked against
-   the manifest's size and SHA-256 before anything is overwritten. It is kept
-   in a temporary folder of the state dir when the disk has room (so it is
-   downloaded once); otherwise only hashed, and hashed again while restoring.
-4. **Safety copy**: the current contents of each volume and database to be
+3. **Verify first**: the spool folder must have room for every needed
+   artifact (else ``NoRoom``, saying how much); each is downloaded there and
+   checked against the manifest's size, SHA-256 and decompressed size. Every
+   byte written later comes from these copies, never streamed from the store.
+4. **Stop** the services that use the volumes or depend on the databases.
+5. **Safety copy**: the current contents of each volume and database to be
    replaced become a regular backup under ``<target>/pre-restore/<request>/``,
    manifest last, recorded in the ledger before anything is touched, so the
-   restore can itself be undone with a request naming that source.
-5. **Stop** the services that use the volumes or depend on the databases.
+   restore can itself be undone with a request naming that source. Taken after
+   the stop, so no write is lost between the copy and the replace.
 6. **Replace** each volume exactly (emptied, then the tar unpacked through the
    archive API) and **load** each dump (user databases dropped first; the
    server's own ``mysql`` schema is skipped so accounts and passwords stay
    those of this environment).
 7. **Start** the services again and wait for their health checks.
 
-A failure part way raises ``RestoreFailed`` with the steps done and where the
-safety copy is; services stopped here are started again on every way out.
+A failure before step 6 raises ``RestoreFailed`` saying nothing was
+overwritten. A failure in step 6 first **puts the safety copy back** (the same
+verify-then-write path) over what had begun to change, then starts the
+services; the error names both failures when the put-back fails too.
+Services stopped here are started again on every way out.
 """
 
 from __future__ import annotations
