@@ -47,6 +47,9 @@ class Settings(BaseModel):
     known_hosts: Path | None = None
     log_format: str = "auto"  # auto | json | text
     backup_dir: Path | None = None  # where file:// backups go when backup.yaml names no target
+    # Where a restore keeps the verified copy of a backup before it writes
+    # anything (``<spool_dir>/restore-tmp/<id>``); default: the state dir.
+    spool_dir: Path | None = None
     env_file: Path | None = None
     # Notifications (docs/notifications.md). URLs and the token are secrets:
     # kept out of repr, never logged in full.
@@ -117,6 +120,11 @@ class Settings(BaseModel):
         return self.state_dir / "git"
 
     @property
+    def spool_base(self) -> Path:
+        """The folder whose ``restore-tmp/`` holds a restore's verified artifacts."""
+        return self.spool_dir or self.state_dir
+
+    @property
     def default_backup_target(self) -> str:
         folder = self.backup_dir or self.state_dir / "backups"
         return f"file://{folder.resolve()}"
@@ -133,6 +141,7 @@ _NAMES: dict[str, str] = {
     "RECONCILER_KNOWN_HOSTS": "known_hosts",
     "RECONCILER_LOG_FORMAT": "log_format",
     "RECONCILER_BACKUP_DIR": "backup_dir",
+    "RECONCILER_SPOOL_DIR": "spool_dir",
     "RECONCILER_NOTIFY_WEBHOOK_URL": "notify_webhook_url",
     "RECONCILER_NOTIFY_SLACK_URL": "notify_slack_url",
     "RECONCILER_COMMIT_STATUS_TOKEN": "commit_status_token",

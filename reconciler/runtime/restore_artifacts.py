@@ -1,10 +1,11 @@
 """Backup artifacts on their way in and out of a restore: fetched, verified, decoded, encoded.
 
-- ``fetch_verified``: download an artifact and check its size and SHA-256
-  against the manifest, keeping the checked copy in a spool folder of the
-  state dir when the disk has room (so it is downloaded once);
-- ``decompressed``: the artifact's original bytes, from the spool or streamed
-  (and hashed) again;
+- ``ensure_room``: refuse, before anything is fetched, when the spool folder
+  cannot hold a verified copy of every artifact (saying how much it needs);
+- ``fetch_verified``: download an artifact into the spool folder and check its
+  size, its SHA-256 and its decompressed size against the manifest;
+- ``decompressed``: the artifact's original bytes, from that verified copy
+  (never streamed from the store), bounded by the manifest's raw size;
 - ``without_schemas``: a MariaDB dump without the server's own ``mysql`` schema.
 
 The safety copy's artifacts are written by the backup pipeline's own
@@ -19,9 +20,8 @@ import hashlib
 import re
 import shutil
 from collections.abc import Iterable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, cast
 
 import zstandard
 
@@ -34,8 +34,6 @@ CHUNK = 1024 * 1024
 # Safety copies are short-lived: zstd's fastest level (~1.7x level 3's speed
 # on one core, nearly the same ratio on site files) keeps them cheap.
 ZSTD_LEVEL = 1
-# Spool verified artifacts to disk only while this much stays free afterwards.
-SPOOL_RESERVE = 1024 * 1024 * 1024
 _SPOOL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,120}$")
 # Schemas of a dump that are not loaded: the server's accounts stay this environment's.
 SKIPPED_SCHEMAS = ("mysql",)
@@ -60,29 +58,94 @@ def spool_folder(state_dir: Path, request_id: str) -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def fetch_verified(store: ObjectStore, artifact: ArtifactRef, folder: Path) -> Path | None:
-    """Download and check one artifact; keep it in ``folder`` when the disk has room."""
-    keep = shutil.disk_usage(folder).free - artifact.size > SPOOL_RESERVE
+MB = 1000 * 1000
+# Room left free in the spool folder beyond the artifacts themselves: a full
+# disk breaks more than this restore (the state files, the engine).
+SPOOL_HEADROOM = 64 * MB
+# An authentic artifact decompresses to exactly the manifest's ``raw_size``;
+# past this margin it is refused (a planted "zip bomb" with recomputed checksums).
+RAW_MARGIN = 1024 * 1024
+
+
+class NoRoom(VerifyError):
+    """The spool folder cannot hold a verified copy of the artifacts; nothing was touched."""
+
+
+def room_needed(artifacts: Iterable[ArtifactRef]) -> int:
+    """Bytes the spool must have free for ``artifacts``: their stored sizes plus the headroom."""
+    return sum(a.size for a in artifacts) + SPOOL_HEADROOM
+
+
+def room_problem(*, needed: int, free: int, folder: Path) -> str | None:
+    """Why ``folder`` cannot hold ``needed`` bytes (None when it can), and how to fix it."""
+    if needed <= free:
+        return None
+    return (
+        f"the restore needs {_mb(needed)} MB in {folder} to verify the backup before it "
+        f"overwrites anything, {_mb(free)} MB free: free space there, or point "
+        "RECONCILER_SPOOL_DIR (env file) at a folder with room; nothing was touched"
+    )
+
+
+def ensure_room(folder: Path, artifacts: Iterable[ArtifactRef]) -> None:
+    """Raise ``NoRoom`` unless ``folder``'s file system has room for every artifact."""
+    problem = room_problem(
+        needed=room_needed(artifacts), free=shutil.disk_usage(folder).free, folder=folder
+    )
+    if problem is not None:
+        raise NoRoom(problem)
+
+
+def _mb(size: int) -> int:
+    return -(-size // MB)  # rounded up: "needs 3 MB" never understates
+
+
+def raw_limit(artifact: ArtifactRef) -> int | None:
+    """The most bytes ``artifact`` may decompress to, from its manifest (None: not said)."""
+    return None if artifact.raw_size is None else artifact.raw_size + RAW_MARGIN
+
+
+def fetch_verified(store: ObjectStore, artifact: ArtifactRef, folder: Path) -> Path:
+    """Download one artifact into ``folder`` and authenticate it; its path there.
+
+    Reading stops past the manifest's size; the copy is kept only when its size
+    and SHA-256 are the manifest's and it decompresses to no more than the
+    manifest says. Every byte a restore writes comes from such a copy: nothing
+    is streamed from the store into a live volume or database.
+    """
     path = contained(folder, hashlib.sha256(artifact.key.encode()).hexdigest()[:16])
     digest = hashlib.sha256()
     size = 0
     label = f"{artifact.kind} {artifact.name} ({artifact.key})"
     try:
-        with private_file(path) if keep else _null_writer() as out:
+        with private_file(path) as out:
             for chunk in store.get_stream(artifact.key):
                 digest.update(chunk)
                 size += len(chunk)
+                if size > artifact.size:
+                    break  # longer than the manifest says: refused below, not read to its end
                 out.write(chunk)
     except ObjectNotFound as exc:
+        path.unlink(missing_ok=True)
         raise VerifyError(f"{label}: missing from {store.url}; the backup is incomplete") from exc
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
     if size != artifact.size or digest.hexdigest() != artifact.sha256:
         path.unlink(missing_ok=True)
+        read = f"more than {artifact.size}" if size > artifact.size else str(size)
         raise VerifyError(
-            f"{label}: SHA-256 mismatch (read {size} bytes, sha256 {digest.hexdigest()[:16]}..., "
+            f"{label}: SHA-256 mismatch (read {read} bytes, sha256 {digest.hexdigest()[:16]}..., "
             f"the manifest says {artifact.size} bytes, {artifact.sha256[:16]}...): the object "
             "was changed or damaged; the backup is refused"
         )
-    return path if keep else None
+    try:
+        for _chunk in decompressed(artifact, path):
+            pass  # counted against the manifest's raw size by decompressed()
+    except (VerifyError, zstandard.ZstdError) as exc:
+        path.unlink(missing_ok=True)
+        raise VerifyError(f"{label}: {exc}; the backup is refused") from exc
+    return path
 
 
 def contained(parent: Path, name: str) -> Path:
@@ -96,21 +159,6 @@ def contained(parent: Path, name: str) -> Path:
     if not name or "/" in name or path.resolve().parent != parent.resolve():
         raise VerifyError(f"{name[:120]!r} cannot name a file or folder in {parent}; refused")
     return path
-
-
-class _NullWriter:
-    def write(self, _data: bytes) -> int:
-        return 0
-
-    def __enter__(self) -> _NullWriter:
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        return None
-
-
-def _null_writer() -> _NullWriter:
-    return _NullWriter()
 
 
 class ChunkReader:
@@ -155,27 +203,26 @@ class ChunkReader:
             pass
 
 
-def decompressed(
-    store: ObjectStore, artifact: ArtifactRef, spooled: Path | None
-) -> Iterator[bytes]:
-    """The artifact's original bytes: from the verified local copy, or streamed again.
+def decompressed(artifact: ArtifactRef, spooled: Path) -> Iterator[bytes]:
+    """The artifact's original bytes, from its verified copy (``fetch_verified``).
 
-    A stream read again is hashed again; a mismatch at its end (the object
-    changed since it was verified) fails the step that consumes it.
+    Raises ``VerifyError`` as soon as it yields more than the manifest's raw
+    size allows, so a planted archive cannot fill a volume or the disk.
     """
-    with ExitStack() as stack:
-        source: Any
-        if spooled is not None:
-            source = stack.enter_context(open(spooled, "rb"))
-        else:
-            source = ChunkReader(store.get_stream(artifact.key))
+    limit = raw_limit(artifact)
+    total = 0
+    with open(spooled, "rb") as source:
         reader = zstandard.ZstdDecompressor().stream_reader(
-            cast(IO[bytes], source), read_across_frames=True, closefd=False
+            source, read_across_frames=True, closefd=False
         )
         while chunk := reader.read(CHUNK):
+            total += len(chunk)
+            if limit is not None and total > limit:
+                raise VerifyError(
+                    f"{artifact.key} decompresses to more than the {artifact.raw_size} bytes "
+                    "its manifest says"
+                )
             yield chunk
-        if isinstance(source, ChunkReader) and source.digest.hexdigest() != artifact.sha256:
-            raise VerifyError(f"{artifact.key} changed between its verification and the restore")
 
 
 _MARKER = b"\n-- Current Database: `"

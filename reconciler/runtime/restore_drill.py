@@ -46,6 +46,7 @@ from reconciler.runtime import notifying
 from reconciler.runtime.restore_artifacts import (
     ChunkReader,
     decompressed,
+    ensure_room,
     fetch_verified,
     spool_folder,
     without_schemas,
@@ -207,6 +208,7 @@ def run_drill(
         result["backup"] = manifest.id
         with spool_folder(state_dir, f"drill-{manifest.id}") as tmp:
             refs = artifact_refs(manifest)
+            ensure_room(tmp, refs)
             fetched = {a.key: fetch_verified(store, a, tmp) for a in refs}
             for ref in refs:
                 if ref.kind == "volume":
@@ -252,22 +254,22 @@ def _drill_volume(
     desired: DesiredState,
     store: ObjectStore,
     ref: ArtifactRef,
-    spooled: Path | None,
+    spooled: Path,
     volume: str,
 ) -> dict[str, Any]:
     image = stack_control.present_image(client, [s.image for s in desired.services.values()])
     if image is None:
         raise DrillFailed("no image of the desired state is on this engine to mount volumes with")
     what = f"volume {ref.name}"
-    screen(decompressed(store, ref, spooled), what=what, max_bytes=ref.raw_size)
+    screen(decompressed(ref, spooled), what=what, max_bytes=ref.raw_size)
     # What the engine is given: the archive with setuid/setgid bits cleared.
-    expected = tar_entries(sanitized(decompressed(store, ref, spooled), what=what))
+    expected = tar_entries(sanitized(decompressed(ref, spooled), what=what))
     volume_archive.write_volume(
         client,
         volume=volume,
         image=image,
         project=desired.project,
-        chunks=decompressed(store, ref, spooled),
+        chunks=decompressed(ref, spooled),
         purpose="drill",
     )
     # Helpers labelled "drill": only the drill lock's holder removes them, so
@@ -290,7 +292,7 @@ def _drill_database(
     desired: DesiredState,
     store: ObjectStore,
     ref: ArtifactRef,
-    spooled: Path | None,
+    spooled: Path,
     name: str,
 ) -> dict[str, Any]:
     service = desired.services.get(ref.name)
@@ -302,13 +304,13 @@ def _drill_database(
             f"database {ref.name}: no MariaDB image on this engine for a scratch copy"
         )
     # Screened whole before it reaches even a scratch server (screen_dump).
-    screen_dump(without_schemas(decompressed(store, ref, spooled)), artifact=ref.key)
+    screen_dump(without_schemas(decompressed(ref, spooled)), artifact=ref.key)
     stack_control.scratch_database(client, name=name, image=image, project=desired.project)
     seen: list[str] = []
     mariadb.load_dump(
         client,
         container=name,
-        chunks=_databases_seen(without_schemas(decompressed(store, ref, spooled)), seen),
+        chunks=_databases_seen(without_schemas(decompressed(ref, spooled)), seen),
     )
     counts = stack_control.table_counts(client, name)
     missing = [db for db in seen if db not in stack_control.SYSTEM_DATABASES and db not in counts]

@@ -62,6 +62,9 @@ class RestoreRecord(BaseModel):
     safety_copy: str | None = None
     safety_copy_backup: str | None = None
     done: list[str] = Field(default_factory=list)  # steps completed, for a failure part way
+    # A restore that failed after it began writing: "ok" when the safety copy
+    # was put back, else why putting it back failed.
+    put_back: str | None = None
     pid: int | None = None
     host: str | None = None
 
@@ -71,7 +74,10 @@ class RestoreRecord(BaseModel):
         if self.state not in ("failed", "interrupted"):
             return None
         undo = (
-            f"the contents before it are in the safety copy {self.safety_copy} "
+            "the safety copy was put back: the volumes and databases hold what they held "
+            "before this restore"
+            if self.put_back == "ok"
+            else f"the contents before it are in the safety copy {self.safety_copy} "
             f"(backup {self.safety_copy_backup}): to put them back, commit a new request with "
             f"source: {self.safety_copy}"
             if self.safety_copy and self.safety_copy_backup

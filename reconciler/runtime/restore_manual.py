@@ -9,7 +9,7 @@ starting the stopped services mid-restore.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import docker
 from pydantic import ValidationError
@@ -88,28 +88,58 @@ class ManualRestore:
         )
 
     def describe(self) -> str:
+        """What the restore will do, said before asking: the backup (``latest`` resolved
+        once, here, and kept for the run) and exactly what it replaces."""
+        from reconciler.adapters.object_store import open_store
+        from reconciler.decide.restore_planning import plan_restore
+        from reconciler.runtime.restoring import artifact_refs, resolve_backup
+
         options = self.options
-        what = []
-        if options.paths:
-            what.append(f"in volume {', '.join(options.volumes or ())}: {', '.join(options.paths)}")
-        else:
-            what.append(
-                "volumes " + ", ".join(options.volumes)
-                if options.volumes is not None
-                else "every volume in the backup"
+        source = options.source or self.target
+        manifest = resolve_backup(open_store(source), options.backup)
+        plan = plan_restore(
+            artifacts=artifact_refs(manifest),
+            desired=self.desired,
+            volumes=options.volumes,
+            databases=options.databases,
+            paths=options.paths,
+        )
+        self.options = replace(options, backup=manifest.id)
+        total = sum(a.size for a in manifest.artifacts)
+        holds = "; ".join(
+            f"{a.kind} {a.name} ({_mb(a.size)} MB stored, {_mb(a.raw_size)} MB unpacked)"
+            for a in manifest.artifacts
+        )
+        lines = [
+            f"Backup {manifest.id} from {source}",
+            f"  taken {manifest.time} on host {manifest.host}, commit {manifest.commit or '?'}, "
+            f"project {manifest.project}, {_mb(total)} MB stored",
+            f"  holds: {holds}",
+            f"Over project {self.desired.project} (applied commit {self.checkout.commit[:12]}), "
+            "it will:",
+        ]
+        if plan.stop:
+            lines.append(f"  stop services {', '.join(plan.stop)} (and start them again after)")
+        for volume in plan.volumes:
+            if volume.paths:
+                lines.append(
+                    f"  replace {', '.join(volume.paths)} in Docker volume {volume.volume} "
+                    f"(compose volume {volume.key}) exactly, and leave the rest of it"
+                )
+            else:
+                lines.append(
+                    f"  replace Docker volume {volume.volume} (compose volume {volume.key}) exactly"
+                )
+        for database in plan.databases:
+            lines.append(
+                f"  drop the user databases of {database.container} (service "
+                f"{database.service}) and load the dump"
             )
-        what.append(
-            "databases " + ", ".join(options.databases or ("none",))
-            if options.databases is not None or options.paths
-            else "every database in the backup"
+        lines.append(
+            "  first copy the current contents to the safety copy "
+            f"{safety_url(safety_target(self.settings, self.target), self.request_id)}"
         )
-        return (
-            f"Restore {options.backup} from {options.source or self.target} over project "
-            f"{self.desired.project} (commit {self.checkout.commit[:12]}): {'; '.join(what)} "
-            "are replaced. The current contents go to "
-            f"{safety_url(safety_target(self.settings, self.target), self.request_id)} "
-            "first."
-        )
+        return "\n".join(lines)
 
     def run(self) -> Outcome:
         ledger = RestoreLedger(self.settings.state_dir)
@@ -150,6 +180,10 @@ class ManualRestore:
                 )
             finally:
                 client.close()
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1e6:.1f}"
 
 
 def _clean(message: str) -> str:

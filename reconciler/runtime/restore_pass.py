@@ -143,6 +143,7 @@ def run_recorded(
         default_source=target,
         safety_target=safety_target(settings, target),
         commit=commit,
+        spool_dir=settings.spool_base,
         record=write,
     )
     try:
@@ -291,12 +292,7 @@ def recover_interrupted(
     stopping: set[str] = set()
     for record in records:
         if record.id in interrupted:
-            stopping |= {
-                s.removeprefix("stopping ") for s in record.done if s.startswith("stopping ")
-            }
-            stopping -= {
-                s.removeprefix("started ") for s in record.done if s.startswith("started ")
-            }
+            stopping |= left_stopped(record.done)
     try:
         client = make_client()
     except docker.errors.DockerException as exc:
@@ -318,6 +314,17 @@ def recover_interrupted(
         event("restore.recover", level=logging.WARNING, error=str(exc))
     finally:
         client.close()
+
+
+def left_stopped(done: list[str]) -> set[str]:
+    """Services a restore's steps leave stopped, in order: a put-back stops some again."""
+    stopping: set[str] = set()
+    for text in done:
+        if text.startswith("stopping "):
+            stopping.add(text.removeprefix("stopping "))
+        elif text.startswith("started "):
+            stopping.discard(text.removeprefix("started "))
+    return stopping
 
 
 def _record(request: RestoreRequest, *, commit: str | None) -> RestoreRecord:

@@ -8,23 +8,27 @@ before succeeded:
    in the source (another environment's target, or backup.yaml's).
 2. **Plan** (pure, ``decide/restore_planning``): the volumes and dumps to
    write, the services to stop.
-3. **Verify first**: every needed artifact is downloaded and checked against
-   the manifest's size and SHA-256 before anything is overwritten. It is kept
-   in a temporary folder of the state dir when the disk has room (so it is
-   downloaded once); otherwise only hashed, and hashed again while restoring.
-4. **Safety copy**: the current contents of each volume and database to be
+3. **Verify first**: the spool folder must have room for every needed
+   artifact (else ``NoRoom``, saying how much); each is downloaded there and
+   checked against the manifest's size, SHA-256 and decompressed size. Every
+   byte written later comes from these copies, never streamed from the store.
+4. **Stop** the services that use the volumes or depend on the databases.
+5. **Safety copy**: the current contents of each volume and database to be
    replaced become a regular backup under ``<target>/pre-restore/<request>/``,
    manifest last, recorded in the ledger before anything is touched, so the
-   restore can itself be undone with a request naming that source.
-5. **Stop** the services that use the volumes or depend on the databases.
+   restore can itself be undone with a request naming that source. Taken after
+   the stop, so no write is lost between the copy and the replace.
 6. **Replace** each volume exactly (emptied, then the tar unpacked through the
    archive API) and **load** each dump (user databases dropped first; the
    server's own ``mysql`` schema is skipped so accounts and passwords stay
    those of this environment).
 7. **Start** the services again and wait for their health checks.
 
-A failure part way raises ``RestoreFailed`` with the steps done and where the
-safety copy is; services stopped here are started again on every way out.
+A failure before step 6 raises ``RestoreFailed`` saying nothing was
+overwritten. A failure in step 6 first **puts the safety copy back** (the same
+verify-then-write path) over what had begun to change, then starts the
+services; the error names both failures when the put-back fails too.
+Services stopped here are started again on every way out.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -79,6 +83,7 @@ from reconciler.runtime.backing_up import (
 )
 from reconciler.runtime.restore_artifacts import (
     decompressed,
+    ensure_room,
     fetch_verified,
     spool_folder,
     without_schemas,
@@ -109,8 +114,11 @@ class RestoreFailed(ReconcilerError):
         safety_copy: str | None,
         touched: bool,
         backup: str | None = None,
+        put_back: str | None = None,
     ) -> None:
         self.message = message
+        # After writing began: "ok" when the safety copy was put back, else why not.
+        self.put_back = put_back
         self.done = list(done)
         self.safety_copy = safety_copy
         self.touched = touched
@@ -123,9 +131,34 @@ class RestoreFailed(ReconcilerError):
             return f"{text} (nothing was overwritten)"
         if self.done:
             text += f" (already done: {'; '.join(self.done)})"
-        if self.safety_copy:
+        if self.safety_copy and self.put_back is None:
             text += f"; the contents from before are in the safety copy {self.safety_copy}"
         return text
+
+
+_ERRORS = (
+    ReconcilerError,
+    RestorePlanError,
+    OSError,
+    zstandard.ZstdError,
+    docker.errors.DockerException,
+)
+
+
+def failed_after_writing(
+    error: str, *, put_back_error: str | None, safety: str, safety_id: str
+) -> str:
+    """The error of a restore that failed once it had begun to write: both failures, if two."""
+    if put_back_error is None:
+        return (
+            f"{error}; the safety copy {safety} (backup {safety_id}) was put back, so the "
+            "volumes and databases hold what they held before the restore"
+        )
+    return (
+        f"{error}; putting the safety copy back failed too: {put_back_error}; the contents "
+        f"from before the restore are in the safety copy {safety} (backup {safety_id}): "
+        f"restore it with `reconciler restore {safety_id} --source {safety} --yes`"
+    )
 
 
 @dataclass(frozen=True)
@@ -148,6 +181,7 @@ class RestoreContext:
     default_source: str  # backup.yaml's target (or the default file target)
     safety_target: str  # where safety copies go (normally the same target)
     commit: str | None = None
+    spool_dir: Path | None = None  # RECONCILER_SPOOL_DIR; None: the state dir
     # Called with ledger fields as they become known (backup, source,
     # safety_copy, safety_copy_backup, done): the ledger is written at once.
     record: Callable[..., None] = field(default=lambda **_fields: None)
@@ -163,7 +197,7 @@ class RestoreReport:
     safety_copy_backup: str | None
     done: tuple[str, ...]
     duration_s: float
-    # Seconds per phase: "verify" (resolve, download, check), "safety_copy", "replace".
+    # Seconds per phase: "verify" (resolve, download, check), "stop", "safety_copy", "replace".
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -199,6 +233,7 @@ def run_restore(request_id: str, options: RestoreOptions, ctx: RestoreContext) -
     source = options.source or ctx.default_source
     done: list[str] = []
     safety: str | None = None
+    safety_id: str | None = None
     touched = False
     backup: str | None = None
     timings: dict[str, float] = {}
@@ -217,7 +252,7 @@ def run_restore(request_id: str, options: RestoreOptions, ctx: RestoreContext) -
         event("restore.step", id=request_id, step=text)
 
     try:
-        with spool_folder(ctx.state_dir, request_id) as tmp:
+        with spool_folder(ctx.spool_dir or ctx.state_dir, request_id) as tmp:
             store = open_store(source)
             manifest = resolve_backup(store, options.backup)
             backup = manifest.id
@@ -237,6 +272,9 @@ def run_restore(request_id: str, options: RestoreOptions, ctx: RestoreContext) -
                 project=ctx.desired.project,
                 purposes={"restore", "restore-empty", "backup"},
             )
+            # Every byte is read and authenticated before one is written: no
+            # room for the verified copy is a refusal, never a stream.
+            ensure_room(tmp, plan.artifacts)
             fetched = {a.key: fetch_verified(store, a, tmp) for a in plan.artifacts}
             # Every member of every archive and every statement of every dump is
             # read and judged before anything is stopped, copied, emptied or
@@ -244,7 +282,7 @@ def run_restore(request_id: str, options: RestoreOptions, ctx: RestoreContext) -
             for volume in plan.volumes:
                 ref = volume.artifact
                 screen(
-                    decompressed(store, ref, fetched[ref.key]),
+                    decompressed(ref, fetched[ref.key]),
                     what=f"backup {backup} volume {ref.name}",
                     max_bytes=ref.raw_size,
                     paths=volume.paths,
@@ -252,30 +290,71 @@ def run_restore(request_id: str, options: RestoreOptions, ctx: RestoreContext) -
             for database in plan.databases:
                 screen_dump(
                     without_schemas(
-                        decompressed(store, database.artifact, fetched[database.artifact.key])
+                        decompressed(database.artifact, fetched[database.artifact.key])
                     ),
                     artifact=f"backup {backup} {database.artifact.key}",
                 )
             event("restore.verified", id=request_id, backup=backup, artifacts=len(fetched))
             phase("verify")
             safety_store = open_store(safety_url(ctx.safety_target, request_id))
-            safety_id = _safety_copy(ctx, plan, safety_store)
-            safety = safety_store.url
-            ctx.record(safety_copy=safety, safety_copy_backup=safety_id)
-            step(f"safety copy {safety_id} written to {safety}")
-            phase("safety_copy")
-            touched = True
-            _replace(ctx, plan, store, fetched, step)
-            phase("replace")
-    except RestoreFailed:
+            stopped: list[str] = []
+            failure: BaseException | None = None
+            try:
+                # Stopped first: the safety copy must not miss a write made after it.
+                _stop(ctx, plan.stop, step, stopped)
+                phase("stop")
+                safety_manifest = _safety_copy(ctx, plan, safety_store, skip_databases=set(stopped))
+                safety, safety_id = safety_store.url, safety_manifest.id
+                ctx.record(safety_copy=safety, safety_copy_backup=safety_id)
+                step(f"safety copy {safety_id} written to {safety}")
+                phase("safety_copy")
+                touched = True
+                written: set[str] = set()
+                try:
+                    _write(ctx, plan, fetched, step, stopped=stopped, written=written)
+                except _ERRORS as exc:
+                    for path in fetched.values():
+                        path.unlink(missing_ok=True)  # room for the safety copy's artifacts
+                    problem = _put_back(
+                        ctx,
+                        plan,
+                        safety_store,
+                        safety_manifest,
+                        folder=tmp,
+                        step=step,
+                        stopped=stopped,
+                        written=written,
+                    )
+                    ctx.record(put_back=problem or "ok")
+                    raise RestoreFailed(
+                        failed_after_writing(
+                            str(exc), put_back_error=problem, safety=safety, safety_id=safety_id
+                        ),
+                        done=done,
+                        safety_copy=safety,
+                        touched=True,
+                        backup=backup,
+                        put_back=problem or "ok",
+                    ) from exc
+                phase("replace")
+            except BaseException as exc:
+                failure = exc
+                raise
+            finally:
+                # On every way out, and only once a put-back is over.
+                problems = _start_stopped(ctx, stopped, step)
+                if problems:
+                    text = "services did not come back: " + "; ".join(problems)
+                    if isinstance(failure, RestoreFailed):
+                        failure.message += f"; {text}"
+                    elif failure is None:
+                        raise ReconcilerError(text)
+                    else:
+                        raise ReconcilerError(f"{failure}; {text}") from failure
+    except RestoreFailed as exc:
+        event("restore.failed", level=logging.ERROR, id=request_id, error=str(exc))
         raise
-    except (
-        ReconcilerError,
-        RestorePlanError,
-        OSError,
-        zstandard.ZstdError,
-        docker.errors.DockerException,
-    ) as exc:
+    except _ERRORS as exc:
         message = str(exc)
         event("restore.failed", level=logging.ERROR, id=request_id, error=message)
         raise RestoreFailed(
@@ -374,8 +453,15 @@ def _helper_image(ctx: RestoreContext, volume: str) -> str | None:
 # -- safety copy ----------------------------------------------------------------------
 
 
-def _safety_copy(ctx: RestoreContext, plan: RestorePlan, store: ObjectStore) -> str:
-    """A complete backup of what ``plan`` will overwrite; its id once the manifest is stored."""
+def _safety_copy(
+    ctx: RestoreContext, plan: RestorePlan, store: ObjectStore, *, skip_databases: set[str]
+) -> Manifest:
+    """A complete backup of what ``plan`` will overwrite; its manifest, once stored.
+
+    Taken with the services of ``plan.stop`` stopped. A database in
+    ``skip_databases`` is stopped too (its data volume is replaced): no dump
+    can be taken, and the copy of that volume holds its files.
+    """
     started = datetime.now(UTC)
     ident = backup_id(started)
     monotonic = time.monotonic()
@@ -405,7 +491,7 @@ def _safety_copy(ctx: RestoreContext, plan: RestorePlan, store: ObjectStore) -> 
             )
 
     tasks: list[Callable[[], Artifact]] = [partial(copy_volume, v) for v in plan.volumes]
-    tasks += [partial(copy_database, d) for d in plan.databases]
+    tasks += [partial(copy_database, d) for d in plan.databases if d.service not in skip_databases]
     artifacts = concurrently(tasks)
     manifest = Manifest(
         id=ident,
@@ -417,91 +503,149 @@ def _safety_copy(ctx: RestoreContext, plan: RestorePlan, store: ObjectStore) -> 
         duration_s=round(time.monotonic() - monotonic, 3),
     )
     store.put_bytes(f"{ident}/{MANIFEST}", manifest.to_json())
-    return ident
+    return manifest
 
 
 # -- replace ---------------------------------------------------------------------------
 
 
-def _replace(
+def _stop(ctx: RestoreContext, names: Iterable[str], step: Step, stopped: list[str]) -> None:
+    """Stop each service of ``names`` not yet stopped here; ``stopped`` gets those that ran."""
+    for name in names:
+        if name in stopped:
+            continue
+        grace = ctx.desired.services[name].stop_grace_period_s
+        # Recorded first: the engine finishes a stop even when we are killed
+        # during it, and the pass that recovers the request must start it again.
+        step(f"stopping {name}")
+        if stack_control.stop_service(ctx.client, ctx.desired.project, name, grace_s=grace):
+            stopped.append(name)
+            step(f"stopped {name}")
+
+
+def _write(
+    ctx: RestoreContext,
+    plan: RestorePlan,
+    fetched: dict[str, Path],
+    step: Step,
+    *,
+    stopped: list[str],
+    written: set[str],
+) -> None:
+    """Replace the volumes and load the dumps of ``plan`` from their verified copies.
+
+    ``written`` gets ``volume:KEY`` and ``database:SERVICE`` as each begins to
+    change; a database service in ``stopped`` is started to load its dump.
+    """
+    project = ctx.desired.project
+
+    def restore_volumes() -> None:
+        for volume in plan.volumes:
+            image = _helper_image(ctx, volume.volume)
+            assert image is not None
+            written.add(f"volume:{volume.key}")
+            # Exact: what is not in the backup goes (it is in the safety copy);
+            # with paths, only under those paths.
+            stack_control.empty_volume(
+                ctx.client,
+                volume=volume.volume,
+                image=image,
+                project=project,
+                paths=volume.paths,
+            )
+            where = f" ({', '.join(volume.paths)})" if volume.paths else ""
+            step(f"emptied volume {volume.volume}{where}")
+            volume_archive.write_volume(
+                ctx.client,
+                volume=volume.volume,
+                image=image,
+                project=project,
+                chunks=decompressed(volume.artifact, fetched[volume.artifact.key]),
+                paths=volume.paths,
+            )
+            step(f"restored volume {volume.volume}{where}")
+
+    def load(database: DatabaseRestore) -> None:
+        existing = stack_control.user_databases(ctx.client, database.container)
+        chunks = decompressed(database.artifact, fetched[database.artifact.key])
+        written.add(f"database:{database.service}")
+        mariadb.load_dump(
+            ctx.client,
+            container=database.container,
+            chunks=_prefixed(stack_control.drop_sql(existing), without_schemas(chunks)),
+        )
+        step(f"loaded database {database.service}")
+
+    # Volumes and the dumps of running databases at once: the engine
+    # unpacks the tar while the server loads the dump.
+    running = [d for d in plan.databases if d.service not in stopped]
+    work: list[Callable[[], None]] = [restore_volumes]
+    work += [partial(load, d) for d in running]
+    concurrently(work)
+    for database in plan.databases:
+        if database.service in stopped:
+            # Its data volume was replaced: the server must run to load the dump.
+            _start_ready(ctx, database.service)
+            stopped.remove(database.service)
+            step(f"started {database.service}")
+            load(database)
+
+
+def _put_back(
     ctx: RestoreContext,
     plan: RestorePlan,
     store: ObjectStore,
-    fetched: dict[str, Path | None],
+    safety: Manifest,
+    *,
+    folder: Path,
     step: Step,
-) -> None:
-    project = ctx.desired.project
-    services = ctx.desired.services
-    stopped: list[str] = []
+    stopped: list[str],
+    written: set[str],
+) -> str | None:
+    """Write the safety copy back over what the failed restore began to change.
+
+    The same verify-then-write path as the restore itself, with the services
+    of ``plan.stop`` stopped again (a database may have been started to load
+    its dump). None when it was put back, else why not.
+    """
+    step("putting the safety copy back")
+    refs = {(a.kind, a.name): a for a in artifact_refs(safety)}
+    back = RestorePlan(
+        volumes=tuple(
+            replace(v, artifact=refs[("volume", v.key)])
+            for v in plan.volumes
+            if f"volume:{v.key}" in written and ("volume", v.key) in refs
+        ),
+        databases=tuple(
+            replace(d, artifact=refs[("database", d.service)])
+            for d in plan.databases
+            if f"database:{d.service}" in written and ("database", d.service) in refs
+        ),
+        stop=plan.stop,
+    )
     try:
-        for name in plan.stop:
-            grace = services[name].stop_grace_period_s
-            # Recorded first: the engine finishes a stop even when we are killed
-            # during it, and the pass that recovers the request must start it again.
-            step(f"stopping {name}")
-            if stack_control.stop_service(ctx.client, project, name, grace_s=grace):
-                stopped.append(name)
-                step(f"stopped {name}")
+        _stop(ctx, plan.stop, step, stopped)
+        ensure_room(folder, back.artifacts)
+        fetched = {a.key: fetch_verified(store, a, folder) for a in back.artifacts}
+        _write(ctx, back, fetched, step, stopped=stopped, written=set())
+    except _ERRORS as exc:
+        event("restore.put_back", level=logging.ERROR, error=str(exc))
+        return str(exc)
+    step(f"put the safety copy back ({back.describe()})")
+    return None
 
-        def restore_volumes() -> None:
-            for volume in plan.volumes:
-                image = _helper_image(ctx, volume.volume)
-                assert image is not None
-                # Exact: what is not in the backup goes (it is in the safety
-                # copy); with paths, only under those paths.
-                stack_control.empty_volume(
-                    ctx.client,
-                    volume=volume.volume,
-                    image=image,
-                    project=project,
-                    paths=volume.paths,
-                )
-                where = f" ({', '.join(volume.paths)})" if volume.paths else ""
-                step(f"emptied volume {volume.volume}{where}")
-                volume_archive.write_volume(
-                    ctx.client,
-                    volume=volume.volume,
-                    image=image,
-                    project=project,
-                    chunks=decompressed(store, volume.artifact, fetched[volume.artifact.key]),
-                    paths=volume.paths,
-                )
-                step(f"restored volume {volume.volume}{where}")
 
-        def load(database: DatabaseRestore) -> None:
-            existing = stack_control.user_databases(ctx.client, database.container)
-            chunks = decompressed(store, database.artifact, fetched[database.artifact.key])
-            mariadb.load_dump(
-                ctx.client,
-                container=database.container,
-                chunks=_prefixed(stack_control.drop_sql(existing), without_schemas(chunks)),
-            )
-            step(f"loaded database {database.service}")
-
-        # Volumes and the dumps of running databases at once: the engine
-        # unpacks the tar while the server loads the dump.
-        running = [d for d in plan.databases if d.service not in stopped]
-        work: list[Callable[[], None]] = [restore_volumes]
-        work += [partial(load, d) for d in running]
-        concurrently(work)
-        for database in plan.databases:
-            if database.service in stopped:
-                # Its data volume was replaced: the server must run to load the dump.
-                _start_ready(ctx, database.service)
-                stopped.remove(database.service)
-                step(f"started {database.service}")
-                load(database)
-    finally:
-        problems = []
-        for name in list(stopped):
-            try:
-                _start_ready(ctx, name)
-                stopped.remove(name)
-                step(f"started {name}")
-            except ReconcilerError as exc:
-                problems.append(f"{name}: {exc}")
-        if problems:
-            raise ReconcilerError("services did not come back: " + "; ".join(problems))
+def _start_stopped(ctx: RestoreContext, stopped: list[str], step: Step) -> list[str]:
+    """Start what this restore stopped; the problems of those that did not come back."""
+    problems = []
+    for name in list(stopped):
+        try:
+            _start_ready(ctx, name)
+            stopped.remove(name)
+            step(f"started {name}")
+        except (ReconcilerError, docker.errors.DockerException) as exc:
+            problems.append(f"{name}: {exc}")
+    return problems
 
 
 def _start_ready(ctx: RestoreContext, service: str) -> None:

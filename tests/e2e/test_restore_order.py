@@ -1,0 +1,179 @@
+# ruff: noqa: F811 - the tests take the imported ``env`` fixture by name
+"""The order of a restore against the real engine, MariaDB and moto's S3, through the real CLI.
+
+Stop before the safety copy; put the safety copy back when a step fails after
+writing began; refuse when the spool has no room; say what it replaces before asking.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+import zstandard
+
+from reconciler.adapters.object_store import S3Store
+from reconciler.runtime.backing_up import read_manifest
+from tests.e2e.test_restore import Env, compose, env  # noqa: F401 (the fixture)
+from tests.integration.backup_stack import run_sql
+
+pytestmark = pytest.mark.integration
+
+WRITER = """\
+  writer:
+    image: reconciler-local/busybox:latest
+    command:
+      - sh
+      - -c
+      - >-
+        trap 'echo stopped >> /data/seq.log; exit 0' TERM;
+        i=0; while true; do i=$$((i+1)); echo $$i >> /data/seq.log; usleep 20000; done
+    volumes: ["site:/data"]
+    stop_grace_period: 5s
+"""
+
+
+def with_writer() -> str:
+    text = compose()
+    return text.replace("volumes:\n  site:", WRITER + "volumes:\n  site:", 1)
+
+
+def _member(store: S3Store, backup: str, name: str, path: str) -> bytes:
+    artifact = next(a for a in read_manifest(store, backup).artifacts if a.name == name)
+    raw = (
+        zstandard.ZstdDecompressor()
+        .decompressobj()
+        .decompress(b"".join(store.get_stream(artifact.key)))
+    )
+    with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+        for member in tar.getmembers():
+            if member.name.lstrip("./") == path:
+                extracted = tar.extractfile(member)
+                assert extracted is not None
+                return extracted.read()
+    raise AssertionError(f"{path} not in {artifact.key}")
+
+
+def test_the_safety_copy_is_taken_after_the_writers_stopped(env: Env) -> None:
+    env.remote.commit_files({"desired-state/compose.yaml": with_writer()})
+    env.cli.run("sync", check=True)
+    env.backup()
+    result = env.cli.run("restore", "latest", "--yes", "--id", "w1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = env.restores()["w1"]
+    safety = S3Store(env.bucket, "prod/pre-restore/w1")
+    lines = _member(safety, record["safety_copy_backup"], "site", "seq.log").decode().split()
+    # The writer's last word, written as it stopped, is the copy's last line:
+    # nothing the writer wrote is missing, and nothing was written after the copy began.
+    assert lines[-1] == "stopped", lines[-5:]
+    assert [int(n) for n in lines[:-1]] == list(range(1, len(lines)))
+    done = record["done"]
+    assert done.index("stopped writer") < next(
+        i for i, s in enumerate(done) if s.startswith("safety copy ")
+    )
+    assert env.container("writer").status == "running"
+
+
+def _plant_failing_dump(env: Env, backup: str) -> None:
+    """The backup's dump with a statement that fails at its end, checksums recomputed."""
+    store = S3Store(env.bucket, "prod")
+    raw_manifest = json.loads(b"".join(store.get_stream(f"{backup}/manifest.json")))
+    entry = next(a for a in raw_manifest["artifacts"] if a["kind"] == "database")
+    dump = (
+        zstandard.ZstdDecompressor()
+        .decompressobj()
+        .decompress(b"".join(store.get_stream(entry["key"])))
+    )
+    dump += b"\nINSERT INTO shop.no_such_table VALUES (1);\n"
+    stored = zstandard.ZstdCompressor().compress(dump)
+    store.put_bytes(entry["key"], stored)
+    entry.update(size=len(stored), sha256=hashlib.sha256(stored).hexdigest(), raw_size=len(dump))
+    store.put_bytes(f"{backup}/manifest.json", json.dumps(raw_manifest).encode())
+
+
+def test_a_restore_failing_after_it_wrote_puts_the_safety_copy_back(env: Env) -> None:
+    good = env.backup()
+    _plant_failing_dump(env, good)
+    env.sh("echo before-restore > /data/before.txt && rm -rf /data/html")
+    run_sql(env.container("db"), "INSERT INTO shop.orders (item) VALUES ('kept');")
+    files, rows = env.files(), env.rows()
+    result = env.cli.run("restore", "latest", "--yes", "--id", "f1")
+    assert result.returncode == 1
+    assert "no_such_table" in result.stderr  # what failed
+    assert "the safety copy" in result.stderr
+    assert "was put back" in result.stderr
+    assert env.files() == files
+    assert env.rows() == rows
+    assert {env.container(s).status for s in ("web", "db")} == {"running"}
+    record = env.restores()["f1"]
+    assert record["state"] == "failed"
+    assert record["put_back"] == "ok"
+    assert any(s.startswith("restored volume") for s in record["done"])
+    assert "putting the safety copy back" in record["done"]
+
+
+def test_no_room_in_the_spool_refuses_and_changes_nothing(env: Env, tmp_path: Path) -> None:
+    env.sh("head -c 4000000 /dev/urandom > /data/big.bin")
+    env.backup()
+    env.sh("echo later > /data/later.txt")
+    files, rows = env.files(), env.rows()
+    started = env.container("web").attrs["State"]["StartedAt"]
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(spool)], check=True)
+    try:
+        env.cli.env["RECONCILER_SPOOL_DIR"] = str(spool)
+        result = env.cli.run("restore", "latest", "--yes", "--id", "s1")
+    finally:
+        subprocess.run(["umount", str(spool)], check=True)
+    assert result.returncode == 1
+    needed = re.search(rf"needs (\d+) MB in {re.escape(str(spool))}/restore-tmp/s1", result.stderr)
+    assert needed is not None, result.stderr
+    assert int(needed[1]) > 64 + 4  # the 4 MB file, stored, plus the headroom
+    assert "MB free" in result.stderr
+    assert "RECONCILER_SPOOL_DIR" in result.stderr
+    assert "nothing was overwritten" in result.stderr
+    assert env.files() == files
+    assert env.rows() == rows
+    assert env.container("web").attrs["State"]["StartedAt"] == started
+    assert not S3Store(env.bucket, "prod/pre-restore/s1").list()
+
+
+def test_restore_latest_says_what_it_is_and_replaces_before_asking(env: Env) -> None:
+    good = env.backup()
+    env.sh("echo later > /data/later.txt")
+    files = env.files()
+    result = subprocess.run(
+        [sys.executable, "-m", "reconciler", "restore", "latest", "--id", "c1"],
+        env=env.cli.env,
+        cwd=env.cli.cwd,
+        input="no\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 1
+    text = result.stdout + result.stderr
+    manifest = read_manifest(S3Store(env.bucket, "prod"), good)
+    assert f"Backup {good} from s3://{env.bucket}/prod" in text
+    assert manifest.time in text
+    assert manifest.host in text
+    total = sum(a.size for a in manifest.artifacts)
+    assert f"{total / 1e6:.1f} MB stored" in text
+    assert "volume site (" in text
+    assert "database db (" in text
+    assert "stop services web" in text
+    assert f"replace Docker volume {env.project}_site" in text
+    assert f"user databases of {env.project}-db-1" in text
+    assert f"s3://{env.bucket}/prod/pre-restore/c1" in text
+    assert "nothing was changed" in text
+    assert env.files() == files
+    assert env.cli.status()["restores"] == []
