@@ -97,7 +97,9 @@ def test_a_file_store_leaves_an_existing_root_as_the_user_made_it(tmp_path: Path
 
 
 def test_the_restore_spool_is_a_0700_folder_of_0600_files(tmp_path: Path) -> None:
-    data = b"-- a dump with mysql.user password hashes\n"
+    import zstandard
+
+    data = zstandard.ZstdCompressor().compress(b"-- a dump with mysql.user password hashes\n")
     store = FileStore(tmp_path / "backups")
     store.put_bytes("b1/db.sql.zst", data)
     artifact = ArtifactRef(
