@@ -475,6 +475,7 @@ class Repository:
         runner: Runner | None = None,
         cache_dir: str | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
+        progress_fps: float = 1.0,
     ) -> None:
         if not key:
             raise ResticError("RECONCILER_BACKUP_KEY is empty: every backup needs the key")
@@ -488,6 +489,8 @@ class Repository:
         self._env = {k: source[k] for k in PASSED_ENV if k in source}
         self._env["RESTIC_REPOSITORY"] = self.url
         self._env["RESTIC_PASSWORD"] = key
+        # With --json restic prints 60 status lines a second unless told otherwise.
+        self._env["RESTIC_PROGRESS_FPS"] = str(progress_fps)
 
     def __repr__(self) -> str:  # never the key
         return f"Repository({self.where!r})"
