@@ -13,7 +13,8 @@ One run, the same data, one local S3 server (moto) for all three:
 
 Measured: the first backup, a second backup of unchanged data, then one
 backup a day for days 2..7 of data that changes 1 % a day (files rewritten,
-1 % of the dump's lines changed; restic's backups are dated with ``--time``),
+1 % of the dump's rows: half appended, half updates of the newest 5 %, as a
+shop's orders change; restic's backups are dated with ``--time``),
 retention ``forget --keep-daily 7 ... --prune`` at the end; stored bytes
 after that against one copy; peak RSS. Run by hand as root on a machine with
 Docker (it writes the volume through its mountpoint):
@@ -23,8 +24,9 @@ Docker (it writes the volume through its mountpoint):
 The helper's image is the local Debian base plus the host's restic binary
 (the reconciler's image carries Debian's same restic 0.14; building it would
 only add minutes). Peak RSS of ours is that of our process and its children
-(``wait4``), and of restic in the helper (the highest ``total_rss`` of its
-memory cgroup, polled every 0.1 s: cgroup v1 keeps no peak of RSS alone).
+(GNU time's ``%M``, as for the other two), and of restic in the helper (the
+highest ``total_rss`` of its memory cgroup, polled every 0.1 s: cgroup v1
+keeps no peak of RSS alone).
 Everything it makes carries the label ``dev.reconciler.project=<bench id>``
 and is removed at the end.
 """
@@ -55,7 +57,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from backup_bench import moto_server, object_sizes, populate, text_block, timed_child  # noqa: E402
+from backup_bench import moto_server, object_sizes, populate, text_block  # noqa: E402
 
 from reconciler import labels  # noqa: E402
 
@@ -74,7 +76,6 @@ def ours_child(spec: dict[str, Any]) -> int:
     from reconciler.adapters.restic_helper import HelperRunner, volume_path
 
     client = docker.from_env(timeout=600)
-    when = datetime.fromisoformat(spec["time"])
     runner = HelperRunner(
         client,
         image=spec["image"],
@@ -83,13 +84,18 @@ def ours_child(spec: dict[str, Any]) -> int:
         cache_volume=spec["cache_volume"],
         network_mode="host",
     )
-    started = time.monotonic()
     helper_repo = Repository(spec["target"], key=KEY, runner=runner)
     local_repo = Repository(spec["target"], key=KEY, cache_dir=spec["cache_dir"])
-    made = local_repo.ensure()
+    if spec.get("init"):
+        # Made untimed, like the direct repository's ``restic init``.
+        print(json.dumps({"made": local_repo.ensure()}))
+        return 0
+    when = datetime.fromisoformat(spec["time"])
+    started = time.monotonic()
     site = helper_repo.backup_folder(
         volume_path(spec["volume"]), tags=["site"], host=HOST, time=when
     )
+    site_s = time.monotonic() - started
     with open(spec["dump"], "rb") as dump:
         db = local_repo.backup_stdin(dump, filename="db.sql", tags=["db"], host=HOST, time=when)
     if spec.get("forget"):
@@ -99,7 +105,7 @@ def ours_child(spec: dict[str, Any]) -> int:
         json.dumps(
             {
                 "seconds": seconds,
-                "made": made,
+                "site_s": site_s,
                 "site_added": site.data_added,
                 "db_added": db.data_added,
             }
@@ -183,8 +189,12 @@ def order_line(rng: random.Random, i: int) -> bytes:
 
 
 def change_dump(lines: list[bytes], rng: random.Random, fraction: float) -> None:
-    for index in rng.sample(range(1, len(lines)), int(len(lines) * fraction)):
+    """A shop's day: half of the change new orders, half updates of the newest 5 %."""
+    count = int(len(lines) * fraction)
+    recent = range(max(1, len(lines) - len(lines) // 20), len(lines))
+    for index in rng.sample(recent, min(len(recent), count // 2)):
         lines[index] = order_line(rng, index)
+    lines.extend(order_line(rng, len(lines) + i) for i in range(count - count // 2))
 
 
 # --- the run --------------------------------------------------------------------------------
@@ -299,14 +309,14 @@ def main() -> int:
                         f" && restic forget -q --cache-dir {restic_cache} --keep-last 3 "
                         "--keep-within 1d --keep-daily 7 --keep-weekly 4 --keep-monthly 12 --prune"
                     )
-                r_s, r_rss, r_rc = timed_child(["sh", "-c", restic_cmd], restic_env)
+                r_s, r_rss, r_rc, _ = timed_child(["sh", "-c", restic_cmd], restic_env, scratch)
                 prefix = f"tar/{step}-{day}"
                 tar_cmd = (
                     f"set -e; tar -cf - -C {mountpoint} . | zstd -q -3 -T0 | "
                     f"{aws} s3 cp - s3://{bucket}/{prefix}/site.tar.zst; "
                     f"zstd -q -3 -T0 < {dump} | {aws} s3 cp - s3://{bucket}/{prefix}/db.sql.zst"
                 )
-                t_s, t_rss, t_rc = timed_child(["sh", "-c", tar_cmd], env)
+                t_s, t_rss, t_rc, _ = timed_child(["sh", "-c", tar_cmd], env, scratch)
                 if r_rc or t_rc:
                     raise SystemExit(f"a run failed: restic {r_rc}, tar {t_rc}")
                 results["ours"][step] = ours["seconds"]
@@ -316,13 +326,23 @@ def main() -> int:
                     results[name]["rss"] = max(results[name].get("rss", 0), rss * 1024)
                 results["ours"]["helper_rss"] = max(results["ours"].get("helper_rss", 0), peak.peak)
                 print(
-                    f"{step} day {day}: ours {ours['seconds']:.1f}s "
+                    f"{step} day {day}: ours {ours['seconds']:.1f}s (site {ours['site_s']:.1f}s) "
                     f"(+{ours['site_added'] / MiB:.1f} MiB site, "
                     f"+{ours['db_added'] / MiB:.1f} MiB db), restic {r_s:.1f}s, "
                     f"tar {t_s:.1f}s",
                     flush=True,
                 )
 
+            init = {
+                "target": f"s3://{bucket}/ours",
+                "image": image,
+                "project": project,
+                "volume": volume_name,
+                "cache_volume": cache_volume,
+                "cache_dir": str(scratch / "ours-cache"),
+                "init": True,
+            }
+            run_ours([sys.executable, __file__, "--ours-child", json.dumps(init)], env, scratch)
             run_all("first", 0)
             one_copy = {
                 "ours": object_sizes(s3, bucket, "ours/"),
@@ -359,15 +379,34 @@ def main() -> int:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+def timed_child(
+    command: list[str], env: dict[str, str], scratch: Path
+) -> tuple[float, int, int, str]:
+    """(wall seconds, peak RSS in KiB of it and its children, exit status, stdout).
+
+    Under GNU time: a child forked from this process would start its RSS high
+    mark at this process's (Linux carries it over exec), which holds the dump.
+    """
+    out_path, rss_path = scratch / "child.out", scratch / "child.rss"
+    started = time.monotonic()
+    with out_path.open("wb") as out:
+        status = subprocess.run(
+            ["/usr/bin/time", "-f", "%M", "-o", str(rss_path), *command],
+            env=env,
+            stdout=out,
+            check=False,
+        ).returncode
+    seconds = time.monotonic() - started
+    rss = int(rss_path.read_text().strip().splitlines()[-1])
+    return seconds, rss, status, out_path.read_text()
+
+
 def run_ours(command: list[str], env: dict[str, str], scratch: Path) -> tuple[dict[str, Any], int]:
     """Run the ours child; its last stdout line and the peak RSS (KiB) of it and its children."""
-    out_path, err_path = scratch / "ours.out", scratch / "ours.err"
-    with out_path.open("wb") as out, err_path.open("wb") as err:
-        process = subprocess.Popen(command, env=env, stdout=out, stderr=err)
-        _, status, usage = os.wait4(process.pid, 0)
-    if os.waitstatus_to_exitcode(status):
-        raise SystemExit(f"ours failed: {err_path.read_text()[-3000:]}")
-    return json.loads(out_path.read_text().strip().splitlines()[-1]), int(usage.ru_maxrss)
+    _, rss, status, out = timed_child(command, env, scratch)
+    if status:
+        raise SystemExit(f"ours failed with exit status {status}")
+    return json.loads(out.strip().splitlines()[-1]), rss
 
 
 def report(
