@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import io
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
 import pytest
 
 from reconciler.adapters.restic import (
+    Completed,
+    LocalRunner,
     Repository,
     RepositoryNotFound,
     ResticError,
@@ -133,3 +140,57 @@ def test_retention_always_keeps_the_last_three_and_the_last_day() -> None:
     assert Retention(daily=7, weekly=0, monthly=12).args() == [
         "--keep-last", "3", "--keep-within", "1d", "--keep-daily", "7", "--keep-monthly", "12",
     ]  # fmt: skip
+
+
+class Recording:
+    """A Runner that records what restic would be run with."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[list[str], dict[str, str]]] = []
+
+    def run(self, args: Sequence[str], *, env: Mapping[str, str], **_: object) -> Completed:
+        self.calls.append((list(args), dict(env)))
+        return Completed(0, ["[]"], "")
+
+
+def test_the_key_travels_in_the_environment_only() -> None:
+    runner = Recording()
+    repo = Repository(
+        "s3://my-bucket/prod",
+        key="s3cret-key",
+        env={"AWS_ACCESS_KEY_ID": "A", "GITHUB_TOKEN": "nope"},
+        runner=runner,
+    )
+    repo.snapshots()
+    repo.forget(Retention())
+
+    for args, env in runner.calls:
+        assert not any("s3cret" in a for a in args)
+        assert env["RESTIC_PASSWORD"] == "s3cret-key"
+        assert env["RESTIC_REPOSITORY"] == "s3:s3.amazonaws.com/my-bucket/prod"
+        assert "GITHUB_TOKEN" not in env
+
+
+def test_ids_and_paths_are_checked_before_restic_runs() -> None:
+    repo = Repository("file:///tmp/r", key="k", env={}, runner=Recording())
+    with pytest.raises(ResticError):
+        repo.dump("latest; rm -rf /", "/db.sql", io.BytesIO())
+    with pytest.raises(ResticError):
+        repo.restore(FULL, target=Path("/tmp/out"), include=["/volume/../../etc"])
+    with pytest.raises(ResticError):
+        repo.backup_stdin(io.BytesIO(), filename="../db.sql", host="vm")
+
+
+def test_a_timeout_kills_restic_and_its_children(tmp_path: Path) -> None:
+    marker = tmp_path / "child.pid"
+    runner = LocalRunner(binary="/bin/sh")
+    started = time.monotonic()
+    with pytest.raises(Unavailable, match="did not finish"):
+        runner.run(["-c", f"sleep 60 & echo $! > {marker}; wait"], env={}, timeout_s=0.5)
+    assert time.monotonic() - started < 15
+    child = int(marker.read_text())
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and Path(f"/proc/{child}").exists():
+        time.sleep(0.05)
+    status = Path(f"/proc/{child}/stat")
+    assert not status.exists() or status.read_text().split()[2] == "Z"
