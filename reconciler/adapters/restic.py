@@ -420,7 +420,13 @@ def _feed(source: IO[bytes], sink: IO[bytes] | None) -> None:
 
 _WRONG_KEY = ("wrong password or no key found",)
 _ABSENT = ("Is there a repository at the following location?",)
-_ABSENT_CAUSE = ("no such file or directory", "key does not exist", "NoSuchKey", "NoSuchBucket")
+_ABSENT_CAUSE = (
+    "no such file or directory",
+    "key does not exist",
+    "bucket does not exist",
+    "NoSuchKey",
+    "NoSuchBucket",
+)
 _UNREACHABLE = (
     "dial tcp",
     "connection refused",

@@ -71,6 +71,8 @@ def test_credentials_are_stripped_and_the_key_stays_out_of_repr() -> None:
         ("Fatal: unable to open config file: Stat: Head \"http://x/config\": dial tcp "
          "127.0.0.1:1: connect: connection refused\nIs there a repository at the following "
          "location?", Unavailable),
+        ("Fatal: unable to open config file: Stat: The specified bucket does not exist.\n"
+         "Is there a repository at the following location?", RepositoryNotFound),
         ("Fatal: unable to create lock in backend: repository is already locked", Unavailable),
         ("Fatal: all target directories/files do not exist", ResticError),
     ],
