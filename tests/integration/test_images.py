@@ -121,6 +121,14 @@ def run_detached(docker_client: docker.DockerClient) -> Iterator[list[str]]:
             docker_client.api.remove_container(container_id, force=True, v=True)
 
 
+def test_reconciler_image_carries_restic(reconciler_image: str) -> None:
+    # The backup engine, also run from this image in the helpers that read volumes.
+    result = docker_cli("run", "--rm", "--entrypoint", "restic", reconciler_image, "version")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("restic 0.")
+
+
 def test_reconciler_image_runs_the_cli(reconciler_image: str) -> None:
     result = docker_cli("run", "--rm", reconciler_image, "--help")
 

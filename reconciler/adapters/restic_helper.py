@@ -1,0 +1,190 @@
+"""restic where the volume is: a short-lived helper container that reads it as files.
+
+A backup of a volume runs ``restic`` inside a helper container made from an
+image already present on the engine (the reconciler's own image carries
+restic; nothing is ever pulled). The volume is mounted read-only at
+``/volume/<name>``: a fixed path per volume, so restic finds the previous
+snapshot of the same volume as its parent and re-reads only files whose size,
+mtime or inode changed. restic's cache lives in a named volume kept between
+backups (``reconciler-restic-cache`` by default), so an unchanged volume
+costs a scan and a few small uploads.
+
+The helper carries the project and helper labels, and is removed on every way
+out (success, failure, timeout). The cache volume carries the project label
+and ``dev.reconciler.cache``, never the helper label: ``remove_leftovers``
+must not sweep it.
+
+``network_mode`` is a parameter: tests whose S3 server listens on the host's
+loopback run the helper with ``"host"``; production leaves Docker's default.
+The key reaches restic as ``RESTIC_PASSWORD`` in the helper's environment
+(visible to whoever may ``docker inspect``, who is root on the VM anyway), not
+in its command line.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import docker
+import docker.errors
+import requests
+
+from reconciler import labels
+from reconciler.adapters.restic import Completed, ResticError, checked_path
+from reconciler.errors import Unavailable
+
+VOLUME_ROOT = "/volume"
+CACHE_DIR = "/cache"
+DEFAULT_CACHE_VOLUME = "reconciler-restic-cache"
+CACHE_LABEL = f"{labels.PREFIX}.cache"
+# What of restic's environment crosses into the helper: PATH, HOME and TMPDIR
+# are the image's own.
+NOT_PASSED = {"PATH", "HOME", "TMPDIR"}
+
+
+def volume_path(volume: str) -> str:
+    """Where the helper mounts ``volume``: the path restic records in the snapshot."""
+    return checked_path(f"{VOLUME_ROOT}/{volume}")
+
+
+@dataclass
+class HelperRunner:
+    """A ``Runner`` (see ``restic.py``) that runs restic in a helper container.
+
+    ``volumes`` are mounted read-only at ``volume_path(name)``; ``binds`` maps
+    host folders to the same path in the helper, read-write (a ``file://``
+    repository on the host).
+    """
+
+    client: docker.DockerClient
+    image: str
+    project: str
+    volumes: Sequence[str] = ()
+    binds: Sequence[str] = ()
+    cache_volume: str = DEFAULT_CACHE_VOLUME
+    network_mode: str | None = None
+    purpose: str = "restic-backup"
+    binary: str = "restic"
+    last_container: str = field(default="", init=False)
+
+    def run(
+        self,
+        args: Sequence[str],
+        *,
+        env: Mapping[str, str],
+        timeout_s: float,
+        stdin: IO[bytes] | None = None,
+        stdout: IO[bytes] | None = None,
+        on_line: Callable[[str], None] | None = None,
+    ) -> Completed:
+        if stdin is not None:
+            raise ResticError("the restic helper reads volumes, not stdin: run stdin backups local")
+        with _engine("preparing the restic helper"):
+            for volume in self.volumes:
+                self.client.volumes.get(volume)  # never let Docker create an empty one
+            self.client.images.get(self.image)
+            self._cache()
+        mounts: dict[str, dict[str, str]] = {
+            v: {"bind": volume_path(v), "mode": "ro"} for v in self.volumes
+        }
+        mounts[self.cache_volume] = {"bind": CACHE_DIR, "mode": "rw"}
+        for path in self.binds:
+            mounts[checked_path(path)] = {"bind": path, "mode": "rw"}
+        options: dict[str, Any] = {}
+        if self.network_mode:
+            options["network_mode"] = self.network_mode
+        name = f"{self.project}-helper-{self.purpose}-{uuid.uuid4().hex[:8]}"
+        with _engine("creating the restic helper"):
+            container = self.client.containers.create(
+                self.image,
+                entrypoint=[self.binary],
+                command=[*args, "--cache-dir", CACHE_DIR],
+                name=name,
+                labels={labels.PROJECT: self.project, labels.HELPER: self.purpose},
+                volumes=mounts,
+                environment={k: v for k, v in env.items() if k not in NOT_PASSED},
+                **options,
+            )
+        self.last_container = name
+        timed_out = threading.Event()
+
+        def kill() -> None:
+            timed_out.set()
+            with suppress(docker.errors.DockerException, requests.RequestException):
+                container.kill()
+
+        timer = threading.Timer(timeout_s, kill)
+        timer.daemon = True
+        try:
+            with _engine("running the restic helper"):
+                container.start()
+                timer.start()
+                lines = _stream(container, stdout=stdout, on_line=on_line)
+                status = container.wait()
+                stderr = container.logs(stdout=False, stderr=True).decode("utf-8", "replace")
+        finally:
+            timer.cancel()
+            with suppress(docker.errors.DockerException, requests.RequestException):
+                container.remove(force=True, v=True)
+        if timed_out.is_set():
+            raise Unavailable(
+                f"restic {args[0]} in the helper did not finish within {timeout_s:.0f} s"
+            )
+        return Completed(int(status.get("StatusCode", 1)), lines, stderr)
+
+    def _cache(self) -> None:
+        try:
+            self.client.volumes.get(self.cache_volume)
+        except docker.errors.NotFound:
+            self.client.volumes.create(
+                self.cache_volume, labels={labels.PROJECT: self.project, CACHE_LABEL: "restic"}
+            )
+
+
+def _stream(
+    container: Any, *, stdout: IO[bytes] | None, on_line: Callable[[str], None] | None
+) -> list[str]:
+    lines: list[str] = []
+    pending = b""
+    for chunk in container.logs(stream=True, follow=True, stdout=True, stderr=False):
+        if stdout is not None:
+            stdout.write(chunk)
+            continue
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        for raw in complete:
+            line = raw.decode("utf-8", "replace")
+            if on_line is not None:
+                on_line(line)
+            lines.append(line)
+    if pending and stdout is None:
+        lines.append(pending.decode("utf-8", "replace"))
+    return lines
+
+
+@contextmanager
+def _engine(doing: str) -> Iterator[None]:
+    """Docker's errors as ours: a missing volume or image is an error, the rest Unavailable."""
+    try:
+        yield
+    except docker.errors.NotFound as exc:
+        raise ResticError(
+            f"{doing}: {getattr(exc, 'explanation', None) or exc} (volumes and images "
+            "must be present: nothing is pulled or created)"
+        ) from exc
+    except docker.errors.APIError as exc:
+        raise ResticError(f"{doing}: {getattr(exc, 'explanation', None) or exc}") from exc
+    except (requests.RequestException, docker.errors.DockerException) as exc:
+        raise Unavailable(f"the Docker engine cannot be reached ({doing}): {exc}") from exc
+
+
+def iter_helpers(client: docker.DockerClient, project: str) -> Iterator[str]:
+    """Names of restic helpers of ``project`` still present (for tests and leftovers)."""
+    selector = {"label": [f"{labels.PROJECT}={project}", labels.HELPER]}
+    for raw in client.api.containers(all=True, filters=selector):
+        yield raw["Names"][0].lstrip("/")
