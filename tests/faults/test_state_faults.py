@@ -141,8 +141,17 @@ def test_state_folder_full(
     fault_rng: random.Random,
 ) -> None:
     case = new_case("state_folder_full", RUNS)
+    # The state folder here is an 8 MB tmpfs: too small, by design of the case,
+    # for the verified copy a restore spools (its artifacts plus 64 MB of
+    # headroom). A VM with a small state disk points the spool elsewhere the same way.
     world = World(
-        tmp_path, git_daemon, docker_client, project_name, bucket=s3_bucket, s3_endpoint=s3_env.url
+        tmp_path,
+        git_daemon,
+        docker_client,
+        project_name,
+        bucket=s3_bucket,
+        s3_endpoint=s3_env.url,
+        extra={"RECONCILER_SPOOL_DIR": str(tmp_path / "spool")},
     )
     verified: set[str] = set()
     with tmpfs(world.state_dir):
