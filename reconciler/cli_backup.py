@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from reconciler.adapters.object_store import open_store
 from reconciler.decide.retention import RetentionRules
 from reconciler.errors import ReconcilerError
 from reconciler.runtime.backing_up import (
@@ -26,6 +25,7 @@ from reconciler.runtime.backing_up import (
     verify_backup,
 )
 from reconciler.runtime.backup_jobs import BackupContext, backup_now, load_context
+from reconciler.runtime.backup_target import BackupTarget, open_target
 from reconciler.settings import Settings
 
 ContextLoader = Callable[[Settings], BackupContext]
@@ -84,14 +84,22 @@ def cmd_run(args: argparse.Namespace, settings: Settings, load: ContextLoader) -
     return 0
 
 
+def _open(args: argparse.Namespace, settings: Settings, load: ContextLoader) -> BackupTarget:
+    return open_target(
+        _target(args, settings, load), settings.environ, state_dir=settings.state_dir
+    )
+
+
 def cmd_list(args: argparse.Namespace, settings: Settings, load: ContextLoader) -> int:
-    store = open_store(_target(args, settings, load))
-    backups = list_backups(store)
+    target = open_target(
+        _target(args, settings, load), settings.environ, state_dir=settings.state_dir
+    )
+    backups = list_backups(target)
     if args.json:
         print(json.dumps([b.to_dict() for b in backups], indent=2))
         return 0
     if not backups:
-        print(f"no backups in {store.url}")
+        print(f"no backups in {target.store.url}")
         return 0
     print(f"{'ID':<22} {'TIME':<25} {'SIZE':>10}  STATE")
     for backup in backups:
@@ -103,10 +111,12 @@ def cmd_list(args: argparse.Namespace, settings: Settings, load: ContextLoader) 
 
 
 def cmd_verify(args: argparse.Namespace, settings: Settings, load: ContextLoader) -> int:
-    store = open_store(_target(args, settings, load))
+    target = open_target(
+        _target(args, settings, load), settings.environ, state_dir=settings.state_dir
+    )
     bar = ProgressLine(sys.stderr) if sys.stderr.isatty() else None
     try:
-        manifest = verify_backup(store, args.backup_id, progress=bar)
+        manifest = verify_backup(target, args.backup_id, progress=bar)
     except ReconcilerError as exc:
         if bar:
             bar.clear()
@@ -116,7 +126,7 @@ def cmd_verify(args: argparse.Namespace, settings: Settings, load: ContextLoader
         bar.clear()
     print(
         f"backup {manifest.id}: {len(manifest.artifacts)} artifacts verified "
-        f"({human(manifest.size)}, every SHA-256 matches, every archive reads to its end)"
+        f"({human(manifest.size)}, every part authenticated and read to its end)"
     )
     return 0
 
@@ -129,14 +139,14 @@ def cmd_prune(args: argparse.Namespace, settings: Settings, load: ContextLoader)
         if retention
         else RetentionRules()
     )
-    store = context.store(args.target)
-    decision = prune(store, rules, dry_run=args.dry_run)
+    target = context.backup_target(args.target)
+    decision = prune(target, rules, dry_run=args.dry_run)
     verb = "would delete" if args.dry_run else "deleted"
     for ident in decision.keep:
         print(f"keep    {ident}  ({', '.join(decision.reasons[ident])})")
     for ident in decision.delete:
         print(f"{'delete' if args.dry_run else 'deleted'} {ident}")
-    print(f"{verb} {len(decision.delete)}, kept {len(decision.keep)} in {store.url}")
+    print(f"{verb} {len(decision.delete)}, kept {len(decision.keep)} in {target.store.url}")
     return 0
 
 

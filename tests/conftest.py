@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# Every reconciler the tests start (in-process or as a child) opens its backup
+# repositories with this key, and reads volumes with the offline stand-in of
+# its own image (images/local/restic: Debian's restic), as it would from its
+# container. Tests about a missing or wrong key set their own.
+TEST_BACKUP_KEY = "test-backup-key-not-a-secret"
+TEST_HELPER_IMAGE = "reconciler-local/restic:local"
+os.environ.setdefault("RECONCILER_BACKUP_KEY", TEST_BACKUP_KEY)
+os.environ.setdefault("RECONCILER_HELPER_IMAGE", TEST_HELPER_IMAGE)
 
 pytest_plugins = [
     "tests.fixtures.docker_engine",

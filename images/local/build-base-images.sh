@@ -87,10 +87,11 @@ build_derived() {
 }
 
 wanted busybox && build_busybox
-if wanted debian || wanted mariadb || wanted python || wanted openlitespeed; then
+if wanted debian || wanted mariadb || wanted python || wanted openlitespeed || wanted restic; then
   build_debian
 fi
 wanted mariadb && build_derived mariadb:local mariadb
 wanted python && build_derived python:local python
 wanted openlitespeed && build_derived openlitespeed:local openlitespeed
+wanted restic && build_derived restic:local restic
 log "done"

@@ -56,9 +56,11 @@ def volume_path(volume: str) -> str:
 class HelperRunner:
     """A ``Runner`` (see ``restic.py``) that runs restic in a helper container.
 
-    ``volumes`` are mounted read-only at ``volume_path(name)``; ``binds`` maps
-    host folders to the same path in the helper, read-write (a ``file://``
-    repository on the host).
+    ``volumes`` are mounted read-only at ``volume_path(name)``, or at
+    ``volume_path(mount_names[name])``: a backup records a volume under its
+    compose key, so that it restores into a project of another name (a PC's).
+    ``binds`` maps host folders to the same path in the helper, read-write (a
+    ``file://`` repository on the host).
     """
 
     client: docker.DockerClient
@@ -66,6 +68,7 @@ class HelperRunner:
     project: str
     volumes: Sequence[str] = ()
     binds: Sequence[str] = ()
+    mount_names: Mapping[str, str] = field(default_factory=dict)
     cache_volume: str = DEFAULT_CACHE_VOLUME
     network_mode: str | None = None
     purpose: str = "restic-backup"
@@ -90,7 +93,8 @@ class HelperRunner:
             self.client.images.get(self.image)
             self._cache()
         mounts: dict[str, dict[str, str]] = {
-            v: {"bind": volume_path(v), "mode": "ro"} for v in self.volumes
+            v: {"bind": volume_path(self.mount_names.get(v, v)), "mode": "ro"}
+            for v in self.volumes
         }
         mounts[self.cache_volume] = {"bind": CACHE_DIR, "mode": "rw"}
         for path in self.binds:

@@ -40,6 +40,7 @@ class ArtifactRef:
     size: int
     sha256: str
     raw_size: int | None = None  # bytes once decompressed, as the manifest declares
+    snapshot: str = ""  # a restic part: its snapshot (size and raw_size are then bounds)
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ import socket
 import tarfile
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,7 +37,7 @@ import requests
 import zstandard
 
 from reconciler import labels
-from reconciler.adapters import mariadb, stack_control, volume_archive
+from reconciler.adapters import mariadb, restic, restic_helper, stack_control, volume_archive
 from reconciler.adapters.object_store import ObjectNotFound, ObjectStore, StoreError
 from reconciler.decide.retention import (
     BackupRef,
@@ -49,10 +49,12 @@ from reconciler.errors import ReconcilerError
 from reconciler.logs import event
 from reconciler.model.backup_policy import BackupPolicy
 from reconciler.model.desired import DesiredState, ServiceSpec
-from reconciler.runtime import backup_status, stop_journal
+from reconciler.runtime import backup_status, restic_backups, stop_journal
+from reconciler.runtime.backup_target import BackupTarget
 from reconciler.statefiles import PRIVATE_FILE_MODE, exclusive_lock, private_dir
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # zstd artifacts and manifest.json in <id>/: read, never written
+RESTIC_FORMAT = 2  # snapshots in the target's restic repository (runtime/restic_backups.py)
 MANIFEST = "manifest.json"
 MANIFEST_MAX_BYTES = 1024 * 1024  # ours are a few KB: a bigger one is not ours
 LOCK_FILE = "backup.lock"
@@ -86,6 +88,11 @@ class Artifact:
     raw_size: int  # bytes before compression
     compression: str = "zstd"
     format: str = "tar"  # "tar" for volumes, "sql" for databases
+    # Format 2 (restic): the snapshot that holds the part, and how many files it read.
+    # ``key`` is then only a name (``<id>/volumes/<name>``), ``sha256`` empty:
+    # restic authenticates every blob it reads back.
+    snapshot: str = ""
+    files: int = 0
 
 
 @dataclass(frozen=True)
@@ -101,7 +108,14 @@ class Manifest:
 
     def to_json(self) -> bytes:
         data = asdict(self)
-        data["artifacts"] = [asdict(a) for a in self.artifacts]
+        if self.format_version == RESTIC_FORMAT:
+            data["artifacts"] = [
+                {f: getattr(a, f) for f in _RESTIC_ARTIFACT_FIELDS} for a in self.artifacts
+            ]
+        else:
+            data["artifacts"] = [
+                {f: getattr(a, f) for f in _ARTIFACT_FIELDS} for a in self.artifacts
+            ]
         return (json.dumps(data, indent=2) + "\n").encode()
 
     @classmethod
@@ -116,10 +130,10 @@ class Manifest:
         if not isinstance(data, dict):
             raise ValueError("not a JSON object")
         version = data.get("format_version")
-        if version != FORMAT_VERSION:
+        if version not in (FORMAT_VERSION, RESTIC_FORMAT) or isinstance(version, bool):
             raise ValueError(
-                f"manifest format {version} is not understood by this reconciler "
-                f"(it reads format {FORMAT_VERSION}): upgrade the reconciler"
+                f"manifest format {str(version)[:20]} is not understood by this reconciler "
+                f"(it reads formats {FORMAT_VERSION} and {RESTIC_FORMAT}): upgrade the reconciler"
             )
         unknown = set(data) - _MANIFEST_FIELDS
         if unknown:
@@ -139,7 +153,8 @@ class Manifest:
         items = data.get("artifacts")
         if not isinstance(items, list):
             raise ValueError("artifacts: not a list")
-        artifacts = tuple(_artifact(ident, i, item) for i, item in enumerate(items))
+        parse = _artifact if version == FORMAT_VERSION else _restic_artifact
+        artifacts = tuple(parse(ident, i, item) for i, item in enumerate(items))
         seen: set[tuple[str, str]] = set()
         for artifact in artifacts:
             if (artifact.kind, artifact.name) in seen:
@@ -164,13 +179,13 @@ class Manifest:
 _MANIFEST_FIELDS = frozenset(
     {"id", "time", "commit", "host", "project", "artifacts", "duration_s", "format_version"}
 )
-_ARTIFACT_FIELDS = frozenset(
-    {"kind", "name", "key", "size", "sha256", "raw_size", "compression", "format"}
-)
+_ARTIFACT_FIELDS = ("kind", "name", "key", "size", "sha256", "raw_size", "compression", "format")
+_RESTIC_ARTIFACT_FIELDS = ("kind", "name", "snapshot", "size", "raw_size", "files")
 # Compose volume keys and service names as the model accepts them; never "." or "..".
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _COMMIT = re.compile(r"^[0-9a-f]{4,64}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_SNAPSHOT = _SHA256  # restic's full snapshot ids are SHA-256 too
 _HOST = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
 # What each kind of artifact is, where the pipeline writes it, and nothing else.
 _ARTIFACT_LAYOUT = {
@@ -194,7 +209,7 @@ def _artifact(ident: str, index: int, item: Any) -> Artifact:
     where = f"artifacts[{index}]"
     if not isinstance(item, dict):
         raise ValueError(f"{where}: not an object")
-    unknown = set(item) - _ARTIFACT_FIELDS
+    unknown = set(item) - set(_ARTIFACT_FIELDS)
     if unknown:
         raise ValueError(f"{where}: unknown field(s) {', '.join(sorted(map(str, unknown)))}")
     try:
@@ -225,6 +240,39 @@ def _artifact(ident: str, index: int, item: Any) -> Artifact:
         raw_size=item["raw_size"],
         compression="zstd",
         format=fmt,
+    )
+
+
+def _restic_artifact(ident: str, index: int, item: Any) -> Artifact:
+    where = f"artifacts[{index}]"
+    if not isinstance(item, dict):
+        raise ValueError(f"{where}: not an object")
+    unknown = set(item) - set(_RESTIC_ARTIFACT_FIELDS)
+    if unknown:
+        raise ValueError(f"{where}: unknown field(s) {', '.join(sorted(map(str, unknown)))}")
+    try:
+        kind = _checked(item, "kind", str)
+        if kind not in _ARTIFACT_LAYOUT:
+            raise ValueError(f"kind: {kind[:40]!r} is neither volume nor database")
+        folder, _suffix, fmt = _ARTIFACT_LAYOUT[kind]
+        name = _checked(item, "name", str, _NAME)
+        snapshot = _checked(item, "snapshot", str, _SNAPSHOT)
+        for number in ("size", "raw_size", "files"):
+            if _checked(item, number, int) < 0:
+                raise ValueError(f"{number}: negative")
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    return Artifact(
+        kind=kind,
+        name=name,
+        key=f"{ident}/{folder}/{name}",
+        size=item["size"],
+        sha256="",
+        raw_size=item["raw_size"],
+        compression="restic",
+        format=fmt,
+        snapshot=snapshot,
+        files=item["files"],
     )
 
 
@@ -304,7 +352,7 @@ def backup_lock(state_dir: Path) -> Iterator[None]:
 def run_backup(
     *,
     client: docker.DockerClient,
-    store: ObjectStore,
+    target: BackupTarget,
     desired: DesiredState,
     policy: BackupPolicy,
     state_dir: Path,
@@ -326,15 +374,15 @@ def run_backup(
         ident = backup_id(started)
         monotonic = time.monotonic()
         try:
-            started = _free_start(store, clock, first=started)
+            started = _free_start(target, clock, first=started)
             ident = backup_id(started)
-            event("backup.start", id=ident, target=store.url, project=desired.project)
+            event("backup.start", id=ident, target=target.url, project=desired.project)
             # A backup killed mid-volume leaves its helper container; the lock is
             # held, so every "backup" helper of the project is such a leftover.
             stack_control.remove_leftovers(client, project=desired.project, purposes={"backup"})
             manifest = _backup(
                 client=client,
-                store=store,
+                target=target,
                 desired=desired,
                 policy=policy,
                 ident=ident,
@@ -354,12 +402,12 @@ def run_backup(
                     time=started.isoformat(),
                     result="failed",
                     id=ident,
-                    target=store.url,
+                    target=target.url,
                     duration_s=round(duration, 3),
                     error=message,
                 ),
             )
-            event("backup.failed", level=logging.ERROR, id=ident, target=store.url, error=message)
+            event("backup.failed", level=logging.ERROR, id=ident, target=target.url, error=message)
             if isinstance(exc, ReconcilerError):
                 raise
             if isinstance(exc, Exception):
@@ -371,7 +419,7 @@ def run_backup(
                 time=started.isoformat(),
                 result="ok",
                 id=ident,
-                target=store.url,
+                target=target.url,
                 size=manifest.size,
                 duration_s=manifest.duration_s,
             ),
@@ -379,7 +427,7 @@ def run_backup(
         event(
             "backup.done",
             id=ident,
-            target=store.url,
+            target=target.url,
             size=manifest.size,
             artifacts=len(manifest.artifacts),
             duration_s=manifest.duration_s,
@@ -387,16 +435,18 @@ def run_backup(
         pruned: tuple[str, ...] = ()
         if prune_after:
             try:
-                pruned = prune(store, _rules(policy), dry_run=False).delete
-            except StoreError as exc:
+                pruned = prune(target, _rules(policy), dry_run=False).delete
+            except (StoreError, ReconcilerError) as exc:
                 # The backup itself is good; a prune that fails is retried after the next one.
                 event(
-                    "backup.prune_failed", level=logging.WARNING, target=store.url, error=str(exc)
+                    "backup.prune_failed", level=logging.WARNING, target=target.url, error=str(exc)
                 )
         return BackupResult(manifest=manifest, pruned=pruned)
 
 
-def _free_start(store: ObjectStore, clock: Callable[[], datetime], *, first: datetime) -> datetime:
+def _free_start(
+    target: BackupTarget, clock: Callable[[], datetime], *, first: datetime
+) -> datetime:
     """A start time whose id names nothing in the store yet.
 
     Ids have a resolution of one second: a backup right after another (a
@@ -406,12 +456,13 @@ def _free_start(store: ObjectStore, clock: Callable[[], datetime], *, first: dat
     """
     started = first
     for _attempt in range(5):
-        if not store.list(f"{backup_id(started)}/"):
+        taken = {b.id for b in restic_backups.stored_backups(target, id_time)}
+        if backup_id(started) not in taken and not target.store.list(f"{backup_id(started)}/"):
             return started
         time.sleep(1.0 - started.microsecond / 1_000_000 + 0.01)
         started = clock()
     raise BackupError(
-        f"a backup {backup_id(started)} already exists in {store.url} and the clock "
+        f"a backup {backup_id(started)} already exists in {target.url} and the clock "
         "does not move on; check the machine's clock"
     )
 
@@ -427,7 +478,7 @@ def _rules(policy: BackupPolicy) -> RetentionRules:
 def _backup(
     *,
     client: docker.DockerClient,
-    store: ObjectStore,
+    target: BackupTarget,
     desired: DesiredState,
     policy: BackupPolicy,
     ident: str,
@@ -439,78 +490,155 @@ def _backup(
     monotonic: float,
 ) -> Manifest:
     artifacts: list[Artifact] = []
-    try:
-        for volume in policy.volumes:
-            spec = desired.volumes[volume.name]
-            users = _services_mounting(desired, spec.name)
-            image = _helper_image(client, users, helper_image, volume.name)
-            with ExitStack() as stack:
-                if volume.stop_services:
-                    # Hold the pass lock while services are down: a pass (the
-                    # daemon's, when this is `backup run`) would start them again
-                    # in the middle of the archive.
-                    stack.enter_context(
-                        exclusive_lock(state_dir / PASS_LOCK, wait_s=PASS_LOCK_WAIT_S, what="pass")
-                    )
-                    # The lock's last holder may be a backup killed while it held
-                    # services stopped: bring them back before deciding what runs.
-                    stop_journal.finish_interrupted_stops(client, state_dir)
-                    stack.enter_context(
-                        _stopped(
-                            client,
-                            project=desired.project,
-                            services=users,
-                            journal=stop_journal.StopJournal(state_dir),
-                        )
-                    )
-                chunks = stack.enter_context(
-                    volume_archive.read_volume(
-                        client, volume=spec.name, image=image, project=desired.project
-                    )
-                )
-                artifacts.append(
-                    store_artifact(
-                        store,
-                        chunks,
-                        kind="volume",
-                        name=volume.name,
-                        key=f"{ident}/volumes/{volume.name}.tar.zst",
-                        progress=progress,
-                    )
-                )
-        for database in policy.databases:
-            container = labels.container_name(desired.project, database.service)
-            with mariadb.dump_database(
-                client, container=container, project=desired.project
-            ) as chunks:
-                artifacts.append(
-                    store_artifact(
-                        store,
-                        chunks,
-                        kind="database",
-                        name=database.service,
-                        key=f"{ident}/databases/{database.service}.sql.zst",
-                        progress=progress,
-                    )
-                )
-        manifest = Manifest(
-            id=ident,
-            time=started.isoformat(),
-            commit=commit,
-            host=socket.gethostname(),
+    # restic's host: the project, so that a volume's previous snapshot is found
+    # as its parent whatever the reconciler's container is called.
+    host = desired.project
+    repository = target.repository()
+    repository.ensure()
+    for volume in policy.volumes:
+        spec = desired.volumes[volume.name]
+        users = _services_mounting(desired, spec.name)
+        image = _restic_image(client, helper_image, volume.name)
+        runner = restic_helper.HelperRunner(
+            client,
+            image=image,
             project=desired.project,
-            artifacts=tuple(artifacts),
-            duration_s=round(time.monotonic() - monotonic, 3),
+            volumes=[spec.name],
+            mount_names={spec.name: volume.name},
+            binds=[target.local_path] if target.local_path else [],
+            network_mode=_helper_network(client),
+            purpose="backup",
         )
-        # Last, and only now: its presence is what makes the backup complete.
-        store.put_bytes(f"{ident}/{MANIFEST}", manifest.to_json())
-        return manifest
-    except BaseException:
-        # Best effort: the store may be the thing that failed. What stays is an
-        # incomplete backup (no manifest), which the next prune deletes.
-        with suppress(StoreError):
-            store.delete([a.key for a in artifacts])
-        raise
+        with ExitStack() as stack:
+            if volume.stop_services:
+                # Hold the pass lock while services are down: a pass (the
+                # daemon's, when this is `backup run`) would start them again
+                # in the middle of the archive.
+                stack.enter_context(
+                    exclusive_lock(state_dir / PASS_LOCK, wait_s=PASS_LOCK_WAIT_S, what="pass")
+                )
+                # The lock's last holder may be a backup killed while it held
+                # services stopped: bring them back before deciding what runs.
+                stop_journal.finish_interrupted_stops(client, state_dir)
+                stack.enter_context(
+                    _stopped(
+                        client,
+                        project=desired.project,
+                        services=users,
+                        journal=stop_journal.StopJournal(state_dir),
+                    )
+                )
+            part = restic_backups.volume_part(
+                target,
+                runner=runner,
+                name=volume.name,
+                ident=ident,
+                time=started,
+                host=host,
+                on_progress=_restic_progress(progress, f"volume {volume.name}"),
+            )
+        artifacts.append(_part_artifact(ident, "volume", volume.name, part, progress))
+    for database in policy.databases:
+        container = labels.container_name(desired.project, database.service)
+        with mariadb.dump_database(client, container=container, project=desired.project) as chunks:
+            part = restic_backups.database_part(
+                target,
+                chunks=chunks,
+                name=database.service,
+                ident=ident,
+                time=started,
+                host=host,
+                trailer=mariadb.TRAILER,
+                on_progress=_restic_progress(progress, f"database {database.service}"),
+            )
+        artifacts.append(_part_artifact(ident, "database", database.service, part, progress))
+    manifest = Manifest(
+        id=ident,
+        time=started.isoformat(),
+        commit=commit,
+        host=socket.gethostname(),
+        project=desired.project,
+        artifacts=tuple(artifacts),
+        duration_s=round(time.monotonic() - monotonic, 3),
+        format_version=RESTIC_FORMAT,
+    )
+    # Last, and only now: its presence is what makes the backup complete. A
+    # failure before leaves snapshots without one, which the next prune forgets.
+    restic_backups.manifest_part(
+        target,
+        manifest_json=manifest.to_json(),
+        ident=ident,
+        size=manifest.size,
+        time=started,
+        host=host,
+    )
+    return manifest
+
+
+def _part_artifact(
+    ident: str,
+    kind: Literal["volume", "database"],
+    name: str,
+    part: restic_backups.PartWritten,
+    progress: ProgressCallback | None,
+) -> Artifact:
+    folder = _ARTIFACT_LAYOUT[kind][0]
+    if progress is not None:
+        progress(Progress("backup", f"{kind} {name}", part.raw_size, part.size, done=True))
+    event("backup.artifact", kind=kind, artifact=name, size=part.size, raw_size=part.raw_size)
+    return Artifact(
+        kind=kind,
+        name=name,
+        key=f"{ident}/{folder}/{name}",
+        size=part.size,
+        sha256="",
+        raw_size=part.raw_size,
+        compression="restic",
+        format="tar" if kind == "volume" else "sql",
+        snapshot=part.snapshot,
+        files=part.files,
+    )
+
+
+def _restic_progress(
+    progress: ProgressCallback | None, label: str
+) -> Callable[[restic.BackupProgress], None]:
+    last_event = [time.monotonic()]
+
+    def report(status: restic.BackupProgress) -> None:
+        if progress is not None:
+            progress(Progress("backup", label, status.bytes_done, status.bytes_done))
+        elif time.monotonic() - last_event[0] >= PROGRESS_EVENT_S:
+            # No terminal: a log line now and then shows a long backup is alive.
+            last_event[0] = time.monotonic()
+            event("backup.progress", artifact=label, read=status.bytes_done)
+
+    return report
+
+
+def _restic_image(client: docker.DockerClient, configured: str | None, volume: str) -> str:
+    """An image with restic, present on the engine: the configured one, else our own."""
+    image = configured or volume_archive.own_image(client)
+    if not image:
+        raise BackupError(
+            f"volume {volume}: no image with restic to read it with: run the reconciler from "
+            "its image (install.sh), or set RECONCILER_HELPER_IMAGE to an image that has restic"
+        )
+    return image
+
+
+def _helper_network(client: docker.DockerClient) -> str:
+    """The helper's network: the reconciler container's own, else the host's.
+
+    The helper reaches the same S3 endpoint the reconciler does: from its
+    container that is its network; from the host (tests, a PC) the host's.
+    """
+    try:
+        own = client.containers.get(socket.gethostname())
+    except (docker.errors.DockerException, requests.exceptions.RequestException):
+        return "host"
+    mode = own.attrs.get("HostConfig", {}).get("NetworkMode")
+    return str(mode) if mode else "host"
 
 
 def _services_mounting(desired: DesiredState, volume_name: str) -> list[ServiceSpec]:
@@ -666,8 +794,26 @@ def store_artifact(
     return artifact
 
 
-def list_backups(store: ObjectStore) -> list[BackupSummary]:
-    """Every backup folder in the target, newest first; complete ones have a manifest."""
+def list_backups(target: BackupTarget) -> list[BackupSummary]:
+    """Every backup of the target, both formats, newest first.
+
+    A restic-format backup is complete once its manifest snapshot is in; an
+    old one once its folder has ``manifest.json``.
+    """
+    found = {s.id: s for s in _legacy_backups(target.store)}
+    for stored in restic_backups.stored_backups(target, id_time):
+        found[stored.id] = BackupSummary(
+            id=stored.id,
+            time=stored.time,
+            state="complete" if stored.complete else "incomplete",
+            size=stored.size,
+            objects=len(stored.snapshots),
+        )
+    return sorted(found.values(), key=lambda s: s.id, reverse=True)
+
+
+def _legacy_backups(store: ObjectStore) -> list[BackupSummary]:
+    """Every format-1 backup folder in the store; complete ones have a manifest."""
     folders: dict[str, list[int]] = {}
     complete: set[str] = set()
     for item in store.list(""):
@@ -693,21 +839,52 @@ def list_backups(store: ObjectStore) -> list[BackupSummary]:
     return sorted(summaries, key=lambda s: s.id, reverse=True)
 
 
-def read_manifest(store: ObjectStore, ident: str) -> Manifest:
+def read_manifest(target: BackupTarget, ident: str) -> Manifest:
     """The checked manifest of backup ``ident``; ``VerifyError`` naming the target and object."""
+    store = target.store
     if not _ID.fullmatch(ident):
         # Checked before it names a key: it may come from a command line or a listing.
         raise VerifyError(
             f"{ident[:120]!r} is not a backup id like 2026-11-27T05-04-00Z; nothing is read "
             f"from {store.url}"
         )
+    stored = {b.id: b for b in restic_backups.stored_backups(target, id_time)}.get(ident)
+    if stored is not None:
+        if not stored.complete:
+            raise VerifyError(f"backup {ident} has no manifest: it is incomplete")
+        try:
+            raw = restic_backups.read_manifest_bytes(target, stored, MANIFEST_MAX_BYTES)
+        except restic_backups.ResticBackupError as exc:
+            raise VerifyError(f"backup {ident} in {store.url}: {exc}") from exc
+        except restic.ResticError as exc:
+            raise VerifyError(
+                f"backup {ident} in {store.url}: its manifest does not read back: {exc}"
+            ) from exc
+        manifest = _checked_manifest(store, ident, raw)
+        if manifest.format_version != RESTIC_FORMAT:
+            raise VerifyError(
+                f"backup {ident} in {store.url}: its restic manifest says format "
+                f"{manifest.format_version}; refused"
+            )
+        return manifest
     try:
         raw = b"".join(store.get_stream(f"{ident}/{MANIFEST}"))
     except ObjectNotFound as exc:
-        names = {s.id for s in list_backups(store)}
+        names = {s.id for s in _legacy_backups(store)}
         if ident in names:
             raise VerifyError(f"backup {ident} has no manifest: it is incomplete") from exc
         raise VerifyError(f"no backup {ident} in {store.url}") from exc
+    manifest = _checked_manifest(store, ident, raw)
+    if manifest.format_version != FORMAT_VERSION:
+        # A folder's manifest that points at snapshots: planted, not ours.
+        raise VerifyError(
+            f"backup {ident} in {store.url}: {MANIFEST} says format {manifest.format_version} "
+            "in a format-1 folder; refused"
+        )
+    return manifest
+
+
+def _checked_manifest(store: ObjectStore, ident: str, raw: bytes) -> Manifest:
     if len(raw) > MANIFEST_MAX_BYTES:
         raise VerifyError(
             f"backup {ident} in {store.url}: {MANIFEST} is {len(raw)} bytes, more than any "
@@ -726,15 +903,18 @@ def read_manifest(store: ObjectStore, ident: str) -> Manifest:
 
 
 def verify_backup(
-    store: ObjectStore, ident: str, *, progress: ProgressCallback | None = None
+    target: BackupTarget, ident: str, *, progress: ProgressCallback | None = None
 ) -> Manifest:
-    """Download every artifact, check size and SHA-256, and read it to its end.
+    """Read every artifact back to its end (old ones: size and SHA-256 checked too).
 
     Raises ``VerifyError`` naming the first artifact that fails.
     """
-    manifest = read_manifest(store, ident)
+    manifest = read_manifest(target, ident)
     for artifact in manifest.artifacts:
-        _verify_artifact(store, artifact, progress)
+        if artifact.snapshot:
+            _verify_part(target, artifact, progress)
+        else:
+            _verify_artifact(target.store, artifact, progress)
         event("backup.verified", id=ident, artifact=artifact.key)
     return manifest
 
@@ -817,13 +997,69 @@ def _verify_artifact(
         progress(Progress("verify", label, raw_size, download.size, done=True))
 
 
-def prune(store: ObjectStore, rules: RetentionRules, *, dry_run: bool) -> RetentionDecision:
-    """Apply retention to the target; with ``dry_run`` only say what would go.
+def _verify_part(
+    target: BackupTarget, artifact: Artifact, progress: ProgressCallback | None
+) -> None:
+    """A restic part read back whole (restic authenticates every blob) and checked for its end."""
+    label = f"{artifact.kind} {artifact.name} (snapshot {artifact.snapshot[:8]})"
+    sink = _TailSink(label, progress)
+    try:
+        if artifact.kind == "volume":
+            restic_backups.dump_volume(
+                target,
+                snapshot=artifact.snapshot,
+                volume=artifact.name,
+                limit=restic_backups.volume_limit(artifact.raw_size, artifact.files),
+                out=sink,
+            )
+        else:
+            restic_backups.dump_database(
+                target,
+                snapshot=artifact.snapshot,
+                name=artifact.name,
+                limit=artifact.raw_size + restic_backups.TAR_MARGIN,
+                out=sink,
+            )
+    except (restic_backups.ResticBackupError, tarfile.TarError) as exc:
+        raise VerifyError(f"{label}: {exc}") from exc
+    except restic.ResticError as exc:
+        # Not Unavailable: a store that cannot be reached says nothing of the backup.
+        raise VerifyError(f"{label}: does not read back: {exc}") from exc
+    if artifact.kind == "database" and mariadb.TRAILER not in sink.tail:
+        raise VerifyError(f"{label}: the dump is truncated (no '-- Dump completed' line)")
+    if progress:
+        progress(Progress("verify", label, sink.size, sink.size, done=True))
+
+
+class _TailSink:
+    """Counts what it is given and keeps the last bytes; stores nothing."""
+
+    def __init__(self, label: str, progress: ProgressCallback | None) -> None:
+        self.label = label
+        self.progress = progress
+        self.size = 0
+        self.tail = b""
+
+    def write(self, data: bytes) -> int:
+        self.size += len(data)
+        self.tail = (self.tail + data[-256:])[-256:]
+        if self.progress:
+            self.progress(Progress("verify", self.label, self.size, self.size))
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+def prune(target: BackupTarget, rules: RetentionRules, *, dry_run: bool) -> RetentionDecision:
+    """Apply retention to the target (both formats); with ``dry_run`` only say what would go.
 
     Only call after a successful backup (see ``decide.retention``). A complete
-    backup loses its manifest first, so one half deleted reads as incomplete.
+    old-format backup loses its manifest first, so one half deleted reads as
+    incomplete; a restic one is forgotten whole, then the repository pruned.
     """
-    summaries = list_backups(store)
+    store = target.store
+    summaries = list_backups(target)
     decision = decide_retention(
         [BackupRef(s.id, s.time, s.state == "complete") for s in summaries],
         rules,
@@ -832,12 +1068,19 @@ def prune(store: ObjectStore, rules: RetentionRules, *, dry_run: bool) -> Retent
     if dry_run or not decision.delete:
         return decision
     doomed = set(decision.delete)
+    in_restic = {b.id: b for b in restic_backups.stored_backups(target, id_time)}
+    restic_backups.forget(
+        target, [snap for i in doomed if i in in_restic for snap in in_restic[i].snapshots]
+    )
+    for ident in sorted(doomed & set(in_restic)):
+        event("backup.pruned", id=ident)
+    doomed -= set(in_restic)
     keys: dict[str, list[str]] = {}
     for item in store.list(""):
         folder = item.key.partition("/")[0]
         if folder in doomed:
             keys.setdefault(folder, []).append(item.key)
-    for ident in decision.delete:
+    for ident in [i for i in decision.delete if i in doomed]:
         folder_keys = keys.get(ident, [])
         manifest_key = f"{ident}/{MANIFEST}"
         if manifest_key in folder_keys:

@@ -24,7 +24,6 @@ from typing import Any
 import docker
 
 from reconciler.adapters import volume_archive
-from reconciler.adapters.object_store import ObjectStore, open_store
 from reconciler.errors import InvalidDesiredState, ReconcilerError
 from reconciler.logs import event
 from reconciler.model.backup_policy import BackupPolicy, Schedule, load_backup_policy
@@ -33,13 +32,14 @@ from reconciler.ports import Checkout
 from reconciler.redaction import redact_url
 from reconciler.runtime import backup_status, notifying
 from reconciler.runtime.backing_up import BackupBusy, BackupResult, ProgressCallback, run_backup
+from reconciler.runtime.backup_target import BackupTarget, open_target
 from reconciler.runtime.scheduling import BackupSchedule
 from reconciler.settings import Settings
 from reconciler.statefiles import private_dir
 
 SCHEDULE_FILE = "backup-schedule.json"
-# An image to mount a volume that no service image on the engine can (a volume
-# of a service that is not deployed); by default the image the reconciler runs from.
+# An image with restic for the helpers that read volumes (and mount one that no
+# service image on the engine can); by default the image the reconciler runs from.
 HELPER_IMAGE_VARIABLE = "RECONCILER_HELPER_IMAGE"
 
 
@@ -61,8 +61,10 @@ class BackupContext:
             return self.policy.target
         return self.settings.default_backup_target
 
-    def store(self, override: str | None = None) -> ObjectStore:
-        return open_store(self.target(override))
+    def backup_target(self, override: str | None = None) -> BackupTarget:
+        return open_target(
+            self.target(override), self.settings.environ, state_dir=self.settings.state_dir
+        )
 
 
 def backup_policy(
@@ -129,7 +131,7 @@ def backup_now(
         try:
             result = run_backup(
                 client=client,
-                store=open_store(policy.target),
+                target=open_target(policy.target, settings.environ, state_dir=settings.state_dir),
                 desired=context.desired,
                 policy=policy,
                 state_dir=settings.state_dir,

@@ -19,15 +19,18 @@ from __future__ import annotations
 import hashlib
 import re
 import shutil
+import tarfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import zstandard
 
-from reconciler.adapters.object_store import ObjectNotFound, ObjectStore
+from reconciler.adapters.object_store import ObjectNotFound
 from reconciler.decide.restore_planning import ArtifactRef
+from reconciler.runtime import restic_backups
 from reconciler.runtime.backing_up import VerifyError
+from reconciler.runtime.backup_target import BackupTarget
 from reconciler.statefiles import PRIVATE_DIR_MODE, private_dir, private_file
 
 CHUNK = 1024 * 1024
@@ -105,8 +108,12 @@ def raw_limit(artifact: ArtifactRef) -> int | None:
     return None if artifact.raw_size is None else artifact.raw_size + RAW_MARGIN
 
 
-def fetch_verified(store: ObjectStore, artifact: ArtifactRef, folder: Path) -> Path:
+def fetch_verified(target: BackupTarget, artifact: ArtifactRef, folder: Path) -> Path:
     """Download one artifact into ``folder`` and authenticate it; its path there.
+
+    A restic part is read back by restic (which authenticates every blob) and
+    kept compressed, bounded by the manifest's sizes; an old-format artifact
+    is checked against the manifest's size and SHA-256.
 
     Reading stops past the manifest's size; the copy is kept only when its size
     and SHA-256 are the manifest's and it decompresses to no more than the
@@ -114,6 +121,9 @@ def fetch_verified(store: ObjectStore, artifact: ArtifactRef, folder: Path) -> P
     is streamed from the store into a live volume or database.
     """
     path = contained(folder, hashlib.sha256(artifact.key.encode()).hexdigest()[:16])
+    if artifact.snapshot:
+        return _fetch_part(target, artifact, path)
+    store = target.store
     digest = hashlib.sha256()
     size = 0
     label = f"{artifact.kind} {artifact.name} ({artifact.key})"
@@ -145,6 +155,28 @@ def fetch_verified(store: ObjectStore, artifact: ArtifactRef, folder: Path) -> P
     except (VerifyError, zstandard.ZstdError) as exc:
         path.unlink(missing_ok=True)
         raise VerifyError(f"{label}: {exc}; the backup is refused") from exc
+    return path
+
+
+def _fetch_part(target: BackupTarget, artifact: ArtifactRef, path: Path) -> Path:
+    label = f"{artifact.kind} {artifact.name} (snapshot {artifact.snapshot[:8]})"
+    limit = raw_limit(artifact)
+    assert limit is not None  # refs of restic parts always carry their bound
+    try:
+        restic_backups.spool_part(
+            target,
+            kind=artifact.kind,
+            snapshot=artifact.snapshot,
+            name=artifact.name,
+            limit=limit,
+            spooled=path,
+        )
+    except (restic_backups.ResticBackupError, tarfile.TarError) as exc:
+        path.unlink(missing_ok=True)
+        raise VerifyError(f"{label}: {exc}") from exc
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
     return path
 
 

@@ -34,7 +34,6 @@ import docker
 import docker.errors
 
 from reconciler.adapters import mariadb, stack_control, volume_archive
-from reconciler.adapters.object_store import ObjectStore, open_store
 from reconciler.decide.archive_members import sanitized, screen
 from reconciler.decide.dump_screening import screen_dump
 from reconciler.decide.restore_planning import ArtifactRef
@@ -43,6 +42,7 @@ from reconciler.logs import event
 from reconciler.model.backup_policy import BackupPolicy
 from reconciler.model.desired import DesiredState
 from reconciler.runtime import notifying
+from reconciler.runtime.backup_target import BackupTarget, open_target
 from reconciler.runtime.restore_artifacts import (
     ChunkReader,
     decompressed,
@@ -175,7 +175,7 @@ def drill_counts(previous: dict[str, Any] | None, result: str) -> dict[str, int]
 def run_drill(
     *,
     client: docker.DockerClient,
-    store: ObjectStore,
+    target: BackupTarget,
     desired: DesiredState,
     state_dir: Path,
     backup: str = "latest",
@@ -187,7 +187,7 @@ def run_drill(
         "time": started.isoformat(),
         "started": started.isoformat(),
         "finished": None,
-        "source": store.url,
+        "source": target.store.url,
         "backup": None,
         "result": "failed",
         "error": None,
@@ -204,12 +204,12 @@ def run_drill(
     lock.enter_context(exclusive_lock(state_dir / "drill.lock", wait_s=0, what="restore drill"))
     try:
         stack_control.remove_leftovers(client, project=desired.project, purposes={"drill"})
-        manifest = resolve_backup(store, backup)
+        manifest = resolve_backup(target, backup)
         result["backup"] = manifest.id
         with spool_folder(state_dir, f"drill-{manifest.id}") as tmp:
             refs = artifact_refs(manifest)
             ensure_room(tmp, refs)
-            fetched = {a.key: fetch_verified(store, a, tmp) for a in refs}
+            fetched = {a.key: fetch_verified(target, a, tmp) for a in refs}
             for ref in refs:
                 if ref.kind == "volume":
                     volume = stack_control.scratch_volume(
@@ -217,13 +217,13 @@ def run_drill(
                     )
                     made_volumes.append(volume)
                     result["volumes"][ref.name] = _drill_volume(
-                        client, desired, store, ref, fetched[ref.key], volume
+                        client, desired, ref, fetched[ref.key], volume
                     )
                 else:
                     name = f"{scratch}-{ref.name}"
                     made_containers.append(name)
                     result["databases"][ref.name] = _drill_database(
-                        client, desired, store, ref, fetched[ref.key], name
+                        client, desired, ref, fetched[ref.key], name
                     )
         result["result"] = "ok"
     except (ReconcilerError, OSError) as exc:
@@ -252,7 +252,6 @@ def run_drill(
 def _drill_volume(
     client: docker.DockerClient,
     desired: DesiredState,
-    store: ObjectStore,
     ref: ArtifactRef,
     spooled: Path,
     volume: str,
@@ -290,7 +289,6 @@ def _drill_volume(
 def _drill_database(
     client: docker.DockerClient,
     desired: DesiredState,
-    store: ObjectStore,
     ref: ArtifactRef,
     spooled: Path,
     name: str,
@@ -361,7 +359,7 @@ def run_drill_now(settings: Settings, *, backup: str, source: str | None) -> dic
     try:
         result = run_drill(
             client=client,
-            store=open_store(target),
+            target=open_target(target, settings.environ, state_dir=settings.state_dir),
             desired=desired,
             state_dir=settings.state_dir,
             backup=backup,
@@ -403,8 +401,8 @@ def drill_job(
         if not drill_due(read_drill(settings.state_dir), every=every, now=clock()):
             return
         try:
-            store = open_store(policy.target)
-            if not any(s.state == "complete" for s in _list(store)):
+            target = open_target(policy.target, settings.environ, state_dir=settings.state_dir)
+            if not any(s.state == "complete" for s in _list(target)):
                 return  # no backup yet: the first one is drilled after it is made
             client = docker.from_env()
         except (ReconcilerError, docker.errors.DockerException) as exc:
@@ -412,7 +410,7 @@ def drill_job(
             return
         try:
             result = run_drill(
-                client=client, store=store, desired=desired, state_dir=settings.state_dir
+                client=client, target=target, desired=desired, state_dir=settings.state_dir
             )
             notifying.drill_finished(settings, result, commit=commit)
         except ReconcilerError as exc:  # another drill runs (by hand)
@@ -423,7 +421,7 @@ def drill_job(
     return restore_drill
 
 
-def _list(store: ObjectStore) -> list[Any]:
+def _list(target: BackupTarget) -> list[Any]:
     from reconciler.runtime.backing_up import list_backups
 
-    return list(list_backups(store))
+    return list(list_backups(target))

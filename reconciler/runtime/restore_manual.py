@@ -90,13 +90,16 @@ class ManualRestore:
     def describe(self) -> str:
         """What the restore will do, said before asking: the backup (``latest`` resolved
         once, here, and kept for the run) and exactly what it replaces."""
-        from reconciler.adapters.object_store import open_store
         from reconciler.decide.restore_planning import plan_restore
+        from reconciler.runtime.backup_target import open_target
         from reconciler.runtime.restoring import artifact_refs, resolve_backup
 
         options = self.options
         source = options.source or self.target
-        manifest = resolve_backup(open_store(source), options.backup)
+        manifest = resolve_backup(
+            open_target(source, self.settings.environ, state_dir=self.settings.state_dir),
+            options.backup,
+        )
         plan = plan_restore(
             artifacts=artifact_refs(manifest),
             desired=self.desired,

@@ -145,6 +145,7 @@ def run_recorded(
         commit=commit,
         spool_dir=settings.spool_base,
         record=write,
+        environ=settings.environ,
     )
     try:
         report = run_restore(record.id, options, context)

@@ -38,7 +38,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -69,6 +69,7 @@ from reconciler.errors import ReconcilerError
 from reconciler.logs import event
 from reconciler.model.desired import DesiredState
 from reconciler.model.restore_requests import LATEST
+from reconciler.runtime import restic_backups
 from reconciler.runtime.backing_up import (
     MANIFEST,
     Artifact,
@@ -81,6 +82,7 @@ from reconciler.runtime.backing_up import (
     read_manifest,
     store_artifact,
 )
+from reconciler.runtime.backup_target import BackupTarget, legacy_target, open_target
 from reconciler.runtime.restore_artifacts import (
     decompressed,
     ensure_room,
@@ -182,6 +184,8 @@ class RestoreContext:
     safety_target: str  # where safety copies go (normally the same target)
     commit: str | None = None
     spool_dir: Path | None = None  # RECONCILER_SPOOL_DIR; None: the state dir
+    # The merged environment: RECONCILER_BACKUP_KEY and the AWS variables.
+    environ: Mapping[str, str] = field(default_factory=dict)
     # Called with ledger fields as they become known (backup, source,
     # safety_copy, safety_copy_backup, done): the ledger is written at once.
     record: Callable[..., None] = field(default=lambda **_fields: None)
@@ -201,20 +205,40 @@ class RestoreReport:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def resolve_backup(store: ObjectStore, backup: str) -> Manifest:
-    """The manifest of ``backup`` (``latest`` or an id) in ``store``; VerifyError when none."""
+def resolve_backup(target: BackupTarget, backup: str) -> Manifest:
+    """The manifest of ``backup`` (``latest`` or an id) in ``target``; VerifyError when none."""
     if backup == LATEST:
-        complete = [s for s in list_backups(store) if s.state == "complete"]
+        complete = [s for s in list_backups(target) if s.state == "complete"]
         if not complete:
-            raise VerifyError(f"no complete backup (one with a manifest) in {store.url}")
+            raise VerifyError(f"no complete backup (one with a manifest) in {target.store.url}")
         backup = complete[0].id
-    return read_manifest(store, backup)
+    return read_manifest(target, backup)
 
 
 def artifact_refs(manifest: Manifest) -> list[ArtifactRef]:
-    return [
-        ArtifactRef(a.kind, a.name, a.key, a.size, a.sha256, a.raw_size) for a in manifest.artifacts
-    ]
+    return [_ref(a) for a in manifest.artifacts]
+
+
+def _ref(artifact: Artifact) -> ArtifactRef:
+    if not artifact.snapshot:
+        a = artifact
+        return ArtifactRef(a.kind, a.name, a.key, a.size, a.sha256, a.raw_size)
+    # A restic part: what restic reads back may be as long as what the backup
+    # read (a volume's tar adds a header per file), and the spool keeps at most that.
+    bound = (
+        restic_backups.volume_limit(artifact.raw_size, artifact.files)
+        if artifact.kind == "volume"
+        else artifact.raw_size
+    )
+    return ArtifactRef(
+        artifact.kind,
+        artifact.name,
+        artifact.key,
+        size=bound,
+        sha256="",
+        raw_size=bound,
+        snapshot=artifact.snapshot,
+    )
 
 
 def safety_url(target: str, request_id: str) -> str:
@@ -253,10 +277,10 @@ def run_restore(request_id: str, options: RestoreOptions, ctx: RestoreContext) -
 
     try:
         with spool_folder(ctx.spool_dir or ctx.state_dir, request_id) as tmp:
-            store = open_store(source)
-            manifest = resolve_backup(store, options.backup)
+            target = open_target(source, ctx.environ, state_dir=ctx.state_dir)
+            manifest = resolve_backup(target, options.backup)
             backup = manifest.id
-            ctx.record(backup=backup, source=store.url)
+            ctx.record(backup=backup, source=target.store.url)
             plan = plan_restore(
                 artifacts=artifact_refs(manifest),
                 desired=ctx.desired,
@@ -275,7 +299,7 @@ def run_restore(request_id: str, options: RestoreOptions, ctx: RestoreContext) -
             # Every byte is read and authenticated before one is written: no
             # room for the verified copy is a refusal, never a stream.
             ensure_room(tmp, plan.artifacts)
-            fetched = {a.key: fetch_verified(store, a, tmp) for a in plan.artifacts}
+            fetched = {a.key: fetch_verified(target, a, tmp) for a in plan.artifacts}
             # Every member of every archive and every statement of every dump is
             # read and judged before anything is stopped, copied, emptied or
             # dropped (decide/archive_members.py, decide/dump_screening.py).
@@ -365,7 +389,7 @@ def run_restore(request_id: str, options: RestoreOptions, ctx: RestoreContext) -
     return RestoreReport(
         request_id=request_id,
         backup=manifest.id,
-        source=store.url,
+        source=target.store.url,
         plan=plan,
         safety_copy=safety,
         safety_copy_backup=safety_id,
@@ -626,7 +650,7 @@ def _put_back(
     try:
         _stop(ctx, plan.stop, step, stopped)
         ensure_room(folder, back.artifacts)
-        fetched = {a.key: fetch_verified(store, a, folder) for a in back.artifacts}
+        fetched = {a.key: fetch_verified(legacy_target(store), a, folder) for a in back.artifacts}
         _write(ctx, back, fetched, step, stopped=stopped, written=set())
     except _ERRORS as exc:
         event("restore.put_back", level=logging.ERROR, error=str(exc))

@@ -14,6 +14,8 @@ from typing import Any
 import docker
 import pytest
 
+from tests.conftest import TEST_BACKUP_KEY, TEST_HELPER_IMAGE
+
 from reconciler import labels
 
 
@@ -76,6 +78,8 @@ def make_cli(
             # A daemon under test takes no fixed host port (127.0.0.1:9365 may be
             # a real install's); tests of the endpoints set a free one.
             "RECONCILER_METRICS_ADDR": "off",
+            "RECONCILER_BACKUP_KEY": TEST_BACKUP_KEY,
+            "RECONCILER_HELPER_IMAGE": TEST_HELPER_IMAGE,
         }
     )
     env.update(extra or {})

@@ -1,0 +1,83 @@
+"""A backup target as the flows see it: one URL, two formats.
+
+``s3://BUCKET/PREFIX`` or ``file:///PATH`` holds, at the same prefix:
+
+- the restic repository that every new backup goes to (``config``, ``data/``,
+  ``index/``, ``keys/``, ``snapshots/``), opened with ``RECONCILER_BACKUP_KEY``;
+- the folders ``<id>/`` of backups made before restic was the engine (format
+  1: zstd artifacts and a ``manifest.json``), listed and restorable until
+  retention removes them. Nothing new is written in that format.
+
+Neither gets in the other's way: restic's names are never backup ids, and the
+old listing skips whatever is not one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from reconciler.adapters import restic
+from reconciler.adapters.object_store import ObjectStore, open_store
+from reconciler.errors import ReconcilerError
+from reconciler.statefiles import private_dir
+
+KEY_VARIABLE = "RECONCILER_BACKUP_KEY"
+
+
+class BackupKeyMissing(ReconcilerError):
+    """No ``RECONCILER_BACKUP_KEY``: no repository can be opened."""
+
+
+@dataclass
+class BackupTarget:
+    """A target URL, its object store (old backups) and, given the key, its restic repository."""
+
+    url: str
+    store: ObjectStore
+    key: str | None
+    env: Mapping[str, str] = field(repr=False, default_factory=dict)
+    cache_dir: Path | None = None
+    legacy_only: bool = False  # a store of old-format copies: no repository is looked for
+
+    def repository(self, runner: restic.Runner | None = None) -> restic.Repository:
+        if not self.key:
+            raise BackupKeyMissing(
+                f"{KEY_VARIABLE} is not set: it opens the backups in {self.store.url}. "
+                "Put it in the env file (/etc/reconciler/env; install.sh makes one and prints "
+                "it once); without it no backup can be written or read"
+            )
+        if self.cache_dir is not None:
+            private_dir(self.cache_dir)
+        return restic.Repository(
+            self.url,
+            key=self.key,
+            env=self.env,
+            runner=runner,
+            cache_dir=str(self.cache_dir) if self.cache_dir and runner is None else None,
+        )
+
+    @property
+    def local_path(self) -> str | None:
+        """The folder of a ``file://`` target (a helper must mount it), else None."""
+        url = restic.repository_url(self.url, self.env)
+        return url if url.startswith("/") else None
+
+
+def open_target(
+    url: str, environ: Mapping[str, str], *, state_dir: Path | None = None
+) -> BackupTarget:
+    """The target at ``url``; the key comes from ``environ`` (the merged env file)."""
+    return BackupTarget(
+        url=url,
+        store=open_store(url),
+        key=environ.get(KEY_VARIABLE) or None,
+        env=dict(environ),
+        cache_dir=None if state_dir is None else state_dir / "restic-cache",
+    )
+
+
+def legacy_target(store: ObjectStore) -> BackupTarget:
+    """A target of old-format backups only (a restore's safety copies)."""
+    return BackupTarget(url=store.url, store=store, key=None, legacy_only=True)

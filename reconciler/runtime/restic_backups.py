@@ -1,0 +1,395 @@
+"""Backups in the restic repository of a target (format 2).
+
+One backup is a set of restic snapshots that share the tag ``backup=<id>``:
+
+- one per volume, made by restic in a helper container that mounts the volume
+  read-only at ``/volume/<name>`` (restic's change detection makes a backup
+  of unchanged files a scan), tagged ``part=volume:<name>``;
+- one per database, the ``mariadb-dump`` stream fed to ``restic backup
+  --stdin`` as ``/<service>.sql``, tagged ``part=database:<service>``;
+- last, ``/manifest.json`` (which snapshot holds what), tagged ``manifest``
+  and ``size=<bytes added>``: its presence is what makes the backup complete.
+
+Every snapshot carries ``reconciler`` and the project as restic's host, so
+restic finds the previous snapshot of a volume as its parent whatever the
+reconciler's own container is called.
+
+Reading back: ``restic dump`` of a part, authenticated by restic as it reads,
+is written compressed into the restore's spool folder, bounded by what the
+manifest says. A volume's tar comes out of restic under ``volume/<name>/``;
+it is re-packed on the way with names relative to the volume (as the old
+format has them), so that the screening judges links against the volume and
+not against restic's folder layout.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import suppress
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any
+
+import zstandard
+
+from reconciler.adapters import restic
+from reconciler.adapters.restic_helper import HelperRunner, volume_path
+from reconciler.errors import ReconcilerError
+from reconciler.runtime.backup_target import BackupTarget
+from reconciler.statefiles import private_file
+
+APP_TAG = "reconciler"
+MANIFEST_TAG = "manifest"
+MANIFEST_FILE = "manifest.json"
+SPOOL_ZSTD_LEVEL = 1
+CHUNK = 1024 * 1024
+# A tar of N files is their bytes plus a header (and padding) per member; a
+# pax header for long names or xattrs adds about as much again.
+TAR_OVERHEAD_PER_FILE = 3 * tarfile.BLOCKSIZE
+TAR_MARGIN = 1024 * 1024
+
+
+class ResticBackupError(ReconcilerError):
+    """A part of a restic-format backup could not be written or read back."""
+
+
+def backup_tag(ident: str) -> str:
+    return f"backup={ident}"
+
+
+def part_tag(kind: str, name: str) -> str:
+    return f"part={kind}:{name}"
+
+
+@dataclass(frozen=True)
+class PartWritten:
+    snapshot: str  # full snapshot id
+    size: int  # bytes restic added to the repository
+    raw_size: int  # bytes read (file contents, or the dump)
+    files: int
+
+
+@dataclass(frozen=True)
+class StoredBackup:
+    """One backup as the snapshot list shows it (nothing read from its manifest yet)."""
+
+    id: str
+    time: datetime
+    complete: bool
+    size: int
+    snapshots: tuple[str, ...]
+    manifest_snapshot: str | None
+
+
+def host_tag(project: str) -> str:
+    return project
+
+
+def volume_part(
+    target: BackupTarget,
+    *,
+    runner: HelperRunner,
+    name: str,
+    ident: str,
+    time: datetime,
+    host: str,
+    on_progress: restic.ProgressCallback | None = None,
+) -> PartWritten:
+    """Back up the volume the helper mounts for compose key ``name``, as ``/volume/<name>``."""
+    repo = target.repository(runner)
+    summary = repo.backup_folder(
+        volume_path(name),
+        tags=[APP_TAG, backup_tag(ident), part_tag("volume", name)],
+        host=host,
+        time=time,
+        on_progress=on_progress,
+    )
+    return _written(repo, summary)
+
+
+def database_part(
+    target: BackupTarget,
+    *,
+    chunks: Iterable[bytes],
+    name: str,
+    ident: str,
+    time: datetime,
+    host: str,
+    trailer: bytes,
+    on_progress: restic.ProgressCallback | None = None,
+) -> PartWritten:
+    """Feed a dump stream to ``restic backup --stdin``; a cut or failed dump fails the part.
+
+    restic stores whatever reaches its stdin: when the dump breaks, the feed
+    ends early and restic makes a snapshot of half a dump. That snapshot is
+    refused here (the error from the stream, or a missing trailer), and with
+    no manifest the backup stays incomplete.
+    """
+    repo = target.repository()
+    stream = _ChunkStream(chunks)
+    summary = repo.backup_stdin(
+        stream,  # type: ignore[arg-type]  # a readable is all restic's feeder needs
+        filename=f"{name}.sql",
+        tags=[APP_TAG, backup_tag(ident), part_tag("database", name)],
+        host=host,
+        time=time,
+        on_progress=on_progress,
+    )
+    if stream.error is not None:
+        raise ResticBackupError(f"database {name}: the dump failed: {stream.error}") from (
+            stream.error
+        )
+    if trailer not in stream.tail:
+        raise ResticBackupError(f"database {name}: the dump is truncated (no trailer)")
+    return _written(repo, summary)
+
+
+def manifest_part(
+    target: BackupTarget, *, manifest_json: bytes, ident: str, size: int, time: datetime, host: str
+) -> str:
+    repo = target.repository()
+    summary = repo.backup_stdin(
+        io.BytesIO(manifest_json),
+        filename=MANIFEST_FILE,
+        tags=[APP_TAG, backup_tag(ident), MANIFEST_TAG, f"size={size}"],
+        host=host,
+        time=time,
+    )
+    return _full_id(repo, summary.snapshot_id)
+
+
+def _written(repo: restic.Repository, summary: restic.BackupSummary) -> PartWritten:
+    return PartWritten(
+        snapshot=_full_id(repo, summary.snapshot_id),
+        size=summary.data_added,
+        raw_size=summary.total_bytes_processed,
+        files=summary.total_files_processed,
+    )
+
+
+def _full_id(repo: restic.Repository, short: str) -> str:
+    # restic 0.14's summary prints the short id; the manifest keeps the full one.
+    for snapshot in repo.snapshots(tags=[APP_TAG]):
+        if snapshot.id.startswith(short):
+            return snapshot.id
+    raise ResticBackupError(f"restic made snapshot {short} but does not list it")
+
+
+class _ChunkStream:
+    """An iterator of chunks as a readable for restic's stdin; keeps its error and its tail."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks: Iterator[bytes] = iter(chunks)
+        self._pending = b""
+        self.error: BaseException | None = None
+        self.tail = b""
+
+    def read(self, size: int = -1) -> bytes:
+        while not self._pending:
+            try:
+                chunk = next(self._chunks, None)
+            except Exception as exc:
+                self.error = exc
+                return b""
+            if chunk is None:
+                return b""
+            self.tail = (self.tail + chunk)[-256:]
+            self._pending = chunk
+        if size < 0 or size >= len(self._pending):
+            out, self._pending = self._pending, b""
+        else:
+            out, self._pending = self._pending[:size], self._pending[size:]
+        return out
+
+
+# --- listing -------------------------------------------------------------------------------
+
+
+def stored_backups(
+    target: BackupTarget, is_id: Callable[[str], datetime | None]
+) -> list[StoredBackup]:
+    """Every restic-format backup of the target (none when there is no repository yet).
+
+    Tags are read from the repository, so they are checked: a snapshot whose
+    backup tag is not an id, or that carries two, is not ours and is skipped.
+    """
+    if target.legacy_only:
+        return []
+    try:
+        snapshots = target.repository().snapshots(tags=[APP_TAG])
+    except restic.RepositoryNotFound:
+        return []
+    groups: dict[str, list[restic.Snapshot]] = {}
+    for snapshot in snapshots:
+        idents = [t.removeprefix("backup=") for t in snapshot.tags if t.startswith("backup=")]
+        if len(idents) != 1 or is_id(idents[0]) is None:
+            continue
+        groups.setdefault(idents[0], []).append(snapshot)
+    found = []
+    for ident, members in groups.items():
+        when = is_id(ident)
+        assert when is not None
+        manifests = [s for s in members if MANIFEST_TAG in s.tags]
+        size = 0
+        if len(manifests) == 1:
+            sizes = [t.removeprefix("size=") for t in manifests[0].tags if t.startswith("size=")]
+            size = int(sizes[0]) if len(sizes) == 1 and sizes[0].isdigit() else 0
+        found.append(
+            StoredBackup(
+                id=ident,
+                time=when,
+                complete=len(manifests) == 1,
+                size=size,
+                snapshots=tuple(s.id for s in members),
+                manifest_snapshot=manifests[0].id if len(manifests) == 1 else None,
+            )
+        )
+    return found
+
+
+def read_manifest_bytes(target: BackupTarget, stored: StoredBackup, limit: int) -> bytes:
+    """The raw ``manifest.json`` of a complete backup, at most ``limit`` bytes."""
+    assert stored.manifest_snapshot is not None
+    buffer = io.BytesIO()
+    sink = _Bounded(buffer, limit, what=f"backup {stored.id}: {MANIFEST_FILE}")
+    target.repository().dump(stored.manifest_snapshot, f"/{MANIFEST_FILE}", sink)  # type: ignore[arg-type]
+    return buffer.getvalue()
+
+
+def forget(target: BackupTarget, snapshots: Iterable[str]) -> None:
+    """Forget ``snapshots`` and prune what no other snapshot uses."""
+    ids = sorted(set(snapshots))
+    if not ids:
+        return
+    repo = target.repository()
+    # Locks a killed backup left (restic's stale rule: dead process, or 30 min old).
+    repo._run("unlock", ["unlock"])
+    repo._run("forget", ["forget", *[restic.checked_id(i, full=True) for i in ids]])
+    repo._run("prune", ["prune"])
+
+
+# --- reading a part back -------------------------------------------------------------------
+
+
+class _Bounded:
+    """A writable that refuses more than ``limit`` bytes (restic is killed when it raises)."""
+
+    def __init__(self, inner: IO[bytes] | Any, limit: int, *, what: str) -> None:
+        self.inner = inner
+        self.limit = limit
+        self.what = what
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.size += len(data)
+        if self.size > self.limit:
+            raise ResticBackupError(
+                f"{self.what} is longer than its manifest says ({self.limit} bytes at most); "
+                "the backup is refused"
+            )
+        return int(self.inner.write(data))
+
+
+def spool_part(
+    target: BackupTarget, *, kind: str, snapshot: str, name: str, limit: int, spooled: Path
+) -> None:
+    """A part of a backup, read back and compressed into ``spooled`` (a private file)."""
+    with private_file(spooled) as out:
+        compressor = zstandard.ZstdCompressor(level=SPOOL_ZSTD_LEVEL).stream_writer(
+            out, closefd=False
+        )
+        if kind == "volume":
+            dump_volume(target, snapshot=snapshot, volume=name, limit=limit, out=compressor)
+        else:
+            dump_database(target, snapshot=snapshot, name=name, limit=limit, out=compressor)
+        compressor.flush(zstandard.FLUSH_FRAME)
+
+
+def dump_database(target: BackupTarget, *, snapshot: str, name: str, limit: int, out: Any) -> None:
+    """``/<name>.sql`` of ``snapshot`` into ``out``, at most ``limit`` bytes."""
+    sink = _Bounded(out, limit, what=f"database {name}")
+    target.repository().dump(snapshot, f"/{name}.sql", sink)  # type: ignore[arg-type]
+
+
+def dump_volume(target: BackupTarget, *, snapshot: str, volume: str, limit: int, out: Any) -> None:
+    """The volume's files of ``snapshot`` as a tar into ``out``, names relative to the volume.
+
+    restic writes its tar into a pipe; a thread re-packs it member by member.
+    A member outside ``volume/<volume>/`` is refused, and more than ``limit``
+    bytes from restic stop it.
+    """
+    prefix = volume_path(volume).lstrip("/")
+    read_fd, write_fd = os.pipe()
+    failure: list[BaseException] = []
+
+    def repack() -> None:
+        # Closing the read end on a failure unblocks restic: its next write gets EPIPE.
+        with os.fdopen(read_fd, "rb") as source:
+            try:
+                _repacked(source, prefix, out)
+                while source.read(CHUNK):
+                    pass  # restic pads its tar past the end marker
+            except BaseException as exc:
+                failure.append(exc)
+
+    worker = threading.Thread(target=repack, daemon=True)
+    worker.start()
+    pipe = os.fdopen(write_fd, "wb")
+    sink = _Bounded(pipe, limit, what=f"volume {volume}")
+    try:
+        target.repository().dump(snapshot, volume_path(volume), sink)  # type: ignore[arg-type]
+    except (BrokenPipeError, ResticBackupError, restic.ResticError) as exc:
+        if not failure:
+            raise
+        raise failure[0] from exc
+    finally:
+        with suppress(BrokenPipeError):
+            pipe.close()
+        worker.join()
+    if failure:
+        raise failure[0]
+
+
+def _repacked(source: IO[bytes], prefix: str, sink: Any) -> None:
+    with (
+        tarfile.open(fileobj=source, mode="r|") as archive,
+        tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as out,
+    ):
+        for member in archive:
+            name = member.name.rstrip("/")
+            if name == prefix:
+                member.name = "."
+            elif name.startswith(prefix + "/"):
+                member.name = "./" + name[len(prefix) + 1 :]
+            else:
+                raise ResticBackupError(
+                    f"restic's archive holds {member.name[:200]!r}, outside {prefix}/; refused"
+                )
+            if member.islnk():
+                link = member.linkname.rstrip("/")
+                if not link.startswith(prefix + "/"):
+                    raise ResticBackupError(
+                        f"a hard link to {member.linkname[:200]!r}, outside {prefix}/; refused"
+                    )
+                member.linkname = "./" + link[len(prefix) + 1 :]
+            # The old names must not come back from the pax header.
+            member.pax_headers = {
+                k: v for k, v in member.pax_headers.items() if k not in ("path", "linkpath")
+            }
+            data = archive.extractfile(member) if member.isreg() else None
+            out.addfile(member, data)
+
+
+def volume_limit(raw_size: int, files: int) -> int:
+    """The most bytes restic's tar of a volume may have, from what the backup read."""
+    return raw_size + TAR_OVERHEAD_PER_FILE * (files + 1) + TAR_MARGIN
+
+
+def manifest_json(data: dict[str, Any]) -> bytes:
+    return (json.dumps(data, indent=2) + "\n").encode()
