@@ -15,7 +15,8 @@
 #     with --verify, puts the allowed signers or public keys in the config dir;
 #  5. builds the reconciler image from images/reconciler (or uses --image), then
 #     makes the VM's age key for encrypted secrets in git when there is none
-#     and prints its recipient (docs/secrets.md);
+#     and prints its recipient (docs/secrets.md); generates the backup key
+#     (RECONCILER_BACKUP_KEY) when the env file has none and prints it once;
 #  6. runs one sync in a short-lived container, which deploys desired-state/,
 #     the reconciler's own service included (restart=unless-stopped, the Docker
 #     socket, the state dir at the same path inside as outside);
@@ -566,6 +567,25 @@ ensure_age_key() {
   printf '%s\n' "$recipient" >&2
 }
 
+# --- 5c. the backup key ---------------------------------------------------------------
+
+# The restic password of every backup repository of the business (prod, dev,
+# safety copies): lost, no backup can be read. Made here once and shown once,
+# so its owner can put it in a password manager; a run that finds it in the
+# env file keeps it and shows nothing (the output of a rerun may be logged).
+ensure_backup_key() {
+  [ -z "$(get_env RECONCILER_BACKUP_KEY)" ] || return 0
+  # 32 bytes of the kernel's CSPRNG as 64 hex digits: od is POSIX, and the
+  # value needs no quoting in the env file nor in a shell.
+  backup_key=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')
+  [ "${#backup_key}" = 64 ] || die "could not read 32 random bytes from /dev/urandom"
+  set_env RECONCILER_BACKUP_KEY "$backup_key"
+  chmod 600 "$ENV_FILE"
+  log "backup key: generated RECONCILER_BACKUP_KEY in $ENV_FILE; it is shown this once:"
+  printf '%s\n' "$backup_key" >&2
+  log "keep it in your password manager now: without it no backup can be read, and this VM holds the only other copy"
+}
+
 # --- 6. the first sync and the daemon ------------------------------------------------
 
 # The mounts of the reconciler's own service in desired-state/compose.yaml.
@@ -726,6 +746,7 @@ ensure_deploy_key
 ensure_verification
 ensure_image
 ensure_age_key
+ensure_backup_key
 first_sync
 wait_healthy
 prune_old_builds

@@ -93,8 +93,7 @@ class HelperRunner:
             self.client.images.get(self.image)
             self._cache()
         mounts: dict[str, dict[str, str]] = {
-            v: {"bind": volume_path(self.mount_names.get(v, v)), "mode": "ro"}
-            for v in self.volumes
+            v: {"bind": volume_path(self.mount_names.get(v, v)), "mode": "ro"} for v in self.volumes
         }
         mounts[self.cache_volume] = {"bind": CACHE_DIR, "mode": "rw"}
         for path in self.binds:

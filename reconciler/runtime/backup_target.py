@@ -20,41 +20,29 @@ from pathlib import Path
 
 from reconciler.adapters import restic
 from reconciler.adapters.object_store import ObjectStore, open_store
-from reconciler.errors import ReconcilerError
+from reconciler.runtime.backup_key import open_repository
 from reconciler.statefiles import private_dir
-
-KEY_VARIABLE = "RECONCILER_BACKUP_KEY"
-
-
-class BackupKeyMissing(ReconcilerError):
-    """No ``RECONCILER_BACKUP_KEY``: no repository can be opened."""
 
 
 @dataclass
 class BackupTarget:
-    """A target URL, its object store (old backups) and, given the key, its restic repository."""
+    """A target URL, its object store (old backups) and its restic repository."""
 
     url: str
     store: ObjectStore
-    key: str | None
     env: Mapping[str, str] = field(repr=False, default_factory=dict)
     cache_dir: Path | None = None
     legacy_only: bool = False  # a store of old-format copies: no repository is looked for
 
     def repository(self, runner: restic.Runner | None = None) -> restic.Repository:
-        if not self.key:
-            raise BackupKeyMissing(
-                f"{KEY_VARIABLE} is not set: it opens the backups in {self.store.url}. "
-                "Put it in the env file (/etc/reconciler/env; install.sh makes one and prints "
-                "it once); without it no backup can be written or read"
-            )
-        if self.cache_dir is not None:
+        """The restic repository of the target; ``BackupKeyMissing`` without the key."""
+        if self.cache_dir is not None and runner is None:
             private_dir(self.cache_dir)
-        return restic.Repository(
+        return open_repository(
             self.url,
-            key=self.key,
-            env=self.env,
+            self.env,
             runner=runner,
+            # A helper keeps its own cache in a volume (restic_helper.py).
             cache_dir=str(self.cache_dir) if self.cache_dir and runner is None else None,
         )
 
@@ -72,7 +60,6 @@ def open_target(
     return BackupTarget(
         url=url,
         store=open_store(url),
-        key=environ.get(KEY_VARIABLE) or None,
         env=dict(environ),
         cache_dir=None if state_dir is None else state_dir / "restic-cache",
     )
@@ -80,4 +67,4 @@ def open_target(
 
 def legacy_target(store: ObjectStore) -> BackupTarget:
     """A target of old-format backups only (a restore's safety copies)."""
-    return BackupTarget(url=store.url, store=store, key=None, legacy_only=True)
+    return BackupTarget(url=store.url, store=store, legacy_only=True)

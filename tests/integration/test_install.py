@@ -745,3 +745,51 @@ def test_known_hosts_from_a_file_is_copied_0600_and_an_empty_one_is_refused(
     known = tmp_path / "etc" / "reconciler" / "known_hosts"
     assert known.read_text() == line
     assert _mode(known) == 0o600
+
+
+def test_the_backup_key_is_made_once_0600_and_shown_only_when_made(tmp_path: Path) -> None:
+    common = {"REPO": "file:///srv/site.git", "BACKUP_TARGET": f"file://{tmp_path}/backups"}
+    first = run_steps(tmp_path, "write_env_file && ensure_backup_key", **common)
+    assert first.returncode == 0, first.stderr
+    env_file = tmp_path / "etc" / "reconciler" / "reconciler.env"
+    (line,) = [
+        x for x in env_file.read_text().splitlines() if x.startswith("RECONCILER_BACKUP_KEY=")
+    ]
+    key = line.partition("=")[2]
+    assert re.fullmatch(r"[0-9a-f]{64}", key), key
+    assert _mode(env_file) == 0o600
+    assert first.stderr.count(key) == 1  # on a line of its own, for copying
+    assert f"\n{key}\n" in first.stderr
+    assert "password manager" in first.stderr
+    assert "without it no backup can be read" in first.stderr
+    assert key not in first.stdout
+
+    again = run_steps(tmp_path, "write_env_file && ensure_backup_key", **common)
+    assert again.returncode == 0, again.stderr
+    assert key not in again.stderr + again.stdout
+    assert "backup key" not in again.stderr
+    assert env_file.read_text().count("RECONCILER_BACKUP_KEY=") == 1
+    assert f"RECONCILER_BACKUP_KEY={key}\n" in env_file.read_text()
+    assert _mode(env_file) == 0o600
+
+
+def test_an_empty_backup_key_line_is_replaced_and_a_given_key_is_kept(tmp_path: Path) -> None:
+    config = tmp_path / "etc" / "reconciler"
+    config.mkdir(parents=True)
+    env_file = config / "reconciler.env"
+    env_file.write_text("RECONCILER_PROJECT=site\nRECONCILER_BACKUP_KEY=\nBACKUP_TIMEZONE=UTC\n")
+    env_file.chmod(0o600)
+    made = run_steps(tmp_path, "ensure_backup_key")
+    assert made.returncode == 0, made.stderr
+    lines = env_file.read_text().splitlines()
+    assert lines[0] == "RECONCILER_PROJECT=site"
+    assert lines[2] == "BACKUP_TIMEZONE=UTC"
+    assert re.fullmatch(r"RECONCILER_BACKUP_KEY=[0-9a-f]{64}", lines[1]), lines[1]
+    assert _mode(env_file) == 0o600
+
+    # The key a business already has (a new VM after a lost one) is never replaced.
+    env_file.write_text("RECONCILER_BACKUP_KEY='the business key'\n")
+    kept = run_steps(tmp_path, "ensure_backup_key")
+    assert kept.returncode == 0, kept.stderr
+    assert env_file.read_text() == "RECONCILER_BACKUP_KEY='the business key'\n"
+    assert "the business key" not in kept.stderr
