@@ -665,6 +665,19 @@ class Repository:
         args = ["dump", checked_id(snapshot_id), checked_path(path)]
         self._run("dump", args, stdout=out)
 
+    def ls(self, snapshot_id: str, path: str, on_node: Callable[[dict[str, Any]], None]) -> None:
+        """Each node under ``path`` of the snapshot, as restic's ``ls --json`` prints it."""
+
+        def line(text: str) -> None:
+            try:
+                node = json.loads(text)
+            except ValueError:
+                return
+            if isinstance(node, dict) and node.get("struct_type") == "node":
+                on_node(node)
+
+        self._run("ls", ["ls", "--json", checked_id(snapshot_id), checked_path(path)], on_line=line)
+
     def restore(self, snapshot_id: str, *, target: Path, include: Sequence[str] = ()) -> None:
         """Restore the snapshot (or only ``include`` paths of it) under ``target``."""
         args = ["restore", checked_id(snapshot_id), "--target", str(target)]

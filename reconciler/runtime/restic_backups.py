@@ -27,6 +27,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import tarfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -325,6 +326,7 @@ def dump_volume(target: BackupTarget, *, snapshot: str, volume: str, limit: int,
     bytes from restic stop it.
     """
     prefix = volume_path(volume).lstrip("/")
+    nodes = _node_times(target, snapshot, volume_path(volume))
     read_fd, write_fd = os.pipe()
     failure: list[BaseException] = []
 
@@ -332,7 +334,7 @@ def dump_volume(target: BackupTarget, *, snapshot: str, volume: str, limit: int,
         # Closing the read end on a failure unblocks restic: its next write gets EPIPE.
         with os.fdopen(read_fd, "rb") as source:
             try:
-                _repacked(source, prefix, out)
+                _repacked(source, prefix, out, nodes)
                 while source.read(CHUNK):
                     pass  # restic pads its tar past the end marker
             except BaseException as exc:
@@ -356,11 +358,71 @@ def dump_volume(target: BackupTarget, *, snapshot: str, volume: str, limit: int,
         raise failure[0]
 
 
-def _repacked(source: IO[bytes], prefix: str, sink: Any) -> None:
+@dataclass(frozen=True)
+class _Node:
+    mtime: str  # seconds.nanoseconds, as a pax header carries it
+    mode: int  # permission bits (and the sticky bit)
+    uid: int
+    gid: int
+
+
+def _node_times(target: BackupTarget, snapshot: str, path: str) -> dict[str, _Node]:
+    """Each node's exact mtime (and the volume root's mode), by path relative to ``path``.
+
+    restic 0.14's ``dump`` writes a tar with mtimes rounded to the second and
+    without the dumped folder itself; ``ls`` has both exactly.
+    """
+    nodes: dict[str, _Node] = {}
+
+    def keep(node: dict[str, Any]) -> None:
+        where = str(node.get("path", ""))
+        if where == path:
+            relative = "."
+        elif where.startswith(path + "/"):
+            relative = "./" + where[len(path) + 1 :]
+        else:
+            return
+        stamp = _pax_time(str(node.get("mtime", "")))
+        mode, uid, gid = node.get("mode"), node.get("uid"), node.get("gid")
+        if stamp is None or not (
+            isinstance(mode, int) and isinstance(uid, int) and isinstance(gid, int)
+        ):
+            return
+        # Go's FileMode: permissions in the low bits, sticky at bit 20.
+        permissions = (mode & 0o777) | (0o1000 if mode & (1 << 20) else 0)
+        nodes[relative] = _Node(stamp, permissions, uid, gid)
+
+    target.repository().ls(snapshot, path, keep)
+    return nodes
+
+
+_GO_TIME = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:\d{2})$")
+
+
+def _pax_time(text: str) -> str | None:
+    match = _GO_TIME.match(text)
+    if match is None:
+        return None
+    zone = "+00:00" if match.group(3) == "Z" else match.group(3)
+    seconds = int(datetime.fromisoformat(match.group(1) + zone).timestamp())
+    nanos = (match.group(2) or "").ljust(9, "0")
+    return f"{seconds}.{nanos}"
+
+
+def _repacked(source: IO[bytes], prefix: str, sink: Any, nodes: dict[str, _Node]) -> None:
     with (
         tarfile.open(fileobj=source, mode="r|") as archive,
         tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as out,
     ):
+        root = nodes.get(".")
+        if root is not None:
+            # The volume's own folder: its mode and owner come back too.
+            folder = tarfile.TarInfo(".")
+            folder.type = tarfile.DIRTYPE
+            folder.mode, folder.uid, folder.gid = root.mode, root.uid, root.gid
+            folder.mtime = int(root.mtime.split(".")[0])
+            folder.pax_headers = {"mtime": root.mtime}
+            out.addfile(folder)
         for member in archive:
             name = member.name.rstrip("/")
             if name == prefix:
@@ -382,6 +444,10 @@ def _repacked(source: IO[bytes], prefix: str, sink: Any) -> None:
             member.pax_headers = {
                 k: v for k, v in member.pax_headers.items() if k not in ("path", "linkpath")
             }
+            node = nodes.get(member.name)
+            if node is not None:
+                member.mtime = int(node.mtime.split(".")[0])
+                member.pax_headers["mtime"] = node.mtime
             data = archive.extractfile(member) if member.isreg() else None
             out.addfile(member, data)
 

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import zstandard
 
+from reconciler.adapters import restic
 from reconciler.adapters.object_store import ObjectNotFound
 from reconciler.decide.restore_planning import ArtifactRef
 from reconciler.runtime import restic_backups
@@ -173,7 +174,11 @@ def _fetch_part(target: BackupTarget, artifact: ArtifactRef, path: Path) -> Path
         )
     except (restic_backups.ResticBackupError, tarfile.TarError) as exc:
         path.unlink(missing_ok=True)
-        raise VerifyError(f"{label}: {exc}") from exc
+        raise VerifyError(f"{label}: {exc}; the backup is refused") from exc
+    except restic.ResticError as exc:
+        # Not Unavailable: a store that cannot be reached says nothing of the backup.
+        path.unlink(missing_ok=True)
+        raise VerifyError(f"{label}: does not read back: {exc}; the backup is refused") from exc
     except BaseException:
         path.unlink(missing_ok=True)
         raise

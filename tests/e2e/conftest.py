@@ -14,9 +14,8 @@ from typing import Any
 import docker
 import pytest
 
-from tests.conftest import TEST_BACKUP_KEY, TEST_HELPER_IMAGE
-
 from reconciler import labels
+from tests.conftest import TEST_BACKUP_KEY, TEST_HELPER_IMAGE
 
 
 @dataclass

@@ -7,6 +7,7 @@ desired state of the committed files, the way ``reconciler backup run`` does.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import time
 from pathlib import Path
@@ -20,9 +21,12 @@ from reconciler.adapters.object_store import S3Store
 from reconciler.model.backup_policy import load_backup_policy
 from reconciler.model.loading import load_desired_state
 from reconciler.runtime.backing_up import read_manifest, run_backup
+from reconciler.runtime.backup_target import legacy_target, open_target
 from reconciler.settings import Settings, load_settings
+from tests.conftest import TEST_HELPER_IMAGE
 from tests.e2e.conftest import Cli, make_cli
 from tests.fixtures.git_remotes import ServedRemote
+from tests.fixtures.restic_planting import flip_packs
 from tests.fixtures.s3_server import FAKE_KEY, FAKE_SECRET, REGION, S3Server
 from tests.integration.backup_stack import POPULATE, ROOT_PASSWORD, listing, run_sql
 
@@ -134,7 +138,8 @@ class Env:
         assert policy is not None
         result = run_backup(
             client=self.client,
-            store=S3Store(self.bucket, prefix),
+            target=open_target(f"s3://{self.bucket}/{prefix}", {**os.environ, **self.environ}),
+            helper_image=TEST_HELPER_IMAGE,
             desired=desired,
             policy=policy,
             state_dir=self.tmp_path / "backup-state",
@@ -216,14 +221,11 @@ def test_restore_by_commit_runs_once_refuses_tampering_and_reads_other_prefixes(
 
     # The safety copy holds what was there before: the vandalised files.
     safety = S3Store(env.bucket, "prod/pre-restore/r1")
-    assert read_manifest(safety, r1["safety_copy_backup"]).artifacts
+    assert read_manifest(legacy_target(safety), r1["safety_copy_backup"]).artifacts
 
-    # A tampered backup object is refused; nothing is overwritten.
-    store = S3Store(env.bucket, "prod")
-    site = next(a for a in read_manifest(store, good).artifacts if a.name == "site")
-    data = bytearray(b"".join(store.get_stream(site.key)))
-    data[len(data) // 3] ^= 0x01
-    store.put_bytes(site.key, bytes(data))
+    # A damaged repository is refused (restic authenticates every blob it
+    # reads back); nothing is overwritten.
+    assert flip_packs(env.bucket, "prod") > 0
     before = env.files()
     rows_before = env.rows()
     env.remote.commit_files(
@@ -236,7 +238,8 @@ def test_restore_by_commit_runs_once_refuses_tampering_and_reads_other_prefixes(
     result = env.cli.run("sync")
     assert result.returncode == 1
     assert "restore r2 failed" in result.stderr
-    assert "SHA-256 mismatch" in result.stderr
+    assert "does not read back" in result.stderr, result.stderr
+    assert "ciphertext verification failed" in result.stderr
     assert "nothing was overwritten" in result.stderr
     assert env.files() == before
     assert env.rows() == rows_before
@@ -363,17 +366,13 @@ def test_the_drill_passes_then_detects_a_corrupted_backup(env: Env) -> None:
     assert drill["volumes"]["site"]["files"] >= 5
     assert drill["databases"]["db"]["databases"]["shop"] == 2
 
-    store = S3Store(env.bucket, "prod")
-    dump = next(a for a in read_manifest(store, good).artifacts if a.kind == "database")
-    data = bytearray(b"".join(store.get_stream(dump.key)))
-    data[-20] ^= 0x40
-    store.put_bytes(dump.key, bytes(data))
+    assert flip_packs(env.bucket, "prod") > 0
     result = env.cli.run("restore", "--drill")
     assert result.returncode == 1
     drill = env.cli.status()["drill"]
     assert drill["result"] == "failed"
-    assert "SHA-256 mismatch" in drill["error"]
-    assert "databases/db.sql.zst" in drill["error"]
+    assert "does not read back" in drill["error"], drill["error"]
+    assert "ciphertext verification failed" in drill["error"]
     # Scratch objects are gone.
     leftovers = [
         v.name for v in env.client.volumes.list() if v.name.startswith(f"{env.project}-drill-")

@@ -11,6 +11,7 @@ import pytest
 from reconciler.adapters.object_store import FileStore
 from reconciler.runtime import backing_up
 from reconciler.runtime.backing_up import BackupError, _free_start, backup_id
+from reconciler.runtime.backup_target import legacy_target
 
 
 def ticking(start: datetime, step: timedelta) -> Iterator[datetime]:
@@ -29,7 +30,7 @@ def no_sleep(monkeypatch: pytest.MonkeyPatch) -> list[float]:
 
 def test_a_free_second_is_used_as_it_is(tmp_path: Path, no_sleep: list[float]) -> None:
     first = datetime(2026, 12, 1, 19, 7, 1, 250_000, tzinfo=UTC)
-    started = _free_start(FileStore(tmp_path), lambda: first, first=first)
+    started = _free_start(legacy_target(FileStore(tmp_path)), lambda: first, first=first)
     assert started == first
     assert no_sleep == []
 
@@ -40,7 +41,7 @@ def test_a_taken_second_waits_for_the_next(tmp_path: Path, no_sleep: list[float]
     # The one before: complete, or killed half way (artifacts and no manifest).
     store.put_bytes(f"{backup_id(first)}/volumes/site.tar.zst", b"partial")
     clock = ticking(first + timedelta(seconds=1), timedelta(seconds=1))
-    started = _free_start(store, lambda: next(clock), first=first)
+    started = _free_start(legacy_target(store), lambda: next(clock), first=first)
     assert backup_id(started) == "2026-12-01T19-07-02Z"
     assert no_sleep == [pytest.approx(0.76)]  # to just past the next whole second
 
@@ -50,4 +51,4 @@ def test_a_clock_that_stands_still_is_an_error_not_a_hang(tmp_path: Path) -> Non
     frozen = datetime(2026, 12, 1, 19, 7, 1, tzinfo=UTC)
     store.put_bytes(f"{backup_id(frozen)}/manifest.json", b"{}")
     with pytest.raises(BackupError, match="check the machine's clock"):
-        _free_start(store, lambda: frozen, first=frozen)
+        _free_start(legacy_target(store), lambda: frozen, first=frozen)

@@ -20,6 +20,7 @@ from reconciler.adapters.object_store import (
     part_size,
 )
 from reconciler.runtime.backing_up import Artifact, Manifest, backup_id, id_time
+from reconciler.runtime.backup_target import legacy_target
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -142,7 +143,7 @@ def test_manifest_json_round_trip_and_version_check() -> None:
     assert manifest.size == 15
     assert b'"format_version": 1' in raw
     with pytest.raises(ValueError, match="upgrade the reconciler"):
-        Manifest.from_json(raw.replace(b'"format_version": 1', b'"format_version": 2'))
+        Manifest.from_json(raw.replace(b'"format_version": 1', b'"format_version": 3'))
 
 
 def _planted(**changes: Any) -> bytes:
@@ -218,7 +219,7 @@ def test_a_backup_id_is_checked_before_it_names_a_key(tmp_path: Path, ident: str
     (tmp_path / "x").mkdir()
     (tmp_path / "x" / "manifest.json").write_bytes(_planted())
     with pytest.raises(VerifyError, match="is not a backup id like 2026-11-27T05-04-00Z"):
-        read_manifest(store, ident)
+        read_manifest(legacy_target(store), ident)
 
 
 def test_a_spool_folder_never_leads_out_of_restore_tmp(tmp_path: Path) -> None:

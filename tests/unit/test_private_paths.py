@@ -12,6 +12,7 @@ import pytest
 
 from reconciler.adapters.object_store import FileStore
 from reconciler.decide.restore_planning import ArtifactRef
+from reconciler.runtime.backup_target import legacy_target
 from reconciler.runtime.restore_artifacts import fetch_verified, spool_folder
 from reconciler.statefiles import atomic_write_json, exclusive_lock, private_dir, private_file
 
@@ -111,7 +112,7 @@ def test_the_restore_spool_is_a_0700_folder_of_0600_files(tmp_path: Path) -> Non
     )
     state = tmp_path / "state"
     with spool_folder(state, "r1") as folder:
-        kept = fetch_verified(store, artifact, folder)
+        kept = fetch_verified(legacy_target(store), artifact, folder)
         assert kept is not None, "the disk has room: the artifact is kept in the spool"
         assert _mode(state) == 0o700
         assert _mode(state / "restore-tmp") == 0o700

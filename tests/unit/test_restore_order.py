@@ -10,6 +10,7 @@ import zstandard
 from reconciler.adapters.object_store import open_store
 from reconciler.decide.restore_planning import ArtifactRef
 from reconciler.runtime.backing_up import VerifyError
+from reconciler.runtime.backup_target import legacy_target
 from reconciler.runtime.restore_artifacts import (
     SPOOL_HEADROOM,
     decompressed,
@@ -80,5 +81,5 @@ def test_fetch_stops_reading_past_the_manifest_size(tmp_path: Path) -> None:
     spool = tmp_path / "spool"
     spool.mkdir()
     with pytest.raises(VerifyError, match="read more than 1000 bytes"):
-        fetch_verified(store, ref(1000), spool)
+        fetch_verified(legacy_target(store), ref(1000), spool)
     assert list(spool.iterdir()) == []  # nothing kept
