@@ -7,9 +7,8 @@ writing began; refuse when the spool has no room; say what it replaces before as
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
+import os
 import re
 import subprocess
 import sys
@@ -21,7 +20,9 @@ import zstandard
 
 from reconciler.adapters.object_store import S3Store
 from reconciler.runtime.backing_up import read_manifest
+from reconciler.runtime.backup_target import legacy_target, open_target
 from tests.e2e.test_restore import Env, compose, env  # noqa: F401 (the fixture)
+from tests.fixtures.restic_planting import newer_id, plant_backup, repository
 from tests.integration.backup_stack import run_sql
 
 pytestmark = pytest.mark.integration
@@ -46,7 +47,9 @@ def with_writer() -> str:
 
 
 def _member(store: S3Store, backup: str, name: str, path: str) -> bytes:
-    artifact = next(a for a in read_manifest(store, backup).artifacts if a.name == name)
+    artifact = next(
+        a for a in read_manifest(legacy_target(store), backup).artifacts if a.name == name
+    )
     raw = (
         zstandard.ZstdDecompressor()
         .decompressobj()
@@ -82,20 +85,15 @@ def test_the_safety_copy_is_taken_after_the_writers_stopped(env: Env) -> None:
 
 
 def _plant_failing_dump(env: Env, backup: str) -> None:
-    """The backup's dump with a statement that fails at its end, checksums recomputed."""
-    store = S3Store(env.bucket, "prod")
-    raw_manifest = json.loads(b"".join(store.get_stream(f"{backup}/manifest.json")))
-    entry = next(a for a in raw_manifest["artifacts"] if a["kind"] == "database")
-    dump = (
-        zstandard.ZstdDecompressor()
-        .decompressobj()
-        .decompress(b"".join(store.get_stream(entry["key"])))
+    """A newer backup whose dump fails at its end, planted with the key (a PC holds it too)."""
+    environ = {**os.environ, **env.environ}
+    repo = repository(f"s3://{env.bucket}/prod", environ)
+    plant_backup(
+        repo,
+        from_ident=backup,
+        new_ident=newer_id(backup),
+        change_dump=lambda dump: dump + b"\nINSERT INTO shop.no_such_table VALUES (1);\n",
     )
-    dump += b"\nINSERT INTO shop.no_such_table VALUES (1);\n"
-    stored = zstandard.ZstdCompressor().compress(dump)
-    store.put_bytes(entry["key"], stored)
-    entry.update(size=len(stored), sha256=hashlib.sha256(stored).hexdigest(), raw_size=len(dump))
-    store.put_bytes(f"{backup}/manifest.json", json.dumps(raw_manifest).encode())
 
 
 def test_a_restore_failing_after_it_wrote_puts_the_safety_copy_back(env: Env) -> None:
@@ -162,7 +160,9 @@ def test_restore_latest_says_what_it_is_and_replaces_before_asking(env: Env) -> 
     )
     assert result.returncode == 1
     text = result.stdout + result.stderr
-    manifest = read_manifest(S3Store(env.bucket, "prod"), good)
+    manifest = read_manifest(
+        open_target(f"s3://{env.bucket}/prod", {**os.environ, **env.environ}), good
+    )
     assert f"Backup {good} from s3://{env.bucket}/prod" in text
     assert manifest.time in text
     assert manifest.host in text

@@ -1,29 +1,30 @@
 """Planted dumps against the real engine and MariaDB: refused before anything changes.
 
-The attacker can write to the backup target but holds nothing of the VM: they
-take a real backup, change its dump and recompute the checksums in
-``manifest.json``. Each test would fail on main at e56afd9 (the dump's lines ran
-as root in the database container, and ``my shop`` was never dropped).
+The attacker holds the backup key (a developer's PC does) but nothing of the
+VM: they read a real backup, change its dump and write it back as a newer
+backup, which restic reads as authentic. Each test would fail on main at
+e56afd9 (the dump's lines ran as root in the database container, and ``my
+shop`` was never dropped).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import io
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import docker
 import pytest
-import zstandard
 
 from reconciler.adapters import mariadb
-from reconciler.adapters.object_store import FileStore, ObjectStore
-from reconciler.runtime.backing_up import MANIFEST, read_manifest, run_backup
+from reconciler.adapters.object_store import FileStore
+from reconciler.runtime.backing_up import list_backups, run_backup
+from reconciler.runtime.backup_target import open_target
 from reconciler.runtime.restoring import RestoreContext, RestoreFailed, RestoreOptions, run_restore
+from tests.conftest import TEST_HELPER_IMAGE
 from tests.fixtures.docker_engine import remove_project
+from tests.fixtures.restic_planting import newer_id, plant_backup, repository
 from tests.integration.backup_stack import Stack, policy, run_sql, start_stack
 
 pytestmark = pytest.mark.integration
@@ -47,6 +48,7 @@ def context(stack: Stack, tmp_path: Path, target: str) -> RestoreContext:
         state_dir=tmp_path / "state",
         default_source=target,
         safety_target=target,
+        environ=os.environ,
     )
 
 
@@ -55,38 +57,24 @@ def backup(stack: Stack, tmp_path: Path) -> tuple[str, FileStore]:
     store = FileStore(tmp_path / "backups")
     run_backup(
         client=stack.client,
-        store=store,
+        target=open_target(target, os.environ, state_dir=tmp_path / "state"),
         desired=stack.desired,
         policy=policy(target),
         state_dir=tmp_path / "state",
+        helper_image=TEST_HELPER_IMAGE,
     )
     return target, store
 
 
-def plant(store: ObjectStore, change: Callable[[bytes], bytes]) -> None:
-    """Rewrite the newest backup's dump and its manifest entry, as an attacker would."""
-    ident = _newest(store)
-    manifest = read_manifest(store, ident)
-    artifacts = []
-    for artifact in manifest.artifacts:
-        if artifact.kind == "database":
-            stored = io.BytesIO(b"".join(store.get_stream(artifact.key)))
-            reader = zstandard.ZstdDecompressor().stream_reader(stored, read_across_frames=True)
-            raw = reader.read()
-            data = zstandard.ZstdCompressor().compress(change(raw))
-            store.put_bytes(artifact.key, data)
-            artifact = dataclasses.replace(
-                artifact, size=len(data), sha256=hashlib.sha256(data).hexdigest()
-            )
-        artifacts.append(artifact)
-    planted = dataclasses.replace(manifest, artifacts=tuple(artifacts))
-    store.put_bytes(f"{ident}/{MANIFEST}", planted.to_json())
-
-
-def _newest(store: ObjectStore) -> str:
-    from reconciler.runtime.backing_up import list_backups
-
-    return list_backups(store)[0].id
+def plant(target: str, change: Callable[[bytes], bytes]) -> None:
+    """The newest backup with its dump changed, written back as a newer one with the key."""
+    newest = list_backups(open_target(target, os.environ))[0].id
+    plant_backup(
+        repository(target, os.environ),
+        from_ident=newest,
+        new_ident=newer_id(newest),
+        change_dump=change,
+    )
 
 
 def after_shop(sql: bytes) -> Callable[[bytes], bytes]:
@@ -109,13 +97,13 @@ def test_a_dump_with_shell_commands_is_refused_and_nothing_changes(
     stack: Stack, tmp_path: Path
 ) -> None:
     target, store = backup(stack, tmp_path)
-    plant(store, after_shop(b"\\! touch /tmp/pwned\nsystem touch /tmp/pwned-system\n"))
+    plant(target, after_shop(b"\\! touch /tmp/pwned\nsystem touch /tmp/pwned-system\n"))
     run_sql(stack.container("db"), "INSERT INTO shop.orders (item) VALUES ('after backup');")
     before = run_sql(stack.container("db"), STATE)
     with pytest.raises(RestoreFailed) as caught:
         run_restore("h1", RestoreOptions(), context(stack, tmp_path, target))
     message = str(caught.value)
-    assert "databases/db.sql.zst: line " in message
+    assert "databases/db: line " in message
     assert "client command '\\!' refused" in message
     assert "nothing was overwritten" in message
     assert caught.value.touched is False
@@ -135,9 +123,9 @@ def test_the_load_itself_runs_in_sandbox_mode(stack: Stack) -> None:
 
 
 def test_a_dump_that_creates_an_account_is_refused(stack: Stack, tmp_path: Path) -> None:
-    target, store = backup(stack, tmp_path)
+    target, _store = backup(stack, tmp_path)
     plant(
-        store,
+        target,
         after_shop(
             b"CREATE USER 'evil'@'%' IDENTIFIED BY 'x';\n"
             b"GRANT ALL PRIVILEGES ON *.* TO 'evil'@'%' WITH GRANT OPTION;\n"
