@@ -24,10 +24,13 @@ from reconciler import labels
 from reconciler.adapters.object_store import FileStore
 from reconciler.model.backup_policy import load_backup_policy
 from reconciler.model.loading import load_desired_state
-from reconciler.runtime.backing_up import backup_id, id_time, read_manifest, run_backup
+from reconciler.runtime.backing_up import backup_id, id_time, read_manifest
+from reconciler.runtime.backup_target import legacy_target
+from tests.conftest import TEST_HELPER_IMAGE
 from tests.e2e.conftest import Cli, make_cli
 from tests.e2e.test_restore import BACKUP, compose
 from tests.fixtures.git_remotes import ServedRemote
+from tests.fixtures.legacy_backups import write_legacy_backup
 from tests.integration.backup_stack import POPULATE, ROOT_PASSWORD, listing
 
 pytestmark = pytest.mark.integration
@@ -67,14 +70,15 @@ class World:
             default_target="file:///nowhere",
         )
         assert policy is not None
-        return run_backup(
+        # In the old format (1): these are the cases planted by whoever can write
+        # to the store without the key; such backups stay restorable for a while.
+        return write_legacy_backup(
             client=self.client,
             store=self.store,
             desired=desired,
             policy=policy,
-            state_dir=self.vm / "backup-state",
-            prune_after=False,
-        ).manifest.id
+            image=TEST_HELPER_IMAGE,
+        ).id
 
     def files(self) -> str:
         return listing(self.client, f"{self.project}_site")
@@ -222,7 +226,7 @@ def test_a_volume_archive_with_a_member_that_leads_out_is_refused_before_the_vol
     manifest["id"] = folder
     manifest["artifacts"] = [site]
     world.plant(folder, manifest)
-    assert read_manifest(world.store, folder).id == folder  # a well-formed manifest
+    assert read_manifest(legacy_target(world.store), folder).id == folder  # well-formed
     before = world.files()
 
     result = world.cli.run("restore", "latest", "--yes")
