@@ -436,12 +436,12 @@ _UNREACHABLE = (
     "connection reset",
     "repository is already locked",
     "unable to create lock",
-    "Access Denied",
-    "InvalidAccessKeyId",
-    "SignatureDoesNotMatch",
     "503 Service Unavailable",
     "500 Internal Server Error",
 )
+
+
+_CREDENTIALS = ("Access Denied", "InvalidAccessKeyId", "SignatureDoesNotMatch")
 
 
 def classify(stderr: str, *, what: str, where: str) -> ReconcilerError:
@@ -452,13 +452,18 @@ def classify(stderr: str, *, what: str, where: str) -> ReconcilerError:
             f"the repository at {where} does not open with RECONCILER_BACKUP_KEY: it was made "
             "with another key; set the key this business's backups were made with"
         )
+    if any(s in stderr for s in _CREDENTIALS):
+        return ResticError(
+            f"{where} refused the credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY in the "
+            f"env file) for restic {what}: {tail}"
+        )
     unreachable = any(s in stderr for s in _UNREACHABLE)
     if not unreachable and all(
         any(s in stderr for s in group) for group in (_ABSENT, _ABSENT_CAUSE)
     ):
         return RepositoryNotFound(f"no restic repository at {where}")
     if unreachable:
-        return Unavailable(f"restic {what} cannot reach {where}: {tail}")
+        return Unavailable(f"{where} cannot be reached (restic {what}): {tail}")
     return ResticError(f"restic {what} failed at {where}: {tail}")
 
 

@@ -494,6 +494,8 @@ def _backup(
     # as its parent whatever the reconciler's container is called.
     host = desired.project
     repository = target.repository()
+    # restic would make a missing bucket; a mistyped name must fail instead.
+    target.store.list("config")
     repository.ensure()
     for volume in policy.volumes:
         spec = desired.volumes[volume.name]

@@ -134,18 +134,22 @@ def database_part(
     """
     repo = target.repository()
     stream = _ChunkStream(chunks)
-    summary = repo.backup_stdin(
-        stream,  # type: ignore[arg-type]  # a readable is all restic's feeder needs
-        filename=f"{name}.sql",
-        tags=[APP_TAG, backup_tag(ident), part_tag("database", name)],
-        host=host,
-        time=time,
-        on_progress=on_progress,
-    )
-    if stream.error is not None:
-        raise ResticBackupError(f"database {name}: the dump failed: {stream.error}") from (
-            stream.error
+    try:
+        summary = repo.backup_stdin(
+            stream,  # type: ignore[arg-type]  # a readable is all restic's feeder needs
+            filename=f"{name}.sql",
+            tags=[APP_TAG, backup_tag(ident), part_tag("database", name)],
+            host=host,
+            time=time,
+            on_progress=on_progress,
         )
+    except restic.ResticError:
+        # restic's complaint about its input hides the cause: the dump's own error.
+        if stream.error is not None:
+            raise stream.error from None
+        raise
+    if stream.error is not None:
+        raise stream.error
     if trailer not in stream.tail:
         raise ResticBackupError(f"database {name}: the dump is truncated (no trailer)")
     return _written(repo, summary)

@@ -196,3 +196,14 @@ def test_a_timeout_kills_restic_and_its_children(tmp_path: Path) -> None:
         time.sleep(0.05)
     status = Path(f"/proc/{child}/stat")
     assert not status.exists() or status.read_text().split()[2] == "Z"
+
+
+def test_refused_credentials_are_said_so_never_read_as_unreachable() -> None:
+    error = classify(
+        "Fatal: unable to open config file: Stat: Access Denied.\nIs there a repository",
+        what="snapshots",
+        where="s3://b/prod",
+    )
+    assert type(error) is ResticError
+    assert "s3://b/prod refused the credentials" in str(error)
+    assert "AWS_ACCESS_KEY_ID" in str(error)
