@@ -681,7 +681,8 @@ class Repository:
             if isinstance(node, dict) and node.get("struct_type") == "node":
                 on_node(node)
 
-        self._run("ls", ["ls", "--json", checked_id(snapshot_id), checked_path(path)], on_line=line)
+        args = ["ls", "--json", "--recursive", checked_id(snapshot_id), checked_path(path)]
+        self._run("ls", args, on_line=line)
 
     def restore(self, snapshot_id: str, *, target: Path, include: Sequence[str] = ()) -> None:
         """Restore the snapshot (or only ``include`` paths of it) under ``target``."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +12,8 @@ import docker
 import pytest
 
 from reconciler.adapters.object_store import FileStore, S3Store, open_store
-from reconciler.runtime.backing_up import read_manifest, run_backup
+from reconciler.runtime.backing_up import run_backup
+from reconciler.runtime.backup_target import legacy_target, open_target
 from reconciler.runtime.restoring import (
     RestoreContext,
     RestoreFailed,
@@ -19,7 +21,10 @@ from reconciler.runtime.restoring import (
     resolve_backup,
     run_restore,
 )
+from tests.conftest import TEST_HELPER_IMAGE
 from tests.fixtures.docker_engine import remove_project
+from tests.fixtures.legacy_backups import write_legacy_backup
+from tests.fixtures.restic_planting import flip_packs, newer_id, plant_backup, repository
 from tests.integration.backup_stack import Stack, listing, policy, run_sql, start_stack
 
 pytestmark = pytest.mark.integration
@@ -43,7 +48,31 @@ def context(stack: Stack, tmp_path: Path, target: str, **fields: Any) -> Restore
         state_dir=tmp_path / "state",
         default_source=target,
         safety_target=target,
+        environ=os.environ,
         **fields,
+    )
+
+
+def backup(stack: Stack, target: str, state: Path, **options: Any) -> Any:
+    """A backup by the reconciler's pipeline (restic)."""
+    return run_backup(
+        client=stack.client,
+        target=open_target(target, os.environ, state_dir=state),
+        desired=stack.desired,
+        policy=policy(target, **options),
+        state_dir=state,
+        helper_image=TEST_HELPER_IMAGE,
+    )
+
+
+def legacy_backup(stack: Stack, target: str, **options: Any) -> Any:
+    """A backup in the old format (1), as one left from before restic was the engine."""
+    return write_legacy_backup(
+        client=stack.client,
+        store=open_store(target),
+        desired=stack.desired,
+        policy=policy(target, **options),
+        image=TEST_HELPER_IMAGE,
     )
 
 
@@ -58,16 +87,9 @@ def vandalise(stack: Stack) -> None:
 
 def test_restore_from_a_file_target_is_exact(stack: Stack, tmp_path: Path) -> None:
     target = f"file://{tmp_path / 'backups'}"
-    store = open_store(target)
     before_files = listing(stack.client, f"{stack.project}_site")
     before_rows = run_sql(stack.container("db"), ROWS)
-    run_backup(
-        client=stack.client,
-        store=store,
-        desired=stack.desired,
-        policy=policy(target),
-        state_dir=tmp_path / "state",
-    )
+    backup(stack, target, tmp_path / "state")
     vandalise(stack)
     vandalised = listing(stack.client, f"{stack.project}_site")
     recorded: dict[str, Any] = {}
@@ -83,7 +105,7 @@ def test_restore_from_a_file_target_is_exact(stack: Stack, tmp_path: Path) -> No
     assert recorded["backup"] == report.backup
     # The safety copy is a backup like any other: restoring it undoes the restore.
     safety = FileStore(tmp_path / "backups" / "pre-restore" / "r1")
-    assert resolve_backup(safety, "latest").id == report.safety_copy_backup
+    assert resolve_backup(legacy_target(safety), "latest").id == report.safety_copy_backup
     run_restore(
         "undo-r1",
         RestoreOptions(source=report.safety_copy, databases=()),
@@ -96,23 +118,13 @@ def test_tampered_object_is_refused_and_nothing_is_touched(
     stack: Stack, tmp_path: Path, s3_bucket: str
 ) -> None:
     store = S3Store(s3_bucket, "prod", max_attempts=2)
-    result = run_backup(
-        client=stack.client,
-        store=store,
-        desired=stack.desired,
-        policy=policy(store.url),
-        state_dir=tmp_path / "state",
-    )
-    manifest = read_manifest(store, result.manifest.id)
-    site = next(a for a in manifest.artifacts if a.name == "site")
-    data = bytearray(b"".join(store.get_stream(site.key)))
-    data[len(data) // 2] ^= 0xFF
-    store.put_bytes(site.key, bytes(data))
+    backup(stack, store.url, tmp_path / "state")
+    assert flip_packs(s3_bucket, "prod") > 0
     stack.container("web").exec_run(["sh", "-c", "echo marker > /data/marker"])
     before = listing(stack.client, f"{stack.project}_site")
     with pytest.raises(RestoreFailed) as caught:
         run_restore("r2", RestoreOptions(), context(stack, tmp_path, store.url))
-    assert "SHA-256 mismatch" in str(caught.value)
+    assert "does not read back" in str(caught.value)
     assert "nothing was overwritten" in str(caught.value)
     assert caught.value.touched is False
     assert listing(stack.client, f"{stack.project}_site") == before
@@ -140,14 +152,9 @@ def test_a_planted_manifest_names_nothing_on_disk(
     target = f"file://{work / 'backups'}"
     store = open_store(target)
     state = work / "state"
-    result = run_backup(
-        client=stack.client,
-        store=store,
-        desired=stack.desired,
-        policy=policy(target),
-        state_dir=state,
-    )
-    ident = result.manifest.id
+    ident = legacy_backup(stack, target).id
+    state.mkdir(parents=True)
+    (state / "backup-status.json").write_text("{}")  # a state file the drill must not delete
     planted = json.loads(b"".join(store.get_stream(f"{ident}/manifest.json")))
     if field == "id":  # an attacker keeps the keys consistent with the id
         planted["id"] = value
@@ -159,7 +166,12 @@ def test_a_planted_manifest_names_nothing_on_disk(
     (work / "canary").write_text("still here")
     before = listing(stack.client, f"{stack.project}_site")
     for _ in range(2):  # the second drill is the one that deleted the folder
-        drill = run_drill(client=stack.client, store=store, desired=stack.desired, state_dir=state)
+        drill = run_drill(
+            client=stack.client,
+            target=open_target(target, os.environ),
+            desired=stack.desired,
+            state_dir=state,
+        )
         assert drill["result"] == "failed"
         assert refusal in drill["error"]
         assert (work / "canary").read_text() == "still here"
@@ -170,6 +182,58 @@ def test_a_planted_manifest_names_nothing_on_disk(
     assert caught.value.touched is False
     assert listing(stack.client, f"{stack.project}_site") == before
     assert (work / "canary").read_text() == "still here"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "refusal"),
+    [
+        ("id", "a/../..", "id: 'a/../..' is not an allowed value"),
+        ("id", "2026-01-01T00-00-00Z", "names the id 2026-01-01T00-00-00Z"),
+        ("name", "../../..", "name: '../../..' is not an allowed value"),
+        ("snapshot", "../../etc", "snapshot: '../../etc' is not an allowed value"),
+    ],
+)
+def test_a_manifest_planted_with_the_key_names_nothing_on_disk(
+    stack: Stack, tmp_path: Path, field: str, value: str, refusal: str
+) -> None:
+    """The same plants in a restic backup: whoever holds the key (a PC) can write one."""
+    from reconciler.runtime.restore_drill import run_drill
+
+    work = tmp_path / "work"
+    target = f"file://{work / 'backups'}"
+    state = work / "state"
+    ident = backup(stack, target, state).manifest.id
+
+    def change(manifest: dict[str, Any]) -> dict[str, Any]:
+        if field == "id":
+            manifest["id"] = value
+        else:
+            manifest["artifacts"][0][field] = value
+        return manifest
+
+    planted = newer_id(ident)
+    plant_backup(
+        repository(target, os.environ), from_ident=ident, new_ident=planted, change_manifest=change
+    )
+    (work / "canary").write_text("still here")
+    before = listing(stack.client, f"{stack.project}_site")
+    for _ in range(2):
+        drill = run_drill(
+            client=stack.client,
+            target=open_target(target, os.environ, state_dir=state),
+            desired=stack.desired,
+            state_dir=state,
+        )
+        assert drill["result"] == "failed"
+        assert drill["backup"] is None  # refused before it was taken for one
+        assert refusal in drill["error"], drill["error"]
+        assert (work / "canary").read_text() == "still here"
+        assert (state / "backup-status.json").exists()
+    with pytest.raises(RestoreFailed, match="refused") as caught:
+        run_restore("planted", RestoreOptions(), context(stack, tmp_path, target))
+    assert refusal in str(caught.value)
+    assert caught.value.touched is False
+    assert listing(stack.client, f"{stack.project}_site") == before
 
 
 @pytest.mark.parametrize(
@@ -193,14 +257,7 @@ def test_a_planted_archive_is_refused_before_the_volume_changes(
 
     target = f"file://{tmp_path / 'backups'}"
     store = open_store(target)
-    result = run_backup(
-        client=stack.client,
-        store=store,
-        desired=stack.desired,
-        policy=policy(target, with_db=False),
-        state_dir=tmp_path / "state",
-    )
-    ident = result.manifest.id
+    ident = legacy_backup(stack, target, with_db=False).id
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
         page = tarfile.TarInfo("./index.html")
@@ -275,13 +332,7 @@ def test_a_partial_restore_brings_back_only_its_paths_exactly(stack: Stack, tmp_
     reset = stack.container("web").exec_run(["sh", "-c", "rm -rf /data/* && " + POPULATE])
     assert reset.exit_code == 0, reset.output
     target = f"file://{tmp_path / 'backups'}"
-    run_backup(
-        client=stack.client,
-        store=open_store(target),
-        desired=stack.desired,
-        policy=policy(target),
-        state_dir=tmp_path / "state",
-    )
+    backup(stack, target, tmp_path / "state")
     backed_up = listing(stack.client, f"{stack.project}_site")
     web, db = stack.container("web"), stack.container("db")
     changed = web.exec_run(
