@@ -559,7 +559,8 @@ class Repository:
 
     def snapshots(self, *, tags: Sequence[str] = ()) -> list[Snapshot]:
         """Every snapshot (optionally with all ``tags``), newest first."""
-        args = ["snapshots", "--json"] + [a for t in tags for a in ("--tag", _tag(t))]
+        # Reads take no lock: a read-only key (a PC restoring prod) cannot write one.
+        args = ["snapshots", "--json", "--no-lock"] + [a for t in tags for a in ("--tag", _tag(t))]
         data = self._json("snapshots", args)
         if not isinstance(data, list):
             raise ResticError(f"restic snapshots printed no list at {self.where}")
@@ -667,7 +668,7 @@ class Repository:
 
     def dump(self, snapshot_id: str, path: str, out: IO[bytes]) -> None:
         """Write file ``path`` of the snapshot to ``out``."""
-        args = ["dump", checked_id(snapshot_id), checked_path(path)]
+        args = ["dump", "--no-lock", checked_id(snapshot_id), checked_path(path)]
         self._run("dump", args, stdout=out)
 
     def ls(self, snapshot_id: str, path: str, on_node: Callable[[dict[str, Any]], None]) -> None:
@@ -681,7 +682,14 @@ class Repository:
             if isinstance(node, dict) and node.get("struct_type") == "node":
                 on_node(node)
 
-        args = ["ls", "--json", "--recursive", checked_id(snapshot_id), checked_path(path)]
+        args = [
+            "ls",
+            "--json",
+            "--no-lock",
+            "--recursive",
+            checked_id(snapshot_id),
+            checked_path(path),
+        ]
         self._run("ls", args, on_line=line)
 
     def restore(self, snapshot_id: str, *, target: Path, include: Sequence[str] = ()) -> None:

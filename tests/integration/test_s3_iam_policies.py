@@ -10,7 +10,9 @@ here (the page says so).
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +21,7 @@ from typing import Any
 import boto3
 import pytest
 
+from reconciler.adapters import restic
 from reconciler.adapters.object_store import MiB, S3Store, StoreError
 from tests.fixtures.s3_server import FAKE_KEY, FAKE_SECRET, REGION, S3Server
 
@@ -50,8 +53,12 @@ def for_moto(policy: dict[str, Any], bucket: str) -> dict[str, Any]:
     )
     if not deletes:
         return policy
-    shim = {"Effect": "Allow", "Action": "s3:DeleteObject", "Resource": f"arn:aws:s3:::{bucket}"}
-    return {**policy, "Statement": [*policy["Statement"], shim]}
+    shims = [
+        {"Effect": "Allow", "Action": "s3:DeleteObject", "Resource": f"arn:aws:s3:::{bucket}"},
+        # moto's name for what AWS authorizes as s3:ListBucket (restic's init checks the bucket).
+        {"Effect": "Allow", "Action": "s3:HeadBucket", "Resource": f"arn:aws:s3:::{bucket}"},
+    ]
+    return {**policy, "Statement": [*policy["Statement"], *shims]}
 
 
 def _client(url: str, key: str, secret: str, service: str = "s3") -> Any:
@@ -61,13 +68,13 @@ def _client(url: str, key: str, secret: str, service: str = "s3") -> Any:
 
 
 @pytest.fixture
-def stores(s3_env: S3Server, s3_bucket: str) -> Iterator[dict[str, S3Store]]:
-    """An ``S3Store`` per documented policy, on keys of an IAM user holding only that policy."""
+def iam_keys(s3_env: S3Server, s3_bucket: str) -> Iterator[dict[str, tuple[str, str]]]:
+    """Keys of an IAM user per documented policy, holding only that policy (auth enforced)."""
     iam = _client(s3_env.url, FAKE_KEY, FAKE_SECRET, "iam")
     admin = _client(s3_env.url, FAKE_KEY, FAKE_SECRET)
     admin.put_object(Bucket=s3_bucket, Key=f"{PREFIX}/existing", Body=b"old backup")
     admin.put_object(Bucket=s3_bucket, Key="elsewhere/secret", Body=b"not yours")
-    made: dict[str, S3Store] = {}
+    made: dict[str, tuple[str, str]] = {}
     users: list[str] = []
     for name, policy in documented_policies(s3_bucket).items():
         user = f"{s3_bucket}-{name}"
@@ -76,8 +83,7 @@ def stores(s3_env: S3Server, s3_bucket: str) -> Iterator[dict[str, S3Store]]:
         document = json.dumps(for_moto(policy, s3_bucket))
         iam.put_user_policy(UserName=user, PolicyName=name, PolicyDocument=document)
         key = iam.create_access_key(UserName=user)["AccessKey"]
-        client = _client(s3_env.url, key["AccessKeyId"], key["SecretAccessKey"])
-        made[name] = S3Store(s3_bucket, PREFIX, max_attempts=1, client=client)
+        made[name] = (key["AccessKeyId"], key["SecretAccessKey"])
     s3_env.set_auth(True)
     try:
         yield made
@@ -89,6 +95,46 @@ def stores(s3_env: S3Server, s3_bucket: str) -> Iterator[dict[str, S3Store]]:
             for policy_name in iam.list_user_policies(UserName=user)["PolicyNames"]:
                 iam.delete_user_policy(UserName=user, PolicyName=policy_name)
             iam.delete_user(UserName=user)
+
+
+@pytest.fixture
+def stores(
+    iam_keys: dict[str, tuple[str, str]], s3_env: S3Server, s3_bucket: str
+) -> dict[str, S3Store]:
+    """An ``S3Store`` per documented policy, on its user's keys."""
+    return {
+        name: S3Store(s3_bucket, PREFIX, max_attempts=1, client=_client(s3_env.url, *keys))
+        for name, keys in iam_keys.items()
+    }
+
+
+def _repository(
+    keys: tuple[str, str], s3_env: S3Server, bucket: str, cache: Path
+) -> restic.Repository:
+    environ = {**os.environ, "AWS_ACCESS_KEY_ID": keys[0], "AWS_SECRET_ACCESS_KEY": keys[1]}
+    return restic.Repository(
+        f"s3://{bucket}/{PREFIX}", key="k" * 20, env=environ, cache_dir=str(cache)
+    )
+
+
+def test_restic_backs_up_and_prunes_with_the_backup_policy_and_reads_with_the_other(
+    iam_keys: dict[str, tuple[str, str]], s3_env: S3Server, s3_bucket: str, tmp_path: Path
+) -> None:
+    writer = _repository(iam_keys["backup"], s3_env, s3_bucket, tmp_path / "w")
+    assert writer.ensure() is True
+    first = writer.backup_stdin(io.BytesIO(b"dump one\n"), filename="db.sql", host="vm")
+    writer.backup_stdin(io.BytesIO(b"dump two\n"), filename="db.sql", host="vm")
+    snapshots = writer.snapshots()
+    assert len(snapshots) == 2
+    gone = next(s.id for s in snapshots if s.id.startswith(first.snapshot_id))
+    writer._run("forget", ["forget", "--prune", gone])
+    assert len(writer.snapshots()) == 1
+
+    reader = _repository(iam_keys["restore-read-only"], s3_env, s3_bucket, tmp_path / "r")
+    (kept,) = reader.snapshots()
+    out = io.BytesIO()
+    reader.dump(kept.id, "/db.sql", out)
+    assert out.getvalue() == b"dump two\n"
 
 
 def _refused(call: Any) -> StoreError:
