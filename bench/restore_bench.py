@@ -44,15 +44,17 @@ import docker
 import requests
 
 from reconciler import labels
-from reconciler.adapters.object_store import S3Store
 from reconciler.model.backup_policy import BackupPolicy, DatabaseBackup, VolumeBackup
 from reconciler.model.desired import DesiredState, Mount, ServiceSpec, VolumeSpec
 from reconciler.runtime.backing_up import run_backup
+from reconciler.runtime.backup_target import open_target
 from reconciler.runtime.restoring import RestoreContext, RestoreOptions, run_restore
 
 BUSYBOX = "reconciler-local/busybox:latest"
 MARIADB = "reconciler-local/mariadb:local"
 PASSWORD = "bench-root"
+KEY = "bench-key-" + "k" * 22  # RECONCILER_BACKUP_KEY of the bench's repository
+RESTIC_IMAGE = "reconciler-local/restic:local"  # images/local/build-base-images.sh
 MiB = 1024 * 1024
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.fixtures, for clean-up
 
@@ -217,6 +219,7 @@ def ours_child(
         state_dir=Path(state_dir),
         default_source=target,
         safety_target=safety or target,
+        environ={**os.environ, "RECONCILER_BACKUP_KEY": KEY},
     )
     report = run_restore(request, RestoreOptions(), context)
     queue.put(
@@ -309,10 +312,13 @@ def main() -> int:
         started = time.monotonic()
         result = run_backup(
             client=client,
-            store=S3Store(bucket, "prod"),
+            target=open_target(
+                target, {**os.environ, "RECONCILER_BACKUP_KEY": KEY}, state_dir=tmp / "backup-state"
+            ),
             desired=desired,
             policy=policy,
             state_dir=tmp / "backup-state",
+            helper_image=RESTIC_IMAGE,
             prune_after=False,
         )
         print(
