@@ -90,8 +90,18 @@ wanted busybox && build_busybox
 if wanted debian || wanted mariadb || wanted python || wanted openlitespeed || wanted restic; then
   build_debian
 fi
-wanted mariadb && build_derived mariadb:local mariadb
-wanted python && build_derived python:local python
-wanted openlitespeed && build_derived openlitespeed:local openlitespeed
-wanted restic && build_derived restic:local restic
+# The derived images build side by side: each is mostly apt downloading.
+pids=""
+for pair in mariadb:mariadb python:python openlitespeed:openlitespeed restic:restic; do
+  name=${pair%%:*}
+  if wanted "$name"; then
+    build_derived "$name:local" "${pair#*:}" &
+    pids="$pids $!"
+  fi
+done
+failed=0
+for pid in $pids; do
+  wait "$pid" || failed=1
+done
+[ "$failed" = 0 ] || { log "an image failed to build (see above)"; exit 1; }
 log "done"
