@@ -648,6 +648,19 @@ class Repository:
             removed += [parse_snapshot(s).id for s in group.get("remove") or ()]
         return ForgetResult(tuple(kept), tuple(removed))
 
+    def forget_ids(self, snapshot_ids: Sequence[str]) -> None:
+        """Forget exactly these snapshots (the caller decided which: decide/retention.py)."""
+        if snapshot_ids:
+            self._run("forget", ["forget", *[checked_id(i, full=True) for i in snapshot_ids]])
+
+    def prune(self) -> None:
+        """Free what no snapshot uses any more."""
+        self._run("prune", ["prune"])
+
+    def unlock(self) -> None:
+        """Remove stale locks only (restic's rule), never a live one."""
+        self._run("unlock", ["unlock"])
+
     def check(self, *, read_data: bool = False, subset: str | None = None) -> None:
         """``restic check``; ``read_data`` reads every pack, ``subset`` ("10%", "1/7") some."""
         args = ["check"]

@@ -25,7 +25,6 @@ not against restic's folder layout.
 from __future__ import annotations
 
 import io
-import json
 import os
 import re
 import tarfile
@@ -86,10 +85,6 @@ class StoredBackup:
     size: int
     snapshots: tuple[str, ...]
     manifest_snapshot: str | None
-
-
-def host_tag(project: str) -> str:
-    return project
 
 
 def volume_part(
@@ -273,10 +268,10 @@ def forget(target: BackupTarget, snapshots: Iterable[str]) -> None:
     if not ids:
         return
     repo = target.repository()
-    # Locks a killed backup left (restic's stale rule: dead process, or 30 min old).
-    repo._run("unlock", ["unlock"])
-    repo._run("forget", ["forget", *[restic.checked_id(i, full=True) for i in ids]])
-    repo._run("prune", ["prune"])
+    # Locks a killed run left (restic's stale rule: a dead process here, or 30 min old).
+    repo.unlock()
+    repo.forget_ids(ids)
+    repo.prune()
 
 
 # --- reading a part back -------------------------------------------------------------------
@@ -459,7 +454,3 @@ def _repacked(source: IO[bytes], prefix: str, sink: Any, nodes: dict[str, _Node]
 def volume_limit(raw_size: int, files: int) -> int:
     """The most bytes restic's tar of a volume may have, from what the backup read."""
     return raw_size + TAR_OVERHEAD_PER_FILE * (files + 1) + TAR_MARGIN
-
-
-def manifest_json(data: dict[str, Any]) -> bytes:
-    return (json.dumps(data, indent=2) + "\n").encode()
