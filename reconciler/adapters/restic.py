@@ -648,10 +648,11 @@ class Repository:
             removed += [parse_snapshot(s).id for s in group.get("remove") or ()]
         return ForgetResult(tuple(kept), tuple(removed))
 
-    def forget_ids(self, snapshot_ids: Sequence[str]) -> None:
+    def forget_ids(self, snapshot_ids: Sequence[str], *, prune: bool = False) -> None:
         """Forget exactly these snapshots (the caller decided which: decide/retention.py)."""
         if snapshot_ids:
-            self._run("forget", ["forget", *[checked_id(i, full=True) for i in snapshot_ids]])
+            args = ["forget", *[checked_id(i, full=True) for i in snapshot_ids]]
+            self._run("forget", [*args, "--prune"] if prune else args)
 
     def prune(self) -> None:
         """Free what no snapshot uses any more."""

@@ -455,7 +455,9 @@ def _free_start(
     held, so no other backup of this state folder takes the id meanwhile.
     """
     started = first
-    for _attempt in range(5):
+    for attempt in range(5):
+        if attempt:
+            target.listing = None  # listed again after the wait
         taken = {b.id for b in restic_backups.stored_backups(target, id_time)}
         if backup_id(started) not in taken and not target.store.list(f"{backup_id(started)}/"):
             return started
@@ -489,14 +491,13 @@ def _backup(
     progress: ProgressCallback | None,
     monotonic: float,
 ) -> Manifest:
-    artifacts: list[Artifact] = []
+    parts: list[tuple[Literal["volume", "database"], str, restic_backups.PartWritten]] = []
     # restic's host: the project, so that a volume's previous snapshot is found
     # as its parent whatever the reconciler's container is called.
     host = desired.project
-    repository = target.repository()
     # restic would make a missing bucket; a mistyped name must fail instead.
     target.store.list("config")
-    repository.ensure()
+    restic_backups.ensure_repository(target, id_time)
     for volume in policy.volumes:
         spec = desired.volumes[volume.name]
         users = _services_mounting(desired, spec.name)
@@ -539,7 +540,7 @@ def _backup(
                 host=host,
                 on_progress=_restic_progress(progress, f"volume {volume.name}"),
             )
-        artifacts.append(_part_artifact(ident, "volume", volume.name, part, progress))
+        parts.append(("volume", volume.name, part))
     for database in policy.databases:
         container = labels.container_name(desired.project, database.service)
         with mariadb.dump_database(client, container=container, project=desired.project) as chunks:
@@ -553,7 +554,12 @@ def _backup(
                 trailer=mariadb.TRAILER,
                 on_progress=_restic_progress(progress, f"database {database.service}"),
             )
-        artifacts.append(_part_artifact(ident, "database", database.service, part, progress))
+        parts.append(("database", database.service, part))
+    full = restic_backups.full_ids(target, ident, [part for _kind, _name, part in parts])
+    artifacts = [
+        _part_artifact(ident, kind, name, part, progress)
+        for (kind, name, _short), part in zip(parts, full, strict=True)
+    ]
     manifest = Manifest(
         id=ident,
         time=started.isoformat(),
@@ -1077,6 +1083,8 @@ def prune(target: BackupTarget, rules: RetentionRules, *, dry_run: bool) -> Rete
     for ident in sorted(doomed & set(in_restic)):
         event("backup.pruned", id=ident)
     doomed -= set(in_restic)
+    if not doomed:
+        return decision
     keys: dict[str, list[str]] = {}
     for item in store.list(""):
         folder = item.key.partition("/")[0]

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from reconciler.adapters import restic
 from reconciler.adapters.object_store import ObjectStore, open_store
@@ -33,6 +34,11 @@ class BackupTarget:
     env: Mapping[str, str] = field(repr=False, default_factory=dict)
     cache_dir: Path | None = None
     legacy_only: bool = False  # a store of old-format copies: no repository is looked for
+    # The last snapshot listing (restic_backups.stored_backups), dropped by every
+    # write: each restic command opens the key (about half a second of KDF), so a
+    # backup or a restore lists once, not once per question.
+    listing: list[Any] | None = field(default=None, repr=False)
+    absent: bool = field(default=False, repr=False)  # the listing found no repository
 
     def repository(self, runner: restic.Runner | None = None) -> restic.Repository:
         """The restic repository of the target; ``BackupKeyMissing`` without the key."""

@@ -24,6 +24,7 @@ not against restic's folder layout.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import re
@@ -98,15 +99,15 @@ def volume_part(
     on_progress: restic.ProgressCallback | None = None,
 ) -> PartWritten:
     """Back up the volume the helper mounts for compose key ``name``, as ``/volume/<name>``."""
-    repo = target.repository(runner)
-    summary = repo.backup_folder(
+    target.listing = None
+    summary = target.repository(runner).backup_folder(
         volume_path(name),
         tags=[APP_TAG, backup_tag(ident), part_tag("volume", name)],
         host=host,
         time=time,
         on_progress=on_progress,
     )
-    return _written(repo, summary)
+    return _written(summary)
 
 
 def database_part(
@@ -129,6 +130,7 @@ def database_part(
     """
     repo = target.repository()
     stream = _ChunkStream(chunks)
+    target.listing = None
     try:
         summary = repo.backup_stdin(
             stream,  # type: ignore[arg-type]  # a readable is all restic's feeder needs
@@ -147,38 +149,45 @@ def database_part(
         raise stream.error
     if trailer not in stream.tail:
         raise ResticBackupError(f"database {name}: the dump is truncated (no trailer)")
-    return _written(repo, summary)
+    return _written(summary)
 
 
 def manifest_part(
     target: BackupTarget, *, manifest_json: bytes, ident: str, size: int, time: datetime, host: str
 ) -> str:
-    repo = target.repository()
-    summary = repo.backup_stdin(
+    target.listing = None
+    summary = target.repository().backup_stdin(
         io.BytesIO(manifest_json),
         filename=MANIFEST_FILE,
         tags=[APP_TAG, backup_tag(ident), MANIFEST_TAG, f"size={size}"],
         host=host,
         time=time,
     )
-    return _full_id(repo, summary.snapshot_id)
+    return summary.snapshot_id
 
 
-def _written(repo: restic.Repository, summary: restic.BackupSummary) -> PartWritten:
+def _written(summary: restic.BackupSummary) -> PartWritten:
     return PartWritten(
-        snapshot=_full_id(repo, summary.snapshot_id),
+        snapshot=summary.snapshot_id,
         size=summary.data_added,
         raw_size=summary.total_bytes_processed,
         files=summary.total_files_processed,
     )
 
 
-def _full_id(repo: restic.Repository, short: str) -> str:
-    # restic 0.14's summary prints the short id; the manifest keeps the full one.
-    for snapshot in repo.snapshots(tags=[APP_TAG]):
-        if snapshot.id.startswith(short):
-            return snapshot.id
-    raise ResticBackupError(f"restic made snapshot {short} but does not list it")
+def full_ids(target: BackupTarget, ident: str, parts: Iterable[PartWritten]) -> list[PartWritten]:
+    """``parts`` with restic's full snapshot ids (its 0.14 summary prints the short one).
+
+    One listing for all of them, taken right after they were written.
+    """
+    listed = [s.id for s in target.repository().snapshots(tags=[APP_TAG, backup_tag(ident)])]
+    done = []
+    for part in parts:
+        matches = [i for i in listed if i.startswith(part.snapshot)]
+        if len(matches) != 1:
+            raise ResticBackupError(f"restic made snapshot {part.snapshot} but does not list it")
+        done.append(dataclasses.replace(part, snapshot=matches[0]))
+    return done
 
 
 class _ChunkStream:
@@ -221,10 +230,15 @@ def stored_backups(
     """
     if target.legacy_only:
         return []
+    if target.listing is not None:
+        return list(target.listing)
     try:
         snapshots = target.repository().snapshots(tags=[APP_TAG])
     except restic.RepositoryNotFound:
+        target.absent = True
+        target.listing = []
         return []
+    target.absent = False
     groups: dict[str, list[restic.Snapshot]] = {}
     for snapshot in snapshots:
         idents = [t.removeprefix("backup=") for t in snapshot.tags if t.startswith("backup=")]
@@ -250,7 +264,16 @@ def stored_backups(
                 manifest_snapshot=manifests[0].id if len(manifests) == 1 else None,
             )
         )
-    return found
+    target.listing = found
+    return list(found)
+
+
+def ensure_repository(target: BackupTarget, is_id: Callable[[str], datetime | None]) -> None:
+    """Make the target's repository when the listing found none (one ``restic init``)."""
+    stored_backups(target, is_id)
+    if target.absent:
+        target.repository().ensure()
+        target.absent = False
 
 
 def read_manifest_bytes(target: BackupTarget, stored: StoredBackup, limit: int) -> bytes:
@@ -267,11 +290,10 @@ def forget(target: BackupTarget, snapshots: Iterable[str]) -> None:
     ids = sorted(set(snapshots))
     if not ids:
         return
-    repo = target.repository()
-    # Locks a killed run left (restic's stale rule: a dead process here, or 30 min old).
-    repo.unlock()
-    repo.forget_ids(ids)
-    repo.prune()
+    target.listing = None
+    # One command: each opens the key. Stale locks a killed run left are
+    # ignored by restic itself (a dead process here, or 30 minutes old).
+    target.repository().forget_ids(ids, prune=True)
 
 
 # --- reading a part back -------------------------------------------------------------------
