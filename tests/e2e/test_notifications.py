@@ -18,6 +18,7 @@ from typing import Any
 import docker
 import pytest
 
+from tests.conftest import TEST_BACKUP_KEY
 from tests.e2e.conftest import make_cli, project_containers
 from tests.fixtures.git_remotes import ServedRemote
 
@@ -145,6 +146,7 @@ def test_backups_ping_and_notify_through_the_real_backup(
             "RECONCILER_ENV_FILE": "/dev/null",
             "RECONCILER_NOTIFY_WEBHOOK_URL": receiver.url + SECRET_PATH,
             "RECONCILER_BACKUP_PING_URL": receiver.url + "/ping/uuid",
+            "RECONCILER_BACKUP_KEY": TEST_BACKUP_KEY,
         }
     )
     (tmp_path / "blocker").write_text("a file where the target folder should be")

@@ -49,7 +49,8 @@ def _not_private(*roots: Path) -> list[str]:
     """Every folder not 0700 and every file not 0600 under ``roots`` (roots included).
 
     Inside git's own cache (``repo.git``) git picks the modes (0400 objects,
-    0700 hooks): there only "nobody else can read it" is asked.
+    0700 hooks), and restic its repository's (0400 files, 0700 folders) and its
+    cache's: there only "nobody else can read it" is asked.
     """
     wrong: list[str] = []
     for root in roots:
@@ -57,15 +58,22 @@ def _not_private(*roots: Path) -> list[str]:
             # Checkouts keep git's modes on purpose: services bind-mount them.
             if Path(folder).name == "checkouts":
                 dirs[:] = []
-            in_git = "repo.git" in Path(folder).parts
+            parts = Path(folder).parts
+            tool_modes = "repo.git" in parts or "restic-cache" in parts or _in_restic_repo(folder)
             for path, want in [(Path(folder), 0o700)] + [(Path(folder) / n, 0o600) for n in files]:
                 st = path.lstat()
                 mode = stat.S_IMODE(st.st_mode)
                 if stat.S_ISLNK(st.st_mode):
                     continue
-                if mode & 0o077 if in_git else mode != want:
+                if mode & 0o077 if tool_modes else mode != want:
                     wrong.append(f"{path} {mode:o}")
     return wrong
+
+
+def _in_restic_repo(folder: str) -> bool:
+    """Whether ``folder`` is a restic repository or in one (its ``config`` at the top)."""
+    here = Path(folder)
+    return any((p / "config").is_file() and (p / "keys").is_dir() for p in (here, *here.parents))
 
 
 def test_state_file_target_and_safety_copy_are_private_and_bind_mounts_stay_readable(
