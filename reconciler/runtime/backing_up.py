@@ -205,11 +205,16 @@ def _checked(
     return value
 
 
-def _artifact(ident: str, index: int, item: Any) -> Artifact:
-    where = f"artifacts[{index}]"
+def _common_fields(
+    item: Any, where: str, allowed: tuple[str, ...], numbers: tuple[str, ...]
+) -> tuple[str, str, str, str, str]:
+    """What both formats' artifacts share, checked: kind, layout, name, counts.
+
+    Returns ``(kind, folder, suffix, format, name)``; ``ValueError`` says which field.
+    """
     if not isinstance(item, dict):
         raise ValueError(f"{where}: not an object")
-    unknown = set(item) - set(_ARTIFACT_FIELDS)
+    unknown = set(item) - set(allowed)
     if unknown:
         raise ValueError(f"{where}: unknown field(s) {', '.join(sorted(map(str, unknown)))}")
     try:
@@ -218,12 +223,23 @@ def _artifact(ident: str, index: int, item: Any) -> Artifact:
             raise ValueError(f"kind: {kind[:40]!r} is neither volume nor database")
         folder, suffix, fmt = _ARTIFACT_LAYOUT[kind]
         name = _checked(item, "name", str, _NAME)
+        for number in numbers:
+            if _checked(item, number, int) < 0:
+                raise ValueError(f"{number}: negative")
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    return kind, folder, suffix, fmt, name
+
+
+def _artifact(ident: str, index: int, item: Any) -> Artifact:
+    where = f"artifacts[{index}]"
+    kind, folder, suffix, fmt, name = _common_fields(
+        item, where, _ARTIFACT_FIELDS, ("size", "raw_size")
+    )
+    try:
         key = _checked(item, "key", str)
         if key != f"{ident}/{folder}/{name}.{suffix}":
             raise ValueError(f"key: {key[:120]!r} is not {ident}/{folder}/{name}.{suffix}")
-        for number in ("size", "raw_size"):
-            if _checked(item, number, int) < 0:
-                raise ValueError(f"{number}: negative")
         _checked(item, "sha256", str, _SHA256)
         if item.get("compression", "zstd") != "zstd":
             raise ValueError("compression: only zstd is read")
@@ -232,7 +248,7 @@ def _artifact(ident: str, index: int, item: Any) -> Artifact:
     except ValueError as exc:
         raise ValueError(f"{where}: {exc}") from None
     return Artifact(
-        kind=kind,
+        kind=kind,  # type: ignore[arg-type]  # one of _ARTIFACT_LAYOUT's keys
         name=name,
         key=key,
         size=item["size"],
@@ -245,25 +261,15 @@ def _artifact(ident: str, index: int, item: Any) -> Artifact:
 
 def _restic_artifact(ident: str, index: int, item: Any) -> Artifact:
     where = f"artifacts[{index}]"
-    if not isinstance(item, dict):
-        raise ValueError(f"{where}: not an object")
-    unknown = set(item) - set(_RESTIC_ARTIFACT_FIELDS)
-    if unknown:
-        raise ValueError(f"{where}: unknown field(s) {', '.join(sorted(map(str, unknown)))}")
+    kind, folder, _suffix, fmt, name = _common_fields(
+        item, where, _RESTIC_ARTIFACT_FIELDS, ("size", "raw_size", "files")
+    )
     try:
-        kind = _checked(item, "kind", str)
-        if kind not in _ARTIFACT_LAYOUT:
-            raise ValueError(f"kind: {kind[:40]!r} is neither volume nor database")
-        folder, _suffix, fmt = _ARTIFACT_LAYOUT[kind]
-        name = _checked(item, "name", str, _NAME)
         snapshot = _checked(item, "snapshot", str, _SNAPSHOT)
-        for number in ("size", "raw_size", "files"):
-            if _checked(item, number, int) < 0:
-                raise ValueError(f"{number}: negative")
     except ValueError as exc:
         raise ValueError(f"{where}: {exc}") from None
     return Artifact(
-        kind=kind,
+        kind=kind,  # type: ignore[arg-type]  # one of _ARTIFACT_LAYOUT's keys
         name=name,
         key=f"{ident}/{folder}/{name}",
         size=item["size"],
@@ -498,10 +504,13 @@ def _backup(
     # restic would make a missing bucket; a mistyped name must fail instead.
     target.store.list("config")
     restic_backups.ensure_repository(target, id_time)
+    if policy.volumes:
+        # Asked of the engine once per backup, not once per volume.
+        image = _restic_image(client, helper_image, policy.volumes[0].name)
+        network = _helper_network(client)
     for volume in policy.volumes:
         spec = desired.volumes[volume.name]
         users = _services_mounting(desired, spec.name)
-        image = _restic_image(client, helper_image, volume.name)
         runner = restic_helper.HelperRunner(
             client,
             image=image,
@@ -509,7 +518,7 @@ def _backup(
             volumes=[spec.name],
             mount_names={spec.name: volume.name},
             binds=[target.local_path] if target.local_path else [],
-            network_mode=_helper_network(client),
+            network_mode=network,
             purpose="backup",
         )
         with ExitStack() as stack:
@@ -655,26 +664,6 @@ def _services_mounting(desired: DesiredState, volume_name: str) -> list[ServiceS
         for service in desired.services.values()
         if any(m.type == "volume" and m.source == volume_name for m in service.mounts)
     ]
-
-
-def _helper_image(
-    client: docker.DockerClient, users: list[ServiceSpec], fallback: str | None, volume: str
-) -> str:
-    """An image already on the engine to mount the volume in: a user's, else the fallback."""
-    for service in users:
-        try:
-            client.images.get(service.image)
-            return service.image
-        except docker.errors.ImageNotFound:
-            continue
-        except (docker.errors.DockerException, requests.exceptions.RequestException):
-            break
-    if fallback:
-        return fallback
-    raise BackupError(
-        f"volume {volume}: no image to read it with: no service that mounts it has its image "
-        "on this engine; deploy the stack first"
-    )
 
 
 @contextmanager
