@@ -18,6 +18,7 @@ import fcntl
 import json
 import os
 import stat
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -94,30 +95,46 @@ def private_file(path: Path) -> BinaryIO:
 
 
 def atomic_write_json(path: Path, data: Any) -> None:
+    """``data`` as the new content of ``path``, the last valid one kept as ``NAME.prev``."""
+    payload = json.dumps(_masked(data), indent=2, sort_keys=True, default=str).encode() + b"\n"
+    replace_file(path, payload, keep_previous=True)
+
+
+def replace_file(
+    path: Path, payload: bytes, *, durable: bool = True, keep_previous: bool = False
+) -> None:
+    """The one way local state is written: ``payload`` replaces ``path`` whole, 0600.
+
+    A reader, another process or thread, sees the old content or the new one,
+    never half of one. ``durable``: fsynced (file and folder) before this
+    returns; the daemon's heartbeat, rewritten every tick, is not.
+    ``keep_previous``: a valid JSON document at ``path`` stays as ``NAME.prev``.
+    """
     try:
         private_dir(path.parent)
     except OSError as exc:
         raise StateError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    data = _masked(data)
-    payload = json.dumps(data, indent=2, sort_keys=True, default=str).encode() + b"\n"
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # Unique per process and thread: the daemon's threads write state too.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         with private_file(tmp) as handle:
             handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if _is_valid_json(path):  # a corrupt file never becomes .prev
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
+        if keep_previous and _is_valid_json(path):  # a corrupt file never becomes .prev
             # A hard link, not a rename: ``path`` must exist at every instant.
             prev = path.with_name(path.name + ".prev")
             with contextlib.suppress(OSError):
                 prev.unlink(missing_ok=True)
                 os.link(path, prev)
         os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        if durable:
+            dir_fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()

@@ -20,7 +20,36 @@ pytest_plugins = [
     "tests.fixtures.docker_engine",
     "tests.fixtures.git_remotes",
     "tests.fixtures.s3_server",
+    "tests.faults.table",
 ]
+
+# tests/run.sh runs the suite in two phases: every test that shares the engine,
+# on several pytest-xdist workers at once; then, alone, the tests that stop
+# the engine itself (which would stop every other worker's containers).
+ENGINE_PHASES = ("all", "shared", "exclusive")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--engine-phase",
+        choices=ENGINE_PHASES,
+        default="all",
+        help="shared: leave out the tests marked restarts_engine; exclusive: run only those",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    phase = config.getoption("--engine-phase")
+    if phase == "all":
+        return
+    wanted = phase == "exclusive"
+    kept = [
+        item for item in items if (item.get_closest_marker("restarts_engine") is not None) == wanted
+    ]
+    left_out = [item for item in items if item not in kept]
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = kept
 
 
 @pytest.fixture(autouse=True)

@@ -81,5 +81,21 @@ log "mypy"
 mypy
 log "shellcheck"
 shellcheck -s sh install.sh tests/run.sh images/local/build-base-images.sh .ci/run
-log "pytest"
-exec python -m pytest "$@"
+# Most of the suite waits on the engine, restic's key derivation and
+# containers' health checks rather than computing, so it runs on several
+# workers; each test file stays on one worker (module-scoped stacks, install
+# order). The tests that restart dockerd run afterwards, alone.
+WORKERS=${RECONCILER_TEST_WORKERS:-4}
+log "pytest: the shared-engine tests on $WORKERS workers"
+shared=0
+python -m pytest -n "$WORKERS" --dist loadfile --engine-phase=shared "$@" || shared=$?
+log "pytest: the tests that restart the engine, alone"
+exclusive=0
+python -m pytest --engine-phase=exclusive "$@" || exclusive=$?
+# 5 is "no test collected": a phase the given arguments left empty is not a
+# failure, unless both were.
+if [ "$shared" = 5 ] && [ "$exclusive" = 5 ]; then exit 5; fi
+[ "$shared" = 5 ] && shared=0
+[ "$exclusive" = 5 ] && exclusive=0
+[ "$shared" = 0 ] || exit "$shared"
+exit "$exclusive"

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,7 +33,7 @@ from reconciler.runtime.backing_up import BackupBusy, BackupResult, ProgressCall
 from reconciler.runtime.backup_target import BackupTarget, open_target
 from reconciler.runtime.scheduling import BackupSchedule
 from reconciler.settings import Settings
-from reconciler.statefiles import private_dir
+from reconciler.statefiles import replace_file
 
 SCHEDULE_FILE = "backup-schedule.json"
 # An image with restic for the helpers that read volumes (and mount one that no
@@ -244,13 +242,7 @@ def write_schedule(state_dir: Path, when: Schedule | None, upcoming: datetime | 
             return  # unchanged: no write every tick
     except (OSError, ValueError):
         pass
-    private_dir(state_dir)  # mkstemp below makes the file 0600
-    fd, temp = tempfile.mkstemp(dir=state_dir, prefix=f".{SCHEDULE_FILE}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(data, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temp, path)
+    replace_file(path, json.dumps(data).encode())
 
 
 def backup_report(

@@ -7,14 +7,12 @@ crash mid-write leaves the previous result rather than half a file.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from reconciler.statefiles import private_dir
+from reconciler.statefiles import replace_file
 
 STATUS_FILE = "backup-status.json"
 
@@ -39,24 +37,8 @@ class BackupStatus:
 
 
 def write_status(state_dir: Path, status: BackupStatus) -> None:
-    private_dir(state_dir)  # mkstemp below makes the file 0600
-    path = state_dir / STATUS_FILE
-    fd, temp = tempfile.mkstemp(dir=state_dir, prefix=f".{STATUS_FILE}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(status.to_dict(), handle, indent=2)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(state_dir, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    payload = json.dumps(status.to_dict(), indent=2) + "\n"
+    replace_file(state_dir / STATUS_FILE, payload.encode())
 
 
 def read_status(state_dir: Path) -> BackupStatus | None:

@@ -31,6 +31,7 @@ from typing import Protocol
 from reconciler.logs import event
 from reconciler.redaction import redact_url
 from reconciler.runtime.passes import PassOutcome, Reconciler
+from reconciler.statefiles import StateError, replace_file
 
 FIRST_BACKOFF_S = 5.0
 MAX_BACKOFF_S = 300.0
@@ -244,9 +245,7 @@ class Daemon:
         running = self.worker.running()
         content = json.dumps({"job": running[0], "since": running[1]}) if running else ""
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            # Rewritten in place (not atomically): a reader that catches it half
-            # written just does not say what runs; the mtime is what counts.
-            path.write_text(content)
-        except OSError as exc:
+            # Not fsynced: it is rewritten every tick; only its mtime and the job it names matter.
+            replace_file(path, content.encode(), durable=False)
+        except StateError as exc:
             event("heartbeat.failed", level=30, error=str(exc))

@@ -1,66 +1,17 @@
-"""Fault injection against the real engine, git and S3: shared fixtures and the results table.
+"""Fault injection against the real engine, git and S3: shared fixtures.
 
-Every case runs its fault several times (``RUNS`` constants in the test
-modules) and records each run here; the table of case, runs and failures is
-printed at the end of the pytest run (``pytest_terminal_summary``), so it
-shows in CI output, in Markdown so it can be pasted into a note.
-
-Randomness (kill delays, fault choices) comes from one seed, printed in that
-table: ``RECONCILER_FAULT_SEED=<seed> python -m pytest tests/faults`` replays it.
+The results table, the seed and ``CaseResult`` live in tests/faults/table.py
+(a plugin of the root conftest, so the table is printed whichever worker ran
+the case).
 """
 
 from __future__ import annotations
 
-import os
 import random
-import secrets
-import time
-import traceback
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 
 import pytest
 
-SEED_VARIABLE = "RECONCILER_FAULT_SEED"
-SEED = int(os.environ.get(SEED_VARIABLE) or secrets.randbelow(2**31))
-
-
-@dataclass
-class CaseResult:
-    """One case's runs; a run that broke an invariant is a failure, with its message."""
-
-    name: str
-    planned: int
-    runs: int = 0
-    failures: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-    notes: list[str] = field(default_factory=list)
-
-    @contextmanager
-    def run(self, number: int) -> Iterator[None]:
-        """One run: an AssertionError (a broken invariant) is recorded, and the loop goes on."""
-        started = time.monotonic()
-        try:
-            yield
-        except AssertionError as exc:
-            self.failures.append(f"run {number}: {exc}\n{traceback.format_exc(limit=4)}")
-        finally:
-            self.runs += 1
-            self.seconds += time.monotonic() - started
-
-    def note(self, text: str) -> None:
-        self.notes.append(text)
-
-    def assert_clean(self) -> None:
-        assert self.runs >= self.planned, f"{self.name}: only {self.runs} of {self.planned} ran"
-        assert not self.failures, (
-            f"{self.name}: {len(self.failures)} of {self.runs} runs broke an invariant "
-            f"(seed {SEED}):\n" + "\n".join(self.failures)
-        )
-
-
-RESULTS: dict[str, CaseResult] = {}
+from tests.faults.table import RESULTS, SEED, CaseResult
 
 
 @pytest.fixture
@@ -72,30 +23,7 @@ def fault_case(request: pytest.FixtureRequest) -> CaseResult:
     return result
 
 
-def new_case(name: str, planned: int) -> CaseResult:
-    """A case of its own in the table, for tests that run several (one per fault kind)."""
-    result = CaseResult(name=name, planned=planned)
-    RESULTS[name] = result
-    return result
-
-
 @pytest.fixture
 def fault_rng(request: pytest.FixtureRequest) -> random.Random:
     """A generator seeded from the session seed and the test's name: one case replays alone."""
     return random.Random(f"{SEED}:{request.node.name}")
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if not RESULTS:
-        return
-    write = terminalreporter.write_line
-    terminalreporter.section(f"fault injection ({SEED_VARIABLE}={SEED})")
-    write("| case | runs | failures | seconds |")
-    write("|---|---:|---:|---:|")
-    for result in RESULTS.values():
-        write(f"| {result.name} | {result.runs} | {len(result.failures)} | {result.seconds:.0f} |")
-    total = sum(r.seconds for r in RESULTS.values())
-    write(f"total: {sum(r.runs for r in RESULTS.values())} runs in {total:.0f} s")
-    for result in RESULTS.values():
-        for note in result.notes:
-            write(f"- {result.name}: {note}")

@@ -22,7 +22,6 @@ from pathlib import Path
 import docker
 import pytest
 
-from tests.faults.conftest import new_case
 from tests.faults.invariants import (
     check_converged,
     check_services,
@@ -30,10 +29,11 @@ from tests.faults.invariants import (
     sync_converges,
     write_sentinels,
 )
+from tests.faults.table import new_case
 from tests.faults.world import World, compose, daemon_converges, web_service
 from tests.fixtures.git_remotes import ServedRemote
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.restarts_engine]
 
 RUNS = 2  # 2, not 3: the suite stays under 30 min on a new machine (issue 15)
 SERVICES = ("web", "api")

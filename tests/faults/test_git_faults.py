@@ -15,7 +15,6 @@ from pathlib import Path
 import docker
 import pytest
 
-from tests.faults.conftest import new_case
 from tests.faults.invariants import (
     check_converged,
     check_services,
@@ -23,6 +22,7 @@ from tests.faults.invariants import (
     sync_converges,
     write_sentinels,
 )
+from tests.faults.table import new_case
 from tests.faults.world import World, compose, daemon_converges, web_service
 from tests.fixtures.git_remotes import (
     GitWorkRepo,

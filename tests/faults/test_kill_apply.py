@@ -15,7 +15,6 @@ from pathlib import Path
 import docker
 import pytest
 
-from tests.faults.conftest import CaseResult
 from tests.faults.invariants import (
     check_converged,
     check_services,
@@ -23,10 +22,12 @@ from tests.faults.invariants import (
     sync_converges,
     write_sentinels,
 )
+from tests.faults.table import CaseResult
 from tests.faults.world import World, compose, daemon_converges, web_service
 from tests.fixtures.git_remotes import ServedRemote
 
-pytestmark = pytest.mark.integration
+# 20 runs in one test: beside the suite's other workers it outlasts the default 600 s.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 
 RUNS = 20
 SERVICES = ("web", "api", "worker")

@@ -16,7 +16,6 @@ import docker
 import pytest
 
 from tests.faults import backup_world
-from tests.faults.conftest import CaseResult
 from tests.faults.invariants import (
     check_backups,
     check_no_helpers,
@@ -25,11 +24,13 @@ from tests.faults.invariants import (
     sync_converges,
     write_sentinels,
 )
+from tests.faults.table import CaseResult
 from tests.faults.world import World
 from tests.fixtures.git_remotes import ServedRemote
 from tests.fixtures.s3_server import S3Server
 
-pytestmark = pytest.mark.integration
+# 20 runs in one test: beside the suite's other workers it outlasts the default 600 s.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 
 RUNS = 20
 

@@ -23,7 +23,6 @@ import pytest
 
 from tests.faults import backup_world
 from tests.faults.backup_world import archive_names, restore_yaml, rows, volume_files
-from tests.faults.conftest import CaseResult
 from tests.faults.invariants import (
     SENTINEL_PREFIX,
     check_no_helpers,
@@ -33,12 +32,14 @@ from tests.faults.invariants import (
     sync_converges,
     write_sentinels,
 )
+from tests.faults.table import CaseResult
 from tests.faults.world import World
 from tests.fixtures.git_remotes import ServedRemote
 from tests.fixtures.s3_server import S3Server
 from tests.integration.backup_stack import run_sql
 
-pytestmark = pytest.mark.integration
+# 20 runs in one test: beside the suite's other workers it outlasts the default 600 s.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 
 RUNS = 20
 

@@ -20,7 +20,6 @@ import pytest
 
 from tests.faults import backup_world
 from tests.faults.backup_world import restore_yaml, rows, volume_files
-from tests.faults.conftest import new_case
 from tests.faults.invariants import (
     check_backups,
     check_no_helpers,
@@ -30,6 +29,7 @@ from tests.faults.invariants import (
     sync_converges,
     write_sentinels,
 )
+from tests.faults.table import new_case
 from tests.faults.world import World
 from tests.fixtures.git_remotes import ServedRemote
 from tests.fixtures.s3_server import Fault, FaultProxy

@@ -21,7 +21,6 @@ import docker
 import pytest
 
 from tests.faults.backup_world import restore_yaml
-from tests.faults.conftest import new_case
 from tests.faults.invariants import (
     check_backups,
     check_restores_once,
@@ -30,6 +29,7 @@ from tests.faults.invariants import (
     sync_converges,
     write_sentinels,
 )
+from tests.faults.table import new_case
 from tests.faults.world import World, compose, web_service
 from tests.fixtures.git_remotes import ServedRemote
 from tests.fixtures.s3_server import S3Server
