@@ -439,7 +439,10 @@ install_gpg_keys() {
     if ! command -v gpg >/dev/null 2>&1; then
       case "$OS_ID" in fedora) install_packages gnupg2 ;; *) install_packages gpg ;; esac
     fi
-    tmp=$(mktemp -d "$CONFIG_DIR/.gnupg.XXXXXX")
+    # Imported in a short folder of /tmp, moved into place after: gpg-agent's
+    # socket lives in the home, and a socket's path has at most 107 bytes,
+    # which a long --config-dir passes. Only public keys ever stay in it.
+    tmp=$(mktemp -d /tmp/reconciler-gnupg.XXXXXX)
     chmod 700 "$tmp"
     if ! gpg --batch --quiet --homedir "$tmp" --import "$GPG_KEYS" 2>"$tmp.err"; then
       cat "$tmp.err" >&2

@@ -50,8 +50,8 @@ def config_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def gpg_keys(tmp_path: Path) -> Iterator[GpgKeys]:
-    keys = GpgKeys.make(tmp_path / "keys")
+def gpg_keys() -> Iterator[GpgKeys]:
+    keys = GpgKeys.make()
     yield keys
     keys.close()
 

@@ -43,8 +43,8 @@ def files(version: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def gpg_keys(tmp_path: Path) -> Iterator[GpgKeys]:
-    keys = GpgKeys.make(tmp_path / "keys")
+def gpg_keys() -> Iterator[GpgKeys]:
+    keys = GpgKeys.make()
     yield keys
     keys.close()
 
