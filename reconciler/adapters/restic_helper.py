@@ -6,13 +6,16 @@ restic; nothing is ever pulled). The volume is mounted read-only at
 ``/volume/<name>``: a fixed path per volume, so restic finds the previous
 snapshot of the same volume as its parent and re-reads only files whose size,
 mtime or inode changed. restic's cache lives in a named volume kept between
-backups (``reconciler-restic-cache`` by default), so an unchanged volume
+backups (``<project>-restic-cache`` by default), so an unchanged volume
 costs a scan and a few small uploads.
 
 The helper carries the project and helper labels, and is removed on every way
-out (success, failure, timeout). The cache volume carries the project label
-and ``dev.reconciler.cache``, never the helper label: ``remove_leftovers``
-must not sweep it.
+out (success, failure, timeout). The cache volume is the project's own (its
+label, and ``dev.reconciler.cache``), never the helper label:
+``remove_leftovers`` must not sweep it, and no other project's helper uses it,
+so removing one project never pulls the cache from under another's backup.
+Its name has a hyphen where Compose's volumes have an underscore: no volume
+of the stack can be called that.
 
 ``network_mode`` is a parameter: tests whose S3 server listens on the host's
 loopback run the helper with ``"host"``; production leaves Docker's default.
@@ -40,7 +43,7 @@ from reconciler.errors import Unavailable
 
 VOLUME_ROOT = "/volume"
 CACHE_DIR = "/cache"
-DEFAULT_CACHE_VOLUME = "reconciler-restic-cache"
+CACHE_VOLUME_SUFFIX = "-restic-cache"
 CACHE_LABEL = f"{labels.PREFIX}.cache"
 # What of restic's environment crosses into the helper: PATH, HOME and TMPDIR
 # are the image's own.
@@ -69,7 +72,7 @@ class HelperRunner:
     volumes: Sequence[str] = ()
     binds: Sequence[str] = ()
     mount_names: Mapping[str, str] = field(default_factory=dict)
-    cache_volume: str = DEFAULT_CACHE_VOLUME
+    cache_volume: str = ""  # default: the project's own, <project>-restic-cache
     network_mode: str | None = None
     purpose: str = "restic-backup"
     binary: str = "restic"
@@ -95,7 +98,7 @@ class HelperRunner:
         mounts: dict[str, dict[str, str]] = {
             v: {"bind": volume_path(self.mount_names.get(v, v)), "mode": "ro"} for v in self.volumes
         }
-        mounts[self.cache_volume] = {"bind": CACHE_DIR, "mode": "rw"}
+        mounts[self._cache_name] = {"bind": CACHE_DIR, "mode": "rw"}
         for path in self.binds:
             mounts[checked_path(path)] = {"bind": path, "mode": "rw"}
         options: dict[str, Any] = {}
@@ -140,12 +143,16 @@ class HelperRunner:
             )
         return Completed(int(status.get("StatusCode", 1)), lines, stderr)
 
+    @property
+    def _cache_name(self) -> str:
+        return self.cache_volume or f"{self.project}{CACHE_VOLUME_SUFFIX}"
+
     def _cache(self) -> None:
         try:
-            self.client.volumes.get(self.cache_volume)
+            self.client.volumes.get(self._cache_name)
         except docker.errors.NotFound:
             self.client.volumes.create(
-                self.cache_volume, labels={labels.PROJECT: self.project, CACHE_LABEL: "restic"}
+                self._cache_name, labels={labels.PROJECT: self.project, CACHE_LABEL: "restic"}
             )
 
 
