@@ -36,7 +36,7 @@ FILE_NAME = "restore.yaml"
 LATEST = "latest"
 # Ids become part of object keys (``pre-restore/<id>/``) and of file names:
 # keep them to characters that are safe in both.
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 # The backup ids the backup pipeline makes (UTC start time).
 _BACKUP_ID = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}Z$")
 
@@ -80,7 +80,7 @@ class RestoreRequest(BaseModel):
     @field_validator("id")
     @classmethod
     def _safe_id(cls, value: str) -> str:
-        if not _REQUEST_ID.fullmatch(value):
+        if not REQUEST_ID.fullmatch(value):
             raise ValueError(
                 f"'{value}' is not a usable id: 1-100 letters, digits, '.', '_' or '-', "
                 "starting with a letter or digit (e.g. 2026-11-27-shop-rollback)"

@@ -24,10 +24,11 @@ import re
 import socket
 import tarfile
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import IO, Any, Literal, cast
 
@@ -61,7 +62,8 @@ LOCK_FILE = "backup.lock"
 PASS_LOCK = "pass.lock"  # the pass's lock (runtime/passes.py)
 PASS_LOCK_WAIT_S = 600.0
 PROGRESS_EVENT_S = 30.0
-ZSTD_LEVEL = 3
+# An image with restic for the helpers that read volumes; default: the reconciler's own.
+HELPER_IMAGE_VARIABLE = "RECONCILER_HELPER_IMAGE"
 _ID = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}Z$")
 _ID_FORMAT = "%Y-%m-%dT%H-%M-%SZ"
 
@@ -483,6 +485,25 @@ def _rules(policy: BackupPolicy) -> RetentionRules:
     )
 
 
+@dataclass(frozen=True)
+class VolumeToRead:
+    """A volume a backup reads: its compose key (the part's name) and the engine's name.
+
+    ``hold`` is entered around the read: a backup stops the services that
+    write the volume there; a restore's safety copy has stopped them already.
+    """
+
+    key: str
+    volume: str
+    hold: Callable[[], AbstractContextManager[object]] = nullcontext
+
+
+@dataclass(frozen=True)
+class DatabaseToDump:
+    service: str
+    container: str
+
+
 def _backup(
     *,
     client: docker.DockerClient,
@@ -497,62 +518,115 @@ def _backup(
     progress: ProgressCallback | None,
     monotonic: float,
 ) -> Manifest:
+    volumes = [
+        VolumeToRead(
+            key=volume.name,
+            volume=desired.volumes[volume.name].name,
+            hold=partial(
+                _services_held_stopped,
+                client,
+                desired,
+                desired.volumes[volume.name].name,
+                state_dir,
+            )
+            if volume.stop_services
+            else nullcontext,
+        )
+        for volume in policy.volumes
+    ]
+    databases = [
+        DatabaseToDump(d.service, labels.container_name(desired.project, d.service))
+        for d in policy.databases
+    ]
+    return write_backup(
+        client=client,
+        target=target,
+        project=desired.project,
+        ident=ident,
+        started=started,
+        commit=commit,
+        helper_image=helper_image,
+        volumes=volumes,
+        databases=databases,
+        progress=progress,
+        monotonic=monotonic,
+    )
+
+
+@contextmanager
+def _services_held_stopped(
+    client: docker.DockerClient, desired: DesiredState, volume: str, state_dir: Path
+) -> Iterator[None]:
+    """The services that mount ``volume`` stopped, with the pass lock held meanwhile."""
+    # Held while services are down: a pass (the daemon's, when this is
+    # `backup run`) would start them again in the middle of the read.
+    with exclusive_lock(state_dir / PASS_LOCK, wait_s=PASS_LOCK_WAIT_S, what="pass"):
+        # The lock's last holder may be a backup killed while it held
+        # services stopped: bring them back before deciding what runs.
+        stop_journal.finish_interrupted_stops(client, state_dir)
+        with _stopped(
+            client,
+            project=desired.project,
+            services=_services_mounting(desired, volume),
+            journal=stop_journal.StopJournal(state_dir),
+        ):
+            yield
+
+
+def write_backup(
+    *,
+    client: docker.DockerClient,
+    target: BackupTarget,
+    project: str,
+    ident: str,
+    started: datetime,
+    commit: str | None,
+    helper_image: str | None,
+    volumes: Sequence[VolumeToRead],
+    databases: Sequence[DatabaseToDump],
+    progress: ProgressCallback | None = None,
+    monotonic: float | None = None,
+) -> Manifest:
+    """Write one backup of ``volumes`` and ``databases`` to ``target``: its parts, then its
+    manifest, whose presence is what makes it complete. A backup and a restore's
+    safety copy are both made here.
+    """
+    monotonic = time.monotonic() if monotonic is None else monotonic
     parts: list[tuple[Literal["volume", "database"], str, restic_backups.PartWritten]] = []
     # restic's host: the project, so that a volume's previous snapshot is found
     # as its parent whatever the reconciler's container is called.
-    host = desired.project
+    host = project
     # restic would make a missing bucket; a mistyped name must fail instead.
     target.store.list("config")
     restic_backups.ensure_repository(target, id_time)
-    if policy.volumes:
+    if volumes:
         # Asked of the engine once per backup, not once per volume.
-        image = _restic_image(client, helper_image, policy.volumes[0].name)
+        image = _restic_image(client, helper_image, volumes[0].key)
         network = _helper_network(client)
-    for volume in policy.volumes:
-        spec = desired.volumes[volume.name]
-        users = _services_mounting(desired, spec.name)
+    for volume in volumes:
         runner = restic_helper.HelperRunner(
             client,
             image=image,
-            project=desired.project,
-            volumes=[spec.name],
-            mount_names={spec.name: volume.name},
+            project=project,
+            volumes=[volume.volume],
+            mount_names={volume.volume: volume.key},
             binds=[target.local_path] if target.local_path else [],
             network_mode=network,
             purpose="backup",
         )
-        with ExitStack() as stack:
-            if volume.stop_services:
-                # Hold the pass lock while services are down: a pass (the
-                # daemon's, when this is `backup run`) would start them again
-                # in the middle of the archive.
-                stack.enter_context(
-                    exclusive_lock(state_dir / PASS_LOCK, wait_s=PASS_LOCK_WAIT_S, what="pass")
-                )
-                # The lock's last holder may be a backup killed while it held
-                # services stopped: bring them back before deciding what runs.
-                stop_journal.finish_interrupted_stops(client, state_dir)
-                stack.enter_context(
-                    _stopped(
-                        client,
-                        project=desired.project,
-                        services=users,
-                        journal=stop_journal.StopJournal(state_dir),
-                    )
-                )
+        with volume.hold():
             part = restic_backups.volume_part(
                 target,
                 runner=runner,
-                name=volume.name,
+                name=volume.key,
                 ident=ident,
                 time=started,
                 host=host,
-                on_progress=_restic_progress(progress, f"volume {volume.name}"),
+                on_progress=_restic_progress(progress, f"volume {volume.key}"),
             )
-        parts.append(("volume", volume.name, part))
-    for database in policy.databases:
-        container = labels.container_name(desired.project, database.service)
-        with mariadb.dump_database(client, container=container, project=desired.project) as chunks:
+        parts.append(("volume", volume.key, part))
+    for database in databases:
+        with mariadb.dump_database(client, container=database.container, project=project) as chunks:
             part = restic_backups.database_part(
                 target,
                 chunks=chunks,
@@ -574,7 +648,7 @@ def _backup(
         time=started.isoformat(),
         commit=commit,
         host=socket.gethostname(),
-        project=desired.project,
+        project=project,
         artifacts=tuple(artifacts),
         duration_s=round(time.monotonic() - monotonic, 3),
         format_version=RESTIC_FORMAT,
@@ -711,84 +785,6 @@ def _stopped(
         if not failed_to_start:
             # Kept when a start failed: the next holder of the pass lock tries again.
             journal.clear()
-
-
-class _Counter:
-    """Compressed bytes on their way to the store: counted and hashed."""
-
-    def __init__(self) -> None:
-        self.size = 0
-        self.raw_size = 0
-        self.sha = hashlib.sha256()
-
-
-def _compressed(
-    chunks: Iterable[bytes], counter: _Counter, report: Callable[[], None]
-) -> Iterator[bytes]:
-    # write_checksum: zstd's own frame checksum, so a damaged artifact fails
-    # to decompress even before its SHA-256 is compared.
-    # Single-threaded on purpose: on a small VM zstd's worker threads cost
-    # ~50 MB of buffers for no gain (level 3 outruns the network and the
-    # engine's tar stream), and the upload already runs beside it.
-    compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=0, write_checksum=True)
-    stream = compressor.compressobj()
-    for chunk in chunks:
-        counter.raw_size += len(chunk)
-        out = stream.compress(chunk)
-        if out:
-            counter.size += len(out)
-            counter.sha.update(out)
-            report()
-            yield out
-    out = stream.flush()
-    counter.size += len(out)
-    counter.sha.update(out)
-    yield out
-
-
-def store_artifact(
-    store: ObjectStore,
-    chunks: Iterable[bytes],
-    *,
-    kind: Literal["volume", "database"],
-    name: str,
-    key: str,
-    progress: ProgressCallback | None = None,
-) -> Artifact:
-    """Compress, hash and store one stream; return its manifest entry.
-
-    Also what a restore's safety copy is made of, so it restores like any backup.
-    """
-    label = f"{kind} {name}"
-    counter = _Counter()
-
-    last_event = [time.monotonic()]
-
-    def report(done: bool = False) -> None:
-        if progress is not None:
-            progress(Progress("backup", label, counter.raw_size, counter.size, done))
-        elif time.monotonic() - last_event[0] >= PROGRESS_EVENT_S:
-            # No terminal: a log line now and then shows a long backup is alive.
-            last_event[0] = time.monotonic()
-            event("backup.progress", artifact=label, read=counter.raw_size, stored=counter.size)
-
-    stored = store.put_stream(key, _compressed(chunks, counter, report))
-    if stored != counter.size:  # pragma: no cover - a store that lost bytes
-        raise BackupError(f"{label}: stored {stored} bytes of {counter.size}")
-    report(done=True)
-    artifact = Artifact(
-        kind=kind,
-        name=name,
-        key=key,
-        size=counter.size,
-        sha256=counter.sha.hexdigest(),
-        raw_size=counter.raw_size,
-        format="tar" if kind == "volume" else "sql",
-    )
-    event(
-        "backup.artifact", kind=kind, artifact=name, size=artifact.size, raw_size=artifact.raw_size
-    )
-    return artifact
 
 
 def list_backups(target: BackupTarget) -> list[BackupSummary]:

@@ -29,7 +29,13 @@ from reconciler.model.desired import DesiredState
 from reconciler.ports import Checkout
 from reconciler.redaction import redact_url
 from reconciler.runtime import backup_status, notifying
-from reconciler.runtime.backing_up import BackupBusy, BackupResult, ProgressCallback, run_backup
+from reconciler.runtime.backing_up import (
+    HELPER_IMAGE_VARIABLE,
+    BackupBusy,
+    BackupResult,
+    ProgressCallback,
+    run_backup,
+)
 from reconciler.runtime.backup_target import BackupTarget, open_target
 from reconciler.runtime.scheduling import BackupSchedule
 from reconciler.settings import Settings
@@ -38,7 +44,6 @@ from reconciler.statefiles import replace_file
 SCHEDULE_FILE = "backup-schedule.json"
 # An image with restic for the helpers that read volumes (and mount one that no
 # service image on the engine can); by default the image the reconciler runs from.
-HELPER_IMAGE_VARIABLE = "RECONCILER_HELPER_IMAGE"
 
 
 @dataclass

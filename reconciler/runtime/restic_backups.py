@@ -42,7 +42,7 @@ import zstandard
 from reconciler.adapters import restic
 from reconciler.adapters.restic_helper import HelperRunner, volume_path
 from reconciler.errors import ReconcilerError
-from reconciler.runtime.backup_target import BackupTarget
+from reconciler.runtime.backup_target import SAFETY_TAG, BackupTarget
 from reconciler.statefiles import private_file
 
 APP_TAG = "reconciler"
@@ -102,7 +102,7 @@ def volume_part(
     target.listing = None
     summary = target.repository(runner).backup_folder(
         volume_path(name),
-        tags=[APP_TAG, backup_tag(ident), part_tag("volume", name)],
+        tags=[APP_TAG, backup_tag(ident), part_tag("volume", name), *target.tags],
         host=host,
         time=time,
         on_progress=on_progress,
@@ -135,7 +135,7 @@ def database_part(
         summary = repo.backup_stdin(
             stream,  # type: ignore[arg-type]  # a readable is all restic's feeder needs
             filename=f"{name}.sql",
-            tags=[APP_TAG, backup_tag(ident), part_tag("database", name)],
+            tags=[APP_TAG, backup_tag(ident), part_tag("database", name), *target.tags],
             host=host,
             time=time,
             on_progress=on_progress,
@@ -159,7 +159,7 @@ def manifest_part(
     summary = target.repository().backup_stdin(
         io.BytesIO(manifest_json),
         filename=MANIFEST_FILE,
-        tags=[APP_TAG, backup_tag(ident), MANIFEST_TAG, f"size={size}"],
+        tags=[APP_TAG, backup_tag(ident), MANIFEST_TAG, f"size={size}", *target.tags],
         host=host,
         time=time,
     )
@@ -180,7 +180,8 @@ def full_ids(target: BackupTarget, ident: str, parts: Iterable[PartWritten]) -> 
 
     One listing for all of them, taken right after they were written.
     """
-    listed = [s.id for s in target.repository().snapshots(tags=[APP_TAG, backup_tag(ident)])]
+    tags = [APP_TAG, backup_tag(ident), *target.tags]
+    listed = [s.id for s in target.repository().snapshots(tags=tags)]
     done = []
     for part in parts:
         matches = [i for i in listed if i.startswith(part.snapshot)]
@@ -227,6 +228,8 @@ def stored_backups(
 
     Tags are read from the repository, so they are checked: a snapshot whose
     backup tag is not an id, or that carries two, is not ours and is skipped.
+    A target lists either its own backups or, for a safety copy's URL, only
+    the copies of that request: never both (backup_target.py).
     """
     if target.legacy_only:
         return []
@@ -243,6 +246,9 @@ def stored_backups(
     for snapshot in snapshots:
         idents = [t.removeprefix("backup=") for t in snapshot.tags if t.startswith("backup=")]
         if len(idents) != 1 or is_id(idents[0]) is None:
+            continue
+        copies = [t for t in snapshot.tags if t.startswith(f"{SAFETY_TAG}=")]
+        if copies != target.tags:
             continue
         groups.setdefault(idents[0], []).append(snapshot)
     found = []
@@ -385,6 +391,7 @@ class _Node:
     mode: int  # permission bits (and the sticky bit)
     uid: int
     gid: int
+    type: str = "file"  # restic's: file, dir, symlink, dev, chardev, fifo, socket
 
 
 def _node_times(target: BackupTarget, snapshot: str, path: str) -> dict[str, _Node]:
@@ -411,7 +418,7 @@ def _node_times(target: BackupTarget, snapshot: str, path: str) -> dict[str, _No
             return
         # Go's FileMode: permissions in the low bits, sticky at bit 20.
         permissions = (mode & 0o777) | (0o1000 if mode & (1 << 20) else 0)
-        nodes[relative] = _Node(stamp, permissions, uid, gid)
+        nodes[relative] = _Node(stamp, permissions, uid, gid, str(node.get("type", "")))
 
     target.repository().ls(snapshot, path, keep)
     return nodes
@@ -428,6 +435,15 @@ def _pax_time(text: str) -> str | None:
     seconds = int(datetime.fromisoformat(match.group(1) + zone).timestamp())
     nanos = (match.group(2) or "").ljust(9, "0")
     return f"{seconds}.{nanos}"
+
+
+# restic's node types that its tar shows as files; the tar types they are.
+_SPECIAL_TYPES = {
+    "fifo": tarfile.FIFOTYPE,
+    "chardev": tarfile.CHRTYPE,
+    "dev": tarfile.BLKTYPE,
+    "socket": b"S",  # no tar type: the screening refuses it by its letter
+}
 
 
 def _repacked(source: IO[bytes], prefix: str, sink: Any, nodes: dict[str, _Node]) -> None:
@@ -469,6 +485,10 @@ def _repacked(source: IO[bytes], prefix: str, sink: Any, nodes: dict[str, _Node]
             if node is not None:
                 member.mtime = int(node.mtime.split(".")[0])
                 member.pax_headers["mtime"] = node.mtime
+                if node.type in _SPECIAL_TYPES:
+                    # restic 0.14's dump writes a fifo or a device as an empty
+                    # file; it is shown as what it is, for the screening to judge.
+                    member.type, member.size = _SPECIAL_TYPES[node.type], 0
             data = archive.extractfile(member) if member.isreg() else None
             out.addfile(member, data)
 

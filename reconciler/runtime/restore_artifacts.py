@@ -2,14 +2,15 @@
 
 - ``ensure_room``: refuse, before anything is fetched, when the spool folder
   cannot hold a verified copy of every artifact (saying how much it needs);
-- ``fetch_verified``: download an artifact into the spool folder and check its
-  size, its SHA-256 and its decompressed size against the manifest;
+- ``fetch_verified``: bring an artifact into the spool folder (restic's
+  ``dump`` of a part, or an old-format object) and check its size (and, for
+  an old one, its SHA-256 and decompressed size) against the manifest;
 - ``decompressed``: the artifact's original bytes, from that verified copy
   (never streamed from the store), bounded by the manifest's raw size;
 - ``without_schemas``: a MariaDB dump without the server's own ``mysql`` schema.
 
-The safety copy's artifacts are written by the backup pipeline's own
-``backing_up.store_artifact``.
+A restore's safety copy is written by the backup pipeline's own
+``backing_up.write_backup``, and read back here like any backup.
 
 Used by the restore engine (``restoring.py``) and the drill (``restore_drill.py``).
 """

@@ -19,6 +19,7 @@ from reconciler.model.desired import DesiredState
 from reconciler.model.restore_requests import RestoreRequest
 from reconciler.ports import Checkout
 from reconciler.runtime import stop_journal
+from reconciler.runtime.backup_target import safety_url
 from reconciler.runtime.passes import PASS_LOCK_WAIT_S
 from reconciler.runtime.restore_ledger import RestoreLedger, RestoreRecord
 from reconciler.runtime.restore_pass import (
@@ -28,7 +29,7 @@ from reconciler.runtime.restore_pass import (
     run_recorded,
     safety_target,
 )
-from reconciler.runtime.restoring import RestoreOptions, safety_url, waiting_backup_lock
+from reconciler.runtime.restoring import RestoreOptions, waiting_backup_lock
 from reconciler.settings import Settings
 from reconciler.statefiles import exclusive_lock
 

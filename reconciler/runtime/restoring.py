@@ -34,8 +34,6 @@ Services stopped here are started again on every way out.
 from __future__ import annotations
 
 import logging
-import re
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -54,7 +52,6 @@ import zstandard
 from reconciler import labels
 from reconciler.adapters import mariadb, stack_control, volume_archive
 from reconciler.adapters.docker_engine import DockerEngine
-from reconciler.adapters.object_store import ObjectStore, open_store
 from reconciler.decide.archive_members import screen
 from reconciler.decide.dump_screening import screen_dump
 from reconciler.decide.restore_planning import (
@@ -62,7 +59,6 @@ from reconciler.decide.restore_planning import (
     DatabaseRestore,
     RestorePlan,
     RestorePlanError,
-    VolumeRestore,
     plan_restore,
 )
 from reconciler.errors import ReconcilerError
@@ -71,18 +67,20 @@ from reconciler.model.desired import DesiredState
 from reconciler.model.restore_requests import LATEST
 from reconciler.runtime import restic_backups
 from reconciler.runtime.backing_up import (
-    MANIFEST,
+    HELPER_IMAGE_VARIABLE,
     Artifact,
     BackupBusy,
+    DatabaseToDump,
     Manifest,
     VerifyError,
+    VolumeToRead,
     backup_id,
     backup_lock,
     list_backups,
     read_manifest,
-    store_artifact,
+    write_backup,
 )
-from reconciler.runtime.backup_target import BackupTarget, legacy_target, open_target
+from reconciler.runtime.backup_target import BackupTarget, open_target, safety_url
 from reconciler.runtime.restore_artifacts import (
     decompressed,
     ensure_room,
@@ -91,9 +89,6 @@ from reconciler.runtime.restore_artifacts import (
     without_schemas,
 )
 
-SAFETY_PREFIX = "pre-restore"
-# restore.yaml's ids (model/restore_requests.py): never "." or "..", no "/".
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 # How long a restore waits for a running backup to finish before it fails.
 BACKUP_WAIT_S = 1800.0
 
@@ -241,13 +236,6 @@ def _ref(artifact: Artifact) -> ArtifactRef:
     )
 
 
-def safety_url(target: str, request_id: str) -> str:
-    """Where the safety copy of ``request_id`` goes; the id must not lead out of the prefix."""
-    if not _REQUEST_ID.fullmatch(request_id):
-        raise ReconcilerError(f"{request_id[:120]!r} cannot name a safety copy; refused")
-    return f"{target.rstrip('/')}/{SAFETY_PREFIX}/{request_id}"
-
-
 def run_restore(request_id: str, options: RestoreOptions, ctx: RestoreContext) -> RestoreReport:
     """Run one restore; raise ``RestoreFailed`` (saying what was done) on any failure.
 
@@ -320,15 +308,19 @@ def run_restore(request_id: str, options: RestoreOptions, ctx: RestoreContext) -
                 )
             event("restore.verified", id=request_id, backup=backup, artifacts=len(fetched))
             phase("verify")
-            safety_store = open_store(safety_url(ctx.safety_target, request_id))
+            safety_target = open_target(
+                safety_url(ctx.safety_target, request_id), ctx.environ, state_dir=ctx.state_dir
+            )
             stopped: list[str] = []
             failure: BaseException | None = None
             try:
                 # Stopped first: the safety copy must not miss a write made after it.
                 _stop(ctx, plan.stop, step, stopped)
                 phase("stop")
-                safety_manifest = _safety_copy(ctx, plan, safety_store, skip_databases=set(stopped))
-                safety, safety_id = safety_store.url, safety_manifest.id
+                safety_manifest = _safety_copy(
+                    ctx, plan, safety_target, skip_databases=set(stopped)
+                )
+                safety, safety_id = safety_target.url, safety_manifest.id
                 ctx.record(safety_copy=safety, safety_copy_backup=safety_id)
                 step(f"safety copy {safety_id} written to {safety}")
                 phase("safety_copy")
@@ -342,7 +334,7 @@ def run_restore(request_id: str, options: RestoreOptions, ctx: RestoreContext) -
                     problem = _put_back(
                         ctx,
                         plan,
-                        safety_store,
+                        safety_target,
                         safety_manifest,
                         folder=tmp,
                         step=step,
@@ -478,56 +470,32 @@ def _helper_image(ctx: RestoreContext, volume: str) -> str | None:
 
 
 def _safety_copy(
-    ctx: RestoreContext, plan: RestorePlan, store: ObjectStore, *, skip_databases: set[str]
+    ctx: RestoreContext, plan: RestorePlan, target: BackupTarget, *, skip_databases: set[str]
 ) -> Manifest:
     """A complete backup of what ``plan`` will overwrite; its manifest, once stored.
 
     Taken with the services of ``plan.stop`` stopped. A database in
     ``skip_databases`` is stopped too (its data volume is replaced): no dump
-    can be taken, and the copy of that volume holds its files.
+    can be taken, and the copy of that volume holds its files. It goes to the
+    repository of this environment's target, where it shares what is
+    unchanged with the last backup (backup_target.py).
     """
     started = datetime.now(UTC)
-    ident = backup_id(started)
-    monotonic = time.monotonic()
-
-    def copy_volume(volume: VolumeRestore) -> Artifact:
-        image = _helper_image(ctx, volume.volume)
-        assert image is not None  # checked by _check_stack
-        with volume_archive.read_volume(
-            ctx.client, volume=volume.volume, image=image, project=ctx.desired.project
-        ) as chunks:
-            return store_artifact(
-                store,
-                chunks,
-                kind="volume",
-                name=volume.key,
-                key=f"{ident}/volumes/{volume.key}.tar.zst",
-            )
-
-    def copy_database(database: DatabaseRestore) -> Artifact:
-        with mariadb.dump_database(ctx.client, container=database.container) as chunks:
-            return store_artifact(
-                store,
-                chunks,
-                kind="database",
-                name=database.service,
-                key=f"{ident}/databases/{database.service}.sql.zst",
-            )
-
-    tasks: list[Callable[[], Artifact]] = [partial(copy_volume, v) for v in plan.volumes]
-    tasks += [partial(copy_database, d) for d in plan.databases if d.service not in skip_databases]
-    artifacts = concurrently(tasks)
-    manifest = Manifest(
-        id=ident,
-        time=started.isoformat(),
-        commit=ctx.commit,
-        host=socket.gethostname(),
+    return write_backup(
+        client=ctx.client,
+        target=target,
         project=ctx.desired.project,
-        artifacts=tuple(artifacts),
-        duration_s=round(time.monotonic() - monotonic, 3),
+        ident=backup_id(started),
+        started=started,
+        commit=ctx.commit,
+        helper_image=ctx.environ.get(HELPER_IMAGE_VARIABLE) or None,
+        volumes=[VolumeToRead(key=v.key, volume=v.volume) for v in plan.volumes],
+        databases=[
+            DatabaseToDump(d.service, d.container)
+            for d in plan.databases
+            if d.service not in skip_databases
+        ],
     )
-    store.put_bytes(f"{ident}/{MANIFEST}", manifest.to_json())
-    return manifest
 
 
 # -- replace ---------------------------------------------------------------------------
@@ -618,7 +586,7 @@ def _write(
 def _put_back(
     ctx: RestoreContext,
     plan: RestorePlan,
-    store: ObjectStore,
+    target: BackupTarget,
     safety: Manifest,
     *,
     folder: Path,
@@ -650,7 +618,7 @@ def _put_back(
     try:
         _stop(ctx, plan.stop, step, stopped)
         ensure_room(folder, back.artifacts)
-        fetched = {a.key: fetch_verified(legacy_target(store), a, folder) for a in back.artifacts}
+        fetched = {a.key: fetch_verified(target, a, folder) for a in back.artifacts}
         _write(ctx, back, fetched, step, stopped=stopped, written=set())
     except _ERRORS as exc:
         event("restore.put_back", level=logging.ERROR, error=str(exc))

@@ -12,15 +12,13 @@ import os
 import re
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import pytest
-import zstandard
 
-from reconciler.adapters.object_store import S3Store
-from reconciler.runtime.backing_up import read_manifest
-from reconciler.runtime.backup_target import legacy_target, open_target
+from reconciler.adapters.restic_helper import volume_path
+from reconciler.runtime.backing_up import list_backups, read_manifest
+from reconciler.runtime.backup_target import open_target
 from tests.e2e.test_restore import Env, compose, env  # noqa: F401 (the fixture)
 from tests.fixtures.restic_planting import newer_id, plant_backup, repository
 from tests.integration.backup_stack import run_sql
@@ -46,22 +44,13 @@ def with_writer() -> str:
     return text.replace("volumes:\n  site:", WRITER + "volumes:\n  site:", 1)
 
 
-def _member(store: S3Store, backup: str, name: str, path: str) -> bytes:
-    artifact = next(
-        a for a in read_manifest(legacy_target(store), backup).artifacts if a.name == name
-    )
-    raw = (
-        zstandard.ZstdDecompressor()
-        .decompressobj()
-        .decompress(b"".join(store.get_stream(artifact.key)))
-    )
-    with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
-        for member in tar.getmembers():
-            if member.name.lstrip("./") == path:
-                extracted = tar.extractfile(member)
-                assert extracted is not None
-                return extracted.read()
-    raise AssertionError(f"{path} not in {artifact.key}")
+def _member(env: Env, source: str, backup: str, name: str, path: str) -> bytes:
+    """One file of volume ``name`` in ``backup`` of ``source``, read with restic."""
+    target = open_target(source, {**os.environ, **env.environ})
+    artifact = next(a for a in read_manifest(target, backup).artifacts if a.name == name)
+    out = io.BytesIO()
+    target.repository().dump(artifact.snapshot, f"{volume_path(name)}/{path}", out)
+    return out.getvalue()
 
 
 def test_the_safety_copy_is_taken_after_the_writers_stopped(env: Env) -> None:
@@ -71,8 +60,9 @@ def test_the_safety_copy_is_taken_after_the_writers_stopped(env: Env) -> None:
     result = env.cli.run("restore", "latest", "--yes", "--id", "w1")
     assert result.returncode == 0, result.stderr[-3000:]
     record = env.restores()["w1"]
-    safety = S3Store(env.bucket, "prod/pre-restore/w1")
-    lines = _member(safety, record["safety_copy_backup"], "site", "seq.log").decode().split()
+    assert record["safety_copy"] == f"s3://{env.bucket}/prod/pre-restore/w1"
+    copy = record["safety_copy_backup"]
+    lines = _member(env, record["safety_copy"], copy, "site", "seq.log").decode().split()
     # The writer's last word, written as it stopped, is the copy's last line:
     # nothing the writer wrote is missing, and nothing was written after the copy began.
     assert lines[-1] == "stopped", lines[-5:]
@@ -141,7 +131,8 @@ def test_no_room_in_the_spool_refuses_and_changes_nothing(env: Env, tmp_path: Pa
     assert env.files() == files
     assert env.rows() == rows
     assert env.container("web").attrs["State"]["StartedAt"] == started
-    assert not S3Store(env.bucket, "prod/pre-restore/s1").list()
+    safety = open_target(f"s3://{env.bucket}/prod/pre-restore/s1", {**os.environ, **env.environ})
+    assert list_backups(safety) == []
 
 
 def test_restore_latest_says_what_it_is_and_replaces_before_asking(env: Env) -> None:

@@ -6,16 +6,16 @@
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 from typing import Any
 
 import boto3
 import docker
-import zstandard
 
 from reconciler import labels
+from reconciler.adapters.restic_helper import volume_path
+from reconciler.runtime.backing_up import read_manifest
+from reconciler.runtime.backup_target import open_target
 from tests.faults.world import World, compose, db_service, web_service
 from tests.fixtures.s3_server import FAKE_KEY, FAKE_SECRET, REGION
 from tests.integration.backup_stack import run_sql, wait_healthy
@@ -80,12 +80,20 @@ def s3_client(endpoint: str) -> Any:
     ).client("s3", endpoint_url=endpoint)
 
 
-def archive_names(endpoint: str, bucket: str, key: str) -> set[str]:
-    """The file names in a stored volume archive (``.tar.zst``)."""
-    body = s3_client(endpoint).get_object(Bucket=bucket, Key=key)["Body"].read()
-    raw = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(body)).read()
-    with tarfile.open(fileobj=io.BytesIO(raw)) as archive:
-        return {name.removeprefix("./") for name in archive.getnames()}
+def copy_names(world: World, source: str, backup: str, volume: str = "site") -> set[str]:
+    """The paths, relative to the volume, that ``backup`` of ``source`` holds of ``volume``."""
+    target = open_target(source, world.cli.env)
+    artifact = next(
+        a for a in read_manifest(target, backup).artifacts if (a.kind, a.name) == ("volume", volume)
+    )
+    root = volume_path(volume)
+    names: set[str] = set()
+    target.repository().ls(
+        artifact.snapshot,
+        root,
+        lambda node: names.add(str(node.get("path", "")).removeprefix(f"{root}/")),
+    )
+    return names
 
 
 def volume_files(client: docker.DockerClient, volume: str) -> set[str]:

@@ -22,7 +22,7 @@ import docker
 import pytest
 
 from tests.faults import backup_world
-from tests.faults.backup_world import archive_names, restore_yaml, rows, volume_files
+from tests.faults.backup_world import copy_names, restore_yaml, rows, volume_files
 from tests.faults.invariants import (
     SENTINEL_PREFIX,
     check_no_helpers,
@@ -107,8 +107,7 @@ def test_kill_restore(
                 copy = record["safety_copy_backup"]
                 verified = world.cli.run("backup", "verify", copy, "--target", safety)
                 assert verified.returncode == 0, f"safety copy {copy}: {verified.stderr[-2000:]}"
-                key = f"{safety.split('/', 3)[3]}/{copy}/volumes/site.tar.zst"
-                kept = archive_names(s3_env.url, s3_bucket, key)
+                kept = copy_names(world, safety, copy)
                 assert before <= kept, f"the safety copy lacks {sorted(before - kept)}"
             else:
                 raise AssertionError(f"restore {ident} ended {record['state']}: {record}")

@@ -11,9 +11,9 @@ from typing import Any
 import docker
 import pytest
 
-from reconciler.adapters.object_store import FileStore, S3Store, open_store
-from reconciler.runtime.backing_up import run_backup
-from reconciler.runtime.backup_target import legacy_target, open_target
+from reconciler.adapters.object_store import S3Store, open_store
+from reconciler.runtime.backing_up import list_backups, run_backup
+from reconciler.runtime.backup_target import open_target
 from reconciler.runtime.restoring import (
     RestoreContext,
     RestoreFailed,
@@ -24,7 +24,13 @@ from reconciler.runtime.restoring import (
 from tests.conftest import TEST_HELPER_IMAGE
 from tests.fixtures.docker_engine import remove_project
 from tests.fixtures.legacy_backups import write_legacy_backup
-from tests.fixtures.restic_planting import flip_packs, newer_id, plant_backup, repository
+from tests.fixtures.restic_planting import (
+    flip_packs,
+    newer_id,
+    plant_backup,
+    plant_volume,
+    repository,
+)
 from tests.integration.backup_stack import Stack, listing, policy, run_sql, start_stack
 
 pytestmark = pytest.mark.integration
@@ -104,8 +110,13 @@ def test_restore_from_a_file_target_is_exact(stack: Stack, tmp_path: Path) -> No
     assert recorded["safety_copy"] == report.safety_copy
     assert recorded["backup"] == report.backup
     # The safety copy is a backup like any other: restoring it undoes the restore.
-    safety = FileStore(tmp_path / "backups" / "pre-restore" / "r1")
-    assert resolve_backup(legacy_target(safety), "latest").id == report.safety_copy_backup
+    safety = open_target(report.safety_copy, os.environ)
+    assert resolve_backup(safety, "latest").id == report.safety_copy_backup
+    # It is in the target's own repository, where it is never a backup of the target.
+    assert not (tmp_path / "backups" / "pre-restore").exists()
+    assert report.safety_copy_backup not in {
+        b.id for b in list_backups(open_target(target, os.environ))
+    }
     run_restore(
         "undo-r1",
         RestoreOptions(source=report.safety_copy, databases=()),
@@ -128,7 +139,7 @@ def test_tampered_object_is_refused_and_nothing_is_touched(
     assert "nothing was overwritten" in str(caught.value)
     assert caught.value.touched is False
     assert listing(stack.client, f"{stack.project}_site") == before
-    assert not store.list("pre-restore/")
+    assert list_backups(open_target(f"{store.url}/pre-restore/r2", os.environ)) == []
 
 
 @pytest.mark.parametrize(
@@ -288,6 +299,80 @@ def test_a_planted_archive_is_refused_before_the_volume_changes(
     assert caught.value.touched is False
     assert listing(stack.client, f"{stack.project}_site") == before
     assert stack.running() == {"web": "running", "db": "running"}
+
+
+# What whoever holds the key (a developer's PC) can make restic store as a
+# volume: restic authenticates it, so only the restore's own screening stands
+# between it and the live volume.
+PLANTED_VOLUMES = {
+    "symlink-out": (
+        "mkdir html && echo ok > html/index.html && ln -s ../../../../etc/passwd html/passwd",
+        "member './html/passwd' is a symbolic link to '../../../../etc/passwd'",
+    ),
+    "absolute-symlink": ("ln -s /etc etc", "a symbolic link to the absolute path '/etc'"),
+    "fifo": ("mkfifo pipe", "a fifo"),
+    "device": ("mknod null c 1 3", "a device node"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PLANTED_VOLUMES))
+def test_a_planted_restic_volume_is_refused_before_the_volume_changes(
+    stack: Stack, tmp_path: Path, case: str
+) -> None:
+    fill, refusal = PLANTED_VOLUMES[case]
+    target = f"file://{tmp_path / 'backups'}"
+    good = backup(stack, target, tmp_path / "state").manifest.id
+    planted = newer_id(good)
+    plant_volume(
+        stack.client,
+        target=target,
+        environ=os.environ,
+        project=stack.project,
+        from_ident=good,
+        new_ident=planted,
+        fill=fill,
+    )
+    before = listing(stack.client, f"{stack.project}_site")
+    context_ = context(stack, tmp_path, target)
+    assert resolve_backup(open_target(target, os.environ), "latest").id == planted
+    with pytest.raises(RestoreFailed) as caught:
+        run_restore("planted-restic", RestoreOptions(databases=()), context_)
+    assert refusal in str(caught.value)
+    assert f"backup {planted} volume site" in str(caught.value)
+    assert caught.value.touched is False
+    assert listing(stack.client, f"{stack.project}_site") == before
+    assert list_backups(open_target(f"{target}/pre-restore/planted-restic", os.environ)) == []
+    assert stack.running() == {"web": "running", "db": "running"}
+
+
+def test_setuid_bits_of_a_planted_restic_volume_never_reach_the_volume(
+    stack: Stack, tmp_path: Path
+) -> None:
+    target = f"file://{tmp_path / 'backups'}"
+    good = backup(stack, target, tmp_path / "state").manifest.id
+    planted = newer_id(good)
+    plant_volume(
+        stack.client,
+        target=target,
+        environ=os.environ,
+        project=stack.project,
+        from_ident=good,
+        new_ident=planted,
+        fill="echo '#!' > su && chmod 4755 su && echo '#!' > sg && chmod 2755 sg && "
+        "echo x > plain && chmod 640 plain && mkdir tmp && chmod 1777 tmp",
+    )
+    report = run_restore(
+        "setid-restic", RestoreOptions(databases=()), context(stack, tmp_path, target)
+    )
+    assert report.backup == planted
+    modes = {
+        line.split()[0]: line.split()[3]
+        for line in listing(stack.client, f"{stack.project}_site").splitlines()
+    }
+    assert modes["./su"] == "755"
+    assert modes["./sg"] == "755"
+    assert modes["./plain"] == "640"
+    assert modes["./tmp"] == "1777"
 
 
 def test_setuid_and_setgid_bits_never_reach_the_volume(stack: Stack) -> None:

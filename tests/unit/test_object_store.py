@@ -245,7 +245,7 @@ def test_a_spool_folder_never_leads_out_of_restore_tmp(tmp_path: Path) -> None:
 
 def test_a_safety_copy_id_is_checked_before_it_names_a_prefix() -> None:
     from reconciler.errors import ReconcilerError
-    from reconciler.runtime.restoring import safety_url
+    from reconciler.runtime.backup_target import safety_url
 
     assert safety_url("file:///b/", "r1") == "file:///b/pre-restore/r1"
     with pytest.raises(ReconcilerError, match="cannot name a safety copy"):

@@ -14,7 +14,7 @@ from reconciler.adapters.object_store import FileStore
 from reconciler.adapters.restic import Completed
 from reconciler.runtime import restic_backups
 from reconciler.runtime.backing_up import Artifact, Manifest, id_time
-from reconciler.runtime.backup_target import BackupTarget
+from reconciler.runtime.backup_target import BackupTarget, open_target, safety_url
 from reconciler.runtime.restic_backups import ResticBackupError, _ChunkStream, _Node, _repacked
 
 SNAP = "a" * 64
@@ -119,6 +119,18 @@ def test_the_repack_names_members_relative_to_the_volume_with_exact_times() -> N
     assert link.linkname == "./a.txt"
 
 
+def test_a_fifo_or_device_restic_dumps_as_an_empty_file_is_repacked_as_what_it_is() -> None:
+    raw = _tar([(_entry("volume/site/pipe"), b""), (_entry("volume/site/null"), b"")])
+    stamp = "1796172899.603583935"
+    nodes = {
+        "./pipe": _Node(stamp, 0o644, 0, 0, "fifo"),
+        "./null": _Node(stamp, 0o644, 0, 0, "chardev"),
+    }
+    pipe, null = _repack(raw, nodes)
+    assert pipe.isfifo()
+    assert null.ischr()
+
+
 @pytest.mark.parametrize(
     ("member", "refusal"),
     [
@@ -219,3 +231,50 @@ def _repo(runner: ListingRunner) -> Any:
     from reconciler.adapters.restic import Repository
 
     return Repository("file:///r", key="k", env={}, runner=runner)
+
+
+def test_a_safety_copy_url_opens_the_target_repository_narrowed_to_its_request(
+    tmp_path: Any,
+) -> None:
+    target = open_target(f"file://{tmp_path}/prod/pre-restore/r1", {})
+    assert target.repository_url == f"file://{tmp_path}/prod"
+    assert target.safety_copy == "r1"
+    assert target.tags == ["safety-copy=r1"]
+    assert target.local_path == f"{tmp_path}/prod"
+    # Not under pre-restore/, or not a request id there: an ordinary target.
+    for url in (f"file://{tmp_path}/prod", f"file://{tmp_path}/pre-restore/-x"):
+        plain = open_target(url, {})
+        assert plain.safety_copy is None
+        assert plain.repository_url == url
+    assert safety_url(f"file://{tmp_path}/prod/", "r1") == f"file://{tmp_path}/prod/pre-restore/r1"
+
+
+def test_a_target_never_lists_a_safety_copy_and_a_safety_url_only_its_own(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    later = "2026-11-28T05-04-00Z"
+    runner = ListingRunner(
+        [
+            _snapshot(1, "reconciler", f"backup={IDENT}", "part=volume:site"),
+            _snapshot(2, "reconciler", f"backup={IDENT}", "manifest", "size=1"),
+            _snapshot(3, "reconciler", f"backup={later}", "manifest", "safety-copy=r1"),
+            _snapshot(4, "reconciler", f"backup={later}", "part=volume:site", "safety-copy=r1"),
+            _snapshot(5, "reconciler", f"backup={later}", "manifest", "safety-copy=r2"),
+            # Two requests' tags: neither request's, and not the target's.
+            _snapshot(6, "reconciler", f"backup={later}", "safety-copy=r1", "safety-copy=r2"),
+        ]
+    )
+
+    def listed(url: str) -> dict[str, restic_backups.StoredBackup]:
+        target = open_target(url, {"RECONCILER_BACKUP_KEY": "k"})
+        monkeypatch.setattr(target, "repository", lambda runner_=None: _repo(runner))
+        return {b.id: b for b in restic_backups.stored_backups(target, id_time)}
+
+    own = listed(f"file://{tmp_path}")
+    assert set(own) == {IDENT}
+    assert len(own[IDENT].snapshots) == 2
+    copies = listed(f"file://{tmp_path}/pre-restore/r1")
+    assert set(copies) == {later}
+    assert copies[later].complete is True
+    assert len(copies[later].snapshots) == 2
+    assert set(listed(f"file://{tmp_path}/pre-restore/r3")) == set()
