@@ -38,7 +38,29 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+# The slowest files first (measured): each worker takes whole files, and a long
+# one handed out last would leave the other workers idle at the end.
+SLOW_FIRST = (
+    "tests/faults/test_kill_backup.py",
+    "tests/faults/test_state_full.py",
+    "tests/faults/test_kill_apply.py",
+    "tests/faults/test_kill_restore.py",
+    "tests/faults/test_state_corrupt.py",
+    "tests/faults/test_s3_faults.py",
+    "tests/faults/",
+    "tests/integration/test_install.py",
+    "tests/e2e/",
+    "tests/integration/",
+    "tests/fuzz/",
+)
+
+
+def _slowness_rank(item: pytest.Item) -> int:
+    return next((i for i, p in enumerate(SLOW_FIRST) if item.nodeid.startswith(p)), len(SLOW_FIRST))
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    items.sort(key=_slowness_rank)  # stable: file order and test order within a file stay
     phase = config.getoption("--engine-phase")
     if phase == "all":
         return

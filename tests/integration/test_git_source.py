@@ -555,7 +555,7 @@ def test_url_that_looks_like_an_option_is_not_one(
 def test_a_commit_fetched_without_all_its_objects_is_fetched_again(
     git_daemon: ServedRemote, tmp_path: Path
 ) -> None:
-    # Found by tests/faults/test_state_faults.py: a fetch into a full state
+    # Found by tests/faults/test_state_full.py: a fetch into a full state
     # folder wrote the commit object but not every blob; once space was back,
     # every pass failed with "invalid object" (the commit was "present", so
     # never fetched again) until someone deleted the cache by hand.
