@@ -167,10 +167,10 @@ def timed_child(command: list[str], env: dict[str, str]) -> tuple[float, int, in
 
 def ours_child(args: argparse.Namespace) -> int:
     """The measured process: one backup with the real pipeline."""
+    from reconciler.backup.backing_up import run_backup
+    from reconciler.backup.backup_target import open_target
     from reconciler.model.backup_policy import BackupPolicy, DatabaseBackup, VolumeBackup
     from reconciler.model.desired import DesiredState, Mount, ServiceSpec, VolumeSpec
-    from reconciler.runtime.backing_up import run_backup
-    from reconciler.runtime.backup_target import open_target
 
     project = args.project
     services = {

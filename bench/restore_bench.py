@@ -44,11 +44,11 @@ import docker
 import requests
 
 from reconciler import labels
+from reconciler.backup.backing_up import run_backup
+from reconciler.backup.backup_target import open_target
 from reconciler.model.backup_policy import BackupPolicy, DatabaseBackup, VolumeBackup
 from reconciler.model.desired import DesiredState, Mount, ServiceSpec, VolumeSpec
-from reconciler.runtime.backing_up import run_backup
-from reconciler.runtime.backup_target import open_target
-from reconciler.runtime.restoring import RestoreContext, RestoreOptions, run_restore
+from reconciler.restore.restoring import RestoreContext, RestoreOptions, run_restore
 
 BUSYBOX = "reconciler-local/busybox:latest"
 MARIADB = "reconciler-local/mariadb:local"

@@ -24,17 +24,14 @@ from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
 from reconciler.adapters.restic import Repository, Runner
-from reconciler.decide.retention import RetentionRules
-from reconciler.errors import ReconcilerError
-from reconciler.redaction import register_secret
-from reconciler.runtime.backing_up import (
+from reconciler.backup.backing_up import (
     Progress,
     list_backups,
     prune,
     verify_backup,
 )
-from reconciler.runtime.backup_jobs import BackupContext, backup_now, load_context
-from reconciler.runtime.backup_key import (
+from reconciler.backup.backup_jobs import BackupContext, backup_now, load_context
+from reconciler.backup.backup_key import (
     VARIABLE,
     BackupKeyRefused,
     check_new_key,
@@ -42,7 +39,10 @@ from reconciler.runtime.backup_key import (
     key_to_remove,
     open_repository,
 )
-from reconciler.runtime.backup_target import BackupTarget, open_target
+from reconciler.backup.backup_target import BackupTarget, open_target
+from reconciler.decide.retention import RetentionRules
+from reconciler.errors import ReconcilerError
+from reconciler.redaction import register_secret
 from reconciler.settings import Settings
 
 ContextLoader = Callable[[Settings], BackupContext]

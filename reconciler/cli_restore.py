@@ -70,7 +70,7 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
             file=sys.stderr,
         )
         return 1
-    from reconciler.runtime.restore_manual import ManualRestore
+    from reconciler.restore.restore_manual import ManualRestore
 
     job = ManualRestore.prepare(
         settings,
@@ -108,7 +108,7 @@ def _confirmed(description: str) -> bool:
 
 
 def _drill(args: argparse.Namespace, settings: Settings) -> int:
-    from reconciler.runtime.restore_drill import run_drill_now
+    from reconciler.restore.restore_drill import run_drill_now
 
     result = run_drill_now(settings, backup=args.backup or "latest", source=args.source)
     if args.json:

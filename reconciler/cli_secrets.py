@@ -27,7 +27,7 @@ def register(commands: Any) -> None:
 
 
 def cmd_recipient(args: argparse.Namespace, settings: Settings) -> int:
-    from reconciler.runtime.secret_keys import recipient_of
+    from reconciler.secret_keys import recipient_of
 
     for recipient in recipient_of(args.key_file or settings.age_key_file):
         print(recipient)
@@ -35,7 +35,7 @@ def cmd_recipient(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_keygen(args: argparse.Namespace, settings: Settings) -> int:
-    from reconciler.runtime.secret_keys import keygen
+    from reconciler.secret_keys import keygen
 
     path = args.key_file or settings.age_key_file
     recipient = keygen(path)

@@ -10,10 +10,12 @@ fixtures' clean-up finds them.
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from typing import Any
 
 import docker
@@ -24,6 +26,7 @@ from reconciler import labels
 from reconciler.adapters.mariadb import DatabaseError, credentials_environment
 from reconciler.adapters.volume_archive import MOUNT_POINT
 from reconciler.errors import ReconcilerError, Unavailable
+from reconciler.logs import event
 
 # Databases a dump of --all-databases may hold that belong to the server itself.
 SYSTEM_DATABASES = frozenset({"mysql", "information_schema", "performance_schema", "sys"})
@@ -104,6 +107,95 @@ def start_service(client: docker.DockerClient, project: str, service: str) -> st
     with _engine_call(f"starting {container.name}"):
         container.start()
     return str(container.id)
+
+
+@dataclass(frozen=True)
+class StoppedRun:
+    """A container a flow stops: which run of it (its start time), and its grace period."""
+
+    id: str
+    name: str
+    started_at: str  # State.StartedAt of the run being stopped
+    grace_s: int
+
+
+@contextmanager
+def services_stopped(
+    client: docker.DockerClient,
+    *,
+    project: str,
+    services: Iterable[tuple[str, float]],
+    before_stop: Callable[[StoppedRun], None],
+    on_all_started: Callable[[], None],
+) -> Iterator[None]:
+    """Stop the running containers of ``services`` (name, grace); start them on every way out.
+
+    ``before_stop`` hears of each before the engine is asked to stop it (a
+    journal writes it down, so that when this process dies the next holder of
+    the pass lock starts it again); ``on_all_started`` once all run again.
+    Never a container the project does not own, nor one that was not running.
+    """
+    stopped: list[Any] = []
+    failed_to_start = False
+    try:
+        for service, grace in services:
+            container = owned_container(client, project, service)
+            if container is None or container.status != "running":
+                continue
+            event("backup.stop_service", service=service)
+            grace_s = max(1, int(grace))
+            with _engine_call(f"stopping {container.name}"):
+                container.reload()  # the start time of the run about to be stopped
+                state = container.attrs.get("State") or {}
+                before_stop(
+                    StoppedRun(
+                        str(container.id),
+                        str(container.name),
+                        str(state.get("StartedAt", "")),
+                        grace_s,
+                    )
+                )
+                stopped.append(container)
+                container.stop(timeout=grace_s)
+        yield
+    finally:
+        for container in reversed(stopped):
+            try:
+                container.start()
+                event("backup.start_service", container=container.name)
+            except (docker.errors.DockerException, requests.RequestException) as exc:
+                failed_to_start = True
+                event(
+                    "backup.start_service_failed",
+                    level=logging.ERROR,
+                    container=container.name,
+                    error=str(exc),
+                )
+        if not failed_to_start:
+            on_all_started()
+
+
+def restart_stopped_run(client: docker.DockerClient, run: StoppedRun) -> bool:
+    """Start again a container a killed flow stopped, unless it runs a newer run already.
+
+    On a container whose stop is still in flight this waits for the stop to
+    end first. False when there was nothing to do (gone, or started since).
+    """
+    try:
+        container = client.containers.get(run.id)
+        state = container.attrs.get("State") or {}
+        if state.get("Running") and state.get("StartedAt") != run.started_at:
+            return False  # started again already: by the flow itself before it died
+        event("backup.recover_stop", container=run.name, running=bool(state.get("Running")))
+        container.stop(timeout=run.grace_s)
+        container.start()
+    except docker.errors.NotFound:
+        return False  # removed since (a pass recreates it if it is desired)
+    except (docker.errors.DockerException, requests.RequestException) as exc:
+        raise Unavailable(
+            f"cannot start {run.name} again, which a killed backup stopped: {exc}"
+        ) from exc
+    return True
 
 
 def volume_exists(client: docker.DockerClient, volume: str) -> bool:

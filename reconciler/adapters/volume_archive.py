@@ -14,7 +14,6 @@ The archive holds the volume's contents as ``./...`` entries, the same as
 
 from __future__ import annotations
 
-import socket
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
@@ -161,20 +160,6 @@ def write_volume(
             raise VolumeArchiveError(f"writing volume {volume} broke: {exc}") from exc
         if not ok:
             raise VolumeArchiveError(f"the engine refused the archive for volume {volume}")
-
-
-def own_image(client: docker.DockerClient) -> str | None:
-    """The image this process runs from, when it runs in a container of this engine.
-
-    Docker names a container's host after its id, so the reconciler finds its
-    own container, and so an image that is surely present, without being told.
-    """
-    try:
-        container = client.containers.get(socket.gethostname())
-    except (docker.errors.DockerException, requests.exceptions.RequestException):
-        return None
-    image = container.attrs.get("Config", {}).get("Image")
-    return str(image) if image else None
 
 
 def _chunked(chunks: Iterable[bytes]) -> Iterator[bytes]:

@@ -8,7 +8,7 @@ are issues like
 ``desired-state/restore.yaml:7: restores[1].volumes[0]: unknown volume 'sitee'``.
 
 A broken restore.yaml fails the restore requests only: the pass applies the
-rest of the commit and runs no request (see ``runtime/restore_pass.py``).
+rest of the commit and runs no request (see ``restore/restore_pass.py``).
 Pure: no Docker, no S3; the only I/O is reading the file.
 """
 

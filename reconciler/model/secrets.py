@@ -8,7 +8,7 @@ Part of the *validate* step. Files in the desired-state folder named
 - ``*.env.age``: a dotenv file encrypted with ``age -r`` (armored or binary);
 
 are decrypted with the VM's age identities (a ``Keyring`` read by
-``runtime/secret_keys.py``; its key never leaves the VM). Files at the top of
+``secret_keys.py``; its key never leaves the VM). Files at the top of
 the folder fill ``${VAR}``; every encrypted file of the folder (subfolders
 included) may also be named by a service's ``env_file:``.
 

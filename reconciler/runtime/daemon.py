@@ -207,7 +207,7 @@ class Daemon:
                 service.stop()
             # A job in the middle of its work is left to end with the process:
             # what a killed backup or drill leaves is made good by the next one
-            # (and stopped services by the next pass, runtime/stop_journal.py).
+            # (and stopped services by the next pass, backup/stop_journal.py).
             self.worker.join(timeout_s=self.tick_s)
         event("daemon.stopped")
         return 0

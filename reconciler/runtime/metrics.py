@@ -154,7 +154,7 @@ class StateCollector(Collector):
         return out
 
     def _backup(self) -> list[Metric]:
-        from reconciler.runtime.backup_jobs import backup_report
+        from reconciler.backup.backup_jobs import backup_report
 
         report = backup_report(self.settings)
         out: list[Metric] = [
@@ -204,7 +204,7 @@ class StateCollector(Collector):
         return out
 
     def _restores(self) -> list[Metric]:
-        from reconciler.runtime.restore_ledger import status_report
+        from reconciler.restore.restore_ledger import status_report
 
         records = status_report(self.state_dir)
         readable = not (len(records) == 1 and records[0].get("state") == "unknown")
@@ -229,7 +229,7 @@ class StateCollector(Collector):
         return [requests, ledger]
 
     def _drill(self) -> list[Metric]:
-        from reconciler.runtime.restore_drill import read_drill
+        from reconciler.restore.restore_drill import read_drill
 
         drill = read_drill(self.state_dir)
         if drill is None:

@@ -41,8 +41,8 @@ from reconciler.model.observed import Observed
 from reconciler.ports import Checkout, Engine, Source, Verifier
 from reconciler.redaction import redact_text, redact_url
 from reconciler.runtime.applying import apply
-from reconciler.runtime.secret_keys import load_secrets
 from reconciler.runtime.self_update import hand_over, own_container_id, split_own_actions
+from reconciler.secret_keys import load_secrets
 from reconciler.settings import Settings
 from reconciler.statefiles import StateError, exclusive_lock
 from reconciler.status import HistoryEntry, PassResult, Reason, Status, StatusStore, now

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.adapters.docker_engine import DockerEngine
-from reconciler.adapters.git_source import GitSource
-from reconciler.errors import ReconcilerError, Unavailable
+from reconciler.applied import make_source
+from reconciler.errors import ReconcilerError
 from reconciler.model.desired import DesiredState
 from reconciler.ports import Checkout
 from reconciler.runtime.daemon import Daemon, Job
@@ -21,39 +21,6 @@ from reconciler.settings import Settings
 from reconciler.status import StatusStore
 
 
-def make_source(settings: Settings) -> GitSource:
-    return GitSource(
-        settings.repo,
-        branch=settings.branch,
-        cache_dir=settings.checkouts_dir,
-        ssh_key=settings.ssh_key,
-        known_hosts=settings.known_hosts,
-    )
-
-
-def load_applied(settings: Settings) -> tuple[Checkout, DesiredState] | None:
-    """The applied commit's files and desired state; None before the first sync.
-
-    What backups, restores by hand and the drill work on: the stack as it was
-    last deployed, not the branch's head.
-    """
-    from reconciler.model.loading import load_desired_state
-    from reconciler.runtime.secret_keys import load_secrets
-
-    commit = StatusStore(settings.state_dir).load().applied_commit
-    if commit is None:
-        return None
-    checkout = make_source(settings).checkout(commit)
-    desired = load_desired_state(
-        checkout.root,
-        directory=settings.directory,
-        project=settings.project,
-        environ=settings.environ,
-        secrets=load_secrets(checkout.root, settings),
-    )
-    return checkout, desired
-
-
 def feature_hooks(settings: Settings) -> tuple[list[Validator], list[AfterApply], list[Job]]:
     """Validators, after-apply steps and daemon jobs of the backup and restore features."""
     validators: list[Validator] = []
@@ -61,14 +28,14 @@ def feature_hooks(settings: Settings) -> tuple[list[Validator], list[AfterApply]
     jobs: list[Job] = []
     # Backups: backup.yaml is part of a commit's validation (a bad one stalls
     # the commit like a bad compose.yaml); the schedule is a daemon job.
-    from reconciler.runtime.backup_jobs import backup_job, backup_validator
+    from reconciler.backup.backup_jobs import backup_job, backup_validator
 
     validators.append(backup_validator(settings))
     jobs.append(backup_job(settings))
     # Restores: due restore.yaml requests run after each converged apply (last,
     # after any other step); the drill is a daemon job on its own schedule.
-    from reconciler.runtime.restore_drill import drill_job
-    from reconciler.runtime.restore_pass import restore_hook
+    from reconciler.restore.restore_drill import drill_job
+    from reconciler.restore.restore_pass import restore_hook
 
     after_apply.append(restore_hook(settings))
     jobs.append(drill_job(settings))
@@ -103,19 +70,16 @@ def make_reconciler(
 
 
 def backup_stop_recovery(settings: Settings) -> Recovery:
-    """Start again what a killed backup stopped (runtime/stop_journal.py)."""
+    """Start again what a killed backup stopped (backup/stop_journal.py)."""
 
     def recover() -> list[str]:
-        from reconciler.runtime import stop_journal
+        from reconciler.backup import stop_journal
 
         if not (settings.state_dir / stop_journal.JOURNAL).exists():
             return []  # the usual case: no Docker client made for nothing
-        import docker
+        from reconciler.adapters import engine_client
 
-        try:
-            client = docker.from_env()
-        except docker.errors.DockerException as exc:
-            raise Unavailable(f"the Docker engine cannot be reached: {exc}") from exc
+        client = engine_client.connect()
         try:
             return stop_journal.finish_interrupted_stops(client, settings.state_dir)
         finally:
@@ -156,7 +120,7 @@ def validate_folder(folder: Path, settings: Settings) -> DesiredState:
     desired = reconciler.load(checkout)
     # restore.yaml is checked here, not by a pass validator: in a pass a broken
     # restore.yaml must not stop the rest of the commit (see restore_pass).
-    from reconciler.runtime.restore_pass import load_requests
+    from reconciler.restore.restore_pass import load_requests
 
     load_requests(checkout, desired, settings.model_copy(update={"directory": folder.name}))
     return desired
@@ -177,9 +141,9 @@ def collect_status(settings: Settings) -> dict[str, Any]:
             report["services_error"] = str(exc)
     else:
         report["services"] = []
-    from reconciler.runtime.backup_jobs import backup_report
-    from reconciler.runtime.restore_drill import read_drill
-    from reconciler.runtime.restore_ledger import status_report
+    from reconciler.backup.backup_jobs import backup_report
+    from reconciler.restore.restore_drill import read_drill
+    from reconciler.restore.restore_ledger import status_report
 
     report["backup"] = backup_report(settings)
 

@@ -134,9 +134,9 @@ def test_sync_sets_commit_statuses_and_sends_one_failure(
 def test_backups_ping_and_notify_through_the_real_backup(
     tmp_path: Path, receiver: Receiver, docker_client: docker.DockerClient, busybox_image: str
 ) -> None:
+    from reconciler.backup.backup_jobs import BackupContext, backup_now
     from reconciler.model.backup_policy import BackupPolicy
     from reconciler.model.desired import DesiredState
-    from reconciler.runtime.backup_jobs import BackupContext, backup_now
     from reconciler.settings import load_settings
 
     settings = load_settings(

@@ -16,6 +16,8 @@ import docker
 import pytest
 import yaml
 
+from reconciler.backup.backing_up import list_backups
+from reconciler.backup.backup_target import open_target
 from tests.e2e.conftest import make_cli
 from tests.e2e.test_restore import BACKUP, Env, compose
 from tests.fixtures.git_remotes import ServedRemote
@@ -107,8 +109,9 @@ def test_state_file_target_and_safety_copy_are_private_and_bind_mounts_stay_read
     assert "after-backup" not in env.files()
 
     state = tmp_path / "state"
-    assert list(target.rglob("pre-restore/*")), "the safety copy is in the target"
-    assert list(target.rglob("*.zst")) or list(target.rglob("*.tar*")), "backup artifacts"
+    copies = list_backups(open_target(f"file://{target}/pre-restore/perm", env.cli.env))
+    assert copies, "the safety copy is in the target's repository"
+    assert list((target / "data").rglob("*")), "the repository's packs"
     wrong = _not_private(state, target)
     assert not wrong, "\n".join(wrong)
 

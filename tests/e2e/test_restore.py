@@ -17,11 +17,10 @@ import docker
 import pytest
 
 from reconciler import labels
-from reconciler.adapters.object_store import S3Store
+from reconciler.backup.backing_up import list_backups, read_manifest, run_backup
+from reconciler.backup.backup_target import open_target
 from reconciler.model.backup_policy import load_backup_policy
 from reconciler.model.loading import load_desired_state
-from reconciler.runtime.backing_up import read_manifest, run_backup
-from reconciler.runtime.backup_target import legacy_target, open_target
 from reconciler.settings import Settings, load_settings
 from tests.conftest import TEST_HELPER_IMAGE
 from tests.e2e.conftest import Cli, make_cli
@@ -219,9 +218,12 @@ def test_restore_by_commit_runs_once_refuses_tampering_and_reads_other_prefixes(
     assert "after-restore" in env.files()
     assert env.restores()["r1"]["finished"] == r1["finished"]
 
-    # The safety copy holds what was there before: the vandalised files.
-    safety = S3Store(env.bucket, "prod/pre-restore/r1")
-    assert read_manifest(legacy_target(safety), r1["safety_copy_backup"]).artifacts
+    # The safety copy is a backup in the repository, under its own address only.
+    environ = {**os.environ, **env.environ}
+    safety = open_target(r1["safety_copy"], environ)
+    assert read_manifest(safety, r1["safety_copy_backup"]).artifacts
+    own = {b.id for b in list_backups(open_target(f"s3://{env.bucket}/prod", environ))}
+    assert r1["safety_copy_backup"] not in own
 
     # A damaged repository is refused (restic authenticates every blob it
     # reads back); nothing is overwritten.
@@ -243,7 +245,7 @@ def test_restore_by_commit_runs_once_refuses_tampering_and_reads_other_prefixes(
     assert "nothing was overwritten" in result.stderr
     assert env.files() == before
     assert env.rows() == rows_before
-    assert not S3Store(env.bucket, "prod/pre-restore/r2").list()
+    assert list_backups(open_target(f"s3://{env.bucket}/prod/pre-restore/r2", environ)) == []
     assert env.restores()["r2"]["state"] == "failed"
     # Later passes succeed; status keeps the failure.
     assert env.cli.run("sync").returncode == 0

@@ -22,10 +22,10 @@ import zstandard
 
 from reconciler import labels
 from reconciler.adapters.object_store import FileStore
+from reconciler.backup.backing_up import backup_id, id_time, read_manifest
+from reconciler.backup.backup_target import legacy_target
 from reconciler.model.backup_policy import load_backup_policy
 from reconciler.model.loading import load_desired_state
-from reconciler.runtime.backing_up import backup_id, id_time, read_manifest
-from reconciler.runtime.backup_target import legacy_target
 from tests.conftest import TEST_HELPER_IMAGE
 from tests.e2e.conftest import Cli, make_cli
 from tests.e2e.test_restore import BACKUP, compose

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from reconciler.adapters.restic import Repository, WrongKey
+from reconciler.backup.backup_key import open_repository
 from reconciler.cli import main
 from reconciler.redaction import forget_secrets
-from reconciler.runtime.backup_key import open_repository
 from tests.fixtures import tools
 
 pytestmark = pytest.mark.integration

@@ -24,10 +24,8 @@ import pytest
 from reconciler import cli_backup, labels
 from reconciler.adapters import mariadb, volume_archive
 from reconciler.adapters.object_store import S3Store, open_store
-from reconciler.decide.retention import RetentionRules
-from reconciler.errors import ReconcilerError
-from reconciler.runtime import backup_status, restore_artifacts, restoring
-from reconciler.runtime.backing_up import (
+from reconciler.backup import backup_status
+from reconciler.backup.backing_up import (
     MANIFEST,
     Artifact,
     BackupBusy,
@@ -39,9 +37,12 @@ from reconciler.runtime.backing_up import (
     run_backup,
     verify_backup,
 )
-from reconciler.runtime.backup_jobs import BackupContext, backup_report
-from reconciler.runtime.backup_target import BackupTarget, open_target
-from reconciler.runtime.restore_artifacts import fetch_verified
+from reconciler.backup.backup_jobs import BackupContext, backup_report
+from reconciler.backup.backup_target import BackupTarget, open_target
+from reconciler.decide.retention import RetentionRules
+from reconciler.errors import ReconcilerError
+from reconciler.restore import restore_artifacts, restoring
+from reconciler.restore.restore_artifacts import fetch_verified
 from reconciler.settings import Settings, load_settings
 from tests.conftest import TEST_HELPER_IMAGE
 from tests.fixtures.docker_engine import remove_project
@@ -334,7 +335,7 @@ def test_two_backups_never_run_at_once(stack: Stack, s3_bucket: str, tmp_path: P
                 f"""
                 import sys, time
                 from pathlib import Path
-                from reconciler.runtime.backing_up import backup_lock
+                from reconciler.backup.backing_up import backup_lock
                 with backup_lock(Path({str(state)!r})):
                     print("locked", flush=True)
                     sys.stdin.readline()

@@ -19,9 +19,9 @@ import pytest
 
 from reconciler.adapters import mariadb
 from reconciler.adapters.object_store import FileStore
-from reconciler.runtime.backing_up import list_backups, run_backup
-from reconciler.runtime.backup_target import open_target
-from reconciler.runtime.restoring import RestoreContext, RestoreFailed, RestoreOptions, run_restore
+from reconciler.backup.backing_up import list_backups, run_backup
+from reconciler.backup.backup_target import open_target
+from reconciler.restore.restoring import RestoreContext, RestoreFailed, RestoreOptions, run_restore
 from tests.conftest import TEST_HELPER_IMAGE
 from tests.fixtures.docker_engine import remove_project
 from tests.fixtures.restic_planting import newer_id, plant_backup, repository

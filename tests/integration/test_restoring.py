@@ -12,9 +12,9 @@ import docker
 import pytest
 
 from reconciler.adapters.object_store import S3Store, open_store
-from reconciler.runtime.backing_up import list_backups, run_backup
-from reconciler.runtime.backup_target import open_target
-from reconciler.runtime.restoring import (
+from reconciler.backup.backing_up import list_backups, run_backup
+from reconciler.backup.backup_target import open_target
+from reconciler.restore.restoring import (
     RestoreContext,
     RestoreFailed,
     RestoreOptions,
@@ -157,7 +157,7 @@ def test_a_planted_manifest_names_nothing_on_disk(
     """Issue 10: a manifest with id ``a/../..`` made the second drill delete the state folder."""
     import json
 
-    from reconciler.runtime.restore_drill import run_drill
+    from reconciler.restore.restore_drill import run_drill
 
     work = tmp_path / "work"
     target = f"file://{work / 'backups'}"
@@ -208,7 +208,7 @@ def test_a_manifest_planted_with_the_key_names_nothing_on_disk(
     stack: Stack, tmp_path: Path, field: str, value: str, refusal: str
 ) -> None:
     """The same plants in a restic backup: whoever holds the key (a PC) can write one."""
-    from reconciler.runtime.restore_drill import run_drill
+    from reconciler.restore.restore_drill import run_drill
 
     work = tmp_path / "work"
     target = f"file://{work / 'backups'}"

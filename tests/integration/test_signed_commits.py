@@ -13,6 +13,7 @@ import pytest
 from reconciler import labels
 from reconciler.adapters.docker_engine import DockerEngine
 from reconciler.adapters.git_source import GitSource
+from reconciler.applied import make_source
 from reconciler.decide.verification import (
     NotVerified,
     SignaturePolicy,
@@ -21,7 +22,6 @@ from reconciler.decide.verification import (
 )
 from reconciler.runtime.passes import Reconciler
 from reconciler.runtime.verifying import CommitVerifier
-from reconciler.runtime.wiring import make_source
 from reconciler.settings import load_settings
 from tests.fixtures.git_remotes import ServedRemote
 from tests.fixtures.signing_keys import GpgKeys, SshSigner, forged_commit, signed_commit

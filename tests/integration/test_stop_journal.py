@@ -18,7 +18,8 @@ import docker
 import pytest
 
 from reconciler import labels
-from reconciler.runtime import stop_journal
+from reconciler.adapters.stack_control import StoppedRun
+from reconciler.backup import stop_journal
 from tests.fixtures.docker_engine import remove_project
 
 pytestmark = pytest.mark.integration
@@ -48,11 +49,16 @@ def started_at(container: Any) -> str:
     return str(container.attrs["State"]["StartedAt"])
 
 
+def run_of(container: Any, grace_s: int) -> StoppedRun:
+    """What a backup writes down before it stops ``container``."""
+    return StoppedRun(str(container.id), str(container.name), started_at(container), grace_s)
+
+
 def test_a_stop_still_in_flight_is_waited_out_and_the_service_started(
     docker_client: docker.DockerClient, web: Any, tmp_path: Path
 ) -> None:
     journal = stop_journal.StopJournal(tmp_path)
-    journal.about_to_stop(web, grace_s=3)
+    journal.about_to_stop(run_of(web, 3))
     before = started_at(web)
     # The killed backup's stop: the engine goes on with it for its 3 s grace.
     stopper = threading.Thread(target=lambda: web.stop(timeout=3))
@@ -76,7 +82,7 @@ def test_a_stop_still_in_flight_is_waited_out_and_the_service_started(
 def test_a_stopped_service_is_started(
     docker_client: docker.DockerClient, web: Any, tmp_path: Path
 ) -> None:
-    stop_journal.StopJournal(tmp_path).about_to_stop(web, grace_s=1)
+    stop_journal.StopJournal(tmp_path).about_to_stop(run_of(web, 1))
     web.stop(timeout=1)
     assert stop_journal.finish_interrupted_stops(docker_client, tmp_path)
     web.reload()
@@ -86,7 +92,7 @@ def test_a_stopped_service_is_started(
 def test_a_service_the_backup_started_again_is_left_alone(
     docker_client: docker.DockerClient, web: Any, tmp_path: Path
 ) -> None:
-    stop_journal.StopJournal(tmp_path).about_to_stop(web, grace_s=1)
+    stop_journal.StopJournal(tmp_path).about_to_stop(run_of(web, 1))
     web.stop(timeout=1)
     web.start()  # the backup got this far, then died before clearing its journal
     restarted = started_at(web)

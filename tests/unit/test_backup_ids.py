@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from reconciler.adapters.object_store import FileStore
-from reconciler.runtime import backing_up
-from reconciler.runtime.backing_up import BackupError, _free_start, backup_id
-from reconciler.runtime.backup_target import legacy_target
+from reconciler.backup import backing_up
+from reconciler.backup.backing_up import BackupError, _free_start, backup_id
+from reconciler.backup.backup_target import legacy_target
 
 
 def ticking(start: datetime, step: timedelta) -> Iterator[datetime]:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from reconciler.backup import backup_status
+from reconciler.backup.backup_jobs import BackupContext, backup_job, backup_report
 from reconciler.model.backup_policy import BackupPolicy, Schedule
 from reconciler.model.desired import DesiredState
-from reconciler.runtime import backup_status
-from reconciler.runtime.backup_jobs import BackupContext, backup_job, backup_report
 from reconciler.settings import Settings, load_settings
 from reconciler.status import Status, StatusStore
 

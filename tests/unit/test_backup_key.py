@@ -1,4 +1,4 @@
-"""``reconciler backup key`` and ``runtime/backup_key.py`` without restic.
+"""``reconciler backup key`` and ``backup/backup_key.py`` without restic.
 
 A fake runner plays restic's ``key list | add | remove`` over an in-memory set
 of keys; tests/integration/test_backup_key.py rotates a key of a real repository.
@@ -15,17 +15,17 @@ from typing import IO
 import pytest
 
 from reconciler.adapters.restic import Completed, Key, Repository
-from reconciler.cli import build_parser, main
-from reconciler.cli_backup import cmd_key
-from reconciler.redaction import forget_secrets
-from reconciler.runtime.backup_jobs import BackupContext
-from reconciler.runtime.backup_key import (
+from reconciler.backup.backup_jobs import BackupContext
+from reconciler.backup.backup_key import (
     BackupKeyMissing,
     BackupKeyRefused,
     check_new_key,
     key_to_remove,
     open_repository,
 )
+from reconciler.cli import build_parser, main
+from reconciler.cli_backup import cmd_key
+from reconciler.redaction import forget_secrets
 from reconciler.settings import Settings, load_settings
 
 CURRENT = "current-key-0123456789abcdef"

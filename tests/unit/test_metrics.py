@@ -17,15 +17,15 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from reconciler.backup import backup_status
+from reconciler.backup.backup_jobs import SCHEDULE_FILE
 from reconciler.cli import main
-from reconciler.runtime import backup_status
-from reconciler.runtime.backup_jobs import SCHEDULE_FILE
+from reconciler.restore.restore_drill import DRILL_FILE, drill_counts
+from reconciler.restore.restore_ledger import RestoreLedger, RestoreRecord
 from reconciler.runtime.daemon import heartbeat_path
 from reconciler.runtime.endpoints import Endpoints, health_report
 from reconciler.runtime.metrics import PassMetrics, make_registry
 from reconciler.runtime.passes import PassOutcome
-from reconciler.runtime.restore_drill import DRILL_FILE, drill_counts
-from reconciler.runtime.restore_ledger import RestoreLedger, RestoreRecord
 from reconciler.settings import Settings, SettingsError, load_settings
 from reconciler.status import Status, StatusStore
 
@@ -155,8 +155,8 @@ def test_full_state_is_read_at_scrape_time(tmp_path: Path) -> None:
 
 def test_metrics_agree_with_status(tmp_path: Path) -> None:
     """The readers of ``reconciler status`` (collect_status, minus its Docker call)."""
-    from reconciler.runtime.backup_jobs import backup_report
-    from reconciler.runtime.restore_ledger import status_report
+    from reconciler.backup.backup_jobs import backup_report
+    from reconciler.restore.restore_ledger import status_report
 
     settings = settings_for(tmp_path)
     write_full_state(settings.state_dir)

@@ -20,13 +20,14 @@ import requests
 import responses
 
 from reconciler.adapters import notifiers
+from reconciler.backup import backup_status
+from reconciler.backup.backup_jobs import BackupContext, backup_job, backup_now
 from reconciler.decide.notifications import forge_of
 from reconciler.model.backup_policy import BackupPolicy, Schedule
 from reconciler.model.desired import DesiredState
-from reconciler.runtime import backup_status, notifying
-from reconciler.runtime.backup_jobs import BackupContext, backup_job, backup_now
+from reconciler.restore.restore_pass import restore_hook
+from reconciler.runtime import notifying
 from reconciler.runtime.passes import Reconciler
-from reconciler.runtime.restore_pass import restore_hook
 from reconciler.settings import Settings, load_settings
 from reconciler.status import Status, StatusStore
 from tests.fixtures.fake_engine import FakeEngine

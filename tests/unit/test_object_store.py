@@ -19,8 +19,8 @@ from reconciler.adapters.object_store import (
     open_store,
     part_size,
 )
-from reconciler.runtime.backing_up import Artifact, Manifest, backup_id, id_time
-from reconciler.runtime.backup_target import legacy_target
+from reconciler.backup.backing_up import Artifact, Manifest, backup_id, id_time
+from reconciler.backup.backup_target import legacy_target
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -213,7 +213,7 @@ def test_an_artifact_listed_twice_is_refused() -> None:
 
 @pytest.mark.parametrize("ident", ["../x", "a/../..", "2026-11-27T05-04-00Z/..", ""])
 def test_a_backup_id_is_checked_before_it_names_a_key(tmp_path: Path, ident: str) -> None:
-    from reconciler.runtime.backing_up import VerifyError, read_manifest
+    from reconciler.backup.backing_up import VerifyError, read_manifest
 
     store = FileStore(tmp_path / "backups")
     (tmp_path / "x").mkdir()
@@ -223,8 +223,8 @@ def test_a_backup_id_is_checked_before_it_names_a_key(tmp_path: Path, ident: str
 
 
 def test_a_spool_folder_never_leads_out_of_restore_tmp(tmp_path: Path) -> None:
-    from reconciler.runtime.backing_up import VerifyError
-    from reconciler.runtime.restore_artifacts import contained, spool_folder
+    from reconciler.backup.backing_up import VerifyError
+    from reconciler.restore.restore_artifacts import contained, spool_folder
 
     state = tmp_path / "state"
     (state / "restore-tmp").mkdir(parents=True)
@@ -244,8 +244,8 @@ def test_a_spool_folder_never_leads_out_of_restore_tmp(tmp_path: Path) -> None:
 
 
 def test_a_safety_copy_id_is_checked_before_it_names_a_prefix() -> None:
+    from reconciler.backup.backup_target import safety_url
     from reconciler.errors import ReconcilerError
-    from reconciler.runtime.backup_target import safety_url
 
     assert safety_url("file:///b/", "r1") == "file:///b/pre-restore/r1"
     with pytest.raises(ReconcilerError, match="cannot name a safety copy"):

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from reconciler.adapters.object_store import FileStore
+from reconciler.backup.backup_target import legacy_target
 from reconciler.decide.restore_planning import ArtifactRef
-from reconciler.runtime.backup_target import legacy_target
-from reconciler.runtime.restore_artifacts import fetch_verified, spool_folder
+from reconciler.restore.restore_artifacts import fetch_verified, spool_folder
 from reconciler.statefiles import atomic_write_json, exclusive_lock, private_dir, private_file
 
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from reconciler.runtime.restore_drill import compare, drill_due, tar_entries
+from reconciler.restore.restore_drill import compare, drill_due, tar_entries
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 

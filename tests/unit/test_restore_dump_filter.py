@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from reconciler.runtime.restore_artifacts import without_schemas
+from reconciler.restore.restore_artifacts import without_schemas
 
 DUMP = (
     b"-- MariaDB dump 10.19\n--\n-- Host: localhost\n"

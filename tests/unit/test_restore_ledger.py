@@ -9,7 +9,7 @@ import pytest
 
 from reconciler.decide.restore_planning import due_requests
 from reconciler.model.restore_requests import RestoreRequest
-from reconciler.runtime.restore_ledger import (
+from reconciler.restore.restore_ledger import (
     LedgerUnreadable,
     RestoreLedger,
     RestoreRecord,

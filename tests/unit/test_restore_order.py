@@ -8,18 +8,18 @@ import pytest
 import zstandard
 
 from reconciler.adapters.object_store import open_store
+from reconciler.backup.backing_up import VerifyError
+from reconciler.backup.backup_target import legacy_target
 from reconciler.decide.restore_planning import ArtifactRef
-from reconciler.runtime.backing_up import VerifyError
-from reconciler.runtime.backup_target import legacy_target
-from reconciler.runtime.restore_artifacts import (
+from reconciler.restore.restore_artifacts import (
     SPOOL_HEADROOM,
     decompressed,
     fetch_verified,
     room_needed,
     room_problem,
 )
-from reconciler.runtime.restore_pass import left_stopped
-from reconciler.runtime.restoring import failed_after_writing
+from reconciler.restore.restore_pass import left_stopped
+from reconciler.restore.restoring import failed_after_writing
 
 
 def ref(size: int, raw_size: int | None = None) -> ArtifactRef:

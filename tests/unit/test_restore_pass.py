@@ -9,9 +9,9 @@ import pytest
 
 from reconciler.model.desired import DesiredState
 from reconciler.ports import Checkout
+from reconciler.restore.restore_ledger import RestoreLedger, RestoreRecord
+from reconciler.restore.restore_pass import restore_hook
 from reconciler.runtime.passes import AfterApplyFailed, Reconciler
-from reconciler.runtime.restore_ledger import RestoreLedger, RestoreRecord
-from reconciler.runtime.restore_pass import restore_hook
 from reconciler.settings import Settings, load_settings
 from reconciler.status import Status
 from tests.fixtures.fake_engine import FakeEngine
@@ -141,7 +141,7 @@ def test_no_docker_leaves_new_requests_pending_for_the_next_pass(
 
 
 def test_safety_copies_go_to_the_target_unless_a_local_folder_is_set(tmp_path: Path) -> None:
-    from reconciler.runtime.restore_pass import safety_target
+    from reconciler.restore.restore_pass import safety_target
 
     base = {"RECONCILER_REPO": "git://example.invalid/x", "RECONCILER_ENV_FILE": ""}
     assert safety_target(load_settings(base), "s3://b/prod") == "s3://b/prod"
@@ -152,7 +152,7 @@ def test_safety_copies_go_to_the_target_unless_a_local_folder_is_set(tmp_path: P
 def test_a_running_backup_defers_requests_without_waiting(
     tmp_path: Path, settings: Settings
 ) -> None:
-    from reconciler.runtime.backing_up import backup_lock
+    from reconciler.backup.backing_up import backup_lock
 
     class Client:
         def close(self) -> None:
@@ -237,7 +237,7 @@ def test_recovering_an_interrupted_restore_starts_what_it_was_stopping(
     # the engine finished the stop after the next pass had seen web running.
     from reconciler.adapters import stack_control
     from reconciler.model.desired import ServiceSpec
-    from reconciler.runtime.restore_pass import recover_interrupted
+    from reconciler.restore.restore_pass import recover_interrupted
 
     calls: list[str] = []
     monkeypatch.setattr(

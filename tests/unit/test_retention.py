@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
+from reconciler.backup.backing_up import id_time
 from reconciler.decide.retention import BackupRef, RetentionRules, decide_retention
-from reconciler.runtime.backing_up import id_time
 
 CASES: list[dict[str, Any]] = yaml.safe_load(
     (Path(__file__).parent / "cases" / "retention" / "cases.yaml").read_text()

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import schedule
 
+from reconciler.backup.scheduling import BackupSchedule
 from reconciler.model.backup_policy import Schedule
-from reconciler.runtime.scheduling import BackupSchedule
 
 
 class Clock:

@@ -24,7 +24,7 @@ from reconciler.redaction import (
     register_secret,
     set_fingerprint_key,
 )
-from reconciler.runtime.secret_keys import keygen, load_keyring, recipient_of
+from reconciler.secret_keys import keygen, load_keyring, recipient_of
 from reconciler.statefiles import atomic_write_json
 from tests.fixtures.sops_encoder import sops_dotenv
 

@@ -9,8 +9,9 @@ from typing import Any
 import docker.errors
 import pytest
 
+from reconciler.adapters.stack_control import StoppedRun
+from reconciler.backup import stop_journal
 from reconciler.errors import Unavailable
-from reconciler.runtime import stop_journal
 
 
 class FailingContainers:
@@ -19,13 +20,8 @@ class FailingContainers:
 
 
 def write_one(state_dir: Path) -> None:
-    container = SimpleNamespace(
-        id="abc",
-        name="site-web-1",
-        attrs={"State": {"StartedAt": "2026-12-01T05:04:00Z"}},
-        reload=lambda: None,
-    )
-    stop_journal.StopJournal(state_dir).about_to_stop(container, grace_s=10)
+    run = StoppedRun(id="abc", name="site-web-1", started_at="2026-12-01T05:04:00Z", grace_s=10)
+    stop_journal.StopJournal(state_dir).about_to_stop(run)
 
 
 def test_an_engine_that_fails_keeps_the_journal_for_the_next_holder(tmp_path: Path) -> None:

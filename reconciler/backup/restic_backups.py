@@ -41,8 +41,8 @@ import zstandard
 
 from reconciler.adapters import restic
 from reconciler.adapters.restic_helper import HelperRunner, volume_path
+from reconciler.backup.backup_target import SAFETY_TAG, BackupTarget
 from reconciler.errors import ReconcilerError
-from reconciler.runtime.backup_target import SAFETY_TAG, BackupTarget
 from reconciler.statefiles import private_file
 
 APP_TAG = "reconciler"

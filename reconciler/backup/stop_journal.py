@@ -20,27 +20,15 @@ is dead: a live backup clears it before it lets the lock go.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
-import docker
-import docker.errors
-import requests
-
-from reconciler.errors import Unavailable
-from reconciler.logs import event
+from reconciler.adapters import stack_control
+from reconciler.adapters.engine_client import Client
+from reconciler.adapters.stack_control import StoppedRun
 from reconciler.statefiles import atomic_write_json, read_json
 
 JOURNAL = "backup-stops.json"
-
-
-@dataclass(frozen=True)
-class StoppedContainer:
-    id: str
-    name: str
-    started_at: str  # State.StartedAt of the run the backup stopped
-    grace_s: int
 
 
 class StopJournal:
@@ -48,20 +36,11 @@ class StopJournal:
 
     def __init__(self, state_dir: Path) -> None:
         self.path = state_dir / JOURNAL
-        self.entries: list[StoppedContainer] = []
+        self.entries: list[StoppedRun] = []
 
-    def about_to_stop(self, container: Any, *, grace_s: int) -> None:
-        """Write ``container`` down; call before the engine is asked to stop it."""
-        container.reload()  # the start time of the run that is about to be stopped
-        state = container.attrs.get("State") or {}
-        self.entries.append(
-            StoppedContainer(
-                id=str(container.id),
-                name=str(container.name),
-                started_at=str(state.get("StartedAt", "")),
-                grace_s=grace_s,
-            )
-        )
+    def about_to_stop(self, run: StoppedRun) -> None:
+        """Write ``run`` down; called before the engine is asked to stop it."""
+        self.entries.append(run)
         atomic_write_json(self.path, {"containers": [asdict(e) for e in self.entries]})
 
     def clear(self) -> None:
@@ -76,9 +55,9 @@ def clear(state_dir: Path) -> None:
             (state_dir / name).unlink()
 
 
-def read(state_dir: Path) -> list[StoppedContainer]:
+def read(state_dir: Path) -> list[StoppedRun]:
     data = read_json(state_dir / JOURNAL)
-    entries: list[StoppedContainer] = []
+    entries: list[StoppedRun] = []
     if not isinstance(data, dict) or not isinstance(data.get("containers"), list):
         return entries
     for item in data["containers"]:
@@ -86,7 +65,7 @@ def read(state_dir: Path) -> list[StoppedContainer]:
             continue
         try:
             entries.append(
-                StoppedContainer(
+                StoppedRun(
                     id=str(item["id"]),
                     name=str(item["name"]),
                     started_at=str(item["started_at"]),
@@ -98,7 +77,7 @@ def read(state_dir: Path) -> list[StoppedContainer]:
     return entries
 
 
-def finish_interrupted_stops(client: docker.DockerClient, state_dir: Path) -> list[str]:
+def finish_interrupted_stops(client: Client, state_dir: Path) -> list[str]:
     """Start again what a killed backup stopped; the caller holds the pass lock.
 
     Returns a line per container started. Raises ``Unavailable`` when the
@@ -107,24 +86,10 @@ def finish_interrupted_stops(client: docker.DockerClient, state_dir: Path) -> li
     entries = read(state_dir)
     if not entries and not (state_dir / JOURNAL).exists():
         return []
-    done: list[str] = []
-    for entry in entries:
-        try:
-            container = client.containers.get(entry.id)
-            state = container.attrs.get("State") or {}
-            if state.get("Running") and state.get("StartedAt") != entry.started_at:
-                continue  # started again already: by the backup itself before it died
-            event("backup.recover_stop", container=entry.name, running=bool(state.get("Running")))
-            # On a container whose stop is still in flight this waits for it to
-            # end; on a stopped one it does nothing.
-            container.stop(timeout=entry.grace_s)
-            container.start()
-        except docker.errors.NotFound:
-            continue  # removed since (a pass recreates it if it is desired)
-        except (docker.errors.DockerException, requests.RequestException) as exc:
-            raise Unavailable(
-                f"cannot start {entry.name} again, which a killed backup stopped: {exc}"
-            ) from exc
-        done.append(f"started {entry.name} again: a backup that was killed had stopped it")
+    done = [
+        f"started {entry.name} again: a backup that was killed had stopped it"
+        for entry in entries
+        if stack_control.restart_stopped_run(client, entry)
+    ]
     clear(state_dir)
     return done

@@ -29,10 +29,10 @@ import zstandard
 
 from reconciler.adapters import restic
 from reconciler.adapters.object_store import ObjectNotFound
+from reconciler.backup import restic_backups
+from reconciler.backup.backing_up import VerifyError
+from reconciler.backup.backup_target import BackupTarget
 from reconciler.decide.restore_planning import ArtifactRef
-from reconciler.runtime import restic_backups
-from reconciler.runtime.backing_up import VerifyError
-from reconciler.runtime.backup_target import BackupTarget
 from reconciler.statefiles import PRIVATE_DIR_MODE, private_dir, private_file
 
 CHUNK = 1024 * 1024

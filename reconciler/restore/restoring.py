@@ -45,28 +45,14 @@ from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
-import docker
-import docker.errors
 import zstandard
 
 from reconciler import labels
 from reconciler.adapters import mariadb, stack_control, volume_archive
 from reconciler.adapters.docker_engine import DockerEngine
-from reconciler.decide.archive_members import screen
-from reconciler.decide.dump_screening import screen_dump
-from reconciler.decide.restore_planning import (
-    ArtifactRef,
-    DatabaseRestore,
-    RestorePlan,
-    RestorePlanError,
-    plan_restore,
-)
-from reconciler.errors import ReconcilerError
-from reconciler.logs import event
-from reconciler.model.desired import DesiredState
-from reconciler.model.restore_requests import LATEST
-from reconciler.runtime import restic_backups
-from reconciler.runtime.backing_up import (
+from reconciler.adapters.engine_client import ENGINE_ERRORS, REPORTED_ERRORS, Client
+from reconciler.backup import restic_backups
+from reconciler.backup.backing_up import (
     HELPER_IMAGE_VARIABLE,
     Artifact,
     BackupBusy,
@@ -80,8 +66,21 @@ from reconciler.runtime.backing_up import (
     read_manifest,
     write_backup,
 )
-from reconciler.runtime.backup_target import BackupTarget, open_target, safety_url
-from reconciler.runtime.restore_artifacts import (
+from reconciler.backup.backup_target import BackupTarget, open_target, safety_url
+from reconciler.decide.archive_members import screen
+from reconciler.decide.dump_screening import screen_dump
+from reconciler.decide.restore_planning import (
+    ArtifactRef,
+    DatabaseRestore,
+    RestorePlan,
+    RestorePlanError,
+    plan_restore,
+)
+from reconciler.errors import ReconcilerError
+from reconciler.logs import event
+from reconciler.model.desired import DesiredState
+from reconciler.model.restore_requests import LATEST
+from reconciler.restore.restore_artifacts import (
     decompressed,
     ensure_room,
     fetch_verified,
@@ -133,12 +132,12 @@ class RestoreFailed(ReconcilerError):
         return text
 
 
-_ERRORS = (
+_ERRORS: tuple[type[Exception], ...] = (
     ReconcilerError,
     RestorePlanError,
     OSError,
     zstandard.ZstdError,
-    docker.errors.DockerException,
+    *ENGINE_ERRORS,
 )
 
 
@@ -172,7 +171,7 @@ class RestoreOptions:
 class RestoreContext:
     """The stack and the places a restore works with."""
 
-    client: docker.DockerClient
+    client: Client
     desired: DesiredState
     state_dir: Path
     default_source: str  # backup.yaml's target (or the default file target)
@@ -635,7 +634,7 @@ def _start_stopped(ctx: RestoreContext, stopped: list[str], step: Step) -> list[
             _start_ready(ctx, name)
             stopped.remove(name)
             step(f"started {name}")
-        except (ReconcilerError, docker.errors.DockerException) as exc:
+        except REPORTED_ERRORS as exc:
             problems.append(f"{name}: {exc}")
     return problems
 

@@ -22,26 +22,23 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import docker
-import docker.errors
-
-from reconciler.adapters import stack_control
+from reconciler.adapters import engine_client, stack_control
+from reconciler.adapters.engine_client import ENGINE_ERRORS, REPORTED_ERRORS, Client
+from reconciler.backup.backing_up import BackupBusy
+from reconciler.backup.backup_jobs import backup_policy
+from reconciler.decide.restore_planning import due_requests
 from reconciler.errors import InvalidDesiredState, ReconcilerError
 from reconciler.logs import event
 from reconciler.model.desired import DesiredState
 from reconciler.model.restore_requests import FILE_NAME, RestoreRequest, load_restore_requests
 from reconciler.ports import Checkout
-from reconciler.runtime import notifying
-from reconciler.runtime.backing_up import BackupBusy
-from reconciler.runtime.backup_jobs import backup_policy
-from reconciler.runtime.passes import AfterApply, AfterApplyFailed
-from reconciler.runtime.restore_ledger import (
+from reconciler.restore.restore_ledger import (
     LedgerUnreadable,
     RestoreLedger,
     RestoreRecord,
     now,
 )
-from reconciler.runtime.restoring import (
+from reconciler.restore.restoring import (
     RestoreContext,
     RestoreFailed,
     RestoreOptions,
@@ -49,10 +46,12 @@ from reconciler.runtime.restoring import (
     run_restore,
     waiting_backup_lock,
 )
+from reconciler.runtime import notifying
+from reconciler.runtime.passes import AfterApply, AfterApplyFailed
 from reconciler.settings import Settings
 from reconciler.status import Status
 
-ClientFactory = Callable[[], docker.DockerClient]
+ClientFactory = Callable[[], Client]
 
 
 def load_requests(
@@ -122,7 +121,7 @@ def run_recorded(
     options: RestoreOptions,
     *,
     ledger: RestoreLedger,
-    client: docker.DockerClient,
+    client: Client,
     desired: DesiredState,
     settings: Settings,
     target: str,
@@ -177,14 +176,13 @@ def _told(settings: Settings, outcome: Outcome, *, commit: str | None) -> Outcom
 
 def restore_hook(settings: Settings, *, client_factory: ClientFactory | None = None) -> AfterApply:
     """The after-apply step that runs the commit's due restore requests."""
-    make_client = client_factory or docker.from_env
+    make_client = client_factory or engine_client.connect
 
     def run_restore_requests(
         checkout: Checkout, desired: DesiredState, status: Status
     ) -> list[str]:
         # Imported here: planning is pure and cheap; the ledger is read only
         # when restore.yaml names something.
-        from reconciler.decide.restore_planning import due_requests
 
         try:
             requests = load_requests(checkout, desired, settings)
@@ -227,7 +225,7 @@ def restore_hook(settings: Settings, *, client_factory: ClientFactory | None = N
             target = own_target(checkout, desired, settings)
             ledger.queue([_record(r, commit=checkout.commit) for r in due])
             client = make_client()
-        except (ReconcilerError, docker.errors.DockerException) as exc:
+        except REPORTED_ERRORS as exc:
             # Nothing ran: the requests stay pending and are tried by the next pass.
             raise AfterApplyFailed(f"restore requests could not start: {exc}") from exc
         changes: list[str] = []
@@ -296,7 +294,7 @@ def recover_interrupted(
             stopping |= left_stopped(record.done)
     try:
         client = make_client()
-    except docker.errors.DockerException as exc:
+    except ENGINE_ERRORS as exc:
         event("restore.recover", level=logging.WARNING, error=str(exc))
         return
     try:
@@ -311,7 +309,7 @@ def recover_interrupted(
                 project=desired.project,
                 purposes={"restore", "restore-empty", "backup"},
             )
-    except (BackupBusy, ReconcilerError, docker.errors.DockerException) as exc:
+    except REPORTED_ERRORS as exc:  # BackupBusy is one of ours
         event("restore.recover", level=logging.WARNING, error=str(exc))
     finally:
         client.close()

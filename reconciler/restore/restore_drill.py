@@ -30,10 +30,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, cast
 
-import docker
-import docker.errors
-
-from reconciler.adapters import mariadb, stack_control, volume_archive
+from reconciler.adapters import engine_client, mariadb, stack_control, volume_archive
+from reconciler.adapters.engine_client import REPORTED_ERRORS, Client
+from reconciler.applied import load_applied
+from reconciler.backup.backing_up import list_backups
+from reconciler.backup.backup_jobs import backup_policy
+from reconciler.backup.backup_target import BackupTarget, open_target
 from reconciler.decide.archive_members import sanitized, screen
 from reconciler.decide.dump_screening import screen_dump
 from reconciler.decide.restore_planning import ArtifactRef
@@ -41,9 +43,7 @@ from reconciler.errors import InvalidDesiredState, ReconcilerError
 from reconciler.logs import event
 from reconciler.model.backup_policy import BackupPolicy
 from reconciler.model.desired import DesiredState
-from reconciler.runtime import notifying
-from reconciler.runtime.backup_target import BackupTarget, open_target
-from reconciler.runtime.restore_artifacts import (
+from reconciler.restore.restore_artifacts import (
     ChunkReader,
     decompressed,
     ensure_room,
@@ -51,7 +51,8 @@ from reconciler.runtime.restore_artifacts import (
     spool_folder,
     without_schemas,
 )
-from reconciler.runtime.restoring import artifact_refs, resolve_backup
+from reconciler.restore.restoring import artifact_refs, resolve_backup
+from reconciler.runtime import notifying
 from reconciler.settings import Settings
 from reconciler.statefiles import atomic_write_json, exclusive_lock, read_json
 from reconciler.status import StatusStore
@@ -174,7 +175,7 @@ def drill_counts(previous: dict[str, Any] | None, result: str) -> dict[str, int]
 
 def run_drill(
     *,
-    client: docker.DockerClient,
+    client: Client,
     target: BackupTarget,
     desired: DesiredState,
     state_dir: Path,
@@ -250,7 +251,7 @@ def run_drill(
 
 
 def _drill_volume(
-    client: docker.DockerClient,
+    client: Client,
     desired: DesiredState,
     ref: ArtifactRef,
     spooled: Path,
@@ -287,7 +288,7 @@ def _drill_volume(
 
 
 def _drill_database(
-    client: docker.DockerClient,
+    client: Client,
     desired: DesiredState,
     ref: ArtifactRef,
     spooled: Path,
@@ -335,8 +336,6 @@ def _databases_seen(chunks: Iterable[bytes], seen: list[str]) -> Iterator[bytes]
 
 
 def _applied(settings: Settings) -> tuple[str, DesiredState, BackupPolicy | None] | None:
-    from reconciler.runtime.backup_jobs import backup_policy
-    from reconciler.runtime.wiring import load_applied
 
     applied = load_applied(settings)
     if applied is None:
@@ -355,7 +354,7 @@ def run_drill_now(settings: Settings, *, backup: str, source: str | None) -> dic
         raise ReconcilerError("nothing is deployed yet: run `reconciler sync` first")
     commit, desired, policy = applied
     target = source or (policy.target if policy else settings.default_backup_target)
-    client = docker.from_env()
+    client = engine_client.connect()
     try:
         result = run_drill(
             client=client,
@@ -404,8 +403,8 @@ def drill_job(
             target = open_target(policy.target, settings.environ, state_dir=settings.state_dir)
             if not any(s.state == "complete" for s in _list(target)):
                 return  # no backup yet: the first one is drilled after it is made
-            client = docker.from_env()
-        except (ReconcilerError, docker.errors.DockerException) as exc:
+            client = engine_client.connect()
+        except REPORTED_ERRORS as exc:
             event("drill.skipped", level=logging.WARNING, error=str(exc))
             return
         try:
@@ -422,6 +421,5 @@ def drill_job(
 
 
 def _list(target: BackupTarget) -> list[Any]:
-    from reconciler.runtime.backing_up import list_backups
 
     return list(list_backups(target))

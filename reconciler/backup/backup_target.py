@@ -29,9 +29,9 @@ from typing import Any
 
 from reconciler.adapters import restic
 from reconciler.adapters.object_store import ObjectStore, open_store
+from reconciler.backup.backup_key import open_repository
 from reconciler.errors import ReconcilerError
 from reconciler.model.restore_requests import REQUEST_ID
-from reconciler.runtime.backup_key import open_repository
 from reconciler.statefiles import private_dir
 
 
@@ -79,6 +79,7 @@ class BackupTarget:
 
 
 SAFETY_PREFIX = "pre-restore"
+SPOOL_DIR_VARIABLE = "RECONCILER_SPOOL_DIR"
 SAFETY_TAG = "safety-copy"
 
 
@@ -108,14 +109,19 @@ def open_target(
     """The target at ``url``; the key comes from ``environ`` (the merged env file).
 
     A safety copy's URL (``<target>/pre-restore/<request>``) opens the
-    target's repository, narrowed to that request's copies.
+    target's repository, narrowed to that request's copies. restic's own
+    cache goes where the spool goes (``RECONCILER_SPOOL_DIR``, else the state
+    folder): a cache grows with the repository, and a small state disk is
+    what that setting is for.
     """
     repository_url, request = _split_safety_url(url)
+    spool = environ.get(SPOOL_DIR_VARIABLE, "").strip()
+    cache_root = Path(spool) if spool else state_dir
     return BackupTarget(
         url=url,
         store=open_store(url),
         env=dict(environ),
-        cache_dir=None if state_dir is None else state_dir / "restic-cache",
+        cache_dir=None if cache_root is None else cache_root / "restic-cache",
         repository_url=repository_url,
         safety_copy=request,
     )

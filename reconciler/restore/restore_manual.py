@@ -11,25 +11,32 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-import docker
 from pydantic import ValidationError
 
+from reconciler.adapters import engine_client
+from reconciler.applied import load_applied
+from reconciler.backup import stop_journal
+from reconciler.backup.backup_target import open_target, safety_url
+from reconciler.decide.restore_planning import plan_restore
 from reconciler.errors import ReconcilerError
 from reconciler.model.desired import DesiredState
 from reconciler.model.restore_requests import RestoreRequest
 from reconciler.ports import Checkout
-from reconciler.runtime import stop_journal
-from reconciler.runtime.backup_target import safety_url
-from reconciler.runtime.passes import PASS_LOCK_WAIT_S
-from reconciler.runtime.restore_ledger import RestoreLedger, RestoreRecord
-from reconciler.runtime.restore_pass import (
+from reconciler.restore.restore_ledger import RestoreLedger, RestoreRecord
+from reconciler.restore.restore_pass import (
     Outcome,
     manual_id,
     own_target,
     run_recorded,
     safety_target,
 )
-from reconciler.runtime.restoring import RestoreOptions, waiting_backup_lock
+from reconciler.restore.restoring import (
+    RestoreOptions,
+    artifact_refs,
+    resolve_backup,
+    waiting_backup_lock,
+)
+from reconciler.runtime.passes import PASS_LOCK_WAIT_S
 from reconciler.settings import Settings
 from reconciler.statefiles import exclusive_lock
 
@@ -55,7 +62,6 @@ class ManualRestore:
         request_id: str | None,
         paths: tuple[str, ...] | None = None,
     ) -> ManualRestore:
-        from reconciler.runtime.wiring import load_applied
 
         applied = load_applied(settings)
         if applied is None:
@@ -91,9 +97,6 @@ class ManualRestore:
     def describe(self) -> str:
         """What the restore will do, said before asking: the backup (``latest`` resolved
         once, here, and kept for the run) and exactly what it replaces."""
-        from reconciler.decide.restore_planning import plan_restore
-        from reconciler.runtime.backup_target import open_target
-        from reconciler.runtime.restoring import artifact_refs, resolve_backup
 
         options = self.options
         source = options.source or self.target
@@ -155,7 +158,7 @@ class ManualRestore:
             ),
         ):
             ledger.recover()
-            client = docker.from_env()
+            client = engine_client.connect()
             try:
                 stop_journal.finish_interrupted_stops(client, self.settings.state_dir)
                 return run_recorded(

@@ -19,31 +19,31 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import docker
-
-from reconciler.adapters import volume_archive
-from reconciler.errors import InvalidDesiredState, ReconcilerError
-from reconciler.logs import event
-from reconciler.model.backup_policy import BackupPolicy, Schedule, load_backup_policy
-from reconciler.model.desired import DesiredState
-from reconciler.ports import Checkout
-from reconciler.redaction import redact_url
-from reconciler.runtime import backup_status, notifying
-from reconciler.runtime.backing_up import (
+from reconciler.adapters import engine_client
+from reconciler.adapters.engine_client import Client
+from reconciler.applied import load_applied
+from reconciler.backup import backup_status
+from reconciler.backup.backing_up import (
     HELPER_IMAGE_VARIABLE,
     BackupBusy,
     BackupResult,
     ProgressCallback,
     run_backup,
 )
-from reconciler.runtime.backup_target import BackupTarget, open_target
-from reconciler.runtime.scheduling import BackupSchedule
+from reconciler.backup.backup_target import BackupTarget, open_target
+from reconciler.backup.scheduling import BackupSchedule
+from reconciler.errors import InvalidDesiredState, ReconcilerError
+from reconciler.logs import event
+from reconciler.model.backup_policy import BackupPolicy, Schedule, load_backup_policy
+from reconciler.model.desired import DesiredState
+from reconciler.ports import Checkout
+from reconciler.redaction import redact_url
+from reconciler.runtime import notifying
 from reconciler.settings import Settings
 from reconciler.statefiles import replace_file
+from reconciler.status import StatusStore
 
 SCHEDULE_FILE = "backup-schedule.json"
-# An image with restic for the helpers that read volumes (and mount one that no
-# service image on the engine can); by default the image the reconciler runs from.
 
 
 @dataclass
@@ -54,7 +54,7 @@ class BackupContext:
     desired: DesiredState
     policy: BackupPolicy | None  # None: the commit has no backup.yaml
     commit: str | None
-    client_factory: Callable[[], docker.DockerClient] = field(default=docker.from_env)
+    client_factory: Callable[[], Client] = field(default=engine_client.connect)
     helper_image: str | None = None
 
     def target(self, override: str | None = None) -> str:
@@ -85,7 +85,6 @@ def backup_policy(
 
 def load_context(settings: Settings) -> BackupContext:
     """The applied commit's stack and backup policy (needs a ``reconciler sync`` first)."""
-    from reconciler.runtime.wiring import load_applied
 
     applied = load_applied(settings)
     if applied is None:
@@ -139,7 +138,7 @@ def backup_now(
                 policy=policy,
                 state_dir=settings.state_dir,
                 commit=context.commit,
-                helper_image=context.helper_image or volume_archive.own_image(client),
+                helper_image=context.helper_image or engine_client.own_image(client),
                 progress=progress,
             )
         finally:
@@ -182,7 +181,6 @@ def backup_job(
     loads the commit's backup.yaml and follows its schedule. A backup missed
     while the daemon was down runs on the first call.
     """
-    from reconciler.status import StatusStore
 
     state: dict[str, Any] = {"commit": None, "context": None}
     notifier = notifying.Notifier.from_settings(settings)

@@ -32,14 +32,14 @@ from functools import partial
 from pathlib import Path
 from typing import IO, Any, Literal, cast
 
-import docker
-import docker.errors
-import requests
 import zstandard
 
 from reconciler import labels
-from reconciler.adapters import mariadb, restic, restic_helper, stack_control, volume_archive
+from reconciler.adapters import engine_client, mariadb, restic, restic_helper, stack_control
+from reconciler.adapters.engine_client import Client
 from reconciler.adapters.object_store import ObjectNotFound, ObjectStore, StoreError
+from reconciler.backup import backup_status, restic_backups, stop_journal
+from reconciler.backup.backup_target import BackupTarget
 from reconciler.decide.retention import (
     BackupRef,
     RetentionDecision,
@@ -50,12 +50,10 @@ from reconciler.errors import ReconcilerError
 from reconciler.logs import event
 from reconciler.model.backup_policy import BackupPolicy
 from reconciler.model.desired import DesiredState, ServiceSpec
-from reconciler.runtime import backup_status, restic_backups, stop_journal
-from reconciler.runtime.backup_target import BackupTarget
 from reconciler.statefiles import PRIVATE_FILE_MODE, exclusive_lock, private_dir
 
 FORMAT_VERSION = 1  # zstd artifacts and manifest.json in <id>/: read, never written
-RESTIC_FORMAT = 2  # snapshots in the target's restic repository (runtime/restic_backups.py)
+RESTIC_FORMAT = 2  # snapshots in the target's restic repository (backup/restic_backups.py)
 MANIFEST = "manifest.json"
 MANIFEST_MAX_BYTES = 1024 * 1024  # ours are a few KB: a bigger one is not ours
 LOCK_FILE = "backup.lock"
@@ -359,7 +357,7 @@ def backup_lock(state_dir: Path) -> Iterator[None]:
 
 def run_backup(
     *,
-    client: docker.DockerClient,
+    client: Client,
     target: BackupTarget,
     desired: DesiredState,
     policy: BackupPolicy,
@@ -506,7 +504,7 @@ class DatabaseToDump:
 
 def _backup(
     *,
-    client: docker.DockerClient,
+    client: Client,
     target: BackupTarget,
     desired: DesiredState,
     policy: BackupPolicy,
@@ -555,7 +553,7 @@ def _backup(
 
 @contextmanager
 def _services_held_stopped(
-    client: docker.DockerClient, desired: DesiredState, volume: str, state_dir: Path
+    client: Client, desired: DesiredState, volume: str, state_dir: Path
 ) -> Iterator[None]:
     """The services that mount ``volume`` stopped, with the pass lock held meanwhile."""
     # Held while services are down: a pass (the daemon's, when this is
@@ -564,18 +562,21 @@ def _services_held_stopped(
         # The lock's last holder may be a backup killed while it held
         # services stopped: bring them back before deciding what runs.
         stop_journal.finish_interrupted_stops(client, state_dir)
-        with _stopped(
+        journal = stop_journal.StopJournal(state_dir)
+        with stack_control.services_stopped(
             client,
             project=desired.project,
-            services=_services_mounting(desired, volume),
-            journal=stop_journal.StopJournal(state_dir),
+            services=[(s.name, s.stop_grace_period_s) for s in _services_mounting(desired, volume)],
+            before_stop=journal.about_to_stop,
+            # Kept when a start failed: the next holder of the pass lock tries again.
+            on_all_started=journal.clear,
         ):
             yield
 
 
 def write_backup(
     *,
-    client: docker.DockerClient,
+    client: Client,
     target: BackupTarget,
     project: str,
     ident: str,
@@ -602,7 +603,7 @@ def write_backup(
     if volumes:
         # Asked of the engine once per backup, not once per volume.
         image = _restic_image(client, helper_image, volumes[0].key)
-        network = _helper_network(client)
+        network = engine_client.own_network_mode(client)
     for volume in volumes:
         runner = restic_helper.HelperRunner(
             client,
@@ -707,9 +708,9 @@ def _restic_progress(
     return report
 
 
-def _restic_image(client: docker.DockerClient, configured: str | None, volume: str) -> str:
+def _restic_image(client: Client, configured: str | None, volume: str) -> str:
     """An image with restic, present on the engine: the configured one, else our own."""
-    image = configured or volume_archive.own_image(client)
+    image = configured or engine_client.own_image(client)
     if not image:
         raise BackupError(
             f"volume {volume}: no image with restic to read it with: run the reconciler from "
@@ -718,73 +719,12 @@ def _restic_image(client: docker.DockerClient, configured: str | None, volume: s
     return image
 
 
-def _helper_network(client: docker.DockerClient) -> str:
-    """The helper's network: the reconciler container's own, else the host's.
-
-    The helper reaches the same S3 endpoint the reconciler does: from its
-    container that is its network; from the host (tests, a PC) the host's.
-    """
-    try:
-        own = client.containers.get(socket.gethostname())
-    except (docker.errors.DockerException, requests.exceptions.RequestException):
-        return "host"
-    mode = own.attrs.get("HostConfig", {}).get("NetworkMode")
-    return str(mode) if mode else "host"
-
-
 def _services_mounting(desired: DesiredState, volume_name: str) -> list[ServiceSpec]:
     return [
         service
         for service in desired.services.values()
         if any(m.type == "volume" and m.source == volume_name for m in service.mounts)
     ]
-
-
-@contextmanager
-def _stopped(
-    client: docker.DockerClient,
-    *,
-    project: str,
-    services: list[ServiceSpec],
-    journal: stop_journal.StopJournal,
-) -> Iterator[None]:
-    """Stop the running containers of ``services``; start them again on every way out.
-
-    Each is written in ``journal`` before it is stopped, so that when this
-    process dies the next holder of the pass lock starts it again.
-    """
-    stopped: list[Any] = []
-    failed_to_start = False
-    try:
-        for service in services:
-            try:
-                container = client.containers.get(labels.container_name(project, service.name))
-            except docker.errors.NotFound:
-                continue
-            if container.labels.get(labels.PROJECT) != project or container.status != "running":
-                continue  # never touch what we do not own, nor start what was not running
-            event("backup.stop_service", service=service.name)
-            grace = max(1, int(service.stop_grace_period_s))
-            journal.about_to_stop(container, grace_s=grace)
-            stopped.append(container)
-            container.stop(timeout=grace)
-        yield
-    finally:
-        for container in reversed(stopped):
-            try:
-                container.start()
-                event("backup.start_service", container=container.name)
-            except docker.errors.DockerException as exc:
-                failed_to_start = True
-                event(
-                    "backup.start_service_failed",
-                    level=logging.ERROR,
-                    container=container.name,
-                    error=str(exc),
-                )
-        if not failed_to_start:
-            # Kept when a start failed: the next holder of the pass lock tries again.
-            journal.clear()
 
 
 def list_backups(target: BackupTarget) -> list[BackupSummary]:

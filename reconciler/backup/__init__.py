@@ -1,0 +1,13 @@
+"""Backups: schedule -> job -> engine -> repository.
+
+- ``scheduling.py``: when the next backup is due (``backup.yaml``'s schedule);
+- ``backup_jobs.py``: the daemon's job and ``reconciler backup run``: the
+  commit's policy, the lock, notifications, the status file;
+- ``backing_up.py``: one backup (volumes read by restic in a helper, dumps
+  fed to ``restic backup --stdin``, the manifest last), listing, verify, prune;
+- ``restic_backups.py``: the format in the repository (tags, parts, reading
+  a part back), on ``backup_target.py`` (one URL: the restic repository and
+  the old-format objects) opened with ``backup_key.py``;
+- ``stop_journal.py``: services a backup stopped, so a killed one is undone;
+- ``backup_status.py``: the last result, for ``status`` and the metrics.
+"""
