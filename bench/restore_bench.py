@@ -7,12 +7,17 @@ and uploaded the baseline way too. Then, interleaved, each ``--rounds`` times:
 - **ours**: ``run_restore`` (resolve, download and verify every SHA-256, the
   safety copy of what is there, stop, empty and refill the volume, load the
   dump, start) in a child process, whose peak RSS is reported;
+- **restic**: restic alone on the same backup: ``restic restore`` of the
+  volume's snapshot into a folder beside the volume's, moved into place,
+  then ``restic dump`` of the dump's snapshot ``| mariadb`` (restic
+  authenticates what it reads; no screening, no safety copy). Issue 10's
+  target: ours <= 1.0x this;
 - **baseline**: ``aws s3 cp s3://.../site.tar.gz - | tar -xzf - -C VOLUME_DIR``
   then ``aws s3 cp s3://.../db.sql - | mariadb`` (no verification, no safety
   copy, files not in the archive left in place).
 
-Ours is reported whole and without its safety copy (the one step the
-baseline has no counterpart for). Every restore is checked: file checksums
+Ours is reported whole and without its safety copy (the one step neither
+baseline has a counterpart for). Every restore is checked: file checksums
 and row counts equal to the originals. Everything it creates carries a
 ``rbench`` project label and is removed at the end.
 
@@ -44,6 +49,7 @@ import docker
 import requests
 
 from reconciler import labels
+from reconciler.adapters.restic import repository_url
 from reconciler.backup.backing_up import run_backup
 from reconciler.backup.backup_target import open_target
 from reconciler.model.backup_policy import BackupPolicy, DatabaseBackup, VolumeBackup
@@ -341,6 +347,13 @@ def main() -> int:
         safety = f"file://{tmp / 'safety'}" if args.safety_local else ""
         ours: list[dict[str, Any]] = []
         baseline: list[tuple[float, int]] = []
+        alone: list[tuple[float, int]] = []
+        snapshots = {a.kind: a.snapshot for a in result.manifest.artifacts}
+        restic_env = (
+            f"RESTIC_PASSWORD={KEY} RESTIC_REPOSITORY={repository_url(target)} "
+            f"RESTIC_CACHE_DIR={tmp / 'restic-cache'}"
+        )
+        beside = site.parent / "restic-restore"  # the same file system as the volume
         context = multiprocessing.get_context("spawn")
         for round_ in range(args.rounds):
             # Damage between runs, so each restore has something to replace.
@@ -377,25 +390,41 @@ def main() -> int:
             assert sql(client, db, "SELECT COUNT(*), SUM(CRC32(body)) FROM shop.orders") == rows
             print(f"round {round_ + 1} baseline: {seconds:.1f}s", flush=True)
 
+            shutil.rmtree(site / "d00", ignore_errors=True)
+            sql(client, db, "DELETE FROM shop.orders WHERE id % 3 = 0")
+            seconds, rss = timed_rss(
+                f"rm -rf {beside} && {restic_env} restic restore -q {snapshots['volume']} "
+                f"--target {beside} && find {site} -mindepth 1 -delete && "
+                f"mv {beside}/volume/site/* {site}/ && rm -rf {beside} && "
+                f"{restic_env} restic dump -q {snapshots['database']} /db.sql | "
+                f"docker exec -i -e MYSQL_PWD={PASSWORD} {db} mariadb -uroot"
+            )
+            alone.append((seconds, rss))
+            assert fingerprint(site) == files, "restic: files differ"
+            assert sql(client, db, "SELECT COUNT(*), SUM(CRC32(body)) FROM shop.orders") == rows
+            print(f"round {round_ + 1} restic alone: {seconds:.1f}s", flush=True)
+
         whole = statistics.median(o["wall"] for o in ours)
         without_safety = statistics.median(o["wall"] - o["timings"]["safety_copy"] for o in ours)
         verify = statistics.median(o["timings"]["verify"] for o in ours)
         replace = statistics.median(o["timings"]["replace"] for o in ours)
         base = statistics.median(b[0] for b in baseline)
+        restic_alone = statistics.median(a[0] for a in alone)
         print()
         print(
             f"restore of {args.size_mb} MB volume + {raw_dump / MiB:.0f} MiB dump "
             f"(median of {args.rounds}):"
         )
         print(f"  baseline aws s3 cp | tar -xz ; aws s3 cp | mariadb : {base:7.1f}s")
+        print(f"  restic restore ; restic dump | mariadb            : {restic_alone:7.1f}s")
         print(f"  (our safety copies go to {'a local folder' if args.safety_local else 'S3'})")
         print(
             f"  ours, whole (verify + safety copy + replace)     : {whole:7.1f}s "
-            f"({base / whole:.2f}x the baseline's speed)"
+            f"({whole / restic_alone:.2f}x restic's time; {base / whole:.2f}x the baseline's speed)"
         )
         print(
             f"  ours, without the safety copy                    : {without_safety:7.1f}s "
-            f"({base / without_safety:.2f}x)"
+            f"({without_safety / restic_alone:.2f}x restic's time)"
         )
         print(f"    of which verify (download + SHA-256): {verify:.1f}s, replace: {replace:.1f}s")
         print(f"  ours, peak RSS: {max(o['rss_kib'] for o in ours) / 1024:.0f} MiB")
