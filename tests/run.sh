@@ -85,7 +85,7 @@ shellcheck -s sh install.sh tests/run.sh images/local/build-base-images.sh .ci/r
 # containers' health checks rather than computing, so it runs on several
 # workers; each test file stays on one worker (module-scoped stacks, install
 # order). The tests that restart dockerd run afterwards, alone.
-WORKERS=${RECONCILER_TEST_WORKERS:-4}
+WORKERS=${RECONCILER_TEST_WORKERS:-6}
 # One seed for both phases' fault cases, printed in each table (replay: set it).
 RECONCILER_FAULT_SEED=${RECONCILER_FAULT_SEED:-$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}
 export RECONCILER_FAULT_SEED
