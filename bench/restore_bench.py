@@ -225,7 +225,11 @@ def ours_child(
         state_dir=Path(state_dir),
         default_source=target,
         safety_target=safety or target,
-        environ={**os.environ, "RECONCILER_BACKUP_KEY": KEY},
+        environ={
+            **os.environ,
+            "RECONCILER_BACKUP_KEY": KEY,
+            "RECONCILER_HELPER_IMAGE": RESTIC_IMAGE,
+        },
     )
     report = run_restore(request, RestoreOptions(), context)
     queue.put(

@@ -602,7 +602,7 @@ def write_backup(
     restic_backups.ensure_repository(target, id_time)
     if volumes:
         # Asked of the engine once per backup, not once per volume.
-        image = _restic_image(client, helper_image, volumes[0].key)
+        image = restic_helper_image(client, helper_image, volumes[0].key)
         network = engine_client.own_network_mode(client)
     for volume in volumes:
         runner = restic_helper.HelperRunner(
@@ -708,7 +708,7 @@ def _restic_progress(
     return report
 
 
-def _restic_image(client: Client, configured: str | None, volume: str) -> str:
+def restic_helper_image(client: Client, configured: str | None, volume: str) -> str:
     """An image with restic, present on the engine: the configured one, else our own."""
     image = configured or engine_client.own_image(client)
     if not image:

@@ -64,6 +64,7 @@ from reconciler.backup.backing_up import (
     backup_lock,
     list_backups,
     read_manifest,
+    restic_helper_image,
     write_backup,
 )
 from reconciler.backup.backup_target import BackupTarget, open_target, safety_url
@@ -449,6 +450,12 @@ def _check_stack(ctx: RestoreContext, plan: RestorePlan) -> None:
                 "first (reconciler sync)"
             )
         mariadb.check_sandbox(ctx.client, container=database.container)
+    if plan.volumes:
+        # The safety copy reads the volumes with restic: an image with restic
+        # must be there before any service is stopped for it.
+        restic_helper_image(
+            ctx.client, ctx.environ.get(HELPER_IMAGE_VARIABLE) or None, plan.volumes[0].key
+        )
 
 
 def _helper_image(ctx: RestoreContext, volume: str) -> str | None:
