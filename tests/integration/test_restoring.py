@@ -48,13 +48,13 @@ def stack(docker_client: docker.DockerClient) -> Iterator[Stack]:
 
 
 def context(stack: Stack, tmp_path: Path, target: str, **fields: Any) -> RestoreContext:
+    fields.setdefault("environ", os.environ)
     return RestoreContext(
         client=stack.client,
         desired=stack.desired,
         state_dir=tmp_path / "state",
         default_source=target,
         safety_target=target,
-        environ=os.environ,
         **fields,
     )
 
@@ -123,6 +123,27 @@ def test_restore_from_a_file_target_is_exact(stack: Stack, tmp_path: Path) -> No
         context(stack, tmp_path, target),
     )
     assert listing(stack.client, f"{stack.project}_site") == vandalised
+
+
+def test_no_image_to_read_volumes_with_refuses_before_anything_stops(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """The safety copy reads volumes with restic: no such image is a refusal up front."""
+    target = f"file://{tmp_path / 'backups'}"
+    backup(stack, target, tmp_path / "state")
+    started = {name: stack.container(name).attrs["State"]["StartedAt"] for name in ("web", "db")}
+    without = {k: v for k, v in os.environ.items() if k != "RECONCILER_HELPER_IMAGE"}
+    with pytest.raises(RestoreFailed) as caught:
+        run_restore(
+            "no-helper", RestoreOptions(), context(stack, tmp_path, target, environ=without)
+        )
+    assert "no image with restic to read it with" in str(caught.value)
+    assert "nothing was overwritten" in str(caught.value)
+    assert caught.value.touched is False
+    # Neither service was stopped (and started again) for it.
+    assert {
+        name: stack.container(name).attrs["State"]["StartedAt"] for name in ("web", "db")
+    } == started
 
 
 def test_tampered_object_is_refused_and_nothing_is_touched(
