@@ -336,11 +336,8 @@ PLANTED_VOLUMES = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(PLANTED_VOLUMES))
-def test_a_planted_restic_volume_is_refused_before_the_volume_changes(
-    stack: Stack, tmp_path: Path, case: str
-) -> None:
-    fill, refusal = PLANTED_VOLUMES[case]
+def backup_then_plant_volume(stack: Stack, tmp_path: Path, fill: str) -> tuple[str, str]:
+    """A real backup to a file target, then a newer one whose site volume ``fill`` made."""
     target = f"file://{tmp_path / 'backups'}"
     good = backup(stack, target, tmp_path / "state").manifest.id
     planted = newer_id(good)
@@ -353,6 +350,15 @@ def test_a_planted_restic_volume_is_refused_before_the_volume_changes(
         new_ident=planted,
         fill=fill,
     )
+    return target, planted
+
+
+@pytest.mark.parametrize("case", sorted(PLANTED_VOLUMES))
+def test_a_planted_restic_volume_is_refused_before_the_volume_changes(
+    stack: Stack, tmp_path: Path, case: str
+) -> None:
+    fill, refusal = PLANTED_VOLUMES[case]
+    target, planted = backup_then_plant_volume(stack, tmp_path, fill)
     before = listing(stack.client, f"{stack.project}_site")
     context_ = context(stack, tmp_path, target)
     assert resolve_backup(open_target(target, os.environ), "latest").id == planted
@@ -369,17 +375,10 @@ def test_a_planted_restic_volume_is_refused_before_the_volume_changes(
 def test_setuid_bits_of_a_planted_restic_volume_never_reach_the_volume(
     stack: Stack, tmp_path: Path
 ) -> None:
-    target = f"file://{tmp_path / 'backups'}"
-    good = backup(stack, target, tmp_path / "state").manifest.id
-    planted = newer_id(good)
-    plant_volume(
-        stack.client,
-        target=target,
-        environ=os.environ,
-        project=stack.project,
-        from_ident=good,
-        new_ident=planted,
-        fill="echo '#!' > su && chmod 4755 su && echo '#!' > sg && chmod 2755 sg && "
+    target, planted = backup_then_plant_volume(
+        stack,
+        tmp_path,
+        "echo '#!' > su && chmod 4755 su && echo '#!' > sg && chmod 2755 sg && "
         "echo x > plain && chmod 640 plain && mkdir tmp && chmod 1777 tmp",
     )
     report = run_restore(
