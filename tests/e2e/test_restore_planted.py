@@ -22,7 +22,7 @@ import zstandard
 
 from reconciler import labels
 from reconciler.adapters.object_store import FileStore
-from reconciler.backup.backing_up import backup_id, id_time, read_manifest
+from reconciler.backup.backing_up import read_manifest
 from reconciler.backup.backup_target import legacy_target
 from reconciler.model.backup_policy import load_backup_policy
 from reconciler.model.loading import load_desired_state
@@ -31,6 +31,7 @@ from tests.e2e.conftest import Cli, make_cli
 from tests.e2e.test_restore import BACKUP, compose
 from tests.fixtures.git_remotes import ServedRemote
 from tests.fixtures.legacy_backups import write_legacy_backup
+from tests.fixtures.restic_planting import newer_id
 from tests.integration.backup_stack import POPULATE, ROOT_PASSWORD, listing
 
 pytestmark = pytest.mark.integration
@@ -89,9 +90,7 @@ class World:
 
     def newer_id(self, ident: str) -> str:
         """An id one minute after ``ident``: the planted backup becomes ``latest``."""
-        when = id_time(ident)
-        assert when is not None
-        return backup_id(when.replace(minute=(when.minute + 1) % 60))
+        return newer_id(ident)
 
     def plant(self, folder: str, manifest: dict[str, Any]) -> None:
         self.store.put_bytes(f"{folder}/manifest.json", json.dumps(manifest).encode())
