@@ -63,7 +63,8 @@ class HelperRunner:
     ``volume_path(mount_names[name])``: a backup records a volume under its
     compose key, so that it restores into a project of another name (a PC's).
     ``binds`` maps host folders to the same path in the helper, read-write (a
-    ``file://`` repository on the host).
+    ``file://`` repository on the host); ``writable`` mounts volumes
+    read-write where it says (a restore's staging volume).
     """
 
     client: docker.DockerClient
@@ -72,6 +73,8 @@ class HelperRunner:
     volumes: Sequence[str] = ()
     binds: Sequence[str] = ()
     mount_names: Mapping[str, str] = field(default_factory=dict)
+    # Volumes mounted read-write, at the path given: a restore's staging volume.
+    writable: Mapping[str, str] = field(default_factory=dict)
     cache_volume: str = ""  # default: the project's own, <project>-restic-cache
     network_mode: str | None = None
     purpose: str = "restic-backup"
@@ -91,13 +94,15 @@ class HelperRunner:
         if stdin is not None:
             raise ResticError("the restic helper reads volumes, not stdin: run stdin backups local")
         with _engine("preparing the restic helper"):
-            for volume in self.volumes:
+            for volume in [*self.volumes, *self.writable]:
                 self.client.volumes.get(volume)  # never let Docker create an empty one
             self.client.images.get(self.image)
             self._cache()
         mounts: dict[str, dict[str, str]] = {
             v: {"bind": volume_path(self.mount_names.get(v, v)), "mode": "ro"} for v in self.volumes
         }
+        for volume, path in self.writable.items():
+            mounts[volume] = {"bind": checked_path(path), "mode": "rw"}
         mounts[self._cache_name] = {"bind": CACHE_DIR, "mode": "rw"}
         for path in self.binds:
             mounts[checked_path(path)] = {"bind": path, "mode": "rw"}

@@ -223,30 +223,61 @@ def empty_volume(
     one helper container, run as root, removed after; it needs ``sh``. Paths
     go to the script as arguments, never into its text.
     """
-    name = f"{project}-helper-empty-{secrets.token_hex(4)}"
-    script, arguments = (_EMPTY_SCRIPT, []) if paths is None else (_REMOVE_SCRIPT, ["sh", *paths])
-    with _engine_call(f"emptying volume {volume} with a helper of {image}"):
+    script, arguments = (_EMPTY_SCRIPT, []) if paths is None else (_REMOVE_SCRIPT, list(paths))
+    run_script(
+        client,
+        image=image,
+        project=project,
+        purpose="restore-empty",
+        mounts={volume: (MOUNT_POINT, "rw")},
+        script=script,
+        arguments=arguments,
+        doing=f"emptying volume {volume} with a helper of {image}",
+    )
+
+
+def run_script(
+    client: docker.DockerClient,
+    *,
+    image: str,
+    project: str,
+    purpose: str,
+    mounts: dict[str, tuple[str, str]],
+    script: str,
+    arguments: list[str],
+    doing: str,
+    timeout_s: float = 3600,
+) -> bytes:
+    """Run ``sh -c script`` in a helper of ``image`` with ``mounts`` (volume: (path, mode)).
+
+    As root, without a network, removed on every way out; labelled with
+    ``purpose`` so that the holder of its lock removes what a killed run left
+    (``remove_leftovers``). ``arguments`` reach the script as ``$1``...,
+    never its text. Its standard output, once it exited 0; else ``StackError``
+    with the end of what it wrote.
+    """
+    name = f"{project}-helper-{purpose}-{secrets.token_hex(4)}"
+    with _engine_call(doing):
         container = client.containers.create(
             image,
             entrypoint=["sh", "-c", script],
-            command=arguments,
+            command=["sh", *arguments],
             user="0:0",
             name=name,
-            labels={labels.PROJECT: project, labels.HELPER: "restore-empty"},
-            volumes={volume: {"bind": MOUNT_POINT, "mode": "rw"}},
+            labels={labels.PROJECT: project, labels.HELPER: purpose},
+            volumes={v: {"bind": path, "mode": mode} for v, (path, mode) in mounts.items()},
             network_disabled=True,
         )
     try:
-        with _engine_call(f"emptying volume {volume} with a helper of {image}"):
+        with _engine_call(doing):
             container.start()
-            result = container.wait(timeout=600)
+            result = container.wait(timeout=timeout_s)
             code = int(result.get("StatusCode", -1))
             if code != 0:
-                logs = container.logs(tail=5).decode(errors="replace").strip()
-                raise StackError(
-                    f"emptying volume {volume} with a helper of {image} failed "
-                    f"(exit {code}): {logs or 'no output'}"
-                )
+                logs = container.logs(stdout=False, stderr=True, tail=5)
+                text = logs.decode(errors="replace").strip()
+                raise StackError(f"{doing} failed (exit {code}): {text or 'no output'}")
+            return bytes(container.logs(stdout=True, stderr=False))
     finally:
         with suppress(docker.errors.DockerException, requests.RequestException):
             # v=True removes only the anonymous volumes the image's VOLUME lines
@@ -341,8 +372,13 @@ def table_counts(client: docker.DockerClient, container: str) -> dict[str, int]:
 
 
 def scratch_volume(client: docker.DockerClient, *, name: str, project: str) -> str:
-    with _engine_call(f"creating scratch volume {name}"):
-        client.volumes.create(name, labels={labels.PROJECT: project, labels.HELPER: "drill"})
+    return labelled_volume(client, name=name, project=project, purpose="drill")
+
+
+def labelled_volume(client: docker.DockerClient, *, name: str, project: str, purpose: str) -> str:
+    """A new volume carrying the project and helper labels (swept by ``remove_leftovers``)."""
+    with _engine_call(f"creating volume {name}"):
+        client.volumes.create(name, labels={labels.PROJECT: project, labels.HELPER: purpose})
     return name
 
 

@@ -42,6 +42,7 @@ import zstandard
 from reconciler.adapters import restic
 from reconciler.adapters.restic_helper import HelperRunner, volume_path
 from reconciler.backup.backup_target import SAFETY_TAG, BackupTarget
+from reconciler.decide.archive_members import SOCKET_TYPE
 from reconciler.errors import ReconcilerError
 from reconciler.statefiles import private_file
 
@@ -424,6 +425,70 @@ def _node_times(target: BackupTarget, snapshot: str, path: str) -> dict[str, _No
     return nodes
 
 
+# Go's FileMode bits restic stores: setuid, setgid and sticky as POSIX has them.
+_GO_SETUID, _GO_SETGID, _GO_STICKY = 1 << 23, 1 << 22, 1 << 20
+# restic's node types as tar's: what the screening judges (decide/archive_members.py).
+_NODE_TYPES = {
+    "file": tarfile.REGTYPE,
+    "dir": tarfile.DIRTYPE,
+    "symlink": tarfile.SYMTYPE,
+    "fifo": tarfile.FIFOTYPE,
+    "chardev": tarfile.CHRTYPE,
+    "dev": tarfile.BLKTYPE,
+    "socket": SOCKET_TYPE,
+}
+
+
+def volume_members(
+    target: BackupTarget,
+    *,
+    snapshot: str,
+    volume: str,
+    on_member: Callable[[tarfile.TarInfo, str], None],
+) -> None:
+    """Each node of the volume's tree in ``snapshot``, as a tar member named like ``./x``.
+
+    From ``restic ls``: names, types, modes, owners and sizes, read (and
+    authenticated) from the snapshot's trees without a byte of file data.
+    ``on_member`` gets the member and the node's own name; a symbolic link's
+    target is not in restic 0.14's listing (the staged link is judged).
+    A node that restic's listing shows malformed refuses the backup.
+    """
+    path = volume_path(volume)
+
+    def node(data: dict[str, Any]) -> None:
+        where = str(data.get("path", ""))
+        if where == path:
+            member = tarfile.TarInfo(".")
+        elif where.startswith(path + "/"):
+            member = tarfile.TarInfo("./" + where[len(path) + 1 :])
+        else:
+            return  # the folders above the volume's, which restic lists too
+        kind, mode, uid, gid = data.get("type"), data.get("mode"), data.get("uid"), data.get("gid")
+        size = data.get("size", 0)
+        if not (
+            isinstance(kind, str)
+            and isinstance(mode, int)
+            and isinstance(uid, int)
+            and isinstance(gid, int)
+            and isinstance(size, int)
+            and size >= 0
+        ):
+            raise ResticBackupError(f"restic lists {where[:200]!r} without its type, mode or owner")
+        member.type = _NODE_TYPES.get(kind, b"?")
+        member.mode = (
+            (mode & 0o777)
+            | (0o4000 if mode & _GO_SETUID else 0)
+            | (0o2000 if mode & _GO_SETGID else 0)
+            | (0o1000 if mode & _GO_STICKY else 0)
+        )
+        member.uid, member.gid = uid, gid
+        member.size = size if kind == "file" else 0
+        on_member(member, str(data.get("name", "")))
+
+    target.repository().ls(snapshot, path, node)
+
+
 _GO_TIME = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:\d{2})$")
 
 
@@ -442,7 +507,7 @@ _SPECIAL_TYPES = {
     "fifo": tarfile.FIFOTYPE,
     "chardev": tarfile.CHRTYPE,
     "dev": tarfile.BLKTYPE,
-    "socket": b"S",  # no tar type: the screening refuses it by its letter
+    "socket": SOCKET_TYPE,
 }
 
 

@@ -37,6 +37,9 @@ BLOCK = tarfile.BLOCKSIZE
 CHUNK = 1024 * 1024
 DROPPED_MODE_BITS = stat.S_ISUID | stat.S_ISGID
 CAPABILITY_XATTR = "SCHILY.xattr.security.capability"
+# tar has no type for a socket; restic's listing has. Not "S", tar's sparse
+# file, which ``isreg`` counts as a regular file.
+SOCKET_TYPE = b"s"
 
 
 class ArchiveRefused(ReconcilerError):
@@ -63,6 +66,8 @@ def member_problem(member: tarfile.TarInfo) -> str | None:
             if member.ischr() or member.isblk()
             else "a fifo"
             if member.isfifo()
+            else "a socket"
+            if member.type == SOCKET_TYPE
             else f"an entry of tar type {member.type!r}"
         )
         return f"{kind}: only files, folders and links are restored"
@@ -194,6 +199,83 @@ def screen(
         if not any(name == path or name.startswith(path + "/") for name in chosen):
             raise ArchiveRefused(f"{what}: the backup holds no {path!r}; nothing is restored")
     return ArchiveSummary(members=members, bytes=source.total, setid_members=setid)
+
+
+class NodeScreen:
+    """``screen`` for a tree met node by node: a restic snapshot, before restic writes it.
+
+    A restic restore writes into a staging volume, not through the archive
+    API, so its members are judged from the snapshot's listing (``add``, in
+    the listing's order: a folder before what it holds) and, once staged,
+    from the link targets the listing does not show (``check_link``). The
+    rules are ``screen``'s; a name met twice is refused too (restic would
+    write the second through the first, a link or a folder alike).
+    """
+
+    def __init__(
+        self, *, what: str, max_bytes: int | None = None, paths: tuple[str, ...] | None = None
+    ) -> None:
+        self.what = what
+        self.max_bytes = max_bytes
+        self.paths = paths
+        self.members = 0
+        self.bytes = 0
+        self.setid_members = 0
+        self._judge = _Judge()
+        self._seen: set[str] = set()
+        self._chosen: set[str] = set()
+
+    def add(self, member: tarfile.TarInfo, *, own_name: str | None = None) -> None:
+        """Judge one node; raise ``ArchiveRefused`` when it must never be written.
+
+        ``own_name``: the node's name as its tree stores it, which must be the
+        last part of its path (a name holding a slash, or ``..``, is written
+        somewhere else than the listing shows).
+        """
+        name = _relative(member.name)
+        if own_name is not None and name != "." and own_name != posixpath.basename(name):
+            raise ArchiveRefused(
+                f"{self.what}: member {member.name[:200]!r} is stored as {own_name[:200]!r}, "
+                "a name that is not its own"
+            )
+        if name in self._seen:
+            raise ArchiveRefused(f"{self.what}: member {member.name[:200]!r} is met twice")
+        problem = self._judge.problem(member)
+        if problem:
+            raise ArchiveRefused(f"{self.what}: member {member.name[:200]!r} is {problem}")
+        self._seen.add(name)
+        self.members += 1
+        self.bytes += member.size if member.isreg() else 0
+        self.setid_members += bool(member.mode & DROPPED_MODE_BITS)
+        if self.max_bytes is not None and self.bytes > self.max_bytes:
+            raise ArchiveRefused(
+                f"{self.what}: holds more than the {self.max_bytes} bytes its manifest declares"
+            )
+        if self.paths is not None and within(member.name, self.paths):
+            self._chosen.add(name)
+
+    def check_link(self, name: str, target: str) -> None:
+        """Judge a staged symbolic link ``name`` (relative to the volume) and its ``target``."""
+        member = tarfile.TarInfo("./" + _relative(name))
+        member.type, member.linkname = tarfile.SYMTYPE, target
+        if _relative(name) not in self._seen:
+            raise ArchiveRefused(f"{self.what}: {name[:200]!r} was staged but is not in the backup")
+        problem = member_problem(member)
+        if problem:
+            raise ArchiveRefused(f"{self.what}: member {member.name[:200]!r} is {problem}")
+
+    def finish(self) -> ArchiveSummary:
+        """After the last node: the paths of a partial restore must each be there."""
+        if "." not in self._seen:
+            raise ArchiveRefused(f"{self.what}: the backup holds no folder of the volume")
+        for path in self.paths or ():
+            if not any(n == path or n.startswith(path + "/") for n in self._chosen):
+                raise ArchiveRefused(
+                    f"{self.what}: the backup holds no {path!r}; nothing is restored"
+                )
+        return ArchiveSummary(
+            members=self.members, bytes=self.bytes, setid_members=self.setid_members
+        )
 
 
 def sanitized(

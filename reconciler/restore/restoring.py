@@ -88,6 +88,7 @@ from reconciler.restore.restore_artifacts import (
     spool_folder,
     without_schemas,
 )
+from reconciler.restore.volume_staging import STAGE_PURPOSE, StagedVolume, Stages, staging
 
 # How long a restore waits for a running backup to finish before it fails.
 BACKUP_WAIT_S = 1800.0
@@ -264,7 +265,10 @@ def run_restore(request_id: str, options: RestoreOptions, ctx: RestoreContext) -
         event("restore.step", id=request_id, step=text)
 
     try:
-        with spool_folder(ctx.spool_dir or ctx.state_dir, request_id) as tmp:
+        with (
+            spool_folder(ctx.spool_dir or ctx.state_dir, request_id) as tmp,
+            staging(ctx.client, project=ctx.desired.project) as stages,
+        ):
             target = open_target(source, ctx.environ, state_dir=ctx.state_dir)
             manifest = resolve_backup(target, options.backup)
             backup = manifest.id
@@ -276,37 +280,24 @@ def run_restore(request_id: str, options: RestoreOptions, ctx: RestoreContext) -
                 databases=options.databases,
                 paths=options.paths,
             )
-            _check_stack(ctx, plan)
+            stages.helper_image = _check_stack(ctx, plan)
             # Helpers a killed restore (or its safety copy, or a killed backup) left
             # behind: the pass and backup locks are held, so none is in use.
             stack_control.remove_leftovers(
                 ctx.client,
                 project=ctx.desired.project,
-                purposes={"restore", "restore-empty", "backup"},
+                purposes={"restore", "restore-empty", STAGE_PURPOSE, "backup"},
             )
-            # Every byte is read and authenticated before one is written: no
-            # room for the verified copy is a refusal, never a stream.
-            ensure_room(tmp, plan.artifacts)
-            fetched = {a.key: fetch_verified(target, a, tmp) for a in plan.artifacts}
-            # Every member of every archive and every statement of every dump is
-            # read and judged before anything is stopped, copied, emptied or
-            # dropped (decide/archive_members.py, decide/dump_screening.py).
-            for volume in plan.volumes:
-                ref = volume.artifact
-                screen(
-                    decompressed(ref, fetched[ref.key]),
-                    what=f"backup {backup} volume {ref.name}",
-                    max_bytes=ref.raw_size,
-                    paths=volume.paths,
-                )
-            for database in plan.databases:
-                screen_dump(
-                    without_schemas(
-                        decompressed(database.artifact, fetched[database.artifact.key])
-                    ),
-                    artifact=f"backup {backup} {database.artifact.key}",
-                )
-            event("restore.verified", id=request_id, backup=backup, artifacts=len(fetched))
+            # Every byte is read, authenticated and judged before one is written
+            # (decide/archive_members.py, decide/dump_screening.py): no room for
+            # the verified copy is a refusal, never a stream.
+            fetched, staged = _verified(target, plan, tmp, stages, what=f"backup {backup}")
+            event(
+                "restore.verified",
+                id=request_id,
+                backup=backup,
+                artifacts=len(fetched) + len(staged),
+            )
             phase("verify")
             safety_target = open_target(
                 safety_url(ctx.safety_target, request_id), ctx.environ, state_dir=ctx.state_dir
@@ -327,16 +318,25 @@ def run_restore(request_id: str, options: RestoreOptions, ctx: RestoreContext) -
                 touched = True
                 written: set[str] = set()
                 try:
-                    _write(ctx, plan, fetched, step, stopped=stopped, written=written)
+                    _write(
+                        ctx,
+                        plan,
+                        _Verified(fetched, staged, stages),
+                        step,
+                        stopped=stopped,
+                        written=written,
+                    )
                 except _ERRORS as exc:
                     for path in fetched.values():
                         path.unlink(missing_ok=True)  # room for the safety copy's artifacts
+                    stages.remove()
                     problem = _put_back(
                         ctx,
                         plan,
                         safety_target,
                         safety_manifest,
                         folder=tmp,
+                        stages=stages,
                         step=step,
                         stopped=stopped,
                         written=written,
@@ -430,8 +430,12 @@ def waiting_backup_lock(state_dir: Path, *, wait_s: float = BACKUP_WAIT_S) -> It
             time.sleep(2)
 
 
-def _check_stack(ctx: RestoreContext, plan: RestorePlan) -> None:
-    """What must already exist, checked before anything is downloaded or touched."""
+def _check_stack(ctx: RestoreContext, plan: RestorePlan) -> str:
+    """What must already exist, checked before anything is downloaded or touched.
+
+    The image with restic that stages the volumes and reads their safety
+    copy, when the plan restores volumes ("" when it restores none).
+    """
     for volume in plan.volumes:
         if not stack_control.volume_exists(ctx.client, volume.volume):
             raise ReconcilerError(
@@ -450,12 +454,13 @@ def _check_stack(ctx: RestoreContext, plan: RestorePlan) -> None:
                 "first (reconciler sync)"
             )
         mariadb.check_sandbox(ctx.client, container=database.container)
-    if plan.volumes:
-        # The safety copy reads the volumes with restic: an image with restic
-        # must be there before any service is stopped for it.
-        restic_helper_image(
-            ctx.client, ctx.environ.get(HELPER_IMAGE_VARIABLE) or None, plan.volumes[0].key
-        )
+    if not plan.volumes:
+        return ""
+    # Staging and the safety copy read the volumes with restic: an image with
+    # restic must be there before anything is fetched or stopped.
+    return restic_helper_image(
+        ctx.client, ctx.environ.get(HELPER_IMAGE_VARIABLE) or None, plan.volumes[0].key
+    )
 
 
 def _helper_image(ctx: RestoreContext, volume: str) -> str | None:
@@ -470,6 +475,65 @@ def _helper_image(ctx: RestoreContext, volume: str) -> str | None:
 
 
 # -- verify -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Verified:
+    """What a restore writes from: spooled copies by artifact key, staged volumes by key."""
+
+    fetched: dict[str, Path]
+    staged: dict[str, StagedVolume]
+    stages: Stages
+
+
+def _staged_part(artifact: ArtifactRef) -> bool:
+    # A volume of the restic format is staged by restic; the rest goes to the spool.
+    return artifact.kind == "volume" and bool(artifact.snapshot)
+
+
+def _verified(
+    target: BackupTarget, plan: RestorePlan, folder: Path, stages: Stages, *, what: str
+) -> tuple[dict[str, Path], dict[str, StagedVolume]]:
+    """Fetch and judge every artifact of ``plan``: spooled copies and staged volumes.
+
+    The volumes are staged while the dumps are fetched: restic, the engine's
+    disk and the store each do their part at once.
+    """
+    spooled = [a for a in plan.artifacts if not _staged_part(a)]
+    ensure_room(folder, spooled)
+
+    def stage_volumes() -> dict[str, Path | StagedVolume]:
+        return {
+            v.artifact.key: stages.stage(
+                target, v.artifact, volume=v.volume, what=f"{what} volume {v.key}", paths=v.paths
+            )
+            for v in plan.volumes
+            if _staged_part(v.artifact)
+        }
+
+    def fetch_spooled() -> dict[str, Path | StagedVolume]:
+        return {a.key: fetch_verified(target, a, folder) for a in spooled}
+
+    staged_any, fetched_any = concurrently([stage_volumes, fetch_spooled])
+    staged = {k: v for k, v in staged_any.items() if isinstance(v, StagedVolume)}
+    fetched = {k: v for k, v in fetched_any.items() if isinstance(v, Path)}
+    # Every member of an old-format archive and every statement of every dump
+    # is read and judged before anything is stopped, copied, emptied or dropped.
+    for volume in plan.volumes:
+        ref = volume.artifact
+        if ref.key in fetched:
+            screen(
+                decompressed(ref, fetched[ref.key]),
+                what=f"{what} volume {ref.name}",
+                max_bytes=ref.raw_size,
+                paths=volume.paths,
+            )
+    for database in plan.databases:
+        screen_dump(
+            without_schemas(decompressed(database.artifact, fetched[database.artifact.key])),
+            artifact=f"{what} {database.artifact.key}",
+        )
+    return fetched, staged
 
 
 # -- safety copy ----------------------------------------------------------------------
@@ -524,7 +588,7 @@ def _stop(ctx: RestoreContext, names: Iterable[str], step: Step, stopped: list[s
 def _write(
     ctx: RestoreContext,
     plan: RestorePlan,
-    fetched: dict[str, Path],
+    verified: _Verified,
     step: Step,
     *,
     stopped: list[str],
@@ -532,16 +596,27 @@ def _write(
 ) -> None:
     """Replace the volumes and load the dumps of ``plan`` from their verified copies.
 
+    A staged volume is copied in from its staging volume; an old-format one
+    is unpacked from its spooled tar.
+
     ``written`` gets ``volume:KEY`` and ``database:SERVICE`` as each begins to
     change; a database service in ``stopped`` is started to load its dump.
     """
     project = ctx.desired.project
+    fetched = verified.fetched
 
     def restore_volumes() -> None:
         for volume in plan.volumes:
+            where = f" ({', '.join(volume.paths)})" if volume.paths else ""
+            staged = verified.staged.get(volume.artifact.key)
+            written.add(f"volume:{volume.key}")
+            if staged is not None:
+                step(f"replacing volume {volume.volume}{where} from its staged copy")
+                verified.stages.write(staged, volume=volume.volume, paths=volume.paths)
+                step(f"restored volume {volume.volume}{where}")
+                continue
             image = _helper_image(ctx, volume.volume)
             assert image is not None
-            written.add(f"volume:{volume.key}")
             # Exact: what is not in the backup goes (it is in the safety copy);
             # with paths, only under those paths.
             stack_control.empty_volume(
@@ -551,7 +626,6 @@ def _write(
                 project=project,
                 paths=volume.paths,
             )
-            where = f" ({', '.join(volume.paths)})" if volume.paths else ""
             step(f"emptied volume {volume.volume}{where}")
             volume_archive.write_volume(
                 ctx.client,
@@ -596,6 +670,7 @@ def _put_back(
     safety: Manifest,
     *,
     folder: Path,
+    stages: Stages,
     step: Step,
     stopped: list[str],
     written: set[str],
@@ -623,9 +698,8 @@ def _put_back(
     )
     try:
         _stop(ctx, plan.stop, step, stopped)
-        ensure_room(folder, back.artifacts)
-        fetched = {a.key: fetch_verified(target, a, folder) for a in back.artifacts}
-        _write(ctx, back, fetched, step, stopped=stopped, written=set())
+        fetched, staged = _verified(target, back, folder, stages, what=f"safety copy {safety.id}")
+        _write(ctx, back, _Verified(fetched, staged, stages), step, stopped=stopped, written=set())
     except _ERRORS as exc:
         event("restore.put_back", level=logging.ERROR, error=str(exc))
         return str(exc)

@@ -322,7 +322,7 @@ def test_sigkill_mid_restore_leaves_it_interrupted_and_the_safety_copy_usable(en
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
             entry = _ledger_entry(ledger, "killed")
-            if entry and any(step.startswith("emptied volume") for step in entry.get("done", [])):
+            if entry and any(step.startswith("replacing volume") for step in entry.get("done", [])):
                 break
             assert proc.poll() is None, proc.communicate()
             time.sleep(0.05)
@@ -356,6 +356,10 @@ def test_sigkill_mid_restore_leaves_it_interrupted_and_the_safety_copy_usable(en
         all=True, filters={"label": [f"{labels.PROJECT}={env.project}", labels.HELPER]}
     )
     assert [h["Names"] for h in helpers] == []
+    staging = env.client.api.volumes(
+        filters={"label": [f"{labels.PROJECT}={env.project}", labels.HELPER]}
+    )
+    assert [v["Name"] for v in staging.get("Volumes") or []] == []
 
 
 def test_the_drill_passes_then_detects_a_corrupted_backup(env: Env) -> None:

@@ -108,7 +108,14 @@ def test_a_restore_failing_after_it_wrote_puts_the_safety_copy_back(env: Env) ->
 
 
 def test_no_room_in_the_spool_refuses_and_changes_nothing(env: Env, tmp_path: Path) -> None:
-    env.sh("head -c 4000000 /dev/urandom > /data/big.bin")
+    # The spool holds the dumps (volumes are staged on the engine's disk):
+    # 4 MB of rows that do not compress.
+    run_sql(
+        env.container("db"),
+        "CREATE TABLE shop.blobs (b LONGBLOB); "
+        "INSERT INTO shop.blobs VALUES (RANDOM_BYTES(1024)); "
+        + "INSERT INTO shop.blobs SELECT RANDOM_BYTES(1024) FROM shop.blobs; " * 12
+    )
     env.backup()
     env.sh("echo later > /data/later.txt")
     files, rows = env.files(), env.rows()
@@ -124,7 +131,7 @@ def test_no_room_in_the_spool_refuses_and_changes_nothing(env: Env, tmp_path: Pa
     assert result.returncode == 1
     needed = re.search(rf"needs (\d+) MB in {re.escape(str(spool))}/restore-tmp/s1", result.stderr)
     assert needed is not None, result.stderr
-    assert int(needed[1]) > 64 + 4  # the 4 MB file, stored, plus the headroom
+    assert int(needed[1]) > 64 + 4  # the 4 MB of rows, dumped, plus the headroom
     assert "MB free" in result.stderr
     assert "RECONCILER_SPOOL_DIR" in result.stderr
     assert "nothing was overwritten" in result.stderr
