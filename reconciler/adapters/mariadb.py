@@ -38,6 +38,9 @@ DUMP_COMMAND = (
     "--routines",
     "--events",
     "--triggers",
+    # Without the date the trailer is the same every day: restic stores an
+    # unchanged database's dump as nothing new.
+    "--skip-dump-date",
 )
 # --sandbox refuses the client's commands that reach the file system or the shell
 # (\\!/system, \\./source, tee, pager with an argument): it came with MDEV-21778
