@@ -25,6 +25,7 @@ import socket
 import tarfile
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -536,6 +537,12 @@ def _backup(
         DatabaseToDump(d.service, labels.container_name(desired.project, d.service))
         for d in policy.databases
     ]
+    held = {
+        s.name
+        for v in policy.volumes
+        if v.stop_services
+        for s in _services_mounting(desired, desired.volumes[v.name].name)
+    }
     return write_backup(
         client=client,
         target=target,
@@ -548,6 +555,8 @@ def _backup(
         databases=databases,
         progress=progress,
         monotonic=monotonic,
+        # A database whose service a volume's hold stops is dumped after the volumes.
+        side_by_side=not held & {d.service for d in databases},
     )
 
 
@@ -574,6 +583,10 @@ def _services_held_stopped(
             yield
 
 
+# One part written: its kind, its name, what restic said of it.
+_Part = tuple[Literal["volume", "database"], str, restic_backups.PartWritten]
+
+
 def write_backup(
     *,
     client: Client,
@@ -587,13 +600,18 @@ def write_backup(
     databases: Sequence[DatabaseToDump],
     progress: ProgressCallback | None = None,
     monotonic: float | None = None,
+    side_by_side: bool = True,
 ) -> Manifest:
     """Write one backup of ``volumes`` and ``databases`` to ``target``: its parts, then its
     manifest, whose presence is what makes it complete. A backup and a restore's
     safety copy are both made here.
+
+    ``side_by_side``: the volumes are read on one thread while the dumps are
+    taken on another (restic in the helper and the database server each use a
+    core of their own); the caller says False when a volume's ``hold`` stops
+    a database that is dumped.
     """
     monotonic = time.monotonic() if monotonic is None else monotonic
-    parts: list[tuple[Literal["volume", "database"], str, restic_backups.PartWritten]] = []
     # restic's host: the project, so that a volume's previous snapshot is found
     # as its parent whatever the reconciler's container is called.
     host = project
@@ -604,41 +622,63 @@ def write_backup(
         # Asked of the engine once per backup, not once per volume.
         image = restic_helper_image(client, helper_image, volumes[0].key)
         network = engine_client.own_network_mode(client)
-    for volume in volumes:
-        runner = restic_helper.HelperRunner(
-            client,
-            image=image,
-            project=project,
-            volumes=[volume.volume],
-            mount_names={volume.volume: volume.key},
-            binds=[target.local_path] if target.local_path else [],
-            network_mode=network,
-            purpose="backup",
-        )
-        with volume.hold():
-            part = restic_backups.volume_part(
-                target,
-                runner=runner,
-                name=volume.key,
-                ident=ident,
-                time=started,
-                host=host,
-                on_progress=_restic_progress(progress, f"volume {volume.key}"),
+
+    def read_volumes() -> list[_Part]:
+        done: list[_Part] = []
+        for volume in volumes:
+            runner = restic_helper.HelperRunner(
+                client,
+                image=image,
+                project=project,
+                volumes=[volume.volume],
+                mount_names={volume.volume: volume.key},
+                binds=[target.local_path] if target.local_path else [],
+                network_mode=network,
+                purpose="backup",
             )
-        parts.append(("volume", volume.key, part))
-    for database in databases:
-        with mariadb.dump_database(client, container=database.container, project=project) as chunks:
-            part = restic_backups.database_part(
-                target,
-                chunks=chunks,
-                name=database.service,
-                ident=ident,
-                time=started,
-                host=host,
-                trailer=mariadb.TRAILER,
-                on_progress=_restic_progress(progress, f"database {database.service}"),
-            )
-        parts.append(("database", database.service, part))
+            with volume.hold():
+                part = restic_backups.volume_part(
+                    target,
+                    runner=runner,
+                    name=volume.key,
+                    ident=ident,
+                    time=started,
+                    host=host,
+                    on_progress=_restic_progress(progress, f"volume {volume.key}"),
+                )
+            done.append(("volume", volume.key, part))
+        return done
+
+    def dump_databases() -> list[_Part]:
+        done: list[_Part] = []
+        for database in databases:
+            with mariadb.dump_database(
+                client, container=database.container, project=project
+            ) as chunks:
+                part = restic_backups.database_part(
+                    target,
+                    chunks=chunks,
+                    name=database.service,
+                    ident=ident,
+                    time=started,
+                    host=host,
+                    trailer=mariadb.TRAILER,
+                    on_progress=_restic_progress(progress, f"database {database.service}"),
+                )
+            done.append(("database", database.service, part))
+        return done
+
+    if side_by_side and volumes and databases:
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="backup") as pool:
+            futures = [pool.submit(read_volumes), pool.submit(dump_databases)]
+            wait(futures)  # both end before an error is raised: nothing is still writing
+        for future in futures:
+            error = future.exception()
+            if error is not None:
+                raise error
+        parts = [part for future in futures for part in future.result()]
+    else:
+        parts = read_volumes() + dump_databases()
     full = restic_backups.full_ids(target, ident, [part for _kind, _name, part in parts])
     artifacts = [
         _part_artifact(ident, kind, name, part, progress)
