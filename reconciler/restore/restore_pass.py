@@ -46,6 +46,7 @@ from reconciler.restore.restoring import (
     run_restore,
     waiting_backup_lock,
 )
+from reconciler.restore.volume_staging import STAGE_PURPOSE
 from reconciler.runtime import notifying
 from reconciler.runtime.passes import AfterApply, AfterApplyFailed
 from reconciler.settings import Settings
@@ -307,7 +308,8 @@ def recover_interrupted(
             stack_control.remove_leftovers(
                 client,
                 project=desired.project,
-                purposes={"restore", "restore-empty", "backup"},
+                # A staging volume holds a whole volume's copy: not left for the next restore.
+                purposes={"restore", "restore-empty", STAGE_PURPOSE, "backup"},
             )
     except REPORTED_ERRORS as exc:  # BackupBusy is one of ours
         event("restore.recover", level=logging.WARNING, error=str(exc))

@@ -33,10 +33,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reconciler.adapters import engine_client, restic_helper, stack_control
+from reconciler.adapters import engine_client, restic, restic_helper, stack_control
 from reconciler.adapters.engine_client import Client
 from reconciler.adapters.volume_archive import MOUNT_POINT
 from reconciler.backup import restic_backups
+from reconciler.backup.backing_up import VerifyError
 from reconciler.backup.backup_target import BackupTarget
 from reconciler.decide.archive_members import ArchiveRefused, NodeScreen
 from reconciler.decide.restore_planning import ArtifactRef
@@ -132,6 +133,21 @@ class Stages:
     ) -> StagedVolume:
         """Judge, stage and judge again ``artifact`` (a restic volume part) for ``volume``."""
         assert self.helper_image, "the image with restic is set before anything is staged"
+        try:
+            return self._stage(target, artifact, volume=volume, what=what, paths=paths)
+        except (restic_backups.ResticBackupError, restic.ResticError) as exc:
+            # Not Unavailable: a store that cannot be reached says nothing of the backup.
+            raise VerifyError(f"{what}: does not read back: {exc}; the backup is refused") from exc
+
+    def _stage(
+        self,
+        target: BackupTarget,
+        artifact: ArtifactRef,
+        *,
+        volume: str,
+        what: str,
+        paths: tuple[str, ...] | None,
+    ) -> StagedVolume:
         key = artifact.name
         screen = NodeScreen(what=what, max_bytes=artifact.raw_size, paths=paths)
         restic_backups.volume_members(

@@ -114,7 +114,8 @@ def test_no_room_in_the_spool_refuses_and_changes_nothing(env: Env, tmp_path: Pa
         env.container("db"),
         "CREATE TABLE shop.blobs (b LONGBLOB); "
         "INSERT INTO shop.blobs VALUES (RANDOM_BYTES(1024)); "
-        + "INSERT INTO shop.blobs SELECT RANDOM_BYTES(1024) FROM shop.blobs; " * 12
+        + "INSERT INTO shop.blobs SELECT RANDOM_BYTES(1024) FROM shop.blobs; "
+        * 12,
     )
     env.backup()
     env.sh("echo later > /data/later.txt")

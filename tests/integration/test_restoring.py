@@ -11,6 +11,7 @@ from typing import Any
 import docker
 import pytest
 
+from reconciler import labels
 from reconciler.adapters.object_store import S3Store, open_store
 from reconciler.backup.backing_up import list_backups, run_backup
 from reconciler.backup.backup_target import open_target
@@ -161,6 +162,43 @@ def test_tampered_object_is_refused_and_nothing_is_touched(
     assert caught.value.touched is False
     assert listing(stack.client, f"{stack.project}_site") == before
     assert list_backups(open_target(f"{store.url}/pre-restore/r2", os.environ)) == []
+
+
+def test_a_volume_whose_data_does_not_authenticate_is_refused_while_staged(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """Only the volume's own data is damaged: restic's restore into the staging volume fails."""
+    target = f"file://{tmp_path / 'backups'}"
+    data = tmp_path / "backups" / "data"
+    backup(stack, target, tmp_path / "state")
+    packs = set(data.rglob("*"))
+    assert (
+        stack.container("web")
+        .exec_run(["sh", "-c", "head -c 3000000 /dev/urandom > /data/new-photo.jpg"])
+        .exit_code
+        == 0
+    )
+    backup(stack, target, tmp_path / "state")
+    # The new photo's blobs are the largest new pack (the dump is unchanged,
+    # the manifest is a small pack of its own).
+    new = max(
+        (p for p in set(data.rglob("*")) - packs if p.is_file()), key=lambda p: p.stat().st_size
+    )
+    body = bytearray(new.read_bytes())
+    body[len(body) // 2] ^= 0xFF
+    new.chmod(0o600)
+    new.write_bytes(bytes(body))
+    before = listing(stack.client, f"{stack.project}_site")
+    with pytest.raises(RestoreFailed) as caught:
+        run_restore("r-damaged", RestoreOptions(), context(stack, tmp_path, target))
+    assert "volume site: does not read back" in str(caught.value)
+    assert "nothing was overwritten" in str(caught.value)
+    assert listing(stack.client, f"{stack.project}_site") == before
+    assert stack.running() == {"web": "running", "db": "running"}
+    helpers = stack.client.api.volumes(
+        filters={"label": [f"{labels.PROJECT}={stack.project}", labels.HELPER]}
+    )
+    assert [v["Name"] for v in helpers.get("Volumes") or []] == []  # the staging volume went
 
 
 @pytest.mark.parametrize(
