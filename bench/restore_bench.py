@@ -4,9 +4,10 @@ A 1 GB volume of mixed files (half random, half text) and a ~200 MB MariaDB
 database are backed up to a local S3 server (moto) by the backup pipeline,
 and uploaded the baseline way too. Then, interleaved, each ``--rounds`` times:
 
-- **ours**: ``run_restore`` (resolve, download and verify every SHA-256, the
-  safety copy of what is there, stop, empty and refill the volume, load the
-  dump, start) in a child process, whose peak RSS is reported;
+- **ours**: ``run_restore`` (resolve; verify: the volume staged by ``restic
+  restore`` into a volume of its own and judged while the dump is fetched and
+  screened; stop; the safety copy of what is there; the staged tree copied in
+  while the dump loads; start) in a child process, whose peak RSS is reported;
 - **restic**: restic alone on the same backup: ``restic restore`` of the
   volume's snapshot into a folder beside the volume's, moved into place,
   then ``restic dump`` of the dump's snapshot ``| mariadb`` (restic
@@ -430,7 +431,7 @@ def main() -> int:
             f"  ours, without the safety copy                    : {without_safety:7.1f}s "
             f"({without_safety / restic_alone:.2f}x restic's time)"
         )
-        print(f"    of which verify (download + SHA-256): {verify:.1f}s, replace: {replace:.1f}s")
+        print(f"    of which verify (stage, fetch, screen): {verify:.1f}s, replace: {replace:.1f}s")
         print(f"  ours, peak RSS: {max(o['rss_kib'] for o in ours) / 1024:.0f} MiB")
         return 0
     finally:
