@@ -511,28 +511,31 @@ def _verified(
             if _staged_part(v.artifact)
         }
 
+    paths = {v.artifact.key: v.paths for v in plan.volumes}
+
     def fetch_spooled() -> dict[str, Path | StagedVolume]:
-        return {a.key: fetch_verified(target, a, folder) for a in spooled}
+        fetched: dict[str, Path | StagedVolume] = {}
+        for artifact in spooled:
+            path = fetched[artifact.key] = fetch_verified(target, artifact, folder)
+            # Every member of an old-format archive and every statement of a
+            # dump is judged here, while the volumes are still being staged.
+            if artifact.kind == "volume":
+                screen(
+                    decompressed(artifact, path),
+                    what=f"{what} volume {artifact.name}",
+                    max_bytes=artifact.raw_size,
+                    paths=paths[artifact.key],
+                )
+            else:
+                screen_dump(
+                    without_schemas(decompressed(artifact, path)),
+                    artifact=f"{what} {artifact.key}",
+                )
+        return fetched
 
     staged_any, fetched_any = concurrently([stage_volumes, fetch_spooled])
     staged = {k: v for k, v in staged_any.items() if isinstance(v, StagedVolume)}
     fetched = {k: v for k, v in fetched_any.items() if isinstance(v, Path)}
-    # Every member of an old-format archive and every statement of every dump
-    # is read and judged before anything is stopped, copied, emptied or dropped.
-    for volume in plan.volumes:
-        ref = volume.artifact
-        if ref.key in fetched:
-            screen(
-                decompressed(ref, fetched[ref.key]),
-                what=f"{what} volume {ref.name}",
-                max_bytes=ref.raw_size,
-                paths=volume.paths,
-            )
-    for database in plan.databases:
-        screen_dump(
-            without_schemas(decompressed(database.artifact, fetched[database.artifact.key])),
-            artifact=f"{what} {database.artifact.key}",
-        )
     return fetched, staged
 
 
