@@ -94,7 +94,8 @@ def test_second_pass_is_a_no_op_that_still_observes(
 
     assert outcome.ok
     assert outcome.changes == []
-    assert engine.call_names() == ["observe"]  # level-based: Docker is re-read
+    # Level-based: Docker is re-read; image GC lists the project's built images.
+    assert engine.call_names() == ["observe", "list_images"]
 
 
 def test_invalid_commit_changes_nothing_and_stalls(
