@@ -22,3 +22,12 @@ def volume_name(project: str, key: str) -> str:
 
 def network_name(project: str, key: str) -> str:
     return f"{project}_{key}"
+
+
+# On images the reconciler builds (besides the context hash): the project and
+# service they were built for, so image garbage collection can tell them from
+# images it did not make. Distinct keys from PROJECT/SERVICE on purpose: a
+# container inherits its image's labels, and a container someone starts by
+# hand from our image must never look like one of ours.
+IMAGE_PROJECT = f"{PREFIX}.image.project"
+IMAGE_SERVICE = f"{PREFIX}.image.service"

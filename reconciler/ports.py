@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from reconciler.decide.image_gc import ObservedImage
 from reconciler.decide.verification import SignaturePolicy, Verification
 from reconciler.model.desired import HealthCheck, NetworkSpec, ServiceSpec, VolumeSpec
 from reconciler.model.observed import Observed
@@ -56,9 +57,24 @@ class Engine(Protocol):
         volumes plus any with colliding names: one list call per kind."""
         ...
 
-    def ensure_image(self, service: ServiceSpec, *, progress: Progress | None = None) -> None:
-        """Make ``service.image`` present: build it, or pull it when missing.
-        Raises ``ImageUnavailable`` with what was tried."""
+    def ensure_image(
+        self,
+        service: ServiceSpec,
+        *,
+        progress: Progress | None = None,
+        project: str | None = None,
+    ) -> None:
+        """Make ``service.image`` present: build it (labelled as built for
+        ``project``), or pull it when missing. Raises ``ImageUnavailable``
+        with what was tried."""
+        ...
+
+    def list_images(self, project: str) -> tuple[ObservedImage, ...]:
+        """The images built for ``project`` (those with its image label), no others."""
+        ...
+
+    def remove_image(self, image_id: str) -> str | None:
+        """Remove an image without force; None when removed, else why it stayed."""
         ...
 
     def create_network(self, network: NetworkSpec, *, project: str) -> None: ...

@@ -25,6 +25,7 @@ import docker.utils
 import requests
 
 from reconciler import labels as lbl
+from reconciler.decide.image_gc import ObservedImage
 from reconciler.errors import ImageUnavailable, ReconcilerError, Unavailable
 from reconciler.model.desired import (
     BuildSpec,
@@ -166,10 +167,16 @@ class DockerEngine:
 
     # -- images ----------------------------------------------------------
 
-    def ensure_image(self, service: ServiceSpec, *, progress: Progress | None = None) -> None:
+    def ensure_image(
+        self,
+        service: ServiceSpec,
+        *,
+        progress: Progress | None = None,
+        project: str | None = None,
+    ) -> None:
         say = progress or (lambda _line: None)
         if service.build is not None:
-            self._ensure_built(service, service.build, say)
+            self._ensure_built(service, service.build, say, project=project)
             return
         present = self._image_labels(service.image) is not None
         if service.pull_policy == "never":
@@ -224,7 +231,9 @@ class DockerEngine:
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
             raise self._unavailable(exc) from exc
 
-    def _ensure_built(self, service: ServiceSpec, build: BuildSpec, say: Progress) -> None:
+    def _ensure_built(
+        self, service: ServiceSpec, build: BuildSpec, say: Progress, *, project: str | None
+    ) -> None:
         labels = self._image_labels(service.image)
         if labels is not None and labels.get(CONTEXT_HASH_LABEL) == build.context_hash:
             say(f"image {service.image} is up to date (context {build.context_hash[:12]})")
@@ -242,7 +251,15 @@ class DockerEngine:
                 buildargs=dict(build.args) or None,
                 target=build.target,
                 tag=service.image,
-                labels={CONTEXT_HASH_LABEL: build.context_hash},
+                labels={
+                    CONTEXT_HASH_LABEL: build.context_hash,
+                    # What image garbage collection may remove (decide/image_gc.py).
+                    **(
+                        {lbl.IMAGE_PROJECT: project, lbl.IMAGE_SERVICE: service.name}
+                        if project
+                        else {}
+                    ),
+                },
                 rm=True,
                 forcerm=True,
                 # Base images present are used as they are (a registry may be out of reach).
@@ -267,6 +284,41 @@ class DockerEngine:
                 "pulled, build one locally (images/local/build-base-images.sh) and pass it "
                 "as a build arg"
             )
+
+    def list_images(self, project: str) -> tuple[ObservedImage, ...]:
+        """The images the reconciler built for ``project``: only those carry its label."""
+        api = self._api
+        with self._reading():
+            raw = api.images(filters={"label": f"{lbl.IMAGE_PROJECT}={project}"})
+        return tuple(
+            ObservedImage(
+                id=str(i["Id"]),
+                tags=tuple(t for t in i.get("RepoTags") or () if t != "<none>:<none>"),
+                labels=dict(i.get("Labels") or {}),
+                created=int(i.get("Created") or 0),
+                size=int(i.get("Size") or 0),
+            )
+            for i in raw or ()
+        )
+
+    def remove_image(self, image_id: str) -> str | None:
+        """Remove an image, never forced; None when removed, else why it stays.
+
+        An image a container uses or another image is built on is refused by
+        the engine (409): that is a reason to keep it, not an error.
+        """
+        api = self._api
+        try:
+            api.remove_image(image_id, force=False, noprune=False)
+        except docker.errors.NotFound:
+            return "already gone"
+        except docker.errors.APIError as exc:
+            if exc.status_code == 409:
+                return _explain(exc)
+            raise EngineError(f"removing image {image_id[:19]}: {_explain(exc)}") from exc
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise self._unavailable(exc) from exc
+        return None
 
     # -- networks and volumes -------------------------------------------
 
@@ -462,6 +514,7 @@ def _container(raw: Mapping[str, Any]) -> ObservedContainer:
         health=health,
         exit_code=exit_code,
         image=str(raw.get("Image") or ""),
+        image_id=str(raw.get("ImageID") or ""),
     )
 
 

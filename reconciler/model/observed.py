@@ -14,6 +14,7 @@ class ObservedContainer:
     health: str | None = None  # starting | healthy | unhealthy | None (no check)
     exit_code: int | None = None
     image: str = ""
+    image_id: str = ""  # sha256:..., what image garbage collection keeps
 
     @property
     def project(self) -> str | None:

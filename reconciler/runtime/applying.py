@@ -158,7 +158,7 @@ class _Applier:
                 self.emit("image.progress", {**fields, "line": line})
 
             try:
-                self.engine.ensure_image(service, progress=progress)
+                self.engine.ensure_image(service, progress=progress, project=self.project)
             except ImageUnavailable as exc:
                 # Keep going: the user should learn of every missing image at once.
                 self.emit("image.failed", {**fields, "error": str(exc)})

@@ -12,6 +12,9 @@ result (house style 7):
 - something we do not own is in the way, an image cannot be had, or an apply
   fails part way: ``failed``, with what was done.
 
+A pass that succeeded ends by removing images the reconciler built for the
+project and no longer needs (runtime/collecting.py).
+
 Every pass re-reads Docker, even when the commit has not changed, so a
 container removed or stopped by hand is put back (level-based).
 """
@@ -41,6 +44,7 @@ from reconciler.model.observed import Observed
 from reconciler.ports import Checkout, Engine, Source, Verifier
 from reconciler.redaction import redact_text, redact_url
 from reconciler.runtime.applying import apply
+from reconciler.runtime.collecting import collect_images
 from reconciler.runtime.self_update import hand_over, own_container_id, split_own_actions
 from reconciler.secret_keys import load_secrets
 from reconciler.settings import Settings
@@ -327,6 +331,13 @@ class Reconciler:
                 return PassOutcome(
                     "failed", "ApplyFailed", "\n".join(hook_failures), commit, changes
                 )
+            # Only now, the deploy having succeeded: a rolled-back one removes nothing.
+            changes += collect_images(
+                self.engine,
+                desired=prepared.desired,
+                state_dir=self.settings.state_dir,
+                observed=None if changes else prepared.observed,
+            )
             message = "; ".join(change_set.failures)
             return PassOutcome("succeeded", "ReconciliationSucceeded", message, commit, changes)
         except Unavailable as exc:

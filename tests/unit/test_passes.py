@@ -94,7 +94,8 @@ def test_second_pass_is_a_no_op_that_still_observes(
 
     assert outcome.ok
     assert outcome.changes == []
-    assert engine.call_names() == ["observe"]  # level-based: Docker is re-read
+    # Level-based: Docker is re-read; image GC lists the project's built images.
+    assert engine.call_names() == ["observe", "list_images"]
 
 
 def test_invalid_commit_changes_nothing_and_stalls(
@@ -395,3 +396,44 @@ def test_a_long_job_leaves_the_loop_passing_and_healthy_and_says_what_runs(
     assert health.alive
     assert health.running == "backups"
     assert "backups running for" in health.message
+
+
+def _built(engine: FakeEngine, tag: str, created: int) -> None:
+    """As if the pass had built ``tag`` for service web (the fake engine builds nothing)."""
+    from reconciler import labels as lbl
+    from reconciler.decide.image_gc import ObservedImage
+
+    engine.built_images[f"id-of:{tag}"] = ObservedImage(
+        id=f"id-of:{tag}",
+        tags=(tag,),
+        labels={lbl.IMAGE_PROJECT: "shop", lbl.IMAGE_SERVICE: "web"},
+        created=created,
+    )
+
+
+def deploy(reconciler: Reconciler, source: FakeSource, engine: FakeEngine, n: int) -> PassOutcome:
+    _built(engine, f"img:{n}", n)
+    source.commit(sha(n), GOOD.replace("img:1", f"img:{n}"))
+    return reconciler.sync()
+
+
+def test_a_succeeded_pass_removes_old_builds_and_a_rolled_back_one_nothing(
+    setup: tuple[Reconciler, FakeSource, FakeEngine],
+) -> None:
+    reconciler, source, engine = setup
+    _built(engine, "img:0", 0)  # an old build, before anything was recorded
+    for n in (1, 2, 3):
+        outcome = deploy(reconciler, source, engine, n)
+        assert outcome.ok, outcome.message
+    assert set(engine.built_images) == {"id-of:img:2", "id-of:img:3"}
+    assert any("removed 1 unused image" in line for line in outcome.changes)
+
+    engine.not_ready["web"] = "unhealthy"  # img:4 never gets ready: rolled back
+    failed = deploy(reconciler, source, engine, 4)
+    assert not failed.ok
+    assert set(engine.built_images) == {"id-of:img:2", "id-of:img:3", "id-of:img:4"}
+
+    # The next good deploy: previous is img:3 (what ran), not the failed img:4.
+    del engine.not_ready["web"]
+    assert deploy(reconciler, source, engine, 5).ok
+    assert set(engine.built_images) == {"id-of:img:3", "id-of:img:5"}
