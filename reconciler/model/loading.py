@@ -21,6 +21,7 @@ repository root. The only I/O is reading the checkout.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -320,7 +321,7 @@ class _Loader(ComposeChecks):
             dockerfile=build.dockerfile,
             args=args,
             target=build.target,
-            context_hash=hash_path(context),
+            context_hash=_build_hash(context, build.dockerfile),
         )
 
     def _from_environ(
@@ -468,3 +469,20 @@ def _without_follow_ups(issues: list[Issue], interpolation: list[Issue]) -> list
         if not follow_up:
             kept.append(issue)
     return kept
+
+
+def _build_hash(context: Path, dockerfile: str) -> str:
+    """The hash that decides whether an image is rebuilt: its context's files, and
+    the Dockerfile too when it lies outside the context (``context: ../site`` with
+    ``dockerfile: ../images/webserver/Dockerfile``: the site's files are the
+    context, the image's recipe is kept apart from them). A Dockerfile inside the
+    context is already covered, so such a context's hash is what it always was."""
+    inside = hash_path(context)
+    path = Path(os.path.normpath(context / dockerfile))
+    if path.is_relative_to(context) or not path.is_file():
+        return inside  # a missing Dockerfile is reported by the checks
+    digest = hashlib.sha256()
+    digest.update(inside.encode())
+    digest.update(b"\0dockerfile\0")
+    digest.update(hash_path(path).encode())
+    return digest.hexdigest()

@@ -145,6 +145,29 @@ def test_a_changed_file_in_the_commit_changes_the_image_tag_and_the_mount_hash(
     assert before.mounts[0].content_hash != after.mounts[0].content_hash
 
 
+def test_a_dockerfile_outside_the_context_counts_in_the_image_tag(tmp_path: Path) -> None:
+    # The site model of issue 11: the site's files are the context, the image's
+    # recipe lives apart; a change to either must be a new tag (a rebuild).
+    case: dict[str, Any] = {
+        "files": {
+            "desired-state/compose.yaml": (
+                "name: shop\n"
+                "services:\n"
+                "  web:\n"
+                "    build: {context: ../site, dockerfile: ../images/web/Dockerfile}\n"
+            ),
+            "site/index.php": "<?php echo 1;\n",
+            "images/web/Dockerfile": "FROM scratch\n",
+        }
+    }
+    first = _load(case, tmp_path).services["web"].image
+    (tmp_path / "images/web/Dockerfile").write_text("FROM scratch\nLABEL v=2\n")
+    second = load_desired_state(tmp_path, project=None, environ={}).services["web"].image
+    (tmp_path / "site/index.php").write_text("<?php echo 2;\n")
+    third = load_desired_state(tmp_path, project=None, environ={}).services["web"].image
+    assert len({first, second, third}) == 3
+
+
 def test_paths_outside_the_repository_are_never_read_or_hashed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
