@@ -323,6 +323,7 @@ write_env_file() {
       echo "# No registry here: the stand-ins built by images/local/build-base-images.sh."
       echo "WEBSERVER_BASE_IMAGE=reconciler-local/openlitespeed:local"
       echo "MARIADB_IMAGE=reconciler-local/mariadb:local"
+      echo "PHPMYADMIN_IMAGE=reconciler-local/phpmyadmin:local"
     fi
     printf '%s' "$EXTRA"
   } >"$ENV_FILE"
@@ -519,8 +520,10 @@ ensure_image() {
       && ! command -v debootstrap >/dev/null 2>&1; then
       install_packages debootstrap
     fi
-    # Only what the default stack and the reconciler need.
-    sh "$HERE/images/local/build-base-images.sh" --only python --only mariadb --only openlitespeed
+    # Only what the default stack (phpMyAdmin of the admin profile included,
+    # so that turning it on works offline) and the reconciler need.
+    sh "$HERE/images/local/build-base-images.sh" --only python --only mariadb --only openlitespeed \
+      --only phpmyadmin
     : "${BASE_IMAGE:=reconciler-local/python:local}"
     # pip inside a container may not reach an index the host reaches (a proxy
     # with its own CA, an air gap): fill the wheelhouse with the host's pip.

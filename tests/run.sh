@@ -80,7 +80,7 @@ ruff format --check reconciler tests bench
 log "mypy"
 mypy
 log "shellcheck"
-shellcheck -s sh install.sh tests/run.sh images/local/build-base-images.sh .ci/run
+shellcheck -s sh install.sh tests/run.sh images/local/build-base-images.sh images/local/phpmyadmin/entrypoint.sh .ci/run
 # Most of the suite waits on the engine, restic's key derivation and
 # containers' health checks rather than computing, so it runs on several
 # workers; each test file stays on one worker (module-scoped stacks, install

@@ -4,7 +4,8 @@
 # debootstrap, and images derived from it with `docker build` (apt works inside).
 # Idempotent: an image that already exists is kept unless --force is given.
 #
-# Usage: images/local/build-base-images.sh [--force] [--only NAME...]
+# Usage: images/local/build-base-images.sh [--force] [--only NAME]...
+# NAME: busybox debian mariadb python openlitespeed restic phpmyadmin
 set -eu
 
 PREFIX=${LOCAL_IMAGE_PREFIX:-reconciler-local}
@@ -13,12 +14,21 @@ MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 HERE=$(cd "$(dirname "$0")" && pwd)
 FORCE=0
 ONLY=""
+# Every image this script can build; --only takes these names alone.
+KNOWN="busybox debian mariadb python openlitespeed restic phpmyadmin"
 
 while [ $# -gt 0 ]; do
   case "$1" in
     --force) FORCE=1 ;;
-    --only) shift; ONLY="$ONLY $1" ;;
-    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+    --only)
+      # A name nothing builds must not end in "done" with nothing built.
+      [ -n "${2:-}" ] || { echo "--only needs a name; known: $KNOWN" >&2; exit 2; }
+      case " $KNOWN " in
+        *" $2 "*) ONLY="$ONLY $2" ;;
+        *) echo "--only $2: unknown image name; known: $KNOWN" >&2; exit 2 ;;
+      esac
+      shift ;;
+    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
   shift
@@ -87,12 +97,14 @@ build_derived() {
 }
 
 wanted busybox && build_busybox
-if wanted debian || wanted mariadb || wanted python || wanted openlitespeed || wanted restic; then
+if wanted debian || wanted mariadb || wanted python || wanted openlitespeed || wanted restic \
+  || wanted phpmyadmin; then
   build_debian
 fi
 # The derived images build side by side: each is mostly apt downloading.
 pids=""
-for pair in mariadb:mariadb python:python openlitespeed:openlitespeed restic:restic; do
+for pair in mariadb:mariadb python:python openlitespeed:openlitespeed restic:restic \
+  phpmyadmin:phpmyadmin; do
   name=${pair%%:*}
   if wanted "$name"; then
     build_derived "$name:local" "${pair#*:}" &

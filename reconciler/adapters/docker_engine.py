@@ -493,13 +493,36 @@ def _explain(exc: docker.errors.APIError) -> str:
     return str(explanation or exc).strip()
 
 
+# The stand-ins images/local/build-base-images.sh builds (its --only names),
+# by the repository name of the official image they stand in for.
+LOCAL_STAND_INS = {
+    "busybox": ("busybox", "reconciler-local/busybox:latest"),
+    "debian": ("debian", "reconciler-local/debian:bookworm"),
+    "mariadb": ("mariadb", "reconciler-local/mariadb:local"),
+    "python": ("python", "reconciler-local/python:local"),
+    "openlitespeed": ("openlitespeed", "reconciler-local/openlitespeed:local"),
+    "restic": ("restic", "reconciler-local/restic:local"),
+    "phpmyadmin": ("phpmyadmin", "reconciler-local/phpmyadmin:local"),
+}
+
+
 def _how_to_fix(image: str) -> str:
     base = image.split("@")[0].rsplit("/", 1)[-1].split(":")[0]
     variable = re.sub(r"[^A-Z0-9]", "_", base.upper()) + "_IMAGE"
+    stand_in = LOCAL_STAND_INS.get(base)
+    if stand_in is None:
+        # No stand-in of ours: naming one would send the user to a build that makes nothing.
+        return (
+            "make it present on this machine (docker load -i a saved copy, or docker build "
+            "one) and point compose.yaml at it, "
+            f"e.g. image: ${{{variable}:-{image}}} in compose.yaml and {variable}=<that image> "
+            "in the env file"
+        )
+    only, tag = stand_in
     return (
-        "build it locally (images/local/build-base-images.sh) and point compose.yaml at it, "
-        f"e.g. image: ${{{variable}:-{image}}} in compose.yaml and "
-        f"{variable}=reconciler-local/{base}:local in the env file"
+        f"build its local stand-in (images/local/build-base-images.sh --only {only}) and "
+        f"point compose.yaml at it, e.g. image: ${{{variable}:-{image}}} in compose.yaml and "
+        f"{variable}={tag} in the env file"
     )
 
 

@@ -548,6 +548,7 @@ SHELL_SCRIPTS = [
     "install.sh",
     "images/reconciler/wheelhouse.sh",
     "images/local/build-base-images.sh",
+    "images/local/phpmyadmin/entrypoint.sh",
     "images/local/openlitespeed/entrypoint.sh",
     "images/local/openlitespeed/lswsctrl",
 ]
