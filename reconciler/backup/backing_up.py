@@ -25,7 +25,6 @@ import socket
 import tarfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -41,6 +40,7 @@ from reconciler.adapters.engine_client import Client
 from reconciler.adapters.object_store import ObjectNotFound, ObjectStore, StoreError
 from reconciler.backup import backup_status, restic_backups, stop_journal
 from reconciler.backup.backup_target import BackupTarget
+from reconciler.concurrency import both
 from reconciler.decide.retention import (
     BackupRef,
     RetentionDecision,
@@ -669,14 +669,8 @@ def write_backup(
         return done
 
     if side_by_side and volumes and databases:
-        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="backup") as pool:
-            futures = [pool.submit(read_volumes), pool.submit(dump_databases)]
-            wait(futures)  # both end before an error is raised: nothing is still writing
-        for future in futures:
-            error = future.exception()
-            if error is not None:
-                raise error
-        parts = [part for future in futures for part in future.result()]
+        volume_parts, database_parts = both(read_volumes, dump_databases, name="backup")
+        parts = volume_parts + database_parts
     else:
         parts = read_volumes() + dump_databases()
     full = restic_backups.full_ids(target, ident, [part for _kind, _name, part in parts])

@@ -37,13 +37,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import TypeVar
 
 import zstandard
 
@@ -68,6 +66,7 @@ from reconciler.backup.backing_up import (
     write_backup,
 )
 from reconciler.backup.backup_target import BackupTarget, open_target, safety_url
+from reconciler.concurrency import both, concurrently
 from reconciler.decide.archive_members import screen
 from reconciler.decide.dump_screening import screen_dump
 from reconciler.decide.restore_planning import (
@@ -98,7 +97,6 @@ BACKUP_WAIT_S = 1800.0
 WORKERS = 2
 
 Step = Callable[[str], None]
-T = TypeVar("T")
 
 
 class RestoreFailed(ReconcilerError):
@@ -391,24 +389,6 @@ def run_restore(request_id: str, options: RestoreOptions, ctx: RestoreContext) -
     )
 
 
-def concurrently(tasks: list[Callable[[], T]]) -> list[T]:
-    """Run ``tasks`` on ``WORKERS`` threads; results in task order.
-
-    Waits for every task before raising the first failure, so nothing is still
-    writing when the error is reported.
-    """
-    if len(tasks) <= 1:
-        return [task() for task in tasks]
-    with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="restore") as pool:
-        futures = [pool.submit(task) for task in tasks]
-        wait(futures)
-    for future in futures:
-        error = future.exception()
-        if error is not None:
-            raise error
-    return [future.result() for future in futures]
-
-
 @contextmanager
 def waiting_backup_lock(state_dir: Path, *, wait_s: float = BACKUP_WAIT_S) -> Iterator[None]:
     """Hold the backup lock (no backup may read a half-restored volume), waiting ``wait_s``.
@@ -502,7 +482,7 @@ def _verified(
     spooled = [a for a in plan.artifacts if not _staged_part(a)]
     ensure_room(folder, spooled)
 
-    def stage_volumes() -> dict[str, Path | StagedVolume]:
+    def stage_volumes() -> dict[str, StagedVolume]:
         return {
             v.artifact.key: stages.stage(
                 target, v.artifact, volume=v.volume, what=f"{what} volume {v.key}", paths=v.paths
@@ -513,8 +493,8 @@ def _verified(
 
     paths = {v.artifact.key: v.paths for v in plan.volumes}
 
-    def fetch_spooled() -> dict[str, Path | StagedVolume]:
-        fetched: dict[str, Path | StagedVolume] = {}
+    def fetch_spooled() -> dict[str, Path]:
+        fetched: dict[str, Path] = {}
         for artifact in spooled:
             path = fetched[artifact.key] = fetch_verified(target, artifact, folder)
             # Every member of an old-format archive and every statement of a
@@ -533,9 +513,7 @@ def _verified(
                 )
         return fetched
 
-    staged_any, fetched_any = concurrently([stage_volumes, fetch_spooled])
-    staged = {k: v for k, v in staged_any.items() if isinstance(v, StagedVolume)}
-    fetched = {k: v for k, v in fetched_any.items() if isinstance(v, Path)}
+    staged, fetched = both(stage_volumes, fetch_spooled, name="restore")
     return fetched, staged
 
 
@@ -656,7 +634,7 @@ def _write(
     running = [d for d in plan.databases if d.service not in stopped]
     work: list[Callable[[], None]] = [restore_volumes]
     work += [partial(load, d) for d in running]
-    concurrently(work)
+    concurrently(work, workers=WORKERS, name="restore")
     for database in plan.databases:
         if database.service in stopped:
             # Its data volume was replaced: the server must run to load the dump.
