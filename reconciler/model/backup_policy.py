@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from reconciler.errors import InvalidDesiredState, Issue
 from reconciler.model.desired import DesiredState, ServiceSpec
 from reconciler.model.interpolation import interpolate
+from reconciler.model.text_files import decode_text
 from reconciler.model.yaml_lines import (
     LineMap,
     YamlError,
@@ -166,9 +167,10 @@ def load_backup_policy(
     if not path.is_file():
         return None
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        data = path.read_bytes()
+    except OSError as exc:
         raise InvalidDesiredState([Issue(display, 0, "", f"cannot read: {exc}")]) from exc
+    text = decode_text(data, path=display)
     return parse_backup_policy(
         text, path=display, desired=desired, environ=environ, default_target=default_target
     )

@@ -17,9 +17,18 @@ from __future__ import annotations
 import ipaddress
 import re
 import shlex
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    model_validator,
+)
 
 from reconciler.model.yaml_lines import KeyPath
 
@@ -35,34 +44,60 @@ def _scalar_text(value: Any) -> str:
     raise ValueError("must be a string, a number or a boolean")
 
 
-def _key_values(value: Any, *, what: str, bare: Literal["none", "empty"]) -> dict[str, Any]:
-    """``["K=V", "K"]`` or ``{K: V}`` -> ``{K: "V"}``; a bare ``K`` -> None or ""."""
-    if value is None:
-        return {}
+def _entry_text(value: Any) -> str:
+    """One value of a mapping form (``KEY: value``): a scalar, as Compose passes it on."""
+    return _scalar_text(value)
+
+
+def _list_entry(what: str) -> Any:
+    def check(item: Any) -> str:
+        if not isinstance(item, str):
+            raise ValueError(f"each {what} in a list must be a string KEY=VALUE")
+        if not item.partition("=")[0]:
+            raise ValueError(f"{what} entries need a name before '=' (KEY=VALUE)")
+        return item
+
+    return check
+
+
+def _entries_form(value: Any) -> str | None:
     if isinstance(value, list):
+        return "list"
+    if isinstance(value, dict):
+        return "dict"
+    return None  # neither: the discriminator's own error, worded below
+
+
+def _key_values(what: str, *, bare: Literal["none", "empty"]) -> Any:
+    """``["K=V", "K"]`` or ``{K: V}`` -> ``{K: "V"}``; a bare ``K`` -> None or "".
+
+    The two forms are a tagged union so that pydantic validates each entry in
+    its own place: a bad entry is reported at its own line
+    (``environment.NESTED``, ``environment[2]``), not at ``environment:``.
+    """
+    missing = None if bare == "none" else ""
+
+    def to_mapping(value: list[str] | dict[str, str | None]) -> dict[str, Any]:
+        if isinstance(value, dict):
+            return {key: missing if val is None else val for key, val in value.items()}
         out: dict[str, Any] = {}
         for item in value:
-            if not isinstance(item, str):
-                raise ValueError(f"each {what} in a list must be a string KEY=VALUE")
             key, sep, val = item.partition("=")
-            if not key:
-                raise ValueError(f"{what} entries need a name before '=' (KEY=VALUE)")
-            out[key] = val if sep else (None if bare == "none" else "")
+            out[key] = val if sep else missing
         return out
-    if isinstance(value, dict):
-        return {
-            str(key): (None if bare == "none" else "") if val is None else _scalar_text(val)
-            for key, val in value.items()
-        }
-    raise ValueError(f"must be a list of KEY=VALUE strings or a mapping of {what}s")
 
-
-def _env_mapping(value: Any) -> dict[str, Any]:
-    return _key_values(value, what="variable", bare="none")
-
-
-def _label_mapping(value: Any) -> dict[str, Any]:
-    return _key_values(value, what="label", bare="empty")
+    entry = Annotated[Any, AfterValidator(lambda v: None if v is None else _entry_text(v))]
+    return Annotated[
+        Annotated[list[Annotated[Any, AfterValidator(_list_entry(what))]], Tag("list")]
+        | Annotated[dict[str, entry], Tag("dict")],
+        Discriminator(
+            _entries_form,
+            custom_error_type="key_values",
+            custom_error_message=f"must be a list of KEY=VALUE strings or a mapping of {what}s",
+        ),
+        BeforeValidator(lambda value: {} if value is None else value),
+        AfterValidator(to_mapping),
+    ]
 
 
 def _string_list(value: Any) -> Any:
@@ -120,10 +155,15 @@ def parse_duration(value: Any) -> float:
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 StringList = Annotated[list[str], BeforeValidator(_string_list)]
 Command = Annotated[list[str], BeforeValidator(_command)]
-EnvMapping = Annotated[dict[str, str | None], BeforeValidator(_env_mapping)]
-Labels = Annotated[dict[str, str], BeforeValidator(_label_mapping)]
-# driver_opts values may be numbers in YAML; Docker wants strings.
-Options = Annotated[dict[str, str], BeforeValidator(_label_mapping)]
+if TYPE_CHECKING:  # what the validated fields hold
+    EnvMapping = dict[str, str | None]
+    Labels = dict[str, str]
+    Options = dict[str, str]
+else:
+    EnvMapping = _key_values("variable", bare="none")
+    Labels = _key_values("label", bare="empty")
+    # driver_opts values may be numbers in YAML; Docker wants strings.
+    Options = _key_values("option", bare="empty")
 
 
 class _Model(BaseModel):

@@ -27,7 +27,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from dotenv import dotenv_values
 from pydantic import BaseModel, ValidationError
 
 from reconciler.errors import InvalidDesiredState, Issue
@@ -49,6 +48,7 @@ from reconciler.model.desired import (
 from reconciler.model.files import hash_path
 from reconciler.model.interpolation import ENV_FILE_HINT, interpolate
 from reconciler.model.secrets import Secrets, is_encrypted_name
+from reconciler.model.text_files import decode_text, parse_env_text
 from reconciler.model.yaml_lines import KeyPath, YamlError, load_yaml, pydantic_issues
 
 _M = TypeVar("_M", bound=BaseModel)
@@ -90,10 +90,7 @@ def load_desired_state(
         found = [n for n in others if (compose_dir / n).is_file()]
         hint = f" (rename {found[0]} to {COMPOSE_FILE})" if found else ""
         raise InvalidDesiredState([Issue(rel, 0, "", f"file not found{hint}")])
-    try:
-        text = compose_path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise InvalidDesiredState([Issue(rel, 0, "", "not a UTF-8 text file")]) from None
+    text = decode_text(compose_path.read_bytes(), path=rel)
     try:
         data, line_map = load_yaml(text, path=rel, core_schema=True)
     except YamlError as exc:
@@ -363,7 +360,14 @@ class _Loader(ComposeChecks):
                     )
                 env.update(decrypted or {})
                 continue
-            for key, value in dotenv_values(path, interpolate=False).items():
+            try:
+                text = decode_text(path.read_bytes(), path=shown)
+            except InvalidDesiredState as exc:
+                self.issues.extend(exc.issues)
+                continue
+            values, problems = parse_env_text(text, path=shown)
+            self.issues.extend(problems)
+            for key, value in values.items():
                 resolved = self._from_environ(where, key, value, env_file=shown)
                 if resolved is not None:
                     env[key] = resolved

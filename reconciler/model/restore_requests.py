@@ -24,6 +24,7 @@ from reconciler.errors import InvalidDesiredState, Issue
 from reconciler.model.backup_policy import is_mariadb_service, target_problem
 from reconciler.model.desired import DesiredState
 from reconciler.model.interpolation import interpolate
+from reconciler.model.text_files import decode_text
 from reconciler.model.yaml_lines import (
     LineMap,
     YamlError,
@@ -139,9 +140,10 @@ def load_restore_requests(
     if not path.is_file():
         return ()
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        data = path.read_bytes()
+    except OSError as exc:
         raise InvalidDesiredState([Issue(display, 0, "", f"cannot read: {exc}")]) from exc
+    text = decode_text(data, path=display)
     return parse_restore_requests(text, path=display, desired=desired, environ=environ)
 
 

@@ -20,7 +20,6 @@ nothing running changes. The only I/O is reading the checkout.
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -28,11 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import pyrage
-from dotenv import dotenv_values
 
 from reconciler.errors import Issue
 from reconciler.model import sops_format
 from reconciler.model.sops_format import SopsError, SopsKind
+from reconciler.model.text_files import parse_env_text
 from reconciler.redaction import register_secret
 
 _SOPS_SUFFIXES: dict[str, SopsKind] = {
@@ -168,8 +167,12 @@ def _age_env(data: bytes, keyring: Keyring) -> dict[str, str]:
         text = bytes(plain).decode()
     except UnicodeDecodeError:
         raise SopsError("the decrypted file is not UTF-8 text") from None
+    parsed, problems = parse_env_text(text, path="")
+    if problems:
+        first = problems[0]
+        raise SopsError(f"line {first.line} of the decrypted file: {first.message}")
     values: dict[str, str] = {}
-    for key, value in dotenv_values(stream=io.StringIO(text), interpolate=False).items():
+    for key, value in parsed.items():
         if value is None:
             raise SopsError(f"{key}: has no value (write {key}=VALUE)")
         values[key] = value

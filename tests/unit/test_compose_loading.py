@@ -38,6 +38,11 @@ def _checkout(case: dict[str, Any], root: Path) -> None:
         target = root / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(content)
+    # Bytes that are not UTF-8, written as latin-1 strings ("caf\xe9").
+    for rel, content in (case.get("binary_files") or {}).items():
+        target = root / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(content.encode("latin-1"))
     for rel, link in (case.get("symlinks") or {}).items():
         target = root / rel
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -189,17 +194,19 @@ def test_paths_outside_the_repository_are_never_read_or_hashed(
     hashed: list[Path] = []
     real_hash = loading.hash_path
     monkeypatch.setattr(loading, "hash_path", lambda p: hashed.append(p) or real_hash(p))
-    read: list[Path] = []
-    real_dotenv = loading.dotenv_values
+    read: list[str] = []
+    real_decode = loading.decode_text
     monkeypatch.setattr(
-        loading, "dotenv_values", lambda p, **kw: read.append(p) or real_dotenv(p, **kw)
+        loading,
+        "decode_text",
+        lambda data, *, path: read.append(path) or real_decode(data, path=path),
     )
     with pytest.raises(InvalidDesiredState) as caught:
         load_desired_state(root, environ={})
     assert len(caught.value.issues) == 3, caught.value
     assert all("leaves the repository" in i.message for i in caught.value.issues)
     assert hashed == []
-    assert read == []
+    assert read == ["desired-state/compose.yaml"]
 
 
 def test_an_alias_bomb_is_refused_before_it_is_expanded(tmp_path: Path) -> None:

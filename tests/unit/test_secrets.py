@@ -85,6 +85,21 @@ def test_an_age_env_file_fills_variables(tmp_path: Path, key_file: Path, armor: 
     }
 
 
+def test_a_decrypted_line_that_is_not_key_value_is_refused_at_its_line(
+    tmp_path: Path, key_file: Path
+) -> None:
+    # python-dotenv alone logs such a line and skips it: the variable would be
+    # silently missing. The line is not quoted: it holds a secret.
+    text = "DB_PASSWORD=from-age-file\nAPI_TOKEN secret-token-value\n"
+    data = age_encrypt(text, recipient(key_file), armor=True)
+    root = repo(tmp_path, {"desired-state/db.env.age": data})
+    with pytest.raises(InvalidDesiredState) as caught:
+        load(root, key_file)
+    message = str(caught.value)
+    assert "line 2 of the decrypted file: not a KEY=VALUE line" in message
+    assert "secret-token-value" not in message
+
+
 def test_an_age_file_for_another_vm_says_which_key_this_vm_has(
     tmp_path: Path, key_file: Path
 ) -> None:
