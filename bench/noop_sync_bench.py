@@ -3,7 +3,8 @@
 Prints, each next to a baseline measured in the same run:
 
 1. wall time of a no-op ``reconciler sync`` of 5 services, against a no-op
-   ``docker-compose up -d`` (Debian's docker-compose) of the same file;
+   ``docker-compose up -d`` (Debian's docker-compose) of the same file, and
+   where that time goes (``-X importtime`` of the same command);
 2. Docker API requests of a no-op pass for 1, 10 and 50 services (target: constant);
 3. the daemon's idle RSS and CPU at a 30 s poll, against an idle Python interpreter.
 
@@ -96,10 +97,42 @@ def cleanup(client: docker.DockerClient, project: str) -> None:
             client.api.remove_volume(v["Name"], force=True)
 
 
+def with_bytecode(env: dict[str, str]) -> dict[str, str]:
+    """As in the image, where pip compiled every module at install time.
+
+    A checkout run with PYTHONDONTWRITEBYTECODE (set on some machines) would
+    compile all of the reconciler's modules on every run, and the figure
+    would measure the compiler.
+    """
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", str(Path(__file__).parents[1] / "reconciler")],
+        check=True,
+    )
+    return {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
+def import_breakdown(argv: list[str], env: dict[str, str]) -> list[tuple[str, float]]:
+    """Seconds spent importing, by top-level package (ours by subpackage), biggest first."""
+    done = subprocess.run(
+        [argv[0], "-X", "importtime", *argv[1:]], env=env, capture_output=True, text=True
+    )
+    spent: dict[str, float] = {}
+    for line in done.stderr.splitlines():
+        if not line.startswith("import time:") or "|" not in line:
+            continue
+        self_us, _cumulative, name = (part.strip() for part in line[12:].split("|"))
+        if not self_us.isdigit():
+            continue  # the header line
+        parts = name.split(".")
+        group = ".".join(parts[:2]) if parts[0] == "reconciler" else parts[0]
+        spent[group] = spent.get(group, 0.0) + int(self_us) / 1e6
+    return sorted(spent.items(), key=lambda item: -item[1])
+
+
 def bench_noop_vs_compose(root: Path, client: docker.DockerClient, runs: int) -> None:
     repo = make_repo(root, 5)
     ours, theirs = "benchrec", "benchdc"
-    env = cli_env(repo, root / "state5", ours)
+    env = with_bytecode(cli_env(repo, root / "state5", ours))
     python = [sys.executable, "-m", "reconciler"]
     compose_file = repo / "desired-state" / "compose.yaml"
     compose = ["docker-compose", "-p", theirs, "-f", str(compose_file), "up", "-d"]
@@ -112,6 +145,7 @@ def bench_noop_vs_compose(root: Path, client: docker.DockerClient, runs: int) ->
         for _ in range(runs):
             ours_times.append(timed([*python, "sync"], env=env))
             their_times.append(timed(compose))
+        imports = import_breakdown([*python, "sync"], env)
     finally:
         cleanup(client, ours)
         cleanup(client, theirs)
@@ -121,6 +155,11 @@ def bench_noop_vs_compose(root: Path, client: docker.DockerClient, runs: int) ->
     print(f"   {'reconciler sync':<34} {a:8.3f}")
     print(f"   {'docker-compose up -d (baseline)':<34} {b:8.3f}")
     print(f"   ratio: {a / b:.2f}x of the baseline (target <= 0.5x)")
+    total = sum(seconds for _group, seconds in imports)
+    ours_s = sum(seconds for group, seconds in imports if group.startswith("reconciler"))
+    print(f"   imports of that sync (-X importtime, one run): {total:.3f} s, ours {ours_s:.3f} s")
+    for group, seconds in imports[:12]:
+        print(f"     {group:<32} {seconds * 1000:7.1f} ms")
 
 
 def bench_requests(root: Path, client: docker.DockerClient) -> None:

@@ -1,5 +1,6 @@
 """Backups: schedule -> job -> engine -> repository.
 
+- ``commit_policy.py``: a commit's ``backup.yaml``, checked by every pass;
 - ``scheduling.py``: when the next backup is due (``backup.yaml``'s schedule);
 - ``backup_jobs.py``: the daemon's job and ``reconciler backup run``: the
   commit's policy, the lock, notifications, the status file;

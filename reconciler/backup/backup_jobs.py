@@ -31,12 +31,12 @@ from reconciler.backup.backing_up import (
     run_backup,
 )
 from reconciler.backup.backup_target import BackupTarget, open_target
+from reconciler.backup.commit_policy import backup_policy
 from reconciler.backup.scheduling import BackupSchedule
 from reconciler.errors import InvalidDesiredState, ReconcilerError
 from reconciler.logs import event
-from reconciler.model.backup_policy import BackupPolicy, Schedule, load_backup_policy
+from reconciler.model.backup_policy import BackupPolicy, Schedule
 from reconciler.model.desired import DesiredState
-from reconciler.ports import Checkout
 from reconciler.redaction import redact_url
 from reconciler.runtime import notifying
 from reconciler.settings import Settings
@@ -70,19 +70,6 @@ class BackupContext:
         )
 
 
-def backup_policy(
-    checkout: Checkout, desired: DesiredState, settings: Settings
-) -> BackupPolicy | None:
-    """The backup.yaml of a commit (None when it has none); raises InvalidDesiredState."""
-    return load_backup_policy(
-        checkout.root,
-        directory=settings.directory,
-        desired=desired,
-        environ=settings.environ,
-        default_target=settings.default_backup_target,
-    )
-
-
 def load_context(settings: Settings) -> BackupContext:
     """The applied commit's stack and backup policy (needs a ``reconciler sync`` first)."""
 
@@ -100,15 +87,6 @@ def load_context(settings: Settings) -> BackupContext:
         commit=checkout.commit,
         helper_image=settings.environ.get(HELPER_IMAGE_VARIABLE) or None,
     )
-
-
-def backup_validator(settings: Settings) -> Callable[[Checkout, DesiredState], None]:
-    """The pass's check of backup.yaml at commit time (unknown volumes, services, keys...)."""
-
-    def validate_backup_yaml(checkout: Checkout, desired: DesiredState) -> None:
-        backup_policy(checkout, desired, settings)
-
-    return validate_backup_yaml
 
 
 def backup_now(

@@ -27,6 +27,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from reconciler.decide.restore_planning import LedgerState
 from reconciler.logs import event
+from reconciler.model.restore_requests import RestoreRequest
 from reconciler.statefiles import StateCorrupt, atomic_write_json, read_json
 
 LEDGER_FILE = "restores.json"
@@ -273,3 +274,18 @@ def _alive(pid: int | None) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def pending_record(request: RestoreRequest, *, commit: str | None) -> RestoreRecord:
+    """The ledger's first record of a restore.yaml request."""
+    return RestoreRecord(
+        id=request.id,
+        state="pending",
+        origin="restore.yaml",
+        commit=commit,
+        requested=request.backup,
+        source=request.source,
+        volumes=list(request.volumes) if request.volumes is not None else None,
+        databases=list(request.databases) if request.databases is not None else None,
+        paths=list(request.paths) if request.paths is not None else None,
+    )

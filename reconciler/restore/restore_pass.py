@@ -1,13 +1,10 @@
 """Restore requests in the pass, and by hand: the ledger around the restore engine.
 
-``restore_hook(settings)`` is the pass's after-apply step: once a commit is
-applied, it reads restore.yaml, marks what a dead process left ``running`` as
-``interrupted``, and runs each due request in file order, recording every
-step in the ledger as it happens. A request that fails is recorded ``failed``
-and makes this sync fail (``AfterApplyFailed``); the next passes find nothing
-due and succeed, while status keeps showing the failure. A malformed
-restore.yaml runs no request and fails the sync with its ``file:line``
-issues, but the rest of the commit was applied.
+``run_due`` runs the due requests that ``restore_hook.py`` found, in file
+order, recording every step in the ledger as it happens. A request that fails
+is recorded ``failed`` and makes this sync fail (``AfterApplyFailed``); the
+next passes find nothing due and succeed, while status keeps showing the
+failure. ``recover_interrupted`` undoes what a killed restore left behind.
 
 ``restore_by_hand`` is ``reconciler restore``: the same engine and ledger
 under the pass lock, for the applied commit's desired state.
@@ -16,27 +13,26 @@ under the pass lock, for the applied commit's desired state.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from reconciler.adapters import engine_client, stack_control
+from reconciler.adapters import stack_control
 from reconciler.adapters.engine_client import ENGINE_ERRORS, REPORTED_ERRORS, Client
 from reconciler.backup.backing_up import BackupBusy
-from reconciler.backup.backup_jobs import backup_policy
-from reconciler.decide.restore_planning import due_requests
+from reconciler.backup.commit_policy import backup_policy
 from reconciler.errors import InvalidDesiredState, ReconcilerError
 from reconciler.logs import event
 from reconciler.model.desired import DesiredState
-from reconciler.model.restore_requests import FILE_NAME, RestoreRequest, load_restore_requests
+from reconciler.model.restore_requests import RestoreRequest
 from reconciler.ports import Checkout
 from reconciler.restore.restore_ledger import (
-    LedgerUnreadable,
     RestoreLedger,
     RestoreRecord,
     now,
+    pending_record,
 )
 from reconciler.restore.restoring import (
     RestoreContext,
@@ -48,23 +44,10 @@ from reconciler.restore.restoring import (
 )
 from reconciler.restore.volume_staging import STAGE_PURPOSE
 from reconciler.runtime import notifying
-from reconciler.runtime.passes import AfterApply, AfterApplyFailed
+from reconciler.runtime.passes import AfterApplyFailed
 from reconciler.settings import Settings
-from reconciler.status import Status
 
 ClientFactory = Callable[[], Client]
-
-
-def load_requests(
-    checkout: Checkout, desired: DesiredState, settings: Settings
-) -> tuple[RestoreRequest, ...]:
-    """The commit's restore requests; ``InvalidDesiredState`` with file:line issues."""
-    return load_restore_requests(
-        checkout.root,
-        directory=settings.directory,
-        desired=desired,
-        environ=settings.environ,
-    )
 
 
 def own_target(checkout: Checkout, desired: DesiredState, settings: Settings) -> str:
@@ -175,99 +158,60 @@ def _told(settings: Settings, outcome: Outcome, *, commit: str | None) -> Outcom
     return outcome
 
 
-def restore_hook(settings: Settings, *, client_factory: ClientFactory | None = None) -> AfterApply:
-    """The after-apply step that runs the commit's due restore requests."""
-    make_client = client_factory or engine_client.connect
-
-    def run_restore_requests(
-        checkout: Checkout, desired: DesiredState, status: Status
-    ) -> list[str]:
-        # Imported here: planning is pure and cheap; the ledger is read only
-        # when restore.yaml names something.
-
-        try:
-            requests = load_requests(checkout, desired, settings)
-        except InvalidDesiredState as exc:
-            for issue in exc.issues:
-                event(
-                    "restore.invalid", level=logging.ERROR, commit=checkout.commit, error=str(issue)
-                )
-            raise AfterApplyFailed(
-                f"{settings.directory}/{FILE_NAME} is invalid, so no restore request ran "
-                f"(the rest of the commit was applied):\n{exc}"
-            ) from exc
-        ledger = RestoreLedger(settings.state_dir)
-        if not ledger.initialised():
-            if any(entry.result == "succeeded" for entry in status.history):
-                # Passes succeeded here before, so the ledger existed: it was
-                # lost, and guessing would re-run requests. Refuse.
-                raise AfterApplyFailed(
-                    f"the restore ledger {ledger.path} is missing although this VM has run "
-                    "passes before; no restore request runs until it is put back (or an empty "
-                    "one is written, which marks nothing as done)"
-                )
-            adopted = ledger.adopt([_record(r, commit=checkout.commit) for r in requests])
-            for ident in adopted:
-                event("restore.skipped", level=logging.WARNING, id=ident, commit=checkout.commit)
-            return [
-                f"restore {ident}: skipped (listed before this VM's first pass)"
-                for ident in adopted
-            ]
-        try:
-            interrupted = ledger.recover()
-            due = due_requests(requests, ledger.load().states()) if requests else []
-        except LedgerUnreadable as exc:
-            raise AfterApplyFailed(str(exc)) from exc
-        if interrupted:
-            recover_interrupted(settings, desired, make_client, ledger.load().restores, interrupted)
-        if not due:
-            return []
-        try:
-            target = own_target(checkout, desired, settings)
-            ledger.queue([_record(r, commit=checkout.commit) for r in due])
-            client = make_client()
-        except REPORTED_ERRORS as exc:
-            # Nothing ran: the requests stay pending and are tried by the next pass.
-            raise AfterApplyFailed(f"restore requests could not start: {exc}") from exc
-        changes: list[str] = []
-        failures: list[str] = []
-        try:
-            for request in due:
-                with ExitStack() as held:
-                    try:
-                        # No waiting: a backup that stops services waits for the
-                        # pass lock this pass holds. The request stays pending.
-                        held.enter_context(waiting_backup_lock(settings.state_dir, wait_s=0))
-                    except BackupBusy:
-                        failures.append(
-                            f"restore {request.id} waits: a backup is running; it stays "
-                            "pending and runs in a later pass"
-                        )
-                        break
-                    outcome = run_recorded(
-                        _record(request, commit=checkout.commit),
-                        RestoreOptions(
-                            backup=request.backup,
-                            source=request.source,
-                            volumes=request.volumes,
-                            databases=request.databases,
-                            paths=request.paths,
-                        ),
-                        ledger=ledger,
-                        client=client,
-                        desired=desired,
-                        settings=settings,
-                        target=target,
-                        commit=checkout.commit,
+def run_due(
+    due: Sequence[RestoreRequest],
+    *,
+    checkout: Checkout,
+    desired: DesiredState,
+    settings: Settings,
+    ledger: RestoreLedger,
+    make_client: ClientFactory,
+) -> list[str]:
+    """Run each due request in order, under the backup lock; ``AfterApplyFailed`` on failure."""
+    try:
+        target = own_target(checkout, desired, settings)
+        ledger.queue([pending_record(r, commit=checkout.commit) for r in due])
+        client = make_client()
+    except REPORTED_ERRORS as exc:
+        # Nothing ran: the requests stay pending and are tried by the next pass.
+        raise AfterApplyFailed(f"restore requests could not start: {exc}") from exc
+    changes: list[str] = []
+    failures: list[str] = []
+    try:
+        for request in due:
+            with ExitStack() as held:
+                try:
+                    # No waiting: a backup that stops services waits for the
+                    # pass lock this pass holds. The request stays pending.
+                    held.enter_context(waiting_backup_lock(settings.state_dir, wait_s=0))
+                except BackupBusy:
+                    failures.append(
+                        f"restore {request.id} waits: a backup is running; it stays "
+                        "pending and runs in a later pass"
                     )
-                (changes if outcome.ok else failures).append(outcome.summary())
-        finally:
-            client.close()
-        if failures:
-            raise AfterApplyFailed("\n".join(failures), done=changes)
-        return changes
-
-    return run_restore_requests
+                    break
+                outcome = run_recorded(
+                    pending_record(request, commit=checkout.commit),
+                    RestoreOptions(
+                        backup=request.backup,
+                        source=request.source,
+                        volumes=request.volumes,
+                        databases=request.databases,
+                        paths=request.paths,
+                    ),
+                    ledger=ledger,
+                    client=client,
+                    desired=desired,
+                    settings=settings,
+                    target=target,
+                    commit=checkout.commit,
+                )
+            (changes if outcome.ok else failures).append(outcome.summary())
+    finally:
+        client.close()
+    if failures:
+        raise AfterApplyFailed("\n".join(failures), done=changes)
+    return changes
 
 
 def recover_interrupted(
@@ -326,20 +270,6 @@ def left_stopped(done: list[str]) -> set[str]:
         elif text.startswith("started "):
             stopping.discard(text.removeprefix("started "))
     return stopping
-
-
-def _record(request: RestoreRequest, *, commit: str | None) -> RestoreRecord:
-    return RestoreRecord(
-        id=request.id,
-        state="pending",
-        origin="restore.yaml",
-        commit=commit,
-        requested=request.backup,
-        source=request.source,
-        volumes=list(request.volumes) if request.volumes is not None else None,
-        databases=list(request.databases) if request.databases is not None else None,
-        paths=list(request.paths) if request.paths is not None else None,
-    )
 
 
 def manual_id(at: datetime | None = None) -> str:

@@ -21,25 +21,23 @@ from reconciler.settings import Settings
 from reconciler.status import StatusStore
 
 
-def feature_hooks(settings: Settings) -> tuple[list[Validator], list[AfterApply], list[Job]]:
-    """Validators, after-apply steps and daemon jobs of the backup and restore features."""
-    validators: list[Validator] = []
-    after_apply: list[AfterApply] = []
-    jobs: list[Job] = []
+def pass_hooks(settings: Settings) -> tuple[list[Validator], list[AfterApply]]:
+    """The pass's steps of the backup and restore features (light: no restic, no S3)."""
     # Backups: backup.yaml is part of a commit's validation (a bad one stalls
-    # the commit like a bad compose.yaml); the schedule is a daemon job.
-    from reconciler.backup.backup_jobs import backup_job, backup_validator
+    # the commit like a bad compose.yaml). Restores: due restore.yaml requests
+    # run after each converged apply (last, after any other step).
+    from reconciler.backup.commit_policy import backup_validator
+    from reconciler.restore.restore_hook import restore_hook
 
-    validators.append(backup_validator(settings))
-    jobs.append(backup_job(settings))
-    # Restores: due restore.yaml requests run after each converged apply (last,
-    # after any other step); the drill is a daemon job on its own schedule.
+    return [backup_validator(settings)], [restore_hook(settings)]
+
+
+def daemon_jobs(settings: Settings) -> list[Job]:
+    """The daemon's scheduled jobs: the backup and the restore drill."""
+    from reconciler.backup.backup_jobs import backup_job
     from reconciler.restore.restore_drill import drill_job
-    from reconciler.restore.restore_pass import restore_hook
 
-    after_apply.append(restore_hook(settings))
-    jobs.append(drill_job(settings))
-    return validators, after_apply, jobs
+    return [backup_job(settings), drill_job(settings)]
 
 
 def make_reconciler(
@@ -48,7 +46,7 @@ def make_reconciler(
     engine: DockerEngine | None = None,
     listeners: list[PassListener] | None = None,
 ) -> Reconciler:
-    validators, after_apply, _jobs = feature_hooks(settings)
+    validators, after_apply = pass_hooks(settings)
     # Notifications: failed passes to the webhooks, the commit's state to the forge.
     from reconciler.runtime.notifying import Notifier, pass_listener, pending_hook
 
@@ -89,7 +87,6 @@ def backup_stop_recovery(settings: Settings) -> Recovery:
 
 
 def make_daemon(settings: Settings) -> Daemon:
-    _validators, _after_apply, jobs = feature_hooks(settings)
     # Metrics: state read at scrape time, pass timings heard from the pass;
     # /healthz and /metrics served beside the loop (docs/metrics.md).
     from reconciler.runtime.endpoints import Endpoints
@@ -98,7 +95,7 @@ def make_daemon(settings: Settings) -> Daemon:
     registry, pass_metrics = make_registry(settings)
     return Daemon(
         make_reconciler(settings, listeners=[pass_metrics]),
-        jobs=jobs,
+        jobs=daemon_jobs(settings),
         background=[Endpoints(settings, registry)],
     )
 
@@ -115,12 +112,12 @@ def validate_folder(folder: Path, settings: Settings) -> DesiredState:
         settings.model_copy(update={"directory": folder.name}),
         source=make_source(settings),
         engine=DockerEngine(),
-        validators=feature_hooks(settings)[0],
+        validators=pass_hooks(settings)[0],
     )
     desired = reconciler.load(checkout)
     # restore.yaml is checked here, not by a pass validator: in a pass a broken
-    # restore.yaml must not stop the rest of the commit (see restore_pass).
-    from reconciler.restore.restore_pass import load_requests
+    # restore.yaml must not stop the rest of the commit (see restore_hook).
+    from reconciler.restore.restore_hook import load_requests
 
     load_requests(checkout, desired, settings.model_copy(update={"directory": folder.name}))
     return desired

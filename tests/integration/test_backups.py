@@ -21,7 +21,7 @@ import docker
 import docker.errors
 import pytest
 
-from reconciler import cli_backup, labels
+from reconciler import labels
 from reconciler.adapters import mariadb, volume_archive
 from reconciler.adapters.object_store import S3Store, open_store
 from reconciler.backup import backup_status
@@ -39,6 +39,7 @@ from reconciler.backup.backing_up import (
 )
 from reconciler.backup.backup_jobs import BackupContext, backup_report
 from reconciler.backup.backup_target import BackupTarget, open_target
+from reconciler.cli import backup as cli_backup
 from reconciler.decide.retention import RetentionRules
 from reconciler.errors import ReconcilerError
 from reconciler.restore import restore_artifacts, restoring

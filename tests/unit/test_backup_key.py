@@ -24,7 +24,7 @@ from reconciler.backup.backup_key import (
     open_repository,
 )
 from reconciler.cli import build_parser, main
-from reconciler.cli_backup import cmd_key
+from reconciler.cli.backup import cmd_key
 from reconciler.redaction import forget_secrets
 from reconciler.settings import Settings, load_settings
 

@@ -25,7 +25,7 @@ from reconciler.backup.backup_jobs import BackupContext, backup_job, backup_now
 from reconciler.decide.notifications import forge_of
 from reconciler.model.backup_policy import BackupPolicy, Schedule
 from reconciler.model.desired import DesiredState
-from reconciler.restore.restore_pass import restore_hook
+from reconciler.restore.restore_hook import restore_hook
 from reconciler.runtime import notifying
 from reconciler.runtime.passes import Reconciler
 from reconciler.settings import Settings, load_settings

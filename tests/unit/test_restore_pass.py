@@ -9,8 +9,8 @@ import pytest
 
 from reconciler.model.desired import DesiredState
 from reconciler.ports import Checkout
+from reconciler.restore.restore_hook import restore_hook
 from reconciler.restore.restore_ledger import RestoreLedger, RestoreRecord
-from reconciler.restore.restore_pass import restore_hook
 from reconciler.runtime.passes import AfterApplyFailed, Reconciler
 from reconciler.settings import Settings, load_settings
 from reconciler.status import Status

@@ -12,11 +12,12 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from reconciler.cli.commands import HELP
 from reconciler.settings import Settings
 
 
 def register(commands: Any) -> None:
-    secrets = commands.add_parser("secrets", help="the VM's age key for encrypted files in git")
+    secrets = commands.add_parser("secrets", help=HELP["secrets"])
     sub = secrets.add_subparsers(dest="secrets_command", required=True, metavar="SUBCOMMAND")
     recipient = sub.add_parser("recipient", help="print the public key to encrypt for")
     recipient.add_argument("--key-file", type=Path, help="default: RECONCILER_AGE_KEY_FILE")

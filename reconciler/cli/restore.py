@@ -20,13 +20,14 @@ import json
 import sys
 from typing import Any
 
+from reconciler.cli.commands import HELP
 from reconciler.settings import Settings
 
 
 def register(commands: Any) -> None:
     parser = commands.add_parser(
         "restore",
-        help="restore a backup over the stack by hand (same engine as restore.yaml)",
+        help=HELP["restore"],
         description=(
             "Restore BACKUP ('latest' or an id from `reconciler backup list`) over the "
             "volumes and databases of the applied commit's stack. The backup is verified "

@@ -40,6 +40,7 @@ from reconciler.backup.backup_key import (
     open_repository,
 )
 from reconciler.backup.backup_target import BackupTarget, open_target
+from reconciler.cli.commands import HELP
 from reconciler.decide.retention import RetentionRules
 from reconciler.errors import ReconcilerError
 from reconciler.redaction import register_secret
@@ -53,7 +54,7 @@ MAX_KEY_INPUT = 4096
 
 def register(commands: Any, load: ContextLoader = load_context) -> None:
     """Add ``backup`` and its subcommands to the CLI's subparsers."""
-    parser = commands.add_parser("backup", help="back up now, list, verify or prune backups")
+    parser = commands.add_parser("backup", help=HELP["backup"])
     sub = parser.add_subparsers(dest="backup_command", required=True, metavar="ACTION")
 
     run = sub.add_parser("run", help="back up the volumes and databases of backup.yaml now")

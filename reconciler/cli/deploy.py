@@ -1,0 +1,126 @@
+"""``reconciler validate | plan | sync | run | healthcheck``: the deploy commands.
+
+Each handler builds the pass from settings (``runtime/wiring.py``) only when
+it runs, so ``validate`` never opens the Docker engine or the remote.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from reconciler.cli.commands import GROUPS
+from reconciler.decide.actions import (
+    Action,
+    CreateNetwork,
+    CreateService,
+    CreateVolume,
+    Plan,
+    RecreateService,
+    RemoveContainer,
+    RemoveNetwork,
+    StartService,
+    describe,
+)
+from reconciler.errors import InvalidDesiredState
+from reconciler.settings import Settings
+
+
+def register(commands: Any) -> None:
+    helps = GROUPS["deploy"]
+    validate = commands.add_parser("validate", help=helps["validate"])
+    validate.add_argument("folder", nargs="?", default="desired-state", metavar="DIR")
+    validate.set_defaults(handler=cmd_validate)
+    commands.add_parser("plan", help=helps["plan"]).set_defaults(handler=cmd_plan)
+    commands.add_parser("sync", help=helps["sync"]).set_defaults(handler=cmd_sync)
+    commands.add_parser("run", help=helps["run"]).set_defaults(handler=cmd_run)
+    commands.add_parser("healthcheck", help=helps["healthcheck"]).set_defaults(
+        handler=cmd_healthcheck
+    )
+
+
+def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
+    from reconciler.runtime.wiring import validate_folder
+
+    folder = Path(args.folder)
+    if not folder.is_dir():
+        print(f"{args.folder}: not a folder", file=sys.stderr)
+        return 1
+    try:
+        desired = validate_folder(folder, settings)
+    except InvalidDesiredState as exc:
+        for issue in exc.issues:
+            print(issue)
+        return 1
+    services = ", ".join(desired.services) or "none"
+    print(f"{args.folder}: valid (project {desired.project}; services: {services})")
+    return 0
+
+
+def cmd_plan(_args: argparse.Namespace, settings: Settings) -> int:
+    from reconciler.runtime.wiring import make_reconciler
+
+    outcome = make_reconciler(settings).plan_only()
+    if outcome.plan is None:
+        print(outcome.message, file=sys.stderr)
+        return 1
+    commit = (outcome.commit or "")[:12]
+    print_plan(outcome.plan, commit=commit)
+    if outcome.plan.conflicts:
+        return 1
+    return 0 if outcome.plan.empty else 2
+
+
+_SYMBOLS: dict[type, str] = {
+    CreateNetwork: "+",
+    CreateVolume: "+",
+    CreateService: "+",
+    RecreateService: "~",
+    StartService: ">",
+    RemoveContainer: "-",
+    RemoveNetwork: "-",
+}
+
+
+def print_plan(plan: Plan, *, commit: str) -> None:
+    if plan.empty:
+        print(f"commit {commit}: nothing to do")
+        return
+    print(f"commit {commit}: {len(plan.actions)} change(s)")
+    action: Action
+    for action in plan.actions:
+        print(f"  {_SYMBOLS[type(action)]} {describe(action)}")
+    for conflict in plan.conflicts:
+        print(f"  ! conflict: {conflict}")
+
+
+def cmd_sync(_args: argparse.Namespace, settings: Settings) -> int:
+    from reconciler.runtime.wiring import make_reconciler
+
+    outcome = make_reconciler(settings).sync()
+    commit = (outcome.commit or "?")[:12]
+    for change in outcome.changes:
+        print(f"  {change}")
+    if outcome.ok:
+        print(f"commit {commit}: converged ({len(outcome.changes)} change(s))")
+        return 0
+    print(f"commit {commit}: {outcome.result} ({outcome.reason})", file=sys.stderr)
+    if outcome.message:
+        print(outcome.message, file=sys.stderr)
+    return 1
+
+
+def cmd_run(_args: argparse.Namespace, settings: Settings) -> int:
+    from reconciler.runtime.wiring import make_daemon
+
+    return make_daemon(settings).run()
+
+
+def cmd_healthcheck(_args: argparse.Namespace, settings: Settings) -> int:
+    from reconciler.runtime.daemon import loop_health
+
+    health = loop_health(settings.state_dir, interval_s=settings.interval_s)
+    print(health.message, file=sys.stdout if health.alive else sys.stderr)
+    return 0 if health.alive else 1
