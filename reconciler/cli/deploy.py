@@ -12,18 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.cli.commands import GROUPS
-from reconciler.decide.actions import (
-    Action,
-    CreateNetwork,
-    CreateService,
-    CreateVolume,
-    Plan,
-    RecreateService,
-    RemoveContainer,
-    RemoveNetwork,
-    StartService,
-    describe,
-)
 from reconciler.errors import InvalidDesiredState
 from reconciler.settings import Settings
 
@@ -67,39 +55,28 @@ def cmd_plan(_args: argparse.Namespace, settings: Settings) -> int:
         print(outcome.message, file=sys.stderr)
         return 1
     commit = (outcome.commit or "")[:12]
+    from reconciler.cli.plan_text import print_plan  # the actions' model: plan only
+
     print_plan(outcome.plan, commit=commit)
     if outcome.plan.conflicts:
         return 1
     return 0 if outcome.plan.empty else 2
 
 
-_SYMBOLS: dict[type, str] = {
-    CreateNetwork: "+",
-    CreateVolume: "+",
-    CreateService: "+",
-    RecreateService: "~",
-    StartService: ">",
-    RemoveContainer: "-",
-    RemoveNetwork: "-",
-}
-
-
-def print_plan(plan: Plan, *, commit: str) -> None:
-    if plan.empty:
-        print(f"commit {commit}: nothing to do")
-        return
-    print(f"commit {commit}: {len(plan.actions)} change(s)")
-    action: Action
-    for action in plan.actions:
-        print(f"  {_SYMBOLS[type(action)]} {describe(action)}")
-    for conflict in plan.conflicts:
-        print(f"  ! conflict: {conflict}")
-
-
 def cmd_sync(_args: argparse.Namespace, settings: Settings) -> int:
-    from reconciler.runtime.wiring import make_reconciler
+    # A running daemon of these settings runs the pass (runtime/control.py):
+    # no second interpreter importing the deploy side, no pass beside its own.
+    from reconciler.runtime.control import DaemonGone, ask_for_sync
 
-    outcome = make_reconciler(settings).sync()
+    try:
+        outcome: Any = ask_for_sync(settings)
+    except DaemonGone as exc:
+        print(f"reconciler sync: {exc}; see the daemon's log", file=sys.stderr)
+        return 1
+    if outcome is None:
+        from reconciler.runtime.wiring import make_reconciler
+
+        outcome = make_reconciler(settings).sync()
     commit = (outcome.commit or "?")[:12]
     for change in outcome.changes:
         print(f"  {change}")

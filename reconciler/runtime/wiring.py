@@ -89,14 +89,27 @@ def backup_stop_recovery(settings: Settings) -> Recovery:
 def make_daemon(settings: Settings) -> Daemon:
     # Metrics: state read at scrape time, pass timings heard from the pass;
     # /healthz and /metrics served beside the loop (docs/metrics.md).
+    from reconciler.runtime.control import ControlSocket, SyncReply
     from reconciler.runtime.endpoints import Endpoints
     from reconciler.runtime.metrics import make_registry
 
     registry, pass_metrics = make_registry(settings)
+    reconciler = make_reconciler(settings, listeners=[pass_metrics])
+
+    def sync_for_a_command() -> SyncReply:
+        outcome = reconciler.sync()
+        return SyncReply(
+            result=outcome.result,
+            reason=outcome.reason,
+            message=outcome.message,
+            commit=outcome.commit,
+            changes=list(outcome.changes),
+        )
+
     return Daemon(
-        make_reconciler(settings, listeners=[pass_metrics]),
+        reconciler,
         jobs=daemon_jobs(settings),
-        background=[Endpoints(settings, registry)],
+        background=[Endpoints(settings, registry), ControlSocket(settings, sync_for_a_command)],
     )
 
 
