@@ -112,11 +112,7 @@ def _main(argv: list[str]) -> int:
     except SettingsError as exc:
         print(f"reconciler: {exc}", file=sys.stderr)
         return 1
-    interactive = args.command != "run"
-    configure(
-        settings.log_format if settings.log_format != "auto" or interactive else "json",
-        verbose=args.verbose,
-    )
+    configure(_log_format(args, settings), verbose=args.verbose)
     try:
         return int(args.handler(args, settings))
     except KeyboardInterrupt:
@@ -124,6 +120,23 @@ def _main(argv: list[str]) -> int:
     except ReconcilerError as exc:
         print(f"reconciler: {exc}", file=sys.stderr)
         return 1
+
+
+def _log_format(args: argparse.Namespace, settings: Settings) -> str:
+    """JSON for the daemon and for scripts; text for a person at a terminal.
+
+    install.sh writes RECONCILER_LOG_FORMAT=json for the daemon's log; a
+    person running ``docker exec -it ... reconciler backup run`` must still
+    read sentences, not JSON between the command's own lines. Only the
+    command's own ``--log-format`` flag overrides that.
+    """
+    if args.command == "run":
+        return settings.log_format if settings.log_format != "auto" else "json"
+    if args.log_format:
+        return str(args.log_format)
+    if sys.stderr.isatty():
+        return "text"
+    return settings.log_format
 
 
 def _settings(args: argparse.Namespace) -> Settings:
