@@ -37,6 +37,13 @@ def format_status(report: dict[str, Any]) -> str:
         f"last sync: {report.get('last_sync') or 'never'} -> {report.get('last_result') or '-'}",
         f"condition: {ready} ({report.get('reason')})",
     ]
+    deploying = report.get("reconciling")
+    if isinstance(deploying, dict):
+        lines.append(
+            f"condition: Reconciling: commit {_short(deploying.get('commit'))} since "
+            f"{deploying.get('since')}, {deploying.get('actions')} action(s); "
+            f"now: {deploying.get('step')}"
+        )
     if report.get("last_error"):
         lines.append("last error:")
         lines += [f"  {line}" for line in str(report["last_error"]).splitlines()]

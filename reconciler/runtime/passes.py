@@ -45,6 +45,7 @@ from reconciler.ports import Checkout, Engine, Source, Verifier
 from reconciler.redaction import redact_text, redact_url
 from reconciler.runtime.applying import apply
 from reconciler.runtime.collecting import collect_images
+from reconciler.runtime.progress import ProgressFile
 from reconciler.runtime.self_update import hand_over, own_container_id, split_own_actions
 from reconciler.secret_keys import load_secrets
 from reconciler.settings import Settings
@@ -137,6 +138,7 @@ class Reconciler:
         self.source = source
         self.engine = engine
         self.store = store or StatusStore(settings.state_dir)
+        self.progress = ProgressFile(settings.state_dir)
         self.validators = validators or []
         self.after_apply = after_apply or []
         self.listeners = listeners or []
@@ -230,7 +232,10 @@ class Reconciler:
                 except Unavailable as exc:
                     outcome = PassOutcome("unavailable", "EngineUnavailable", str(exc))
                 else:
-                    outcome = self._sync(status)
+                    try:
+                        outcome = self._sync(status)
+                    finally:
+                        self.progress.end()
                     outcome.changes[:0] = recovered
                 # Before status, history, logs and listeners see it: an error
                 # may quote a value decrypted from the commit.
@@ -295,12 +300,14 @@ class Reconciler:
             for line in own.dropped:
                 event("self_update.skipped", level=30, commit=commit, message=line)
             self._tell_before_apply(commit, status.applied_commit)
+            if plan.actions:
+                self.progress.begin(commit, actions=len(plan.actions))
             change_set = apply(
                 plan,
                 self.engine,
                 project=prepared.desired.project,
                 commit=commit,
-                on_event=_log_apply_event,
+                on_event=self.progress.listening(_log_apply_event),
             )
             changes = list(change_set.done)
             previous = status.applied_commit
@@ -308,6 +315,7 @@ class Reconciler:
             status.applied_commit = commit
             status.applied_at = now()
             hook_failures: list[str] = []
+            self.progress.step("after the apply: restore requests")
             for hook in self.after_apply:
                 try:
                     changes += hook(prepared.checkout, prepared.desired, status)

@@ -141,6 +141,11 @@ def collect_status(settings: Settings) -> dict[str, Any]:
     status = StatusStore(settings.state_dir).load()
     report: dict[str, Any] = status.model_dump(mode="json")
     report["verify"] = settings.verify  # signed commits: off, ssh or gpg
+    # A deploy running now (Flux's Reconciling); the rest describes the last pass.
+    from reconciler.runtime.progress import ProgressFile
+
+    progress = ProgressFile(settings.state_dir).read()
+    report["reconciling"] = progress.to_status() if progress else None
     project = settings.project or status.project
     report["project"] = project
     if project:
