@@ -50,9 +50,9 @@ def fill(path: Path, leave: int) -> Path:
         while True:
             out.write(b"\0" * 65536)
             out.flush()
-    with filler.open("r+b") as out:
-        size = out.seek(0, 2)
-        out.truncate(max(0, size - leave))
+    with filler.open("r+b") as resize:
+        size = resize.seek(0, 2)
+        resize.truncate(max(0, size - leave))
     return filler
 
 

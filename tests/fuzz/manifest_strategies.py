@@ -572,10 +572,11 @@ def valid_compose_files(draw: st.DrawFn) -> dict[str, Any]:
             service["build"] = "../images/web"
         if index < len(ports) and draw(st.booleans()):
             service["ports"] = [ports[index]]
-        if volumes and draw(st.booleans()):
+        if draw(st.booleans()) and volumes:
             mode = draw(st.sampled_from(["", ":ro"]))
-            service["volumes"] = [f"{draw(st.sampled_from(volumes))}:/data{mode}", "./site:/site"]
-        if networks and draw(st.booleans()):
+            volume = draw(st.sampled_from(volumes))
+            service["volumes"] = [f"{volume}:/data{mode}", "./site:/site"]
+        if draw(st.booleans()) and networks:
             service["networks"] = draw(st.lists(st.sampled_from(networks), min_size=1, unique=True))
         if index and draw(st.booleans()):
             earlier = draw(st.lists(st.sampled_from(names[:index]), min_size=1, unique=True))

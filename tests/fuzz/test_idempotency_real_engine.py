@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from reconciler.adapters.docker_engine import DockerEngine
 from reconciler.decide.actions import describe
 from reconciler.decide.planning import plan
+from reconciler.model.desired import DesiredState
 from reconciler.runtime.applying import apply
 from tests.fixtures.docker_engine import BUSYBOX_IMAGE, remove_project
 from tests.fuzz import state_strategies as ss
@@ -33,7 +34,7 @@ from tests.fuzz import state_strategies as ss
 COMMAND = ("sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait")
 
 
-def _states(project: str) -> st.SearchStrategy[ss.DesiredState]:
+def _states(project: str) -> st.SearchStrategy[DesiredState]:
     return ss.desired_states(
         project=project,
         images=st.just(BUSYBOX_IMAGE),

@@ -730,7 +730,7 @@ def test_known_hosts_from_a_file_is_copied_0600_and_an_empty_one_is_refused(
     given = tmp_path / "given_known_hosts"
     given.write_text("# only a comment\n")
     given.chmod(0o644)
-    common = {
+    common: dict[str, Any] = {
         "REPO": f"ssh://git@127.0.0.1:{port}/site.git",
         "BACKUP_TARGET": f"file://{tmp_path}/backups",
         "KNOWN_HOSTS": str(given),
@@ -749,7 +749,10 @@ def test_known_hosts_from_a_file_is_copied_0600_and_an_empty_one_is_refused(
 
 
 def test_the_backup_key_is_made_once_0600_and_shown_only_when_made(tmp_path: Path) -> None:
-    common = {"REPO": "file:///srv/site.git", "BACKUP_TARGET": f"file://{tmp_path}/backups"}
+    common: dict[str, Any] = {
+        "REPO": "file:///srv/site.git",
+        "BACKUP_TARGET": f"file://{tmp_path}/backups",
+    }
     first = run_steps(tmp_path, "write_env_file && ensure_backup_key", **common)
     assert first.returncode == 0, first.stderr
     env_file = tmp_path / "etc" / "reconciler" / "reconciler.env"

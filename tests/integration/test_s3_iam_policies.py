@@ -62,9 +62,10 @@ def for_moto(policy: dict[str, Any], bucket: str) -> dict[str, Any]:
 
 
 def _client(url: str, key: str, secret: str, service: str = "s3") -> Any:
-    return boto3.session.Session(
+    session: Any = boto3.session.Session(
         aws_access_key_id=key, aws_secret_access_key=secret, region_name=REGION
-    ).client(service, endpoint_url=url)
+    )
+    return session.client(service, endpoint_url=url)
 
 
 @pytest.fixture

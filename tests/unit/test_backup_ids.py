@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -9,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from reconciler.adapters.object_store import FileStore
-from reconciler.backup import backing_up
 from reconciler.backup.backing_up import BackupError, _free_start, backup_id
 from reconciler.backup.backup_target import legacy_target
 
@@ -24,7 +24,7 @@ def ticking(start: datetime, step: timedelta) -> Iterator[datetime]:
 @pytest.fixture(autouse=True)
 def no_sleep(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     slept: list[float] = []
-    monkeypatch.setattr(backing_up.time, "sleep", slept.append)
+    monkeypatch.setattr(time, "sleep", slept.append)
     return slept
 
 

@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from reconciler.errors import InvalidDesiredState
-from reconciler.model import loading
+from reconciler.model import files, loading, text_files
 from reconciler.model.loading import load_desired_state
 
 CASES = Path(__file__).parent / "cases"
@@ -192,15 +192,21 @@ def test_paths_outside_the_repository_are_never_read_or_hashed(
         "    env_file: ../../outside/secret.env\n    volumes: ['./link:/data']\n"
     )
     hashed: list[Path] = []
-    real_hash = loading.hash_path
-    monkeypatch.setattr(loading, "hash_path", lambda p: hashed.append(p) or real_hash(p))
+    real_hash = files.hash_path
+
+    def spied_hash(path: Path) -> str:
+        hashed.append(path)
+        return real_hash(path)
+
+    monkeypatch.setattr(loading, "hash_path", spied_hash)
     read: list[str] = []
-    real_decode = loading.decode_text
-    monkeypatch.setattr(
-        loading,
-        "decode_text",
-        lambda data, *, path: read.append(path) or real_decode(data, path=path),
-    )
+    real_decode = text_files.decode_text
+
+    def spied_decode(data: bytes, *, path: str) -> str:
+        read.append(path)
+        return real_decode(data, path=path)
+
+    monkeypatch.setattr(loading, "decode_text", spied_decode)
     with pytest.raises(InvalidDesiredState) as caught:
         load_desired_state(root, environ={})
     assert len(caught.value.issues) == 3, caught.value

@@ -258,7 +258,7 @@ def test_bitbucket_payload_and_auth(
     http.post(url, status=201)
     client = notifiers.CommitStatusClient(forge_of("git@bitbucket.org:team/shop.git"), token)
     for state in ("pending", "success", "failure"):
-        assert client.set(sha(8), state, "x")  # type: ignore[arg-type]
+        assert client.set(sha(8), state, "x")
     sent = bodies(http, url)
     assert [b["state"] for b in sent] == ["INPROGRESS", "SUCCESSFUL", "FAILED"]
     assert sent[0] == {
@@ -331,7 +331,7 @@ def test_a_failed_backup_pings_start_and_fail_and_tells_the_webhook_once(
     for _ in range(2):
         with pytest.raises(RuntimeError):
             backup_now(backup_context(settings, no_engine))
-    pings = [c.request.url for c in http.calls if c.request.url.startswith(PING)]
+    pings = [c.request.url for c in http.calls if (c.request.url or "").startswith(PING)]
     assert pings == [PING + "/start", PING + "/fail"] * 2  # the ping hears every attempt
     fail_body = next(c.request.body for c in http.calls if c.request.url == PING + "/fail")
     assert b"Docker is not running" in (fail_body or b"")
@@ -397,7 +397,7 @@ def test_a_failed_restore_request_is_sent_with_the_failed_pass(
         settings,
         source=source,
         engine=FakeEngine(),
-        after_apply=[restore_hook(settings, client_factory=Client)],  # type: ignore[arg-type]
+        after_apply=[restore_hook(settings, client_factory=Client)],
         listeners=[notifying.pass_listener(settings)],
         own_container=None,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
@@ -379,7 +380,7 @@ def test_a_long_job_leaves_the_loop_passing_and_healthy_and_says_what_runs(
     daemon = Daemon(reconciler, jobs=[backups], tick_s=0.02)
     runner = threading.Thread(target=daemon.run)
     # run() installs signal handlers, which only the main thread may do.
-    monkeypatch.setattr(daemon_module.signal, "signal", lambda *_a: None)
+    monkeypatch.setattr(signal, "signal", lambda *_a: None)
     runner.start()
     try:
         deadline = time.monotonic() + 10

@@ -43,7 +43,7 @@ def test_a_malformed_restore_yaml_fails_the_sync_but_the_commit_is_applied(
         settings,
         source=source,
         engine=engine,
-        after_apply=[restore_hook(settings, client_factory=no_docker)],  # type: ignore[arg-type]
+        after_apply=[restore_hook(settings, client_factory=no_docker)],
     )
     commit = source.commit(sha(1), GOOD)
     (tmp_path / "commits" / commit / "desired-state" / "restore.yaml").write_text(
@@ -86,7 +86,7 @@ def test_known_ids_never_ask_docker_and_interrupted_ones_are_recovered(
         settings,
         source=source,
         engine=FakeEngine(),
-        after_apply=[restore_hook(settings, client_factory=leftovers_only)],  # type: ignore[arg-type]
+        after_apply=[restore_hook(settings, client_factory=leftovers_only)],
     )
     commit = source.commit(sha(2), GOOD)
     (tmp_path / "commits" / commit / "desired-state" / "restore.yaml").write_text(
@@ -97,7 +97,7 @@ def test_known_ids_never_ask_docker_and_interrupted_ones_are_recovered(
     assert ledger.load().states() == {"done": "succeeded", "x": "interrupted"}
     assert asked == ["client"]
     # Recovered once: the next pass asks nothing.
-    reconciler.after_apply = [restore_hook(settings, client_factory=no_docker)]  # type: ignore[list-item]
+    reconciler.after_apply = [restore_hook(settings, client_factory=no_docker)]
     assert reconciler.sync().ok
 
 
@@ -126,7 +126,7 @@ def test_no_docker_leaves_new_requests_pending_for_the_next_pass(
         settings,
         source=source,
         engine=FakeEngine(),
-        after_apply=[restore_hook(settings, client_factory=unreachable)],  # type: ignore[arg-type]
+        after_apply=[restore_hook(settings, client_factory=unreachable)],
     )
     source.commit(sha(40), GOOD)
     assert reconciler.sync().ok  # this VM's first pass: its ledger starts empty
@@ -163,7 +163,7 @@ def test_a_running_backup_defers_requests_without_waiting(
         settings,
         source=source,
         engine=FakeEngine(),
-        after_apply=[restore_hook(settings, client_factory=Client)],  # type: ignore[arg-type]
+        after_apply=[restore_hook(settings, client_factory=Client)],
     )
     source.commit(sha(50), GOOD)
     assert reconciler.sync().ok  # this VM's first pass: its ledger starts empty
@@ -188,7 +188,7 @@ def test_requests_listed_before_a_vms_first_pass_are_skipped_not_run(
         settings,
         source=source,
         engine=FakeEngine(),
-        after_apply=[restore_hook(settings, client_factory=no_docker)],  # type: ignore[arg-type]
+        after_apply=[restore_hook(settings, client_factory=no_docker)],
     )
     commit = source.commit(sha(6), GOOD)
     (tmp_path / "commits" / commit / "desired-state" / "restore.yaml").write_text(
@@ -212,7 +212,7 @@ def test_a_lost_ledger_runs_nothing(tmp_path: Path, settings: Settings) -> None:
         settings,
         source=source,
         engine=FakeEngine(),
-        after_apply=[restore_hook(settings, client_factory=no_docker)],  # type: ignore[arg-type]
+        after_apply=[restore_hook(settings, client_factory=no_docker)],
     )
     source.commit(sha(7), GOOD)
     assert reconciler.sync().ok
@@ -265,5 +265,5 @@ def test_recovering_an_interrupted_restore_starts_what_it_was_stopping(
         RestoreRecord(id="old", state="succeeded", done=["stopping api"]),
         RestoreRecord(id="j", state="interrupted", done=["stopping db", "started db"]),
     ]
-    recover_interrupted(settings, desired, Client, records, ["k", "j"])  # type: ignore[arg-type]
+    recover_interrupted(settings, desired, Client, records, ["k", "j"])
     assert calls == ["stop web", "start web", "leftovers", "closed"]

@@ -8,7 +8,11 @@ import pytest
 
 from reconciler.errors import InvalidDesiredState
 from reconciler.model.desired import Dependency, DesiredState, Mount, ServiceSpec, VolumeSpec
-from reconciler.model.restore_requests import load_restore_requests, parse_restore_requests
+from reconciler.model.restore_requests import (
+    RestoreRequest,
+    load_restore_requests,
+    parse_restore_requests,
+)
 
 PATH = "desired-state/restore.yaml"
 
@@ -38,7 +42,7 @@ def desired() -> DesiredState:
     )
 
 
-def parse(text: str, environ: dict[str, str] | None = None) -> object:
+def parse(text: str, environ: dict[str, str] | None = None) -> tuple[RestoreRequest, ...]:
     return parse_restore_requests(text, path=PATH, desired=desired(), environ=environ or {})
 
 
@@ -201,7 +205,7 @@ def test_top_level_keys_that_are_not_strings() -> None:
 
 
 def test_paths_of_one_volume() -> None:
-    (request,) = parse(  # type: ignore[misc]
+    (request,) = parse(
         "restores:\n  - id: a\n    volumes: [site]\n"
         "    paths: [./uploads/2026/, html/index.php, uploads/2026]\n"
     )

@@ -32,7 +32,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
 
     class FrozenDatetime(real_datetime.datetime):
         @classmethod
-        def now(cls, tz: Any = None) -> Any:  # type: ignore[override]
+        def now(cls, tz: Any = None) -> Any:
             if tz is None:  # naive local time, as the library expects
                 return moment.now.astimezone().replace(tzinfo=None)
             return moment.now.astimezone(tz)
