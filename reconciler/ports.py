@@ -20,6 +20,9 @@ from reconciler.model.observed import Observed
 
 Progress = Callable[[str], None]
 
+# What ``Engine.remove_image`` says of an image that was not there to remove.
+ALREADY_GONE = "already gone"
+
 
 @dataclass(frozen=True)
 class Checkout:

@@ -42,7 +42,7 @@ from reconciler.model.observed import (
     ObservedNetwork,
     ObservedVolume,
 )
-from reconciler.ports import Progress
+from reconciler.ports import ALREADY_GONE, Progress
 
 # On images we build: the hash of the build context they were built from, so
 # an unchanged context is never rebuilt and a changed one always is.
@@ -343,7 +343,7 @@ class DockerEngine:
                 api.remove_image(target, force=False, noprune=False)
             except docker.errors.NotFound:
                 if target == image_id:
-                    return "already gone"
+                    return ALREADY_GONE
             except docker.errors.APIError as exc:
                 if exc.status_code == 409:
                     return _explain(exc)

@@ -47,7 +47,7 @@ from reconciler.errors import ReconcilerError
 from reconciler.logs import event
 from reconciler.model.desired import DesiredState
 from reconciler.model.observed import Observed
-from reconciler.ports import Engine
+from reconciler.ports import ALREADY_GONE, Engine
 from reconciler.statefiles import StateError, atomic_write_json, read_json
 
 IMAGES_FILE = "images.json"
@@ -125,10 +125,10 @@ def _collect(
         for removal in decision.removals:
             image = removal.image
             refused = engine.remove_image(image.id, by_tags=removal.by_tags)
-            if refused is not None and refused != "already gone":
+            if refused is not None and refused != ALREADY_GONE:
                 event("image.kept_by_engine", image=image.id, tags=list(image.tags), reason=refused)
                 continue
-            pulled.pop(image.id, None)
+            pulled.pop(image.id, None)  # removed, or gone already: forgotten
             if refused is not None:
                 continue
             removed += 1
