@@ -11,6 +11,7 @@ reconciler needed it, are never touched.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +24,7 @@ from reconciler import labels as lbl
 from reconciler.adapters.docker_engine import DockerEngine
 from reconciler.errors import ImageUnavailable
 from reconciler.model.desired import ServiceSpec
-from reconciler.ports import Checkout
+from reconciler.ports import ALREADY_GONE, Checkout
 from reconciler.runtime.collecting import IMAGES_FILE
 from reconciler.runtime.passes import Reconciler
 from reconciler.settings import load_settings
@@ -180,3 +181,29 @@ def test_pulled_images_gc_keeps_current_and_previous_and_the_users_images(
     finally:
         with contextlib.suppress(docker.errors.APIError):
             api.remove_image(unrelated)  # the tag only
+
+
+def test_removing_a_pulled_image_by_tag_never_takes_the_image_the_tag_moved_to(
+    docker_client: docker.DockerClient,
+    busybox_image: str,
+    local_registry: Registry,
+    repository: str,
+) -> None:
+    engine = DockerEngine(docker_client)
+    api = docker_client.api
+    reference = f"{repository}:moved"
+    old = local_registry.publish(docker_client, busybox_image, reference, "old")
+    pulled = engine.ensure_image(ServiceSpec(name="app", image=reference))
+    assert pulled is not None
+    assert pulled.image_id == old
+    # Someone pulls or tags the reference anew: it now names another image,
+    # and the one we pulled is left without a tag.
+    newer, _logs = docker_client.images.build(
+        fileobj=io.BytesIO(f'FROM {busybox_image}\nLABEL mark="{reference}"\n'.encode()), rm=True
+    )
+    api.tag(newer.id, repository, "moved")
+
+    assert engine.remove_image(old, by_tags=(reference,)) is None
+    assert not present(docker_client, old)
+    assert api.inspect_image(reference)["Id"] == newer.id  # untouched
+    assert engine.remove_image(old, by_tags=(reference,)) == ALREADY_GONE
