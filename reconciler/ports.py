@@ -8,17 +8,20 @@ returns "nothing" in that case.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from reconciler.decide.image_gc import ObservedImage
+from reconciler.decide.image_gc import ObservedImage, PulledImage
 from reconciler.decide.verification import SignaturePolicy, Verification
 from reconciler.model.desired import HealthCheck, NetworkSpec, ServiceSpec, VolumeSpec
 from reconciler.model.observed import Observed
 
 Progress = Callable[[str], None]
+
+# What ``Engine.remove_image`` says of an image that was not there to remove.
+ALREADY_GONE = "already gone"
 
 
 @dataclass(frozen=True)
@@ -63,18 +66,26 @@ class Engine(Protocol):
         *,
         progress: Progress | None = None,
         project: str | None = None,
-    ) -> None:
+    ) -> PulledImage | None:
         """Make ``service.image`` present: build it (labelled as built for
         ``project``), or pull it when missing. Raises ``ImageUnavailable``
-        with what was tried."""
+        with what was tried. Returns the image a pull brought (an id that was
+        not under that reference before), else None (built, present, or the
+        pull changed nothing)."""
         ...
 
-    def list_images(self, project: str) -> tuple[ObservedImage, ...]:
-        """The images built for ``project`` (those with its image label), no others."""
+    def list_images(
+        self, project: str, *, pulled: Collection[str] = ()
+    ) -> tuple[ObservedImage, ...]:
+        """The images built for ``project`` (those with its image label), and
+        those of the ``pulled`` ids still present; no others. One list call."""
         ...
 
-    def remove_image(self, image_id: str) -> str | None:
-        """Remove an image without force; None when removed, else why it stayed."""
+    def remove_image(self, image_id: str, *, by_tags: Collection[str] = ()) -> str | None:
+        """Remove an image without force; None when removed, else why it stayed.
+
+        ``by_tags``: remove it by untagging these (each only while it still
+        names ``image_id``); the image goes with its last tag."""
         ...
 
     def create_network(self, network: NetworkSpec, *, project: str) -> None: ...

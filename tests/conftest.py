@@ -19,6 +19,7 @@ os.environ.setdefault("RECONCILER_HELPER_IMAGE", TEST_HELPER_IMAGE)
 pytest_plugins = [
     "tests.fixtures.docker_engine",
     "tests.fixtures.git_remotes",
+    "tests.fixtures.registry",
     "tests.fixtures.s3_server",
     "tests.faults.table",
 ]

@@ -1,7 +1,7 @@
 #!/bin/sh
 # The whole test suite, on a fresh Debian/Ubuntu machine (as root, or with sudo):
 # installs what the tests need (Docker engine, git daemon, sshd, debootstrap,
-# age, restic, promtool),
+# age, restic, promtool, an image registry for pull tests),
 # starts the Docker engine when none answers, builds the local base images
 # (no registry needed), then runs lint, types and every test, integration included.
 #
@@ -26,11 +26,14 @@ command -v zstd >/dev/null 2>&1 || missing="$missing zstd"
 command -v age >/dev/null 2>&1 || missing="$missing age"
 command -v promtool >/dev/null 2>&1 || missing="$missing prometheus"
 command -v restic >/dev/null 2>&1 || missing="$missing restic"
+# A registry on 127.0.0.1 that the pull tests push to (tests/fixtures/registry.py).
+command -v docker-registry >/dev/null 2>&1 || missing="$missing docker-registry"
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing="$missing python3-venv"
 if [ -n "$missing" ]; then
   log "installing:$missing"
   as_root apt-get update -q >/dev/null
-  # No service of a package is started here (prometheus's would take :9090):
+  # No service of a package is started here (prometheus's would take :9090,
+  # docker-registry's :5000):
   # a policy-rc.d that refuses every start, only while apt runs.
   policy=/usr/sbin/policy-rc.d
   own_policy=""

@@ -14,7 +14,7 @@ import math
 import os
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from typing import Any
 
@@ -25,7 +25,7 @@ import docker.utils
 import requests
 
 from reconciler import labels as lbl
-from reconciler.decide.image_gc import ObservedImage
+from reconciler.decide.image_gc import ObservedImage, PulledImage
 from reconciler.errors import ImageUnavailable, ReconcilerError, Unavailable
 from reconciler.model.desired import (
     BuildSpec,
@@ -42,7 +42,7 @@ from reconciler.model.observed import (
     ObservedNetwork,
     ObservedVolume,
 )
-from reconciler.ports import Progress
+from reconciler.ports import ALREADY_GONE, Progress
 
 # On images we build: the hash of the build context they were built from, so
 # an unchanged context is never rebuilt and a changed one always is.
@@ -173,30 +173,46 @@ class DockerEngine:
         *,
         progress: Progress | None = None,
         project: str | None = None,
-    ) -> None:
+    ) -> PulledImage | None:
         say = progress or (lambda _line: None)
         if service.build is not None:
             self._ensure_built(service, service.build, say, project=project)
-            return
-        present = self._image_labels(service.image) is not None
+            return None
+        before = self._inspect_image(service.image)
+        present = before is not None
         if service.pull_policy == "never":
             if present:
-                return
+                return None
             raise ImageUnavailable(
                 f"service {service.name}: image {service.image} is not present locally and "
                 f"pull_policy is never; {_how_to_fix(service.image)}"
             )
         if present and service.pull_policy != "always":
-            return
+            return None
         self._pull(service, present=present, say=say)
+        # One inspect, only after a pull: what it brought, for image GC's records.
+        after = self._inspect_image(service.image)
+        if after is None or (before is not None and before.get("Id") == after.get("Id")):
+            return None
+        return PulledImage(
+            image_id=str(after.get("Id")),
+            reference=service.image,
+            tags=tuple(str(t) for t in after.get("RepoTags") or ()),
+        )
 
-    def _image_labels(self, image: str) -> dict[str, str] | None:
-        """The image's labels, or None when the image is absent."""
+    def _inspect_image(self, image: str) -> dict[str, Any] | None:
+        """The engine's view of the image, or None when it is absent."""
         api = self._api
         try:
             with self._reading():
-                attrs = api.inspect_image(image)
+                return dict(api.inspect_image(image))
         except docker.errors.NotFound:
+            return None
+
+    def _image_labels(self, image: str) -> dict[str, str] | None:
+        """The image's labels, or None when the image is absent."""
+        attrs = self._inspect_image(image)
+        if attrs is None:
             return None
         return dict((attrs.get("Config") or {}).get("Labels") or {})
 
@@ -285,12 +301,21 @@ class DockerEngine:
                 "as a build arg"
             )
 
-    def list_images(self, project: str) -> tuple[ObservedImage, ...]:
-        """The images the reconciler built for ``project``: only those carry its label."""
+    def list_images(
+        self, project: str, *, pulled: Collection[str] = ()
+    ) -> tuple[ObservedImage, ...]:
+        """The images the reconciler built for ``project`` (only those carry its
+        label) and those of the ``pulled`` ids still present.
+
+        Still one list call: filtered by label when nothing was pulled, else
+        every image, picked here (a filter cannot say "this label or these ids").
+        """
         api = self._api
+        label = f"{lbl.IMAGE_PROJECT}={project}"
+        wanted = set(pulled)
         with self._reading():
-            raw = api.images(filters={"label": f"{lbl.IMAGE_PROJECT}={project}"})
-        return tuple(
+            raw = api.images(filters=None if wanted else {"label": label})
+        images = (
             ObservedImage(
                 id=str(i["Id"]),
                 tags=tuple(t for t in i.get("RepoTags") or () if t != "<none>:<none>"),
@@ -300,25 +325,36 @@ class DockerEngine:
             )
             for i in raw or ()
         )
+        return tuple(i for i in images if i.project == project or i.id in wanted)
 
-    def remove_image(self, image_id: str) -> str | None:
+    def remove_image(self, image_id: str, *, by_tags: Collection[str] = ()) -> str | None:
         """Remove an image, never forced; None when removed, else why it stays.
 
         An image a container uses or another image is built on is refused by
-        the engine (409): that is a reason to keep it, not an error.
+        the engine (409): that is a reason to keep it, not an error. With
+        ``by_tags`` (a pulled image) each tag is removed only while it still
+        names ``image_id``: one pulled again since names another image, which
+        is not ours to remove. Without tags left to remove, the id goes.
         """
         api = self._api
-        try:
-            api.remove_image(image_id, force=False, noprune=False)
-        except docker.errors.NotFound:
-            return "already gone"
-        except docker.errors.APIError as exc:
-            if exc.status_code == 409:
-                return _explain(exc)
-            raise EngineError(f"removing image {image_id[:19]}: {_explain(exc)}") from exc
-        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-            raise self._unavailable(exc) from exc
+        targets = [t for t in by_tags if self._names(t, image_id)] or [image_id]
+        for target in targets:
+            try:
+                api.remove_image(target, force=False, noprune=False)
+            except docker.errors.NotFound:
+                if target == image_id:
+                    return ALREADY_GONE
+            except docker.errors.APIError as exc:
+                if exc.status_code == 409:
+                    return _explain(exc)
+                raise EngineError(f"removing image {target[:40]}: {_explain(exc)}") from exc
+            except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+                raise self._unavailable(exc) from exc
         return None
+
+    def _names(self, tag: str, image_id: str) -> bool:
+        attrs = self._inspect_image(tag)
+        return attrs is not None and attrs.get("Id") == image_id
 
     # -- networks and volumes -------------------------------------------
 

@@ -6,10 +6,13 @@ action is dispatched in the plan's order. A recreate keeps the old container
 aside until the new one is ready and puts it back if the new one is not, so a
 broken commit leaves the previous version running. Every failure becomes an
 ``ApplyError`` carrying what had already been done; ``on_event`` sees every step.
+``on_pulled`` hears of each image a pull brought, the moment it is there (so
+image GC owns it even when the apply then fails).
 
 Events (name: fields), for the daemon's structured log:
 ``apply.start`` (commit, actions); ``image.start`` / ``image.done`` /
-``image.failed`` (service, image[, error]); ``image.progress`` (service, image,
+``image.failed`` (service, image[, error]); ``image.pulled`` (service, image,
+image_id) when a pull brought a new image; ``image.progress`` (service, image,
 line); ``action.start`` / ``action.done`` / ``action.failed`` (action, kind,
 index[, error]); ``action.warning`` (error); ``service.wait`` /
 ``service.ready`` / ``service.not_ready`` (service, container, until,
@@ -37,12 +40,14 @@ from reconciler.decide.actions import (
     StartService,
     describe,
 )
+from reconciler.decide.image_gc import PulledImage
 from reconciler.errors import ApplyError, Conflict, ImageUnavailable, Unavailable
 from reconciler.model.desired import HealthCheck, ServiceSpec
 from reconciler.model.observed import ObservedContainer
 from reconciler.ports import Engine
 
 OnEvent = Callable[[str, dict[str, object]], None]
+OnPulled = Callable[[str, PulledImage], None]  # service name, what its pull brought
 Readiness = Literal["ready", "healthy", "completed"]
 
 # Without a health check a new container counts as up once it keeps running
@@ -89,27 +94,43 @@ def apply(
     project: str,
     commit: str,
     on_event: OnEvent | None = None,
+    on_pulled: OnPulled | None = None,
 ) -> ChangeSet:
     """Carry out ``plan`` on ``engine``; raise ``ApplyError`` at the first failure."""
     if plan.conflicts:
         # The planner's contract is that a conflicted plan is never applied.
         raise Conflict("\n".join(plan.conflicts))
-    return _Applier(plan, engine, project=project, commit=commit, emit=on_event or _ignore).run()
+    return _Applier(
+        plan,
+        engine,
+        project=project,
+        commit=commit,
+        emit=on_event or _ignore,
+        pulled=on_pulled or _ignore,
+    ).run()
 
 
-def _ignore(_name: str, _fields: dict[str, object]) -> None:
+def _ignore(_name: str, _fields: object) -> None:
     pass
 
 
 class _Applier:
     def __init__(
-        self, plan: Plan, engine: Engine, *, project: str, commit: str, emit: OnEvent
+        self,
+        plan: Plan,
+        engine: Engine,
+        *,
+        project: str,
+        commit: str,
+        emit: OnEvent,
+        pulled: OnPulled,
     ) -> None:
         self.plan = plan
         self.engine = engine
         self.project = project
         self.commit = commit
         self.emit = emit
+        self.pulled = pulled
         self.done: list[str] = []
         self.failures: list[str] = []
 
@@ -158,7 +179,7 @@ class _Applier:
                 self.emit("image.progress", {**fields, "line": line})
 
             try:
-                self.engine.ensure_image(service, progress=progress, project=self.project)
+                pulled = self.engine.ensure_image(service, progress=progress, project=self.project)
             except ImageUnavailable as exc:
                 # Keep going: the user should learn of every missing image at once.
                 self.emit("image.failed", {**fields, "error": str(exc)})
@@ -168,6 +189,9 @@ class _Applier:
             except Exception as exc:
                 self.emit("image.failed", {**fields, "error": str(exc)})
                 raise ApplyError(f"service {service.name}: image {image}: {exc}") from exc
+            if pulled is not None:
+                self.emit("image.pulled", {**fields, "image_id": pulled.image_id})
+                self.pulled(service.name, pulled)
             self.emit("image.done", fields)
         if problems:
             # The cause tells the pass the reason is ImageUnavailable.

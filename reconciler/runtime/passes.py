@@ -43,8 +43,8 @@ from reconciler.model.loading import load_desired_state
 from reconciler.model.observed import Observed
 from reconciler.ports import Checkout, Engine, Source, Verifier
 from reconciler.redaction import redact_text, redact_url
-from reconciler.runtime.applying import apply
-from reconciler.runtime.collecting import collect_images
+from reconciler.runtime.applying import OnPulled, apply
+from reconciler.runtime.collecting import collect_images, record_pulled
 from reconciler.runtime.progress import ProgressFile
 from reconciler.runtime.self_update import hand_over, own_container_id, split_own_actions
 from reconciler.secret_keys import load_secrets
@@ -308,6 +308,7 @@ class Reconciler:
                 project=prepared.desired.project,
                 commit=commit,
                 on_event=self.progress.listening(_log_apply_event),
+                on_pulled=self._pulled_for(prepared.desired.project),
             )
             changes = list(change_set.done)
             previous = status.applied_commit
@@ -388,11 +389,17 @@ class Reconciler:
                     project=previous.desired.project,
                     commit=applied,
                     on_event=_log_apply_event,
+                    on_pulled=self._pulled_for(previous.desired.project),
                 )
                 outcome.changes = list(change_set.done)
             except (ApplyError, Conflict) as apply_exc:
                 outcome.message += f"\nrepairing drift of {applied[:12]} failed: {apply_exc}"
         return outcome
+
+    def _pulled_for(self, project: str) -> OnPulled:
+        """The apply's ``on_pulled``: image GC owns what a pull brought."""
+        state_dir = self.settings.state_dir
+        return lambda service, image: record_pulled(state_dir, project, service, image)
 
     def _outcome_of_error(self, exc: Exception, commit: str | None) -> PassOutcome:
         if isinstance(exc, InvalidDesiredState):

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import pytest
+
 from reconciler import labels as lbl
 from reconciler.decide.image_gc import (
     ObservedImage,
+    PulledImage,
+    PulledRecord,
     ServiceVersions,
     choose_removals,
     next_versions,
+    record_pull,
 )
 
 P = "shop"
@@ -103,3 +108,167 @@ def test_first_record_takes_the_newest_other_image_as_previous() -> None:
 def test_a_service_that_no_longer_runs_is_forgotten() -> None:
     recorded = {"web": ServiceVersions("b", "a"), "old": ServiceVersions("x", "y")}
     assert set(next_versions(recorded, {"web": "b"}, [])) == {"web"}
+
+
+# -- pulled images: ownership is a record, not a label ------------------------
+
+A, B, C, D = (f"sha256:{c * 64}" for c in "abcd")
+
+
+def pulled(image_id: str, *tags: str) -> ObservedImage:
+    return ObservedImage(id=image_id, tags=tags)
+
+
+def record(service: str = "web", *references: str) -> PulledRecord:
+    return PulledRecord(service, references or ("reg/web:v1",))
+
+
+# (case, images, pulled records, in_use, desired, versions, expected removals)
+PULLED_CASES = [
+    ("an old pull goes", [pulled(A, "reg/web:v1")], {A: record()}, (), (), {}, [A]),
+    ("never recorded: never judged", [pulled(A, "reg/web:v1")], {}, (), (), {}, []),
+    ("a container uses it", [pulled(A, "reg/web:v1")], {A: record()}, {A}, (), {}, []),
+    (
+        "the desired state names it",
+        [pulled(A, "reg/web:v1")],
+        {A: record()},
+        (),
+        {"reg/web:v1"},
+        {},
+        [],
+    ),
+    (
+        "current and previous stay, older goes",
+        [pulled(A, "reg/web:v1"), pulled(B, "reg/web:v2"), pulled(C, "reg/web:v3")],
+        {
+            A: record("web", "reg/web:v1"),
+            B: record("web", "reg/web:v2"),
+            C: record("web", "reg/web:v3"),
+        },
+        {C},
+        {"reg/web:v3"},
+        {"web": ServiceVersions(current=C, previous=B)},
+        [A],
+    ),
+    (
+        "someone tagged it to keep it",
+        [pulled(A, "reg/web:v1", "mine:keep")],
+        {A: record()},
+        (),
+        (),
+        {},
+        [],
+    ),
+    (
+        "every tag ours (pulled as two references)",
+        [pulled(A, "reg/web:v1", "reg/web:latest")],
+        {A: record("web", "reg/web:v1", "reg/web:latest")},
+        (),
+        (),
+        {},
+        [A],
+    ),
+    (
+        "its reference moved on: dangling, still ours",
+        [pulled(A)],
+        {A: record()},
+        (),
+        {"reg/web:v1"},
+        {},
+        [A],
+    ),
+    (
+        "a record over one of our builds changes nothing",
+        [built(A, tags=("shop-web:x",))],
+        {A: record()},
+        {A},
+        (),
+        {},
+        [],
+    ),
+    (
+        "a record over another project's build: not ours",
+        [built(A, project="blog")],
+        {A: record()},
+        (),
+        (),
+        {},
+        [],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("images", "records", "in_use", "desired", "versions", "expected"),
+    [case[1:] for case in PULLED_CASES],
+    ids=[case[0] for case in PULLED_CASES],
+)
+def test_pulled_images(
+    images: list[ObservedImage],
+    records: dict[str, PulledRecord],
+    in_use: set[str],
+    desired: set[str],
+    versions: dict[str, ServiceVersions],
+    expected: list[str],
+) -> None:
+    decision = choose_removals(
+        project=P,
+        images=images,
+        in_use=in_use,
+        desired=desired,
+        versions=versions,
+        pulled=records,
+    )
+    assert [r.image.id for r in decision.removals] == expected
+    for removal in decision.removals:
+        assert removal.reason.startswith("pulled for service web")
+        assert removal.by_tags == removal.image.tags  # by its tags, never forced by id
+
+
+def test_a_build_is_removed_by_id_a_pull_by_its_tags() -> None:
+    images = [built("x"), pulled(A, "reg/web:v1")]
+    decision = choose_removals(
+        project=P, images=images, in_use=(), desired=(), versions={}, pulled={A: record()}
+    )
+    assert {r.image.id: r.by_tags for r in decision.removals} == {"x": (), A: ("reg/web:v1",)}
+
+
+def test_first_record_of_a_pulled_service_takes_its_newest_other_pull_as_previous() -> None:
+    images = [
+        ObservedImage(id=A, tags=("reg/web:v1",), created=1),
+        ObservedImage(id=B, tags=("reg/web:v2",), created=2),
+        ObservedImage(id=C, tags=("reg/web:v3",), created=3),
+    ]
+    records = {i: record() for i in (A, B, C)}
+    assert next_versions({}, {"web": C}, images, records) == {"web": ServiceVersions(C, B)}
+
+
+# (case, records before, what the pull brought, records after)
+RECORD_CASES = [
+    ("a new image is recorded", {}, PulledImage(A, "r:1", ("r:1",)), {A: record("web", "r:1")}),
+    (
+        "an image another tag named already is not ours",
+        {},
+        PulledImage(A, "r:1", ("r:1", "mine:1")),
+        {},
+    ),
+    (
+        "pulled again as a second reference: both ours",
+        {A: record("web", "r:1")},
+        PulledImage(A, "r:latest", ("r:1", "r:latest")),
+        {A: record("web", "r:1", "r:latest")},
+    ),
+    ("not an image id: never recorded", {}, PulledImage("sha256:abc", "r:1", ("r:1",)), {}),
+    ("a tag is not an id", {}, PulledImage("r:1", "r:1", ("r:1",)), {}),
+]
+
+
+@pytest.mark.parametrize(
+    ("before", "image", "after"),
+    [case[1:] for case in RECORD_CASES],
+    ids=[case[0] for case in RECORD_CASES],
+)
+def test_record_pull(
+    before: dict[str, PulledRecord], image: PulledImage, after: dict[str, PulledRecord]
+) -> None:
+    assert record_pull(before, image, service="web") == after
