@@ -46,6 +46,7 @@ STAND_INS = {
 }
 SNAKEOIL = "/etc/ssl/certs/ssl-cert-snakeoil.pem"
 UPLOADS = "/var/www/vhosts/localhost/uploads"
+DOCROOT = "/var/www/vhosts/localhost/html"
 LEAD = "This site is deployed by <code>git push</code>."
 _VISITS = re.compile(r'id="visits">(\d+)<')
 
@@ -196,6 +197,12 @@ def test_the_default_site_deploys_by_push_and_keeps_its_data(deployed: Deployed)
     page = site.get().text
     assert "by GET" not in page
     assert "no name" not in page
+
+    # The docroot is site/ as committed, nothing else (no Dockerfile the build saw).
+    files = sorted(p.relative_to(ROOT / "site").as_posix() for p in (ROOT / "site").rglob("*"))
+    assert site.exec("sh", "-c", f"cd {DOCROOT} && find . -mindepth 1 | sort").split() == [
+        f"./{name}" for name in files
+    ]
 
     # An upload is data: PHP's user writes it, nobody can fetch or run it.
     assert "uploads folder writable." in page

@@ -493,3 +493,27 @@ def test_the_start_wrapper_passes_shellcheck(webserver_image: str) -> None:
         check=False,
     )
     assert checked.returncode == 0, checked.stdout
+
+
+def test_php_reads_its_settings_from_files_when_the_server_passes_no_environment(
+    docker_client: docker.DockerClient, webservers: Webservers
+) -> None:
+    # OpenLiteSpeed gives lsphp none of the container's environment: the site
+    # then reads /run/site-env/NAME, which the start wrapper wrote.
+    container_id = webservers.start("-e", "DB_HOST=db-from-file.invalid", "-e", "DB_PASSWORD=pw1")
+
+    code, output = in_container(
+        docker_client, container_id, "env", "-i", "/usr/local/lsws/lsphp83/bin/php",
+        f"{DOCROOT}/index.php", user="www-data",
+    )  # fmt: skip
+    assert "getaddrinfo for db-from-file.invalid failed" in output
+    assert "The database is unreachable just now." in output
+    code, output = in_container(
+        docker_client, container_id, "cat", "/run/site-env/DB_PASSWORD", user="www-data"
+    )
+    assert (code, output) == (0, "pw1")
+    # Nobody else reads the password.
+    code, output = in_container(
+        docker_client, container_id, "cat", "/run/site-env/DB_PASSWORD", user="nobody"
+    )
+    assert code != 0
