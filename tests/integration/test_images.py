@@ -224,11 +224,12 @@ class Webservers:
     started: list[str]
     volumes: list[str] = field(default_factory=list)
 
-    def start(self, *args: str, healthy: bool = True) -> str:
-        """Start one; unless ``healthy=False``, wait until it is healthy."""
+    def start(self, *args: str, command: tuple[str, ...] = (), healthy: bool = True) -> str:
+        """Start one (``args`` are docker run's options); unless ``healthy=False``,
+        wait until it is healthy."""
         result = docker_cli(
             "run", "-d", "--label", f"{TEST_LABEL}=images", "--health-interval", "2s",
-            *args, self.image,
+            *args, self.image, *command,
         )  # fmt: skip
         assert result.returncode == 0, result.stderr
         container_id = result.stdout.strip()
@@ -517,3 +518,33 @@ def test_php_reads_its_settings_from_files_when_the_server_passes_no_environment
         docker_client, container_id, "cat", "/run/site-env/DB_PASSWORD", user="nobody"
     )
     assert code != 0
+
+
+def test_the_php_user_is_the_server_user_of_openlitespeeds_config(
+    docker_client: docker.DockerClient, webservers: Webservers
+) -> None:
+    # What the official image has: `user` and `group` in httpd_config.conf.
+    config = "serverName\nuser                      nobody\ngroup                     nogroup\n"
+    script = (
+        f"printf '{config}' > /usr/local/lsws/conf/httpd_config.conf"
+        " && exec /usr/local/bin/webserver-start"
+    )
+    container_id = webservers.start("--entrypoint", "sh", command=("-c", script))
+
+    _code, owners = in_container(
+        docker_client, container_id, "stat", "-c", "%U:%G", UPLOADS, "/run/site-env"
+    )
+    assert owners.split() == ["nobody:nogroup", "root:nogroup"]
+
+
+def test_without_openssl_the_start_stops_with_a_clear_message(
+    docker_client: docker.DockerClient, webservers: Webservers
+) -> None:
+    script = 'rm "$(command -v openssl)" && exec /usr/local/bin/webserver-start'
+    container_id = webservers.start("--entrypoint", "sh", command=("-c", script), healthy=False)
+
+    exit_code = docker_client.api.wait(container_id, timeout=30)["StatusCode"]
+    logs = docker_client.api.logs(container_id).decode(errors="replace")
+    assert exit_code == 1, logs
+    assert "openssl is missing" in logs
+    assert "put cert.pem and key.pem in /var/www/vhosts/localhost/certs" in logs
