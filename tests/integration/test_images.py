@@ -548,3 +548,23 @@ def test_without_openssl_the_start_stops_with_a_clear_message(
     assert exit_code == 1, logs
     assert "openssl is missing" in logs
     assert "put cert.pem and key.pem in /var/www/vhosts/localhost/certs" in logs
+
+
+def test_the_self_signed_certificate_names_the_sites_host_name(
+    docker_client: docker.DockerClient, webservers: Webservers
+) -> None:
+    container_id = webservers.start("-e", "TLS_COMMON_NAME=shop.example.com")
+
+    served = served_certificate(docker_client, container_id)
+    assert "CN = shop.example.com" in served
+    code, names = in_container(
+        docker_client, container_id, "openssl", "x509", "-in", f"{CERTS}/cert.pem",
+        "-noout", "-ext", "subjectAltName,basicConstraints",
+    )  # fmt: skip
+    assert code == 0, names
+    assert "DNS:shop.example.com" in names
+    assert "CA:FALSE" in names
+    # A value that is no host name stops the start instead of making a strange certificate.
+    refused = webservers.start("-e", "TLS_COMMON_NAME=a/b,DNS:x", healthy=False)
+    assert docker_client.api.wait(refused, timeout=30)["StatusCode"] == 1
+    assert "give a host name" in docker_client.api.logs(refused).decode(errors="replace")
