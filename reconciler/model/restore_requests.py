@@ -222,7 +222,7 @@ def _check_requests(
                 line_map.issue(
                     (*base, "paths"),
                     "paths are files or folders of one volume: name that volume alone "
-                    "(volumes: [site])",
+                    "(volumes: [uploads])",
                 )
             )
         for position, service_name in enumerate(request.databases or ()):

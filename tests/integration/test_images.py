@@ -3,8 +3,11 @@
 - images/reconciler: builds from the repository root on the local python base,
   runs ``reconciler --help``, declares ``reconciler healthcheck`` as its health
   check, and that check turns healthy once the daemon's loop runs;
-- images/webserver: builds on the local OpenLiteSpeed stand-in, serves PHP with
-  mysqli and pdo_mysql on 80 and 443 from the docroot volume, turns healthy.
+- images/webserver: builds site/ into the image on the local OpenLiteSpeed
+  stand-in, serves it on 80 and 443 (a plain 503 page without a database),
+  turns healthy; the code belongs to root, uploads (outside the docroot) to
+  PHP's user; each tls volume gets its own self-signed certificate unless the
+  user put one there.
 
 Image sizes are printed (``-s`` or ``-rA`` shows them), never asserted.
 """
@@ -18,6 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import docker
@@ -105,7 +109,15 @@ def reconciler_image(docker_client: docker.DockerClient) -> Iterator[str]:
 def webserver_image(docker_client: docker.DockerClient) -> Iterator[str]:
     require_image(docker_client, OLS_BASE, only="openlitespeed")
     tag = f"webserver-test-{secrets.token_hex(4)}:latest"
-    build(tag, "--build-arg", f"BASE={OLS_BASE}", str(ROOT / "images/webserver"))
+    # As compose.yaml builds it: site/ is the context, the recipe lies outside it.
+    build(
+        tag,
+        "--build-arg",
+        f"BASE={OLS_BASE}",
+        "-f",
+        str(ROOT / "images/webserver/Dockerfile"),
+        str(ROOT / "site"),
+    )
     report_size(docker_client, tag)
     yield tag
     docker_client.images.remove(tag, force=True)
@@ -197,38 +209,111 @@ def test_reconciler_health_check_passes_once_the_loop_runs(
     assert first_event["event"] == "daemon.start"
 
 
-def test_webserver_serves_php_with_mysql_extensions_on_80_and_443(
+DOCROOT = "/var/www/vhosts/localhost/html"
+UPLOADS = "/var/www/vhosts/localhost/uploads"
+CERTS = "/var/www/vhosts/localhost/certs"
+SNAKEOIL = "/etc/ssl/certs/ssl-cert-snakeoil.pem"
+
+
+@dataclass
+class Webservers:
+    """Starts containers of the webserver image (its own entrypoint) and makes volumes."""
+
+    client: docker.DockerClient
+    image: str
+    started: list[str]
+    volumes: list[str] = field(default_factory=list)
+
+    def start(self, *args: str, command: tuple[str, ...] = (), healthy: bool = True) -> str:
+        """Start one (``args`` are docker run's options); unless ``healthy=False``,
+        wait until it is healthy."""
+        result = docker_cli(
+            "run", "-d", "--label", f"{TEST_LABEL}=images", "--health-interval", "2s",
+            *args, self.image, *command,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        container_id = result.stdout.strip()
+        self.started.append(container_id)
+        if healthy:
+            status = wait_health(self.client, container_id, timeout_s=60)
+            logs = self.client.api.logs(container_id).decode(errors="replace")
+            assert status == "healthy", f"status {status}; logs:\n{logs}"
+        return container_id
+
+    def volume(self) -> str:
+        name = f"webserver-test-{secrets.token_hex(4)}"
+        self.client.volumes.create(name, labels={TEST_LABEL: "images"})
+        self.volumes.append(name)
+        return name
+
+
+@pytest.fixture
+def webservers(
     docker_client: docker.DockerClient, webserver_image: str, run_detached: list[str]
-) -> None:
-    result = docker_cli(
-        "run",
-        "-d",
-        "--label",
-        f"{TEST_LABEL}=images",
-        "--health-interval",
-        "2s",
-        webserver_image,
+) -> Iterator[Webservers]:
+    servers = Webservers(docker_client, webserver_image, run_detached)
+    yield servers
+    for container_id in run_detached:
+        with contextlib.suppress(docker.errors.NotFound):
+            docker_client.api.remove_container(container_id, force=True, v=True)
+    for name in servers.volumes:
+        with contextlib.suppress(docker.errors.NotFound):
+            docker_client.volumes.get(name).remove(force=True)
+
+
+def in_container(
+    client: docker.DockerClient, container_id: str, *command: str, user: str = "root"
+) -> tuple[int, str]:
+    run = client.api.exec_create(container_id, list(command), user=user)
+    output = client.api.exec_start(run["Id"]).decode(errors="replace")
+    return int(client.api.exec_inspect(run["Id"])["ExitCode"]), output
+
+
+def served_certificate(client: docker.DockerClient, container_id: str) -> str:
+    """Subject and SHA-256 fingerprint of the certificate the 443 listener presents."""
+    script = (
+        "openssl s_client -connect 127.0.0.1:443 -servername localhost </dev/null 2>/dev/null"
+        " | openssl x509 -noout -subject -fingerprint -sha256"
     )
-    assert result.returncode == 0, result.stderr
-    container_id = result.stdout.strip()
-    run_detached.append(container_id)
+    code, output = in_container(client, container_id, "sh", "-c", script)
+    assert code == 0, output
+    return output.strip()
 
-    status = wait_health(docker_client, container_id, timeout_s=60)
-    assert status == "healthy"
 
-    def page(url: str) -> str:
-        run = docker_client.api.exec_create(container_id, ["curl", "-sk", url])
-        return docker_client.api.exec_start(run["Id"]).decode()
+def fingerprint_of(client: docker.DockerClient, container_id: str, path: str) -> str:
+    code, output = in_container(
+        client, container_id, "openssl", "x509", "-in", path, "-noout", "-fingerprint", "-sha256"
+    )
+    assert code == 0, output
+    return output.strip()
+
+
+def test_webserver_serves_the_site_on_80_and_443_and_a_plain_page_without_a_database(
+    docker_client: docker.DockerClient, webservers: Webservers
+) -> None:
+    password = f"pw-{secrets.token_hex(6)}"
+    container_id = webservers.start("-e", f"DB_PASSWORD={password}")
 
     for url in ("http://127.0.0.1/", "https://127.0.0.1/"):
-        assert "mysqli yes; pdo_mysql yes" in page(url)
-    # The docroot is where the site volume is mounted; PHP runs from it.
-    write = docker_client.api.exec_create(
-        container_id,
-        ["sh", "-c", "echo '<?php echo 6*7;' > /var/www/vhosts/localhost/html/t.php"],
+        code, page = in_container(
+            docker_client, container_id, "curl", "-sk", "-w", "\n%{http_code}", url
+        )
+        assert code == 0, page
+        body, status = page.rsplit("\n", 1)
+        assert status == "503"
+        assert "This site is deployed by <code>git push</code>." in body
+        assert "The database is unreachable just now." in body
+        # No detail of the failure reaches the visitor: no password, no driver error.
+        for secret in (password, "SQLSTATE", "getaddrinfo", "Stack trace"):
+            assert secret not in body
+    code, css = in_container(
+        docker_client, container_id, "curl", "-s", "http://127.0.0.1/style.css"
     )
-    docker_client.api.exec_start(write["Id"])
-    assert page("http://127.0.0.1/t.php") == "42"
+    assert "font" in css
+    code, modules = in_container(
+        docker_client, container_id, "/usr/local/lsws/lsphp83/bin/php", "-m"
+    )
+    assert {"mysqli", "pdo_mysql"} <= set(modules.split())
 
 
 def test_webserver_declares_ports_and_health_check(
@@ -240,29 +325,246 @@ def test_webserver_declares_ports_and_health_check(
     # Helpers of this image must not each get an anonymous volume to leave behind.
     assert not config.get("Volumes")
     assert config["Healthcheck"]["Test"][:2] == ["CMD", "curl"]
+    assert config["Entrypoint"] == ["/usr/local/bin/webserver-start"]
+    assert f"UPLOADS_DIR={UPLOADS}" in config["Env"]
 
 
-def test_a_new_site_volume_starts_with_the_placeholder_page(
-    docker_client: docker.DockerClient, webserver_image: str
-) -> None:
-    volume = docker_client.volumes.create(
-        f"webserver-test-{secrets.token_hex(4)}", labels={TEST_LABEL: "images"}
+def test_the_code_is_built_in_owned_by_root_and_read_only_for_php(webserver_image: str) -> None:
+    tracked = subprocess.run(
+        ["git", "ls-files", "site"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    listing = docker_cli(
+        "run",
+        "--rm",
+        "--label",
+        f"{TEST_LABEL}=images",
+        "--entrypoint",
+        "sh",
+        webserver_image,
+        "-c",
+        f"cd {DOCROOT} && find . -mindepth 1 | sort && find . ! -user root | wc -l",
     )
-    try:
-        result = docker_cli(
-            "run",
-            "--rm",
-            "--label",
-            f"{TEST_LABEL}=images",
-            "-v",
-            f"{volume.name}:/var/www/vhosts/localhost/html",
-            "--entrypoint",
-            "ls",
-            webserver_image,
-            "/var/www/vhosts/localhost/html",
-        )
-    finally:
-        volume.remove(force=True)
+    assert listing.returncode == 0, listing.stderr
+    *files, not_root = listing.stdout.split()
+    # Exactly the site's files: no placeholder, no Dockerfile smuggled in by the build.
+    assert sorted(f.removeprefix("./") for f in files) == sorted(
+        name.removeprefix("site/") for name in tracked
+    )
+    assert not_root == "0"
+    # PHP's user (www-data on the stand-in) can read the code and change none of it.
+    write = docker_cli(
+        "run",
+        "--rm",
+        "--label",
+        f"{TEST_LABEL}=images",
+        "--user",
+        "www-data",
+        "--entrypoint",
+        "sh",
+        webserver_image,
+        "-c",
+        f"cat {DOCROOT}/index.php >/dev/null && ! touch {DOCROOT}/index.php "
+        f"&& ! touch {DOCROOT}/new.php && ! rm -f {DOCROOT}/style.css",
+    )
+    assert write.returncode == 0, write.stdout + write.stderr
 
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["index.php"]
+
+def test_uploads_belong_to_php_and_nothing_uploaded_is_served_or_run(
+    docker_client: docker.DockerClient, webservers: Webservers
+) -> None:
+    uploads = webservers.volume()
+    container_id = webservers.start("-v", f"{uploads}:{UPLOADS}")
+
+    code, page = in_container(docker_client, container_id, "curl", "-s", "http://127.0.0.1/")
+    assert "uploads folder writable." in page
+    code, output = in_container(
+        docker_client,
+        container_id,
+        "sh",
+        "-c",
+        f"echo '<?php echo 6*7;' > {UPLOADS}/evil.php && touch {UPLOADS}/by-php",
+        user="www-data",
+    )
+    assert code == 0, output
+    for path in ("/uploads/evil.php", "/../uploads/evil.php", "/%2e%2e/uploads/evil.php"):
+        code, answer = in_container(
+            docker_client,
+            container_id,
+            "curl",
+            "-s",
+            "--path-as-is",
+            "-w",
+            "\n%{http_code}",
+            f"http://127.0.0.1{path}",
+        )
+        body, status = answer.rsplit("\n", 1)
+        assert status in {"400", "403", "404"}, (path, answer)
+        assert "42" not in body
+        assert "<?php" not in body
+
+
+def test_each_install_gets_its_own_certificate_and_keeps_it(
+    docker_client: docker.DockerClient, webservers: Webservers
+) -> None:
+    first_tls = webservers.volume()
+    first = webservers.start("-v", f"{first_tls}:{CERTS}")
+    second = webservers.start("-v", f"{webservers.volume()}:{CERTS}")
+
+    served = served_certificate(docker_client, first)
+    assert "O = reconciler self-signed" in served
+    assert "CN = localhost" in served
+    assert served != served_certificate(docker_client, second)
+    # Not the certificate every copy of the base image shares.
+    assert fingerprint_of(docker_client, first, SNAKEOIL) not in served
+    # A new container on the same volume (a recreate by a deploy) keeps it.
+    docker_client.api.remove_container(first, force=True)
+    again = webservers.start("-v", f"{first_tls}:{CERTS}")
+    assert served_certificate(docker_client, again) == served
+
+
+def test_a_certificate_the_user_put_there_is_served(
+    docker_client: docker.DockerClient, webservers: Webservers, tmp_path: Path
+) -> None:
+    tls = tmp_path / "tls"
+    tls.mkdir()
+    made = subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=shop.example",
+            "-keyout",
+            str(tls / "key.pem"),
+            "-out",
+            str(tls / "cert.pem"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr
+
+    container_id = webservers.start("-v", f"{tls}:{CERTS}")
+
+    served = served_certificate(docker_client, container_id)
+    assert "CN = shop.example" in served
+    assert sorted(p.name for p in tls.iterdir()) == ["cert.pem", "key.pem"]
+
+
+def test_a_key_without_its_certificate_stops_the_start_with_a_clear_message(
+    docker_client: docker.DockerClient, webservers: Webservers, tmp_path: Path
+) -> None:
+    tls = tmp_path / "tls"
+    tls.mkdir()
+    (tls / "key.pem").write_text("not a key\n")
+
+    container_id = webservers.start("-v", f"{tls}:{CERTS}", healthy=False)
+
+    exit_code = docker_client.api.wait(container_id, timeout=30)["StatusCode"]
+    logs = docker_client.api.logs(container_id).decode(errors="replace")
+    assert exit_code == 1, logs
+    assert "needs both cert.pem" in logs
+    # Nothing was made over the user's file.
+    assert (tls / "key.pem").read_text() == "not a key\n"
+
+
+def test_the_start_wrapper_passes_shellcheck(webserver_image: str) -> None:
+    script = docker_cli(
+        "run",
+        "--rm",
+        "--label",
+        f"{TEST_LABEL}=images",
+        "--entrypoint",
+        "cat",
+        webserver_image,
+        "/usr/local/bin/webserver-start",
+    )
+    assert script.returncode == 0, script.stderr
+    checked = subprocess.run(
+        ["shellcheck", "-s", "sh", "-"],
+        input=script.stdout,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stdout
+
+
+def test_php_reads_its_settings_from_files_when_the_server_passes_no_environment(
+    docker_client: docker.DockerClient, webservers: Webservers
+) -> None:
+    # OpenLiteSpeed gives lsphp none of the container's environment: the site
+    # then reads /run/site-env/NAME, which the start wrapper wrote.
+    container_id = webservers.start("-e", "DB_HOST=db-from-file.invalid", "-e", "DB_PASSWORD=pw1")
+
+    code, output = in_container(
+        docker_client, container_id, "env", "-i", "/usr/local/lsws/lsphp83/bin/php",
+        f"{DOCROOT}/index.php", user="www-data",
+    )  # fmt: skip
+    assert "getaddrinfo for db-from-file.invalid failed" in output
+    assert "The database is unreachable just now." in output
+    code, output = in_container(
+        docker_client, container_id, "cat", "/run/site-env/DB_PASSWORD", user="www-data"
+    )
+    assert (code, output) == (0, "pw1")
+    # Nobody else reads the password.
+    code, output = in_container(
+        docker_client, container_id, "cat", "/run/site-env/DB_PASSWORD", user="nobody"
+    )
+    assert code != 0
+
+
+def test_the_php_user_is_the_server_user_of_openlitespeeds_config(
+    docker_client: docker.DockerClient, webservers: Webservers
+) -> None:
+    # What the official image has: `user` and `group` in httpd_config.conf.
+    config = "serverName\nuser                      nobody\ngroup                     nogroup\n"
+    script = (
+        f"printf '{config}' > /usr/local/lsws/conf/httpd_config.conf"
+        " && exec /usr/local/bin/webserver-start"
+    )
+    container_id = webservers.start("--entrypoint", "sh", command=("-c", script))
+
+    _code, owners = in_container(
+        docker_client, container_id, "stat", "-c", "%U:%G", UPLOADS, "/run/site-env"
+    )
+    assert owners.split() == ["nobody:nogroup", "root:nogroup"]
+
+
+def test_without_openssl_the_start_stops_with_a_clear_message(
+    docker_client: docker.DockerClient, webservers: Webservers
+) -> None:
+    script = 'rm "$(command -v openssl)" && exec /usr/local/bin/webserver-start'
+    container_id = webservers.start("--entrypoint", "sh", command=("-c", script), healthy=False)
+
+    exit_code = docker_client.api.wait(container_id, timeout=30)["StatusCode"]
+    logs = docker_client.api.logs(container_id).decode(errors="replace")
+    assert exit_code == 1, logs
+    assert "openssl is missing" in logs
+    assert "put cert.pem and key.pem in /var/www/vhosts/localhost/certs" in logs
+
+
+def test_the_self_signed_certificate_names_the_sites_host_name(
+    docker_client: docker.DockerClient, webservers: Webservers
+) -> None:
+    container_id = webservers.start("-e", "TLS_COMMON_NAME=shop.example.com")
+
+    served = served_certificate(docker_client, container_id)
+    assert "CN = shop.example.com" in served
+    code, names = in_container(
+        docker_client, container_id, "openssl", "x509", "-in", f"{CERTS}/cert.pem",
+        "-noout", "-ext", "subjectAltName,basicConstraints",
+    )  # fmt: skip
+    assert code == 0, names
+    assert "DNS:shop.example.com" in names
+    assert "CA:FALSE" in names
+    # A value that is no host name stops the start instead of making a strange certificate.
+    refused = webservers.start("-e", "TLS_COMMON_NAME=a/b,DNS:x", healthy=False)
+    assert docker_client.api.wait(refused, timeout=30)["StatusCode"] == 1
+    assert "give a host name" in docker_client.api.logs(refused).decode(errors="replace")

@@ -8,6 +8,7 @@ variables, no real secret), and the promises the docs make about it.
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -39,7 +40,7 @@ def test_compose_validates_with_the_example_env() -> None:
 
     assert desired.project == "site"
     assert list(desired.services) == ["webserver", "db", "reconciler"]
-    assert set(desired.volumes) == {"site", "db"}
+    assert set(desired.volumes) == {"uploads", "tls", "db"}
 
 
 def test_backup_policy_validates_at_0504_every_day() -> None:
@@ -57,7 +58,8 @@ def test_backup_policy_validates_at_0504_every_day() -> None:
     assert policy is not None
     assert (policy.schedule.every, policy.schedule.at) == ("day", "05:04")
     assert policy.target == environ["BACKUP_TARGET"]
-    assert [v.name for v in policy.volumes] == ["site"]
+    # Data only: the code is in git and in the image; the certificate stays on its machine.
+    assert [v.name for v in policy.volumes] == ["uploads"]
     assert [d.service for d in policy.databases] == ["db"]
 
 
@@ -169,12 +171,39 @@ def test_a_local_checkout_is_mounted_at_its_own_path_on_a_developers_pc() -> Non
     assert ("/home/dev/site", "/home/dev/site") in {(m.source, m.target) for m in service.mounts}
 
 
-def test_webserver_serves_the_site_volume_on_80_and_443() -> None:
+def test_webserver_builds_the_site_into_its_image_and_serves_it_on_80_and_443() -> None:
     service = load(example_env()).services["webserver"]
 
     assert service.build is not None
+    assert Path(service.build.context) == ROOT / "site"
+    assert (Path(service.build.context) / service.build.dockerfile).resolve() == (
+        ROOT / "images/webserver/Dockerfile"
+    )
     assert service.build.args["BASE"] == "litespeedtech/openlitespeed:1.8.3-lsphp83"
     assert {(p.published, p.target) for p in service.ports} == {(80, 80), (443, 443)}
-    assert ("site_site", "/var/www/vhosts/localhost/html") in {
-        (m.source, m.target) for m in service.mounts
+    # Volumes hold what the site writes and its certificate, never the docroot.
+    assert {(m.source, m.target) for m in service.mounts} == {
+        ("site_uploads", "/var/www/vhosts/localhost/uploads"),
+        ("site_tls", "/var/www/vhosts/localhost/certs"),
     }
+
+
+def test_a_change_to_the_site_or_to_its_recipe_rebuilds_the_webserver(tmp_path: Path) -> None:
+    copy = tmp_path / "repo"
+    for folder in ("desired-state", "site", "images/webserver"):
+        shutil.copytree(ROOT / folder, copy / folder)
+
+    def context_hash() -> str:
+        desired = load_desired_state(copy, directory="desired-state", environ=example_env())
+        build = desired.services["webserver"].build
+        assert build is not None
+        return build.context_hash
+
+    first = context_hash()
+    index = copy / "site/index.php"
+    index.write_text(index.read_text(encoding="utf-8").replace("Welcome", "Hello"))
+    after_site = context_hash()
+    recipe = copy / "images/webserver/Dockerfile"
+    recipe.write_text(recipe.read_text(encoding="utf-8") + "# changed\n")
+
+    assert len({first, after_site, context_hash()}) == 3
