@@ -991,3 +991,56 @@ def test_pruning_removes_earlier_builds_of_every_tag_form_only(tmp_path: Path) -
         "rc:0.1.0-0123456789ab",
         "rc:0123456789ab",
     ]
+
+
+@pytest.mark.parametrize("where", ["vm", "pc"])
+def test_the_closing_lines_say_where_the_site_and_phpmyadmin_are(
+    tmp_path: Path, where: str
+) -> None:
+    config = tmp_path / "etc" / "reconciler"
+    config.mkdir(parents=True)
+    env_file = config / "reconciler.env"
+    if where == "pc":
+        env_file.write_text(
+            "RECONCILER_LOCAL_REPO=/src/site\nHTTP_PORT=8080\nHTTPS_PORT=443\n"
+            "COMPOSE_PROFILES=admin\nPHPMYADMIN_PORT=8082\n"
+        )
+    else:
+        env_file.write_text("RECONCILER_PROJECT=site\n")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    # This machine's address, as the VM's route table would give it.
+    (bin_dir / "ip").write_text(
+        "#!/bin/sh\necho '192.0.2.1 via 10.0.0.1 dev eth0 src 10.0.0.5 uid 0'\n"
+    )
+    (bin_dir / "ip").chmod(0o755)
+
+    result = run_steps(
+        tmp_path,
+        "closing_lines",
+        path_dir=bin_dir,
+        LOCAL="0",
+        DAEMON="site-reconciler-1",
+        INSTALL_LOG=str(tmp_path / "install.log"),
+        SHOWN_RECIPIENT="1",
+        SHOWN_BACKUP_KEY="1" if where == "vm" else "0",
+    )
+
+    assert result.returncode == 0, result.stderr
+    said = result.stderr
+    if where == "pc":
+        assert "site: http://localhost:8080/ and https://localhost/\n" in said
+        assert "phpMyAdmin: on; reach it with http://127.0.0.1:8082/\n" in said
+        assert "backup key" not in said
+    else:
+        assert "site: http://10.0.0.5/ and https://10.0.0.5/\n" in said
+        assert f"phpMyAdmin: off; to turn it on, COMPOSE_PROFILES=admin in {env_file}" in said
+        assert "docker restart site-reconciler-1" in said
+        assert (
+            "phpMyAdmin: then reach it with ssh -L 8081:127.0.0.1:8081 root@10.0.0.5"
+            " and http://127.0.0.1:8081/\n" in said
+        )
+        assert "backup key (above): without it no backup can be read" in said
+    assert "age recipient (above, age1...): public" in said
+    assert "deploy key" not in said
+    assert f"log of this run: {tmp_path / 'install.log'}" in said
