@@ -128,6 +128,8 @@ AWS_ID="" AWS_SECRET="" AWS_REGION="" S3_ENDPOINT=""
 VERIFY="" ALLOWED_SIGNERS="" GPG_KEYS="" KNOWN_HOSTS=""
 # The keys printed in this run, for the closing lines.
 SHOWN_DEPLOY_KEY=0 SHOWN_RECIPIENT=0 SHOWN_BACKUP_KEY=0
+# The image a rebuild took the tag from (see ensure_image), for prune_old_builds.
+PREVIOUS_ID=""
 # Extra KEY=VALUE lines for a new env file, one per line.
 EXTRA=""
 NL='
@@ -639,7 +641,10 @@ ensure_image() {
   id=$(docker image inspect -f '{{.Id}}' "$IMAGE_NAME:latest")
   RECONCILER_IMAGE=$IMAGE_NAME:$(build_tag "${id#sha256:}")
   # A clean tree built again on another base (or after the build cache went)
-  # gives another id under the same tag: the tag moves to the new build.
+  # gives another id under the same tag: the tag moves to the new build, and
+  # prune_old_builds removes the one it leaves without a name.
+  PREVIOUS_ID=$(docker image inspect -f '{{.Id}}' "$RECONCILER_IMAGE" 2>/dev/null || true)
+  [ "$PREVIOUS_ID" != "$id" ] || PREVIOUS_ID=""
   docker tag "$IMAGE_NAME:latest" "$RECONCILER_IMAGE"
   set_env RECONCILER_IMAGE "$RECONCILER_IMAGE"
   log "image: $RECONCILER_IMAGE"
@@ -817,6 +822,13 @@ prune_old_builds() {
     is_build_tag "$name" || continue
     if docker rmi "$tag" >/dev/null 2>&1; then log "image: removed the earlier build $tag"; fi
   done
+  # The build whose tag moved to this one, once nothing names it (a tag given
+  # by hand keeps it); a container that still runs it keeps it too.
+  if [ -n "$PREVIOUS_ID" ] \
+    && [ "$(docker image inspect -f '{{len .RepoTags}}' "$PREVIOUS_ID" 2>/dev/null)" = 0 ] \
+    && docker rmi "$PREVIOUS_ID" >/dev/null 2>&1; then
+    log "image: removed the earlier build of ${RECONCILER_IMAGE#"$IMAGE_NAME":} ($(printf '%.19s' "$PREVIOUS_ID"))"
+  fi
   return 0
 }
 

@@ -1044,3 +1044,42 @@ def test_the_closing_lines_say_where_the_site_and_phpmyadmin_are(
     assert "age recipient (above, age1...): public" in said
     assert "deploy key" not in said
     assert f"log of this run: {tmp_path / 'install.log'}" in said
+
+
+def test_pruning_removes_the_build_a_rebuild_took_the_tag_from_unless_it_has_a_name(
+    tmp_path: Path, docker_client: docker.DockerClient, busybox_image: str
+) -> None:
+    def build(label: str) -> str:
+        context = tmp_path / label
+        context.mkdir()
+        (context / "Dockerfile").write_text(
+            f"FROM {busybox_image}\nLABEL dev.reconciler.test=install-prune-{label}\n"
+        )
+        image, _ = docker_client.images.build(path=str(context), rm=True)
+        return str(image.id)
+
+    keep_tag = f"reconciler-it-keep-{secrets.token_hex(4)}:mine"
+    left, named = build(secrets.token_hex(4)), build(secrets.token_hex(4))
+    docker_client.images.get(named).tag(keep_tag)
+    try:
+        for previous, gone in ((left, True), (named, False)):
+            result = run_steps(
+                tmp_path,
+                "prune_old_builds",
+                IMAGE="",
+                IMAGE_NAME=f"reconciler-it-none-{secrets.token_hex(4)}",
+                RECONCILER_IMAGE="x:0.1.0-abc1234",
+                DAEMON="no-such-container",
+                PREVIOUS_ID=previous,
+            )
+            assert result.returncode == 0, result.stderr
+            try:
+                docker_client.images.get(previous)
+                present = True
+            except docker.errors.ImageNotFound:
+                present = False
+            assert present is not gone, result.stderr
+    finally:
+        for image in (keep_tag, left):
+            with contextlib.suppress(docker.errors.APIError):
+                docker_client.images.remove(image)
