@@ -20,7 +20,13 @@
 #  6. runs one sync in a short-lived container, which deploys desired-state/,
 #     the reconciler's own service included (restart=unless-stopped, the Docker
 #     socket, the state dir at the same path inside as outside);
-#  7. waits for the reconciler to be healthy and prints `reconciler status`.
+#  7. waits for the reconciler to be healthy, then says where the site and
+#     phpMyAdmin are and what each key it printed is for.
+#
+# The screen gets one line per step; the tools' own output (apt-get, pip,
+# docker build, debootstrap, the sync's log) goes to the install log, named on
+# the first line (default /var/log/reconciler-install.log, mode 600). No key or
+# password is ever written to it.
 set -eu
 
 USAGE='Usage: sh install.sh [OPTIONS]
@@ -64,10 +70,44 @@ Paths and behaviour:
   --state-dir DIR         durable state (default: /var/lib/reconciler)
   --yes                   never prompt; a missing required value is an error
   --timeout SECONDS       how long to wait for the first sync (default: 600)
+  --log FILE              the install log, appended to, mode 600
+                          (default: /var/log/reconciler-install.log)
   -h, --help              this help'
 
-log() { printf '[install] %s\n' "$*" >&2; }
-die() { printf '[install] error: %s\n' "$*" >&2; exit 1; }
+# The install log, once open_log has made it (empty before: no file is written,
+# and noisy passes the output through).
+INSTALL_LOG=""
+
+# log MESSAGE: one line on screen, "step: what", and the same line in the log.
+log() {
+  printf '[install] %s\n' "$*" >&2
+  if [ -n "$INSTALL_LOG" ]; then printf '[install] %s\n' "$*" >>"$INSTALL_LOG"; fi
+}
+die() {
+  printf '[install] error: %s\n' "$*" >&2
+  if [ -n "$INSTALL_LOG" ]; then printf '[install] error: %s\n' "$*" >>"$INSTALL_LOG"; fi
+  exit 1
+}
+
+# noisy CMD...: runs CMD with its stdout and stderr appended to the install log
+# instead of the screen. On failure it prints the log's last lines and its path
+# and returns CMD's status. Never for a command that prints a key or a
+# password: the log is a file that outlives the run (and may be sent to
+# someone for help).
+noisy() {
+  if [ -z "$INSTALL_LOG" ]; then
+    "$@" >&2
+    return
+  fi
+  printf '$ %s\n' "$*" >>"$INSTALL_LOG"
+  noisy_rc=0
+  "$@" >>"$INSTALL_LOG" 2>&1 </dev/null || noisy_rc=$?
+  if [ "$noisy_rc" != 0 ]; then
+    printf '[install] %s failed (exit %s); the last lines of %s:\n' "$1" "$noisy_rc" "$INSTALL_LOG" >&2
+    tail -n 20 "$INSTALL_LOG" | sed 's/^/    /' >&2
+  fi
+  return "$noisy_rc"
+}
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 MODE=install
@@ -80,11 +120,16 @@ IMAGE=""
 IMAGE_NAME=reconciler
 BASE_IMAGE=${RECONCILER_BASE_IMAGE:-}
 CONFIG_DIR=${RECONCILER_CONFIG_DIR:-/etc/reconciler}
+LOG_FILE=/var/log/reconciler-install.log
 STATE_DIR=${RECONCILER_STATE_DIR:-/var/lib/reconciler}
 TIMEOUT=600
 REPO="" BRANCH="" PROJECT="" BACKUP_TARGET="" TIMEZONE=""
 AWS_ID="" AWS_SECRET="" AWS_REGION="" S3_ENDPOINT=""
 VERIFY="" ALLOWED_SIGNERS="" GPG_KEYS="" KNOWN_HOSTS=""
+# The keys printed in this run, for the closing lines.
+SHOWN_DEPLOY_KEY=0 SHOWN_RECIPIENT=0 SHOWN_BACKUP_KEY=0
+# The image a rebuild took the tag from (see ensure_image), for prune_old_builds.
+PREVIOUS_ID=""
 # Extra KEY=VALUE lines for a new env file, one per line.
 EXTRA=""
 NL='
@@ -126,6 +171,7 @@ while [ $# -gt 0 ]; do
     --no-age-key) AGE_KEY=0 ;;
     --yes|--non-interactive) YES=1 ;;
     --timeout) need_value "$@"; TIMEOUT=$2; shift ;;
+    --log) need_value "$@"; LOG_FILE=$2; shift ;;
     *) die "unknown argument: $1 (see --help)" ;;
   esac
   shift
@@ -168,24 +214,38 @@ require_root() {
   [ "$(id -u)" = 0 ] || die "run as root (sudo sh install.sh ...): it installs packages and writes $CONFIG_DIR"
 }
 
+# open_log: makes the install log (mode 600: tool output may name paths and
+# settings) and says where it is. Appended to, so a rerun keeps the earlier runs.
+open_log() {
+  (umask 077 && mkdir -p "$(dirname "$LOG_FILE")" && : >>"$LOG_FILE") 2>/dev/null \
+    || die "cannot write the install log $LOG_FILE (--log FILE names another)"
+  chmod 600 "$LOG_FILE"
+  INSTALL_LOG=$LOG_FILE
+  # Not the command line: it may hold --aws-secret-access-key.
+  printf '\n===== install.sh, %s =====\n' "$(date -u '+%Y-%m-%d %H:%M:%S UTC')" >>"$INSTALL_LOG"
+  log "log: the tools' output goes to $INSTALL_LOG"
+}
+
 # --- 2. the Docker engine -------------------------------------------------------
 
 install_packages() {
   case "$OS_ID" in
     debian|ubuntu)
-      DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null ;;
-    fedora) dnf install -y -q "$@" >/dev/null ;;
+      log "packages: installing $*"
+      noisy env DEBIAN_FRONTEND=noninteractive apt-get update -q || return
+      noisy env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" ;;
+    fedora)
+      log "packages: installing $*"
+      noisy dnf install -y -q "$@" ;;
   esac
 }
 
 ensure_docker() {
   if docker info >/dev/null 2>&1; then
-    log "Docker engine: answering"
+    log "docker: the engine answers"
     return
   fi
   if ! command -v dockerd >/dev/null 2>&1; then
-    log "Docker engine: installing the distribution's package"
     case "$OS_ID" in
       debian|ubuntu) install_packages docker.io ;;
       # Fedora packages the engine as moby-engine (the docker CLI comes with it).
@@ -193,10 +253,10 @@ ensure_docker() {
     esac
   fi
   if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
-    systemctl enable --now docker >/dev/null 2>&1 || systemctl start docker
+    noisy systemctl enable --now docker || noisy systemctl start docker
   else
     # No systemd (a container, WSL): start the engine in the background.
-    log "Docker engine: starting dockerd (no systemd here; it will not survive a reboot)"
+    log "docker: starting dockerd (no systemd here: it will not survive a reboot)"
     nohup dockerd >/var/log/dockerd.log 2>&1 &
   fi
   i=0
@@ -205,7 +265,7 @@ ensure_docker() {
     [ "$i" -le 60 ] || die "the Docker engine did not answer within 60 s (see journalctl -u docker)"
     sleep 1
   done
-  log "Docker engine: running"
+  log "docker: the engine runs"
 }
 
 # --- 3. the env file -------------------------------------------------------------
@@ -399,6 +459,7 @@ ensure_deploy_key() {
   chmod 600 "$key" "$key.pub"
   set_env RECONCILER_SSH_KEY "$key"
   ensure_known_hosts "$host" "$(ssh_port_of "$repo")"
+  SHOWN_DEPLOY_KEY=1
   cat >&2 <<EOF
 [install] The reconciler reads $repo with this deploy key (read-only access is enough):
 
@@ -504,6 +565,41 @@ can_have() {
   docker image inspect "$1" >/dev/null 2>&1 || docker pull -q "$1" >/dev/null 2>&1
 }
 
+# The files that go into the reconciler's image (.dockerignore, Dockerfile).
+IMAGE_SOURCES="pyproject.toml README.md reconciler images/reconciler"
+
+# build_tag ID: the tag of the image built here, from its image ID (hex).
+# The desired state names the image by this tag, so the tag is what makes the
+# reconciler replace itself: an unchanged build must keep its tag, a changed
+# one must get a new one. From a checkout whose image sources are committed:
+# <version>-<commit>, the last commit that touched them (a readable name in
+# `docker ps`, that `git show` explains). Otherwise (edited or untracked
+# sources, no git): <version>-<first 12 hex digits of the image ID>, so that
+# what was changed still gets a tag of its own.
+build_tag() {
+  version=$(awk -F'"' '/^\[/ { p = ($0 == "[project]") } p && /^version[[:space:]]*=/ { print $2; exit }' \
+    "$HERE/pyproject.toml" 2>/dev/null | tr -c 'A-Za-z0-9_.\n-' '-')
+  : "${version:=0}"
+  commit=""
+  if command -v git >/dev/null 2>&1; then
+    # $IMAGE_SOURCES is a list of paths: split on purpose.
+    # shellcheck disable=SC2086
+    if changes=$(git -c safe.directory="$HERE" -C "$HERE" status --porcelain -- $IMAGE_SOURCES 2>/dev/null) \
+      && [ -z "$changes" ]; then
+      # A fixed length: git lengthens an automatic abbreviation as the
+      # repository grows, which would rename an unchanged build.
+      # shellcheck disable=SC2086
+      commit=$(git -c safe.directory="$HERE" -C "$HERE" log -1 --abbrev=7 --format=%h -- $IMAGE_SOURCES \
+        2>/dev/null || true)
+    fi
+  fi
+  if [ -n "$commit" ]; then
+    printf '%s-%s\n' "$version" "$commit"
+  else
+    printf '%s-%.12s\n' "$version" "$1"
+  fi
+}
+
 ensure_image() {
   if [ -n "$IMAGE" ]; then
     can_have "$IMAGE" || die "image $IMAGE is neither present nor pullable"
@@ -514,7 +610,7 @@ ensure_image() {
   [ -f "$HERE/images/reconciler/Dockerfile" ] \
     || die "no images/reconciler/Dockerfile next to install.sh: run it from a checkout of the repository, or give --image"
   if [ "$LOCAL_IMAGES" = 1 ]; then
-    log "local images: building the stand-ins of images/local/ (no registry needed)"
+    log "local images: the stand-ins of images/local/ (no registry needed; the first build takes minutes)"
     # debootstrap makes the Debian base they all start from, when it is missing.
     if ! docker image inspect "${LOCAL_IMAGE_PREFIX:-reconciler-local}/debian:bookworm" >/dev/null 2>&1 \
       && ! command -v debootstrap >/dev/null 2>&1; then
@@ -522,8 +618,8 @@ ensure_image() {
     fi
     # Only what the default stack (phpMyAdmin of the admin profile included,
     # so that turning it on works offline) and the reconciler need.
-    sh "$HERE/images/local/build-base-images.sh" --only python --only mariadb --only openlitespeed \
-      --only phpmyadmin
+    noisy sh "$HERE/images/local/build-base-images.sh" --only python --only mariadb --only openlitespeed \
+      --only phpmyadmin || die "the local images could not be built (see $INSTALL_LOG)"
     : "${BASE_IMAGE:=reconciler-local/python:local}"
     # pip inside a container may not reach an index the host reaches (a proxy
     # with its own CA, an air gap): fill the wheelhouse with the host's pip.
@@ -532,19 +628,23 @@ ensure_image() {
       install_packages python3-pip || log "warning: no pip on the host; the image build's pip will try the index"
     fi
     if command -v python3 >/dev/null 2>&1 && python3 -m pip --version >/dev/null 2>&1; then
-      sh "$HERE/images/reconciler/wheelhouse.sh" python3 \
+      log "wheelhouse: the reconciler's wheels, with the host's pip"
+      noisy sh "$HERE/images/reconciler/wheelhouse.sh" python3 \
         || log "warning: the wheelhouse is incomplete; pip in the build will try the index"
     fi
   fi
   set --
   [ -n "$BASE_IMAGE" ] && set -- --build-arg "BASE=$BASE_IMAGE"
   log "image: building $IMAGE_NAME from images/reconciler${BASE_IMAGE:+ on $BASE_IMAGE}"
-  docker build -q "$@" -f "$HERE/images/reconciler/Dockerfile" -t "$IMAGE_NAME:latest" "$HERE" >/dev/null
-  # A tag per content: the desired state names it, so a new build is a new
-  # configuration (the reconciler replaces itself) and an unchanged one is not.
+  noisy docker build "$@" -f "$HERE/images/reconciler/Dockerfile" -t "$IMAGE_NAME:latest" "$HERE" \
+    || die "the reconciler image could not be built (see $INSTALL_LOG)"
   id=$(docker image inspect -f '{{.Id}}' "$IMAGE_NAME:latest")
-  id=${id#sha256:}
-  RECONCILER_IMAGE=$IMAGE_NAME:$(printf '%.12s' "$id")
+  RECONCILER_IMAGE=$IMAGE_NAME:$(build_tag "${id#sha256:}")
+  # A clean tree built again on another base (or after the build cache went)
+  # gives another id under the same tag: the tag moves to the new build, and
+  # prune_old_builds removes the one it leaves without a name.
+  PREVIOUS_ID=$(docker image inspect -f '{{.Id}}' "$RECONCILER_IMAGE" 2>/dev/null || true)
+  [ "$PREVIOUS_ID" != "$id" ] || PREVIOUS_ID=""
   docker tag "$IMAGE_NAME:latest" "$RECONCILER_IMAGE"
   set_env RECONCILER_IMAGE "$RECONCILER_IMAGE"
   log "image: $RECONCILER_IMAGE"
@@ -571,6 +671,7 @@ ensure_age_key() {
     || die "$key holds no usable age identity (move it away and run install.sh again)"
   log "age key: encrypt secrets for this VM with its recipient (docs/secrets.md):"
   printf '%s\n' "$recipient" >&2
+  SHOWN_RECIPIENT=1
 }
 
 # --- 5c. the backup key ---------------------------------------------------------------
@@ -589,7 +690,8 @@ ensure_backup_key() {
   chmod 600 "$ENV_FILE"
   log "backup key: generated RECONCILER_BACKUP_KEY in $ENV_FILE; it is shown this once:"
   printf '%s\n' "$backup_key" >&2
-  log "keep it in your password manager now: without it no backup can be read, and this VM holds the only other copy"
+  SHOWN_BACKUP_KEY=1
+  log "backup key: keep it in your password manager now: without it no backup can be read, and this VM holds the only other copy"
 }
 
 # --- 6. the first sync and the daemon ------------------------------------------------
@@ -614,6 +716,12 @@ reconciler_once() {
     $(mount_args) "$RECONCILER_IMAGE" "$@"
 }
 
+# sync_summary: what of the sync's output a person reads. Its log lines
+# ("HH:MM:SS level event key=value...") at debug or info level are left out.
+sync_summary() {
+  grep -v -E '^[0-9]{2}:[0-9]{2}:[0-9]{2} +(debug|info) ' || true
+}
+
 DAEMON=""
 first_sync() {
   PROJECT=$(get_env RECONCILER_PROJECT)
@@ -621,24 +729,27 @@ first_sync() {
   DAEMON=$PROJECT-reconciler-1
   private_dir "$STATE_DIR"
   deadline=$(($(date +%s) + TIMEOUT))
-  log "sync: deploying desired-state/ of $(get_env RECONCILER_REPO) ($(get_env RECONCILER_BRANCH))"
+  log "sync: deploying desired-state/ of $(get_env RECONCILER_REPO) ($(get_env RECONCILER_BRANCH)); its log goes to the install log"
   output=$(mktemp)
   while :; do
-    # The output is shown as it comes (a first build takes minutes) and kept
-    # to tell a repository not reachable yet from a failure that will stay.
-    { rc=0; reconciler_once sync || rc=$?; echo "$rc" >"$output.rc"; } 2>&1 | tee "$output"
+    # The sync's log goes to the install log as it comes (a first build takes
+    # minutes); the screen gets its summary (the actions, "converged") and its
+    # warnings and errors. The whole output is kept to tell a repository not
+    # reachable yet from a failure that will stay.
+    { rc=0; reconciler_once sync || rc=$?; echo "$rc" >"$output.rc"; } 2>&1 \
+      | tee -a "${INSTALL_LOG:-/dev/null}" | tee "$output" | sync_summary
     [ "$(cat "$output.rc")" = 0 ] && break
     if ! grep -q -e SourceUnavailable -e EngineUnavailable "$output"; then
       # Invalid desired state, an image that cannot be had...: only a commit
       # fixes it, and the daemon started below will apply that commit.
-      log "the first sync failed (the messages above say why)"
+      log "sync: the first sync failed (the messages above say why; all of it in $INSTALL_LOG)"
       break
     fi
     if [ "$(date +%s)" -ge "$deadline" ]; then
-      log "the repository was still not reachable after $TIMEOUT s (is the deploy key added?)"
+      log "sync: the repository was still not reachable after $TIMEOUT s (is the deploy key added?)"
       break
     fi
-    log "the repository or the engine is not reachable yet; trying again in 10 s"
+    log "sync: the repository or the engine is not reachable yet; trying again in 10 s"
     sleep 10
   done
   rm -f "$output" "$output.rc"
@@ -647,7 +758,7 @@ first_sync() {
     # that cannot be had, a commit that does not validate...). Start it anyway,
     # so that fixing the repository is enough: it adopts itself on its first
     # good pass (a configuration change: it hands over to a helper).
-    log "starting $DAEMON (the pass did not create it)"
+    log "reconciler: starting $DAEMON (the pass did not create it)"
     metrics_port=$(get_env RECONCILER_METRICS_PORT)
     # shellcheck disable=SC2046
     # The health check timings and metrics port of the reconciler service in compose.yaml.
@@ -678,23 +789,103 @@ wait_healthy() {
     [ "$(date +%s)" -lt "$deadline" ] || die "$DAEMON is still $health after $limit s: see docker logs $DAEMON"
     sleep 2
   done
-  log "$DAEMON is $health"
-  docker exec "$DAEMON" reconciler status || true
+  # The whole status to the log; on screen its condition, e.g. "Ready (ReconciliationSucceeded)".
+  status=$(docker exec "$DAEMON" reconciler status 2>&1 || true)
+  printf '%s\n' "$status" >>"${INSTALL_LOG:-/dev/null}"
+  condition=$(printf '%s\n' "$status" | sed -n 's/^condition: *//p' | head -n 1)
+  log "reconciler: $DAEMON is $health${condition:+; $condition}"
 }
 
-# Builds of earlier runs, tagged by content, are no longer named anywhere once
-# the new daemon is healthy. `docker rmi` without --force keeps any image a
-# container still uses.
+# is_build_tag TAG: TAG is one build_tag makes, <version>-<commit or image ID>
+# (7 or more hex digits after the last "-", a version starting with a digit),
+# or the 12 hex digits of the image ID that earlier versions of install.sh used.
+is_build_tag() {
+  case "$1" in
+    [0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f]) return 0 ;;
+    [0-9]*-*) ;;
+    *) return 1 ;;
+  esac
+  suffix=${1##*-}
+  case "$suffix" in *[!0-9a-f]*) return 1 ;; esac
+  [ "${#suffix}" -ge 7 ]
+}
+
+# Builds of earlier runs are no longer named anywhere once the new daemon is
+# healthy. Never :latest, the build just made, nor what the daemon runs;
+# `docker rmi` without --force keeps any image a container still uses.
 prune_old_builds() {
   [ -z "$IMAGE" ] || return 0
+  running=$(docker inspect -f '{{.Config.Image}}' "$DAEMON" 2>/dev/null || true)
   for tag in $(docker image ls --format '{{.Repository}}:{{.Tag}}' "$IMAGE_NAME"); do
-    case "${tag#"$IMAGE_NAME":}" in
-      latest|"${RECONCILER_IMAGE#"$IMAGE_NAME":}") ;;
-      [0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f])
-        docker rmi "$tag" >/dev/null 2>&1 && log "removed the earlier build $tag" ;;
-    esac
+    name=${tag#"$IMAGE_NAME":}
+    case "$tag" in "$RECONCILER_IMAGE"|"$running"|"$IMAGE_NAME:latest") continue ;; esac
+    is_build_tag "$name" || continue
+    if docker rmi "$tag" >/dev/null 2>&1; then log "image: removed the earlier build $tag"; fi
   done
+  # The build whose tag moved to this one, once nothing names it (a tag given
+  # by hand keeps it); a container that still runs it keeps it too.
+  if [ -n "$PREVIOUS_ID" ] \
+    && [ "$(docker image inspect -f '{{len .RepoTags}}' "$PREVIOUS_ID" 2>/dev/null)" = 0 ] \
+    && docker rmi "$PREVIOUS_ID" >/dev/null 2>&1; then
+    log "image: removed the earlier build of ${RECONCILER_IMAGE#"$IMAGE_NAME":} ($(printf '%.19s' "$PREVIOUS_ID"))"
+  fi
   return 0
+}
+
+# --- the closing lines -------------------------------------------------------------
+
+# vm_address: how this machine is reached: localhost on a developer's PC, else
+# the source address of its default route, else the first of hostname -I.
+vm_address() {
+  if [ "$LOCAL" = 1 ] || [ -n "$(get_env RECONCILER_LOCAL_REPO)" ]; then
+    printf 'localhost\n'
+    return
+  fi
+  addr=$(ip -4 route get 192.0.2.1 2>/dev/null | sed -n 's/.* src \([0-9.]*\).*/\1/p' | head -n 1)
+  [ -n "$addr" ] || addr=$(hostname -I 2>/dev/null | awk '{ print $1 }')
+  case "$addr" in
+    "") printf 'localhost\n' ;;
+    *:*) printf '[%s]\n' "$addr" ;;
+    *) printf '%s\n' "$addr" ;;
+  esac
+}
+
+# url SCHEME HOST PORT DEFAULT_PORT
+url() {
+  if [ "$3" = "$4" ]; then printf '%s://%s/\n' "$1" "$2"; else printf '%s://%s:%s/\n' "$1" "$2" "$3"; fi
+}
+
+# closing_lines: where the site and phpMyAdmin are, what each key printed
+# above is for, where the log is.
+closing_lines() {
+  host=$(vm_address)
+  http_port=$(get_env HTTP_PORT)
+  https_port=$(get_env HTTPS_PORT)
+  log "site: $(url http "$host" "${http_port:-80}" 80) and $(url https "$host" "${https_port:-443}" 443)"
+  pma=$(get_env PHPMYADMIN_PORT)
+  : "${pma:=8081}"
+  # Published on 127.0.0.1 only (desired-state/compose.yaml): from elsewhere, through ssh.
+  if [ "$host" = localhost ]; then
+    reach="http://127.0.0.1:$pma/"
+  else
+    reach="ssh -L $pma:127.0.0.1:$pma root@$host and http://127.0.0.1:$pma/"
+  fi
+  case ",$(get_env COMPOSE_PROFILES | tr -d ' ')," in
+    *,admin,*|*,\*,*) log "phpMyAdmin: on; reach it with $reach" ;;
+    *)
+      log "phpMyAdmin: off; to turn it on, COMPOSE_PROFILES=admin in $ENV_FILE, then docker restart $DAEMON"
+      log "phpMyAdmin: then reach it with $reach" ;;
+  esac
+  if [ "$SHOWN_DEPLOY_KEY" = 1 ]; then
+    log "deploy key (above): lets the reconciler read the repository; add it, read-only, to its deploy keys"
+  fi
+  if [ "$SHOWN_RECIPIENT" = 1 ]; then
+    log "age recipient (above, age1...): public; encrypt for it the secrets you commit to git (docs/secrets.md)"
+  fi
+  if [ "$SHOWN_BACKUP_KEY" = 1 ]; then
+    log "backup key (above): without it no backup can be read; keep a copy off this VM (a password manager)"
+  fi
+  log "status: docker exec $DAEMON reconciler status; log of this run: $INSTALL_LOG"
 }
 
 # --- uninstall ---------------------------------------------------------------------
@@ -741,6 +932,7 @@ if [ "$MODE" = uninstall ]; then
   uninstall
   exit 0
 fi
+open_log
 ensure_docker
 if [ "$LOCAL" = 1 ] && [ "$LOCAL_IMAGES" = 0 ] && [ -z "$IMAGE" ] && [ -z "$BASE_IMAGE" ] \
   && ! can_have python:3.11-slim-bookworm; then
@@ -761,3 +953,4 @@ if [ -n "$(get_env RECONCILER_LOCAL_REPO)" ]; then
 else
   log "done: push to $(get_env RECONCILER_BRANCH) to deploy; docs/operations.md says what next"
 fi
+closing_lines

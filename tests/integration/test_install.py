@@ -126,6 +126,11 @@ class Installation:
     def daemon(self) -> str:
         return f"{self.project}-reconciler-1"
 
+    @property
+    def log(self) -> Path:
+        """The install log (--log), where the tools' output goes instead of the screen."""
+        return self.root / "install.log"
+
     def install(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
         docker_cli = shutil.which("docker")
         assert docker_cli, "the docker CLI is needed on the host"
@@ -149,6 +154,8 @@ class Installation:
             str(self.config_dir),
             "--state-dir",
             str(self.state_dir),
+            "--log",
+            str(self.log),
             *args,
         ]
         return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
@@ -344,6 +351,12 @@ def test_install_deploys_the_stack_from_the_git_remote(
     assert page.status_code == 200, page.text
     assert 'id="visits"' in page.text
     assert "Ready (ReconciliationSucceeded)" in installed.stdout + installed.stderr
+    # The closing lines: where the site and phpMyAdmin are.
+    screen = installed.stdout + installed.stderr
+    assert re.search(rf"site: http://[^ /]+:{installation.http_port}/ and https://", screen), screen
+    assert "phpMyAdmin: off; to turn it on, COMPOSE_PROFILES=admin in" in screen
+    assert "ssh -L 8081:127.0.0.1:8081 root@" in screen
+    assert "http://127.0.0.1:8081/" in screen
     # The daemon in its container is reached from the VM on the published loopback port.
     health = requests.get(f"http://127.0.0.1:{installation.metrics_port}/healthz", timeout=10)
     assert health.status_code == 200
@@ -382,6 +395,63 @@ def test_the_env_file_is_private_and_holds_generated_secrets(
     recipient = age_key.read_text().split("# public key: ")[1].split()[0]
     assert recipient in installed.stderr
     assert age_key.read_text().split()[-1] not in installed.stdout + installed.stderr
+    # What each printed key is for, said at the end.
+    assert "age recipient (above, age1...): public; encrypt for it the secrets" in installed.stderr
+    assert "backup key (above): without it no backup can be read" in installed.stderr
+    # None of them, nor a password, is in the install log.
+    log = installation.log.read_text()
+    for secret in (
+        values["RECONCILER_BACKUP_KEY"],
+        values["MARIADB_ROOT_PASSWORD"],
+        values["MARIADB_PASSWORD"],
+        age_key.read_text().split()[-1],
+    ):
+        assert secret not in log
+
+
+def test_the_screen_has_one_line_per_step_and_the_tools_output_is_in_the_log(
+    installation: Installation, installed: subprocess.CompletedProcess[str]
+) -> None:
+    screen = installed.stdout + installed.stderr
+    log = installation.log.read_text()
+
+    assert stat.S_IMODE(installation.log.stat().st_mode) == 0o600
+    assert installed.stderr.startswith(
+        f"[install] log: the tools' output goes to {installation.log}\n"
+    )
+    # docker build's output (the legacy builder's deprecation notice, pip's
+    # warnings), the stand-in images' builder and the sync's own log: in the log only.
+    for noise in ("DEPRECATED", "WARNING", "[build-base-images]", "Step 1/", " info "):
+        assert noise not in screen, noise
+    assert "$ docker build " in log
+    assert "[build-base-images] done" in log
+    assert "sync.done result=succeeded" in log
+    assert "condition: Ready (ReconciliationSucceeded)" in log
+    # The steps are in the log too, so it reads as the whole run.
+    assert "[install] image: building" in log
+    # What the sync did stays on screen.
+    assert "create service webserver: no container" in installed.stdout
+    assert re.search(r"converged \(\d+ change\(s\)\)", installed.stdout)
+
+
+def test_the_reconciler_image_has_a_readable_tag(
+    installation: Installation, installed: subprocess.CompletedProcess[str]
+) -> None:
+    env = (installation.config_dir / "reconciler.env").read_text()
+    (image,) = re.findall(r"^RECONCILER_IMAGE=(.*)$", env, re.MULTILINE)
+    name, _, tag = image.rpartition(":")
+    version = re.search(r'^version = "(.*)"$', (ROOT / "pyproject.toml").read_text(), re.MULTILINE)
+
+    assert name == installation.image_name
+    assert re.fullmatch(r"\d+\.\d+\.\d+.*-[0-9a-f]{7,}", tag), tag
+    assert version is not None
+    assert tag.startswith(f"{version[1]}-")
+    # The checkout has no git: the image ID names the build.
+    built = installation.client.images.get(image).id.removeprefix("sha256:")
+    assert tag == f"{version[1]}-{built[:12]}"
+    attrs = installation.container(installation.daemon)
+    assert attrs is not None
+    assert attrs["Config"]["Image"] == image
 
 
 def test_a_second_run_changes_nothing(
@@ -799,3 +869,222 @@ def test_an_empty_backup_key_line_is_replaced_and_a_given_key_is_kept(tmp_path: 
     assert kept.returncode == 0, kept.stderr
     assert env_file.read_text() == "RECONCILER_BACKUP_KEY='the business key'\n"
     assert "the business key" not in kept.stderr
+
+
+# --- the install log, the image's tag and the pruning of earlier builds ---
+
+
+def test_noisy_keeps_a_command_s_output_in_the_log_and_shows_its_end_when_it_fails(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "install.log"
+    log.write_text("")
+    quiet = run_steps(
+        tmp_path, "noisy sh -c 'echo fetched; echo WARNING: a notice >&2'", INSTALL_LOG=str(log)
+    )
+    assert quiet.returncode == 0, quiet.stderr
+    assert (quiet.stdout, quiet.stderr) == ("", "")
+    assert "fetched\nWARNING: a notice\n" in log.read_text()
+
+    lines = "; ".join(f"echo line{i}" for i in range(30))
+    failed = run_steps(
+        tmp_path, f"noisy sh -c '{lines}; echo broken >&2; exit 3'", INSTALL_LOG=str(log)
+    )
+    assert failed.returncode == 3
+    assert failed.stdout == ""
+    assert f"sh failed (exit 3); the last lines of {log}:" in failed.stderr
+    assert "    broken\n" in failed.stderr
+    assert "line29" in failed.stderr
+    assert "line5\n" not in failed.stderr  # the end of the log, not all of it
+    assert "broken" in log.read_text()
+
+
+def test_the_log_is_made_0600_and_named_on_screen(tmp_path: Path) -> None:
+    log = tmp_path / "var" / "log" / "reconciler-install.log"
+    result = run_steps(tmp_path, "open_log && log 'step: done'", LOG_FILE=str(log))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == (
+        f"[install] log: the tools' output goes to {log}\n[install] step: done\n"
+    )
+    assert _mode(log) == 0o600
+    assert "[install] step: done\n" in log.read_text()
+
+
+def _tag_checkout(tmp_path: Path) -> Path:
+    """The files build_tag reads, committed in a git repository of their own."""
+    checkout = tmp_path / "checkout"
+    (checkout / "reconciler").mkdir(parents=True)
+    (checkout / "images/reconciler").mkdir(parents=True)
+    (checkout / "pyproject.toml").write_text('[project]\nname = "reconciler"\nversion = "1.2.3"\n')
+    (checkout / "reconciler/__init__.py").write_text("")
+    (checkout / "images/reconciler/Dockerfile").write_text("FROM scratch\n")
+    (checkout / "desired-state").mkdir()
+    git("init", "-q", "-b", "main", cwd=checkout)
+    git("add", "-A", cwd=checkout)
+    git("commit", "-q", "-m", "the image's sources", cwd=checkout)
+    return checkout
+
+
+def test_the_image_tag_is_the_version_and_the_commit_of_a_clean_checkout(tmp_path: Path) -> None:
+    checkout = _tag_checkout(tmp_path)
+    image_id = "0123456789abcdef" * 4
+
+    def tag() -> str:
+        result = run_steps(tmp_path, f"build_tag {image_id}", HERE=str(checkout))
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
+
+    commit = git("log", "-1", "--abbrev=7", "--format=%h", cwd=checkout)
+    assert tag() == f"1.2.3-{commit}"
+    # A commit elsewhere (the desired state) is no new build.
+    (checkout / "desired-state/compose.yaml").write_text("services: {}\n")
+    git("add", "-A", cwd=checkout)
+    git("commit", "-q", "-m", "a deploy", cwd=checkout)
+    assert tag() == f"1.2.3-{commit}"
+    # Edited or untracked sources: the image ID, so the change gets a tag of its own.
+    (checkout / "reconciler/__init__.py").write_text("# edited\n")
+    assert tag() == "1.2.3-0123456789ab"
+    git("commit", "-q", "-am", "an edit", cwd=checkout)
+    edited = git("log", "-1", "--abbrev=7", "--format=%h", cwd=checkout)
+    assert tag() == f"1.2.3-{edited}"
+    (checkout / "images/reconciler/new.sh").write_text("")
+    assert tag() == "1.2.3-0123456789ab"
+    # No git at all.
+    shutil.rmtree(checkout / ".git")
+    assert tag() == "1.2.3-0123456789ab"
+
+
+def test_pruning_removes_earlier_builds_of_every_tag_form_only(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    removed = tmp_path / "removed"
+    tags = [
+        "latest",
+        "0.1.0-abc1234",  # the build of this run
+        "0.1.0-1111111",  # what the daemon runs
+        "0.1.0-2222222",  # an earlier build, clean tree
+        "0.1.0-0123456789ab",  # an earlier build, edited tree
+        "0123456789ab",  # a build of an earlier install.sh
+        "mine",  # tagged by hand
+        "0.1.0",
+    ]
+    listing = "".join(f"echo 'rc:{t}'; " for t in tags)
+    fake = bin_dir / "docker"
+    fake.write_text(
+        "#!/bin/sh\n"
+        'case "$1" in\n'
+        f"  image) {listing};;\n"
+        "  inspect) echo rc:0.1.0-1111111 ;;\n"
+        f'  rmi) echo "$2" >>{removed} ;;\n'
+        "esac\n"
+    )
+    fake.chmod(0o755)
+
+    result = run_steps(
+        tmp_path,
+        "prune_old_builds",
+        path_dir=bin_dir,
+        IMAGE="",
+        IMAGE_NAME="rc",
+        RECONCILER_IMAGE="rc:0.1.0-abc1234",
+        DAEMON="site-reconciler-1",
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert removed.read_text().split() == [
+        "rc:0.1.0-2222222",
+        "rc:0.1.0-0123456789ab",
+        "rc:0123456789ab",
+    ]
+
+
+@pytest.mark.parametrize("where", ["vm", "pc"])
+def test_the_closing_lines_say_where_the_site_and_phpmyadmin_are(
+    tmp_path: Path, where: str
+) -> None:
+    config = tmp_path / "etc" / "reconciler"
+    config.mkdir(parents=True)
+    env_file = config / "reconciler.env"
+    if where == "pc":
+        env_file.write_text(
+            "RECONCILER_LOCAL_REPO=/src/site\nHTTP_PORT=8080\nHTTPS_PORT=443\n"
+            "COMPOSE_PROFILES=admin\nPHPMYADMIN_PORT=8082\n"
+        )
+    else:
+        env_file.write_text("RECONCILER_PROJECT=site\n")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    # This machine's address, as the VM's route table would give it.
+    (bin_dir / "ip").write_text(
+        "#!/bin/sh\necho '192.0.2.1 via 10.0.0.1 dev eth0 src 10.0.0.5 uid 0'\n"
+    )
+    (bin_dir / "ip").chmod(0o755)
+
+    result = run_steps(
+        tmp_path,
+        "closing_lines",
+        path_dir=bin_dir,
+        LOCAL="0",
+        DAEMON="site-reconciler-1",
+        INSTALL_LOG=str(tmp_path / "install.log"),
+        SHOWN_RECIPIENT="1",
+        SHOWN_BACKUP_KEY="1" if where == "vm" else "0",
+    )
+
+    assert result.returncode == 0, result.stderr
+    said = result.stderr
+    if where == "pc":
+        assert "site: http://localhost:8080/ and https://localhost/\n" in said
+        assert "phpMyAdmin: on; reach it with http://127.0.0.1:8082/\n" in said
+        assert "backup key" not in said
+    else:
+        assert "site: http://10.0.0.5/ and https://10.0.0.5/\n" in said
+        assert f"phpMyAdmin: off; to turn it on, COMPOSE_PROFILES=admin in {env_file}" in said
+        assert "docker restart site-reconciler-1" in said
+        assert (
+            "phpMyAdmin: then reach it with ssh -L 8081:127.0.0.1:8081 root@10.0.0.5"
+            " and http://127.0.0.1:8081/\n" in said
+        )
+        assert "backup key (above): without it no backup can be read" in said
+    assert "age recipient (above, age1...): public" in said
+    assert "deploy key" not in said
+    assert f"log of this run: {tmp_path / 'install.log'}" in said
+
+
+def test_pruning_removes_the_build_a_rebuild_took_the_tag_from_unless_it_has_a_name(
+    tmp_path: Path, docker_client: docker.DockerClient, busybox_image: str
+) -> None:
+    def build(label: str) -> str:
+        context = tmp_path / label
+        context.mkdir()
+        (context / "Dockerfile").write_text(
+            f"FROM {busybox_image}\nLABEL dev.reconciler.test=install-prune-{label}\n"
+        )
+        image, _ = docker_client.images.build(path=str(context), rm=True)
+        return str(image.id)
+
+    keep_tag = f"reconciler-it-keep-{secrets.token_hex(4)}:mine"
+    left, named = build(secrets.token_hex(4)), build(secrets.token_hex(4))
+    docker_client.images.get(named).tag(keep_tag)
+    try:
+        for previous, gone in ((left, True), (named, False)):
+            result = run_steps(
+                tmp_path,
+                "prune_old_builds",
+                IMAGE="",
+                IMAGE_NAME=f"reconciler-it-none-{secrets.token_hex(4)}",
+                RECONCILER_IMAGE="x:0.1.0-abc1234",
+                DAEMON="no-such-container",
+                PREVIOUS_ID=previous,
+            )
+            assert result.returncode == 0, result.stderr
+            try:
+                docker_client.images.get(previous)
+                present = True
+            except docker.errors.ImageNotFound:
+                present = False
+            assert present is not gone, result.stderr
+    finally:
+        for image in (keep_tag, left):
+            with contextlib.suppress(docker.errors.APIError):
+                docker_client.images.remove(image)
