@@ -3,10 +3,43 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import assert_never
+from typing import Literal, assert_never
 
 from reconciler.model.desired import NetworkSpec, ServiceSpec, VolumeSpec
 from reconciler.model.observed import ObservedContainer, ObservedNetwork
+
+ChangeKind = Literal["key", "file", "dependency", "hash"]
+
+
+@dataclass(frozen=True)
+class Change:
+    """One reason to recreate a service, by name only (never a value: it may be secret).
+
+    - ``key``: a compose key, or an entry of ``environment`` or ``labels``
+      (``image``, ``command``, ``environment.API_TOKEN``);
+    - ``file``: a repository file or folder whose contents changed
+      (``desired-state/web.env``, a bind-mounted file, a build context);
+    - ``dependency``: a service this one depends on (``restart: true``) is recreated;
+    - ``hash``: only the config hash is known to differ (the container was made
+      by a reconciler that stored no parts); ``name`` is ``old -> new``.
+    """
+
+    kind: ChangeKind
+    name: str
+
+
+def render_changes(changes: tuple[Change, ...]) -> str:
+    """A recreate's reason in words: ``environment.API_TOKEN, desired-state/web.env changed``."""
+    said: list[str] = []
+    named = [c.name for c in changes if c.kind in ("key", "file")]
+    if named:
+        said.append(f"{', '.join(named)} changed")
+    dependencies = [c.name for c in changes if c.kind == "dependency"]
+    if dependencies:
+        noun = "dependency" if len(dependencies) == 1 else "dependencies"
+        said.append(f"{noun} {', '.join(dependencies)} recreated")
+    said += [f"configuration changed ({c.name})" for c in changes if c.kind == "hash"]
+    return "; ".join(said) or "configuration changed"
 
 
 @dataclass(frozen=True)
@@ -34,6 +67,8 @@ class RecreateService:
     config_hash: str
     old: ObservedContainer
     reason: str
+    # Why, as data (``reason`` is their rendering); empty for a paused or dead container.
+    changes: tuple[Change, ...] = ()
 
 
 @dataclass(frozen=True)

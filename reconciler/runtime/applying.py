@@ -37,6 +37,7 @@ from reconciler.decide.actions import (
     StartService,
     describe,
 )
+from reconciler.decide.hashing import config_parts, encode_parts
 from reconciler.errors import ApplyError, Conflict, ImageUnavailable, Unavailable
 from reconciler.model.desired import HealthCheck, ServiceSpec
 from reconciler.model.observed import ObservedContainer
@@ -310,6 +311,7 @@ class _Applier:
             lbl.SERVICE: service.name,
             lbl.COMMIT: self.commit,
             lbl.CONFIG_HASH: config_hash,
+            lbl.CONFIG_PARTS: encode_parts(config_parts(service)),
         }
 
     def readiness(self, service: ServiceSpec) -> Readiness | None:
