@@ -135,3 +135,79 @@ def describe(action: Action) -> str:
             return f"remove network {n.name}: {r}"
         case _:
             assert_never(action)
+
+
+def summarize(plan: Plan, *, limit: int | None = None) -> str:
+    """The plan in one line, for a commit status: ``2 to recreate: web (web.env), db (image)``.
+
+    Within ``limit`` characters: the reasons go first, then the names, then
+    the counts are all that is left (cut at the limit as a last resort), so
+    what is said is always whole.
+    """
+    groups: dict[str, list[tuple[str, str]]] = {}
+    for action in plan.actions:
+        verb, subject, detail = _summary_item(action)
+        groups.setdefault(verb, []).append((subject, detail))
+    if not groups:
+        return "nothing to change"
+    order = sorted(groups, key=_VERBS.index)
+
+    def line(detailed: bool, named: bool) -> str:
+        said = []
+        for verb in order:
+            items = groups[verb]
+            head = f"{len(items)} to {verb}"
+            if named:
+                names = (f"{s} ({d})" if detailed and d else s for s, d in items)
+                head += ": " + ", ".join(names)
+            said.append(head)
+        return "; ".join(said)
+
+    for detailed, named in ((True, True), (False, True), (False, False)):
+        text = line(detailed, named)
+        if limit is None or len(text) <= limit:
+            return text
+    assert limit is not None
+    return text[: max(limit - 3, 0)] + "..."
+
+
+_VERBS = ("remove", "create", "recreate", "start")
+
+
+def _summary_item(action: Action) -> tuple[str, str, str]:
+    """(verb, subject, short reason) of one action for ``summarize``."""
+    match action:
+        case CreateNetwork(network=n):
+            return "create", f"network {n.name}", ""
+        case CreateVolume(volume=v):
+            return "create", f"volume {v.name}", ""
+        case CreateService(service=s):
+            return "create", s.name, ""
+        case RecreateService(service=s, changes=changes, reason=r):
+            return "recreate", s.name, _short_changes(changes) if changes else r
+        case StartService(service=s):
+            return "start", s.name, ""
+        case RemoveContainer(container=c):
+            return "remove", c.name, ""
+        case RemoveNetwork(network=n):
+            return "remove", f"network {n.name}", ""
+        case _:
+            assert_never(action)
+
+
+def _short_changes(changes: tuple[Change, ...]) -> str:
+    """What changed, tersely: files by their name, a dependency as ``after db``."""
+    said = []
+    for change in changes:
+        match change.kind:
+            case "file":
+                said.append(change.name.rsplit("/", 1)[-1])
+            case "dependency":
+                said.append(f"after {change.name}")
+            case "hash":
+                said.append("configuration")
+            case "key":
+                said.append(change.name)
+            case _:
+                assert_never(change.kind)
+    return ", ".join(said)

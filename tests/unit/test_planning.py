@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from reconciler import labels
-from reconciler.decide.actions import describe
+from reconciler.decide.actions import describe, summarize
 from reconciler.decide.hashing import config_hash, config_parts, encode_parts
 from reconciler.decide.planning import dependency_order, plan
 from reconciler.model.desired import DesiredState, ServiceSpec
@@ -190,3 +190,24 @@ def test_dependency_cycle_is_a_bug() -> None:
     ]
     with pytest.raises(ValueError, match="cycle"):
         dependency_order(services)
+
+
+def test_the_summary_drops_reasons_then_names_to_fit() -> None:
+    desired = build_desired(
+        {"project": "shop", "services": {"db": {"image": "m:2"}, "web": {"image": "w:2"}}}
+    )
+    observed = build_observed(
+        {
+            "containers": [
+                {"name": "shop-db-1", "service": "db", "was": {"image": "m:1"}},
+                {"name": "shop-web-1", "service": "web", "hash": "stale"},
+            ]
+        },
+        desired,
+    )
+    result = plan(desired, observed)
+    assert summarize(result) == "2 to recreate: db (image), web (configuration)"
+    assert summarize(result, limit=30) == "2 to recreate: db, web"
+    assert summarize(result, limit=14) == "2 to recreate"
+    assert summarize(result, limit=10) == "2 to re..."
+    assert summarize(plan(desired, build_observed({}, desired))) == "2 to create: db, web"
