@@ -31,7 +31,7 @@ from reconciler.adapters.notifiers import (
     JsonWebhook,
     SlackWebhook,
 )
-from reconciler.decide.actions import Plan, summarize
+from reconciler.decide.actions import Plan, describe, summarize
 from reconciler.decide.notifications import (
     CommitState,
     ForgeUnknown,
@@ -254,6 +254,8 @@ def pass_finished(notifier: Notifier, outcome: PassOutcome, duration_s: float) -
                 "result": outcome.result,
                 "reason": outcome.reason,
                 "changes": outcome.changes[:20],
+                # What the pass set out to do, each with its reason (names, never values).
+                "plan": [describe(a) for a in outcome.plan.actions][:20] if outcome.plan else [],
                 "duration_s": round(duration_s, 3),
             },
         )

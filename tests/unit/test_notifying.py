@@ -560,3 +560,22 @@ def test_a_secret_value_never_reaches_the_commit_status(
             assert b"api-token-value" not in body
     finally:
         forget_secrets()
+
+
+def test_a_failed_recreate_tells_the_webhook_why_it_was_recreated(
+    tmp_path: Path, http: responses.RequestsMock
+) -> None:
+    http.post(HOOK, status=200)
+    settings = make_settings(tmp_path, RECONCILER_NOTIFY_WEBHOOK_URL=HOOK)
+    reconciler, source = make_pass(settings, tmp_path)
+    source.commit(sha(1), GOOD)
+    assert reconciler.sync().ok
+    source.commit(sha(2), GOOD.replace("VERSION_VALUE", "VERSION_TWO"))
+    engine = reconciler.engine
+    assert isinstance(engine, FakeEngine)
+    engine.fail_for[("run_container", "web")] = RuntimeError("no space left")
+    assert reconciler.sync().result == "failed"
+
+    (failed,) = bodies(http, HOOK)
+    assert failed["details"]["plan"] == ["recreate service web: environment.VERSION changed"]
+    assert "VERSION_TWO" not in json.dumps(failed)
