@@ -36,6 +36,8 @@ HASH_VERSION = "1"
 PART_DIGITS = 12
 # Split into one part per entry: the plan names the variable, never its value.
 _SPLIT_KEYS = ("environment", "labels")
+# Parts are named as compose.yaml names them, where the spec's field differs.
+_COMPOSE_NAMES = {"mounts": "volumes", "stop_grace_period_s": "stop_grace_period"}
 FILE_PREFIX = "file:"
 
 
@@ -71,7 +73,8 @@ def config_parts(service: ServiceSpec) -> dict[str, str]:
             for entry, entry_value in value.items():
                 parts[f"{key}.{entry}"] = _short(key, entry, entry_value)
         else:
-            parts[key] = _short(key, value)
+            name = _COMPOSE_NAMES.get(key, key)
+            parts[name] = _short(name, value)
     for path, content_hash in service.sources.items():
         parts[f"{FILE_PREFIX}{path}"] = _short(FILE_PREFIX, path, content_hash)
     return parts

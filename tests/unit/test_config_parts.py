@@ -134,3 +134,14 @@ def test_the_loader_names_the_repository_files_a_service_reads(tmp_path: Path) -
     third = parts()
     (tmp_path / "desired-state/web.env").write_text("GREETING=hi\n")
     assert changed_parts(parts(), third) == ["environment.GREETING", "file:desired-state/web.env"]
+
+
+def test_parts_are_named_as_compose_yaml_names_them() -> None:
+    parts = config_parts(
+        _web(
+            mounts=[{"type": "volume", "source": "shop_data", "target": "/data"}],
+            stop_grace_period_s=1.0,
+        )
+    )
+    assert {"volumes", "stop_grace_period"} <= set(parts)
+    assert not {"mounts", "stop_grace_period_s"} & set(parts)
