@@ -255,7 +255,9 @@ def pass_finished(notifier: Notifier, outcome: PassOutcome, duration_s: float) -
                 "reason": outcome.reason,
                 "changes": outcome.changes[:20],
                 # What the pass set out to do, each with its reason (names, never values).
-                "plan": [describe(a) for a in outcome.plan.actions][:20] if outcome.plan else [],
+                "plan": [redact_text(describe(a)) for a in outcome.plan.actions[:20]]
+                if outcome.plan
+                else [],
                 "duration_s": round(duration_s, 3),
             },
         )
