@@ -127,7 +127,10 @@ _DEFAULTS = ServiceSpec(name="", image="").model_dump(mode="json")
 
 
 def _short(*value: Any) -> str:
-    canonical = json.dumps([HASH_VERSION, *value], sort_keys=True, separators=(",", ":"))
+    # Without HASH_VERSION: a bumped version recreates everything, and the
+    # parts then all match, so the reason says "configuration changed" rather
+    # than naming every key.
+    canonical = json.dumps(list(value), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:PART_DIGITS]
 
 

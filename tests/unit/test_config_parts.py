@@ -145,3 +145,31 @@ def test_parts_are_named_as_compose_yaml_names_them() -> None:
     )
     assert {"volumes", "stop_grace_period"} <= set(parts)
     assert not {"mounts", "stop_grace_period_s"} & set(parts)
+
+
+def test_a_bumped_hash_version_recreates_with_the_hashes_as_reason(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from reconciler import labels
+    from reconciler.decide import hashing
+    from reconciler.decide.actions import RecreateService
+    from reconciler.decide.planning import plan
+    from reconciler.model.desired import DesiredState
+    from reconciler.model.observed import Observed, ObservedContainer
+
+    web = _web(environment={"A": "1"})
+    made = ObservedContainer(
+        id="c" * 64,
+        name="shop-web-1",
+        labels={
+            labels.PROJECT: "shop",
+            labels.SERVICE: "web",
+            labels.CONFIG_HASH: config_hash(web),
+            labels.CONFIG_PARTS: encode_parts(config_parts(web)),
+        },
+    )
+    monkeypatch.setattr(hashing, "HASH_VERSION", "2")
+    desired = DesiredState(project="shop", services={"web": web}, networks={}, volumes={})
+    (action,) = plan(desired, Observed(containers=(made,))).actions
+    assert isinstance(action, RecreateService)
+    assert action.reason.startswith("configuration changed (")
