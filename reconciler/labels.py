@@ -5,6 +5,9 @@ PROJECT = f"{PREFIX}.project"
 SERVICE = f"{PREFIX}.service"
 COMMIT = f"{PREFIX}.commit"
 CONFIG_HASH = f"{PREFIX}.config-hash"
+# JSON of short digests per part of the config (decide/hashing.py config_parts):
+# what a recreate names as changed, read back from the container after a restart.
+CONFIG_PARTS = f"{PREFIX}.config-parts"
 NETWORK = f"{PREFIX}.network"
 VOLUME = f"{PREFIX}.volume"
 # Set on short-lived helper containers (volume access, backups): never services.

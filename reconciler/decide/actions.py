@@ -3,10 +3,43 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import assert_never
+from typing import Literal, assert_never
 
 from reconciler.model.desired import NetworkSpec, ServiceSpec, VolumeSpec
 from reconciler.model.observed import ObservedContainer, ObservedNetwork
+
+ChangeKind = Literal["key", "file", "dependency", "hash"]
+
+
+@dataclass(frozen=True)
+class Change:
+    """One reason to recreate a service, by name only (never a value: it may be secret).
+
+    - ``key``: a compose key, or an entry of ``environment`` or ``labels``
+      (``image``, ``command``, ``environment.API_TOKEN``);
+    - ``file``: a repository file or folder whose contents changed
+      (``desired-state/web.env``, a bind-mounted file, a build context);
+    - ``dependency``: a service this one depends on (``restart: true``) is recreated;
+    - ``hash``: only the config hash is known to differ (the container was made
+      by a reconciler that stored no parts); ``name`` is ``old -> new``.
+    """
+
+    kind: ChangeKind
+    name: str
+
+
+def render_changes(changes: tuple[Change, ...]) -> str:
+    """A recreate's reason in words: ``environment.API_TOKEN, desired-state/web.env changed``."""
+    said: list[str] = []
+    named = [c.name for c in changes if c.kind in ("key", "file")]
+    if named:
+        said.append(f"{', '.join(named)} changed")
+    dependencies = [c.name for c in changes if c.kind == "dependency"]
+    if dependencies:
+        noun = "dependency" if len(dependencies) == 1 else "dependencies"
+        said.append(f"{noun} {', '.join(dependencies)} recreated")
+    said += [f"configuration changed ({c.name})" for c in changes if c.kind == "hash"]
+    return "; ".join(said) or "configuration changed"
 
 
 @dataclass(frozen=True)
@@ -34,6 +67,8 @@ class RecreateService:
     config_hash: str
     old: ObservedContainer
     reason: str
+    # Why, as data (``reason`` is their rendering); empty for a paused or dead container.
+    changes: tuple[Change, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -100,3 +135,79 @@ def describe(action: Action) -> str:
             return f"remove network {n.name}: {r}"
         case _:
             assert_never(action)
+
+
+def summarize(plan: Plan, *, limit: int | None = None) -> str:
+    """The plan in one line, for a commit status: ``2 to recreate: web (web.env), db (image)``.
+
+    Within ``limit`` characters: the reasons go first, then the names, then
+    the counts are all that is left (cut at the limit as a last resort), so
+    what is said is always whole.
+    """
+    groups: dict[str, list[tuple[str, str]]] = {}
+    for action in plan.actions:
+        verb, subject, detail = _summary_item(action)
+        groups.setdefault(verb, []).append((subject, detail))
+    if not groups:
+        return "nothing to change"
+    order = sorted(groups, key=_VERBS.index)
+
+    def line(detailed: bool, named: bool) -> str:
+        said = []
+        for verb in order:
+            items = groups[verb]
+            head = f"{len(items)} to {verb}"
+            if named:
+                names = (f"{s} ({d})" if detailed and d else s for s, d in items)
+                head += ": " + ", ".join(names)
+            said.append(head)
+        return "; ".join(said)
+
+    for detailed, named in ((True, True), (False, True), (False, False)):
+        text = line(detailed, named)
+        if limit is None or len(text) <= limit:
+            return text
+    assert limit is not None
+    return text[: max(limit - 3, 0)] + "..."
+
+
+_VERBS = ("remove", "create", "recreate", "start")
+
+
+def _summary_item(action: Action) -> tuple[str, str, str]:
+    """(verb, subject, short reason) of one action for ``summarize``."""
+    match action:
+        case CreateNetwork(network=n):
+            return "create", f"network {n.name}", ""
+        case CreateVolume(volume=v):
+            return "create", f"volume {v.name}", ""
+        case CreateService(service=s):
+            return "create", s.name, ""
+        case RecreateService(service=s, changes=changes, reason=r):
+            return "recreate", s.name, _short_changes(changes) if changes else r
+        case StartService(service=s):
+            return "start", s.name, ""
+        case RemoveContainer(container=c):
+            return "remove", c.name, ""
+        case RemoveNetwork(network=n):
+            return "remove", f"network {n.name}", ""
+        case _:
+            assert_never(action)
+
+
+def _short_changes(changes: tuple[Change, ...]) -> str:
+    """What changed, tersely: files by their name, a dependency as ``after db``."""
+    said = []
+    for change in changes:
+        match change.kind:
+            case "file":
+                said.append(change.name.rsplit("/", 1)[-1])
+            case "dependency":
+                said.append(f"after {change.name}")
+            case "hash":
+                said.append("configuration")
+            case "key":
+                said.append(change.name)
+            case _:
+                assert_never(change.kind)
+    return ", ".join(said)

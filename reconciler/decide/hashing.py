@@ -31,8 +31,111 @@ from reconciler.redaction import secret_fingerprint
 HASH_VERSION = "1"
 
 
+# Digits of each entry of the parts label: enough to tell versions apart, short
+# enough for a label that lists every environment variable.
+PART_DIGITS = 12
+# Split into one part per entry: the plan names the variable, never its value.
+_SPLIT_KEYS = ("environment", "labels")
+# Parts are named as compose.yaml names them, where the spec's field differs.
+_COMPOSE_NAMES = {"mounts": "volumes", "stop_grace_period_s": "stop_grace_period"}
+FILE_PREFIX = "file:"
+
+
 def config_hash(service: ServiceSpec) -> str:
     """Hex SHA-256 of the service's normalised spec; stable across runs and dict order."""
+    canonical = json.dumps(
+        [HASH_VERSION, _normalised(service)], sort_keys=True, separators=(",", ":")
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def config_parts(service: ServiceSpec) -> dict[str, str]:
+    """Short digests of each part of what ``config_hash`` covers, for the plan's reasons.
+
+    Keyed by top-level compose key (``image``, ``command``, ``ports``, ...), with
+    ``environment`` and ``labels`` split per entry (``environment.API_TOKEN``)
+    and the repository files the service reads per path
+    (``file:desired-state/web.env``). Parts at their default are left out, so
+    the label stays small; a part set or unset shows on one side only.
+    The same normalised spec and the same keying of secrets as the config hash:
+    a part holding a secret is a digest of its keyed digest. When the files
+    have parts of their own, their contents are left out of ``mounts``,
+    ``build`` and a built image's tag: a changed file is named once, as itself.
+    """
+    parts: dict[str, str] = {}
+    data = _normalised(service)
+    if service.sources:
+        data = _without_file_contents(data, service)
+    for key, value in data.items():
+        if key == "name" or (value == _DEFAULTS.get(key) and key not in _SPLIT_KEYS):
+            continue
+        if key in _SPLIT_KEYS and isinstance(value, dict):
+            for entry, entry_value in value.items():
+                parts[f"{key}.{entry}"] = _short(key, entry, entry_value)
+        else:
+            name = _COMPOSE_NAMES.get(key, key)
+            parts[name] = _short(name, value)
+    for path, content_hash in service.sources.items():
+        parts[f"{FILE_PREFIX}{path}"] = _short(FILE_PREFIX, path, content_hash)
+    return parts
+
+
+def encode_parts(parts: dict[str, str]) -> str:
+    """The label's value: compact JSON, sorted, so equal parts give an equal label."""
+    return json.dumps(parts, sort_keys=True, separators=(",", ":"))
+
+
+def decode_parts(label: str | None) -> dict[str, str] | None:
+    """The parts stored on a container; None when absent (an older reconciler) or unreadable."""
+    if not label:
+        return None
+    try:
+        data = json.loads(label)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in data.items()
+    ):
+        return None
+    return data
+
+
+def changed_parts(desired: dict[str, str], observed: dict[str, str]) -> list[str]:
+    """Names of the parts that differ, added or removed, in a stable order: keys, then files."""
+    names = {n for n in desired.keys() | observed.keys() if desired.get(n) != observed.get(n)}
+    return sorted(names, key=lambda n: (n.startswith(FILE_PREFIX), n))
+
+
+def _without_file_contents(data: dict[str, Any], service: ServiceSpec) -> dict[str, Any]:
+    """``data`` with the hashes of repository files taken out (they are parts of their own)."""
+    data = {**data, "mounts": [dict(m) for m in data["mounts"]]}
+    for mount in data["mounts"]:
+        if mount["content_hash"] is not None:
+            mount["source"] = "repository"
+            mount["content_hash"] = "repository"
+    build = service.build
+    if build is not None and data["build"] is not None:
+        data["build"] = {**data["build"], "context_hash": "repository"}
+        # The tag the reconciler gives a built image is named for its context.
+        tag = f":{build.context_hash[:12]}"
+        if isinstance(data["image"], str) and data["image"].endswith(tag):
+            data["image"] = data["image"].removesuffix(tag) + ":<context>"
+    return data
+
+
+_DEFAULTS = ServiceSpec(name="", image="").model_dump(mode="json")
+
+
+def _short(*value: Any) -> str:
+    # Without HASH_VERSION: a bumped version recreates everything, and the
+    # parts then all match, so the reason says "configuration changed" rather
+    # than naming every key.
+    canonical = json.dumps(list(value), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:PART_DIGITS]
+
+
+def _normalised(service: ServiceSpec) -> dict[str, Any]:
+    """The spec as the config hash sees it: what shapes the container, secrets keyed."""
     data = service.model_dump(mode="json")
     # depends_on shapes the order of a pass, not the container itself.
     data.pop("depends_on", None)
@@ -45,8 +148,7 @@ def config_hash(service: ServiceSpec) -> str:
         data["build"].pop("context")
     if service.secret_values:
         data = _keyed(data, service.secret_values)
-    canonical = json.dumps([HASH_VERSION, data], sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return data
 
 
 def _keyed(node: Any, secrets: frozenset[str]) -> Any:

@@ -5,7 +5,9 @@ The plan is an ordered list of typed actions, each with its reason:
 1. remove containers of services no longer declared (frees their ports first);
 2. create missing networks and volumes;
 3. per service, in depends_on order: remove leftovers of an interrupted
-   recreate, then create, recreate (config hash differs) or start;
+   recreate, then create, recreate (config hash differs, or a dependency with
+   ``restart: true`` is recreated) or start; a recreate names what changed,
+   from the parts label on the container (decide/hashing.py ``config_parts``);
 4. remove our networks that are no longer declared.
 
 Only objects labelled with the project are ever acted on. Anything else in the
@@ -22,6 +24,7 @@ from collections.abc import Collection, Iterable
 from reconciler import labels
 from reconciler.decide.actions import (
     Action,
+    Change,
     CreateNetwork,
     CreateService,
     CreateVolume,
@@ -30,8 +33,15 @@ from reconciler.decide.actions import (
     RemoveContainer,
     RemoveNetwork,
     StartService,
+    render_changes,
 )
-from reconciler.decide.hashing import config_hash
+from reconciler.decide.hashing import (
+    FILE_PREFIX,
+    changed_parts,
+    config_hash,
+    config_parts,
+    decode_parts,
+)
 from reconciler.model.desired import DesiredState, ServiceSpec
 from reconciler.model.observed import Observed, ObservedContainer
 
@@ -56,16 +66,21 @@ def plan(desired: DesiredState, observed: Observed) -> Plan:
 
     service_actions: list[Action] = []
     by_name = {c.name: c for c in observed.containers}
+    recreated: set[str] = set()
     for name in dependency_order(desired.services.values()):
         service = desired.services[name]
-        service_actions += _plan_service(
+        actions = _plan_service(
             service,
             project=project,
             mine=by_service.get(name, []),
             same_name=by_name.get(labels.container_name(project, name)),
             declared=desired.services.keys(),
             conflicts=conflicts,
+            recreated=recreated,
         )
+        if any(isinstance(a, RecreateService) for a in actions):
+            recreated.add(name)
+        service_actions += actions
 
     declared_networks = {n.name for n in desired.networks.values()}
     network_removals: list[Action] = [
@@ -88,6 +103,7 @@ def _plan_service(
     same_name: ObservedContainer | None,
     declared: Collection[str],
     conflicts: list[str],
+    recreated: Collection[str] = (),
 ) -> list[Action]:
     canonical = labels.container_name(project, service.name)
     if same_name is not None and same_name.project != project:
@@ -124,21 +140,46 @@ def _plan_service(
         for c in sorted(mine, key=lambda c: c.name)
         if c is not current
     ]
+    # Compose's ``restart: true``: a dependency recreated earlier in this plan.
+    restarted = tuple(
+        Change("dependency", d.service)
+        for d in service.depends_on
+        if d.restart and d.service in recreated
+    )
     if current is None:
         actions.append(CreateService(service, wanted, "no container"))
-    elif current.config_hash != wanted:
-        old = (current.config_hash or "none")[:12]
-        actions.append(
-            RecreateService(
-                service, wanted, current, f"configuration changed ({old} -> {wanted[:12]})"
-            )
-        )
+    elif current.config_hash != wanted or restarted:
+        changes = (*_changes(service, current, wanted), *restarted)
+        actions.append(RecreateService(service, wanted, current, render_changes(changes), changes))
     elif current.state in {"paused", "dead"}:
         actions.append(RecreateService(service, wanted, current, f"container is {current.state}"))
     elif current.state in {"exited", "created"} and not _finished_one_shot(service, current):
         detail = f" (exit code {current.exit_code})" if current.exit_code is not None else ""
         actions.append(StartService(service, current, f"container is {current.state}{detail}"))
     return actions
+
+
+def _changes(service: ServiceSpec, current: ObservedContainer, wanted: str) -> tuple[Change, ...]:
+    """What differs between ``service`` and the spec ``current`` was made from, by name.
+
+    From the parts label on the container, so a fresh process (a restarted
+    daemon, ``reconciler plan``) gives the same reasons. A container made by a
+    reconciler that stored no parts, or whose parts all match (a changed hash
+    version), gets the two hashes instead.
+    """
+    if current.config_hash == wanted:
+        return ()
+    stored = decode_parts(current.labels.get(labels.CONFIG_PARTS))
+    names = changed_parts(config_parts(service), stored) if stored is not None else []
+    if not names:
+        old = (current.config_hash or "none")[:12]
+        return (Change("hash", f"{old} -> {wanted[:12]}"),)
+    return tuple(
+        Change("file", n.removeprefix(FILE_PREFIX))
+        if n.startswith(FILE_PREFIX)
+        else Change("key", n)
+        for n in names
+    )
 
 
 def _finished_one_shot(service: ServiceSpec, container: ObservedContainer) -> bool:

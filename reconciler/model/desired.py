@@ -70,6 +70,8 @@ DependsCondition = Literal["service_started", "service_healthy", "service_comple
 class Dependency(Frozen):
     service: str
     condition: DependsCondition = "service_started"
+    # Compose's ``restart: true``: recreating the dependency recreates this service too.
+    restart: bool = False
 
 
 class ServiceNetwork(Frozen):
@@ -99,6 +101,12 @@ class ServiceSpec(Frozen):
     # Values decrypted from the commit's encrypted files: the config hash takes a
     # keyed digest of any field holding one (decide/hashing.py). Never dumped.
     secret_values: frozenset[str] = Field(default=frozenset(), repr=False, exclude=True)
+    # The repository files the service reads (env files, bind-mounted files and
+    # folders, the build context and a Dockerfile outside it), by path from the
+    # repository root, with a hash of what they hold: the plan names those that
+    # changed (decide/hashing.py ``config_parts``). Not part of the config hash:
+    # their effect already is (environment values, mount and context hashes).
+    sources: dict[str, str] = Field(default={}, exclude=True)
 
 
 class NetworkSpec(Frozen):

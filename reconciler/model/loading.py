@@ -260,9 +260,10 @@ class _Loader(ComposeChecks):
     ) -> ServiceSpec:
         base: KeyPath = ("services", name)
         build: BuildSpec | None = None
+        build_sources: dict[str, str] = {}
         image = svc.image
         if svc.build is not None:
-            build = self._build_spec(base, svc.build)
+            build, build_sources = self._build_spec(base, svc.build)
             if image is None and build is not None:
                 image = f"{project}-{name.lower()}:{build.context_hash[:12]}"
         ports = tuple(
@@ -270,6 +271,7 @@ class _Loader(ComposeChecks):
             for port in svc.ports
             for host, target in port.expanded()
         )
+        mounts = tuple(self._mounts(base, svc, volume_specs))
         return ServiceSpec(
             name=name,
             image=image or "",
@@ -279,12 +281,12 @@ class _Loader(ComposeChecks):
             entrypoint=tuple(svc.entrypoint) if svc.entrypoint is not None else None,
             environment=self._environment(base, svc),
             ports=ports,
-            mounts=tuple(self._mounts(base, svc, volume_specs)),
+            mounts=mounts,
             networks=tuple(networks),
             # A dependency that is not deployed (``required: false`` on a
             # service whose profiles are inactive) is no dependency at all.
             depends_on=tuple(
-                Dependency(service=dep, condition=options.condition)
+                Dependency(service=dep, condition=options.condition, restart=options.restart)
                 for dep, options in svc.depends_on.items()
                 if dep in active
             ),
@@ -296,7 +298,25 @@ class _Loader(ComposeChecks):
             hostname=svc.hostname,
             stop_grace_period_s=10.0 if svc.stop_grace_period is None else svc.stop_grace_period,
             secret_values=frozenset(v for v in self.secrets.secret_values() if v),
+            sources={**self._sources(svc, mounts), **build_sources},
         )
+
+    def _sources(self, svc: schema.Service, mounts: tuple[Mount, ...]) -> dict[str, str]:
+        """The repository files the service reads, by path from the root, with their hashes.
+
+        Only for the plan's reasons (which file changed): an env file's bytes (an
+        encrypted one's ciphertext, which git holds anyway) and bind-mounted
+        files and folders; ``_build_spec`` adds the build's.
+        """
+        found: dict[str, str] = {}
+        for env_file in svc.env_file:
+            path = Path(os.path.normpath(self.compose_dir / env_file.path))
+            if path.is_file() and self._inside(path):
+                found[os.path.relpath(path, self.root)] = hash_path(path)
+        for mount in mounts:
+            if mount.content_hash is not None:
+                found[os.path.relpath(mount.source, self.root)] = mount.content_hash
+        return found
 
     def _inside(self, path: Path) -> bool:
         """Whether ``path`` (symlinks followed) is in the checkout. The checks report
@@ -304,22 +324,28 @@ class _Loader(ComposeChecks):
         the whole disk, and files there change while they are walked)."""
         return path.resolve().is_relative_to(self.root.resolve())
 
-    def _build_spec(self, base: KeyPath, build: schema.Build) -> BuildSpec | None:
+    def _build_spec(
+        self, base: KeyPath, build: schema.Build
+    ) -> tuple[BuildSpec | None, dict[str, str]]:
+        """The build, and its files for the plan's reasons: the context folder and a
+        Dockerfile kept outside it, by path from the root, with their hashes."""
         context = Path(os.path.normpath(self.compose_dir / build.context))
         if not context.is_dir() or not self._inside(context):
-            return None  # reported by the checks
+            return None, {}  # reported by the checks
         args: dict[str, str] = {}
         for key, value in build.args.items():
             resolved = self._from_environ(self._entry((*base, "build"), "args", key), key, value)
             if resolved is not None:
                 args[key] = resolved
-        return BuildSpec(
+        sources = _build_sources(context, build.dockerfile)
+        spec = BuildSpec(
             context=str(context),
             dockerfile=build.dockerfile,
             args=args,
             target=build.target,
-            context_hash=_build_hash(context, build.dockerfile),
+            context_hash=_build_hash(*sources.values()),
         )
+        return spec, {os.path.relpath(path, self.root): digest for path, digest in sources.items()}
 
     def _from_environ(
         self, where: KeyPath, key: str, value: str | None, *, env_file: str | None = None
@@ -475,18 +501,25 @@ def _without_follow_ups(issues: list[Issue], interpolation: list[Issue]) -> list
     return kept
 
 
-def _build_hash(context: Path, dockerfile: str) -> str:
-    """The hash that decides whether an image is rebuilt: its context's files, and
-    the Dockerfile too when it lies outside the context (``context: ../site`` with
+def _build_sources(context: Path, dockerfile: str) -> dict[Path, str]:
+    """What decides whether an image is rebuilt: its context's files, and the
+    Dockerfile too when it lies outside the context (``context: ../site`` with
     ``dockerfile: ../images/webserver/Dockerfile``: the site's files are the
-    context, the image's recipe is kept apart from them). A Dockerfile inside the
-    context is already covered, so such a context's hash is what it always was."""
-    inside = hash_path(context)
+    context, the image's recipe is kept apart from them), each with its hash."""
+    found = {context: hash_path(context)}
     path = Path(os.path.normpath(context / dockerfile))
-    if path.is_relative_to(context) or not path.is_file():
-        return inside  # a missing Dockerfile is reported by the checks
+    if not path.is_relative_to(context) and path.is_file():
+        found[path] = hash_path(path)  # a missing Dockerfile is reported by the checks
+    return found
+
+
+def _build_hash(inside: str, outside: str | None = None) -> str:
+    """The context hash of a build from ``_build_sources``. A Dockerfile inside the
+    context is already covered, so such a context's hash is what it always was."""
+    if outside is None:
+        return inside
     digest = hashlib.sha256()
     digest.update(inside.encode())
     digest.update(b"\0dockerfile\0")
-    digest.update(hash_path(path).encode())
+    digest.update(outside.encode())
     return digest.hexdigest()

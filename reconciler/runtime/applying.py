@@ -40,6 +40,7 @@ from reconciler.decide.actions import (
     StartService,
     describe,
 )
+from reconciler.decide.hashing import config_parts, encode_parts
 from reconciler.decide.image_gc import PulledImage
 from reconciler.errors import ApplyError, Conflict, ImageUnavailable, Unavailable
 from reconciler.model.desired import HealthCheck, ServiceSpec
@@ -334,6 +335,7 @@ class _Applier:
             lbl.SERVICE: service.name,
             lbl.COMMIT: self.commit,
             lbl.CONFIG_HASH: config_hash,
+            lbl.CONFIG_PARTS: encode_parts(config_parts(service)),
         }
 
     def readiness(self, service: ServiceSpec) -> Readiness | None:

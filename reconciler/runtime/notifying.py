@@ -25,11 +25,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from reconciler.adapters.notifiers import (
+    DESCRIPTION_MAX,
     BackupPing,
     CommitStatusClient,
     JsonWebhook,
     SlackWebhook,
 )
+from reconciler.decide.actions import Plan, describe, summarize
 from reconciler.decide.notifications import (
     CommitState,
     ForgeUnknown,
@@ -252,6 +254,10 @@ def pass_finished(notifier: Notifier, outcome: PassOutcome, duration_s: float) -
                 "result": outcome.result,
                 "reason": outcome.reason,
                 "changes": outcome.changes[:20],
+                # What the pass set out to do, each with its reason (names, never values).
+                "plan": [redact_text(describe(a)) for a in outcome.plan.actions[:20]]
+                if outcome.plan
+                else [],
                 "duration_s": round(duration_s, 3),
             },
         )
@@ -265,12 +271,14 @@ def pass_finished(notifier: Notifier, outcome: PassOutcome, duration_s: float) -
 
 
 def pending_hook(settings: Settings, *, notifier: Notifier | None = None) -> BeforeApply:
-    """``pending`` on a commit as the pass starts applying it (not when re-applying the same)."""
+    """``pending`` on a commit as the pass starts applying it (not when re-applying the same),
+    described by the plan: ``2 to recreate: web (web.env), db (image)``."""
     chosen = notifier or Notifier.from_settings(settings)
 
-    def commit_pending(commit: str, applied: str | None) -> None:
+    def commit_pending(commit: str, applied: str | None, plan: Plan) -> None:
         if commit != applied:
-            _quietly("pending", lambda: chosen.set_commit_status(commit, "pending", "applying"))
+            description = summarize(plan, limit=DESCRIPTION_MAX)
+            _quietly("pending", lambda: chosen.set_commit_status(commit, "pending", description))
 
     return commit_pending
 

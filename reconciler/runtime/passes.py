@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from reconciler.decide.actions import Plan, describe
+from reconciler.decide.actions import Action, Plan, RecreateService, describe
 from reconciler.decide.planning import plan as make_plan
 from reconciler.errors import (
     ApplyError,
@@ -61,10 +61,11 @@ AfterApply = Callable[[Checkout, DesiredState, Status], list[str]]
 # saved: what happened and how long it took in seconds. A listener's failure is
 # logged and never changes the pass.
 PassListener = Callable[["PassOutcome", float], None]
-# Told as a pass starts applying a commit: the commit and the one applied
-# before it (None on the first). The commit status "pending". Like a listener,
-# its failure is logged and never changes the pass.
-BeforeApply = Callable[[str, str | None], None]
+# Told as a pass starts applying a commit: the commit, the one applied before
+# it (None on the first) and the plan about to be applied. The commit status
+# "pending", with the plan's summary. Like a listener, its failure is logged
+# and never changes the pass.
+BeforeApply = Callable[[str, str | None, Plan], None]
 # Work a killed job left half done (services a backup had stopped), finished
 # under the pass lock before the pass looks at the engine; each returns a line
 # per change and raises ``Unavailable`` when the engine cannot be reached.
@@ -269,10 +270,10 @@ class Reconciler:
                     exc_info=True,
                 )
 
-    def _tell_before_apply(self, commit: str, applied: str | None) -> None:
+    def _tell_before_apply(self, commit: str, applied: str | None, plan: Plan) -> None:
         for hook in self.before_apply:
             try:
-                hook(commit, applied)
+                hook(commit, applied, plan)
             except Exception as exc:  # a failing notifier must not fail a deploy
                 event(
                     "before_apply.crashed",
@@ -283,6 +284,13 @@ class Reconciler:
                 )
 
     def _sync(self, status: Status) -> PassOutcome:
+        """The pass's steps; the outcome carries the plan, once there is one."""
+        planned: list[Plan] = []
+        outcome = self._sync_steps(status, planned)
+        outcome.plan = outcome.plan or (planned[0] if planned else None)
+        return outcome
+
+    def _sync_steps(self, status: Status, planned: list[Plan]) -> PassOutcome:
         commit: str | None = None
         try:
             commit = self.remote_head()
@@ -292,14 +300,15 @@ class Reconciler:
                 prepared = self.prepare(commit)
             except (InvalidDesiredState, UnverifiedCommit) as exc:
                 return self._stalled(status, commit, exc)
+            planned.append(prepared.plan)
             if prepared.plan.conflicts:
                 return PassOutcome("failed", "Conflict", "\n".join(prepared.plan.conflicts), commit)
             for action in prepared.plan.actions:
-                event("plan.action", commit=commit, action=describe(action))
+                event("plan.action", commit=commit, action=describe(action), **_why(action))
             plan, own = split_own_actions(prepared.plan, self.own_container)
             for line in own.dropped:
                 event("self_update.skipped", level=30, commit=commit, message=line)
-            self._tell_before_apply(commit, status.applied_commit)
+            self._tell_before_apply(commit, status.applied_commit, plan)
             if plan.actions:
                 self.progress.begin(commit, actions=len(plan.actions))
             change_set = apply(
@@ -452,6 +461,13 @@ def _redacted(outcome: PassOutcome) -> PassOutcome:
     outcome.message = redact_text(outcome.message)
     outcome.changes = [redact_text(change) for change in outcome.changes]
     return outcome
+
+
+def _why(action: Action) -> dict[str, Any]:
+    """A recreate's changes for its log event, as data: ``[{"kind": "file", "name": ...}]``."""
+    if isinstance(action, RecreateService) and action.changes:
+        return {"changes": [{"kind": c.kind, "name": c.name} for c in action.changes]}
+    return {}
 
 
 def _log_apply_event(name: str, fields: dict[str, Any]) -> None:

@@ -19,6 +19,7 @@ from reconciler.decide.actions import (
     StartService,
     describe,
 )
+from reconciler.decide.hashing import config_parts, encode_parts
 from reconciler.errors import ApplyError, Conflict, ImageUnavailable, Unavailable
 from reconciler.model.desired import (
     Dependency,
@@ -113,6 +114,7 @@ def test_containers_get_name_and_labels_of_the_project() -> None:
         lbl.SERVICE: "web",
         lbl.COMMIT: NEW_COMMIT,
         lbl.CONFIG_HASH: "h-web",
+        lbl.CONFIG_PARTS: encode_parts(config_parts(web)),
     }
 
 

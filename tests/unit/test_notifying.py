@@ -466,3 +466,116 @@ def test_a_state_folder_that_cannot_be_written_still_sends_once(
     monkeypatch.undo()
     reconciler.sync()
     assert events(http, HOOK) == ["pass.failed"]
+
+
+# -- the plan on the commit (issue 14 item 5) ---------------------------------------------------
+
+
+def test_pending_carries_the_plan_before_anything_is_applied_then_success(
+    tmp_path: Path, http: responses.RequestsMock
+) -> None:
+    settings = make_settings(tmp_path, RECONCILER_COMMIT_STATUS_TOKEN=TOKEN)
+    reconciler, source = make_pass(settings, tmp_path)
+    engine = reconciler.engine
+    assert isinstance(engine, FakeEngine)
+    seen: list[list[str]] = []
+
+    def record(request: Any) -> tuple[int, dict[str, str], str]:
+        # What ran when the forge was told: nothing new may run before "pending".
+        seen.append([c.name for c in engine.observe("shop").containers])
+        return 201, {}, "{}"
+
+    http.add_callback(responses.POST, GITHUB_STATUS + sha(1), callback=record)
+    http.add_callback(responses.POST, GITHUB_STATUS + sha(2), callback=record)
+    source.commit(sha(1), GOOD)
+    assert reconciler.sync().ok
+    first = bodies(http, GITHUB_STATUS + sha(1))
+    assert [b["state"] for b in first] == ["pending", "success"]
+    assert first[0]["description"] == "2 to create: network shop_default, web"
+    assert seen[0] == []  # pending went out before the apply
+
+    source.commit(sha(2), GOOD.replace("VERSION_VALUE", "VERSION_TWO"))
+    assert reconciler.sync().ok
+    second = bodies(http, GITHUB_STATUS + sha(2))
+    assert [b["state"] for b in second] == ["pending", "success"]
+    assert second[0]["description"] == "1 to recreate: web (environment.VERSION)"
+    assert seen[2] == ["shop-web-1"]  # the old container still ran at "pending"
+    for body in (*first, *second):
+        assert "VERSION_VALUE" not in body["description"]
+        assert "VERSION_TWO" not in body["description"]
+
+
+def test_a_long_plan_is_shortened_to_whole_words_within_140_characters(
+    tmp_path: Path, http: responses.RequestsMock
+) -> None:
+    http.post(GITHUB_STATUS + sha(1), status=201)
+    http.post(GITHUB_STATUS + sha(2), status=201)
+    many = "services:\n" + "".join(
+        f"  service-with-a-long-name-{n}:\n    image: img:1\n"
+        f"    environment: {{VARIABLE_WITH_A_LONG_NAME_{n}: x}}\n"
+        for n in range(8)
+    )
+    settings = make_settings(tmp_path, RECONCILER_COMMIT_STATUS_TOKEN=TOKEN)
+    reconciler, source = make_pass(settings, tmp_path)
+    source.commit(sha(1), many)
+    assert reconciler.sync().ok
+    source.commit(sha(2), many.replace(": x}", ": y}"))
+    assert reconciler.sync().ok
+
+    created = bodies(http, GITHUB_STATUS + sha(1))[0]["description"]
+    recreated = bodies(http, GITHUB_STATUS + sha(2))[0]["description"]
+    # Too long with every reason and name: the reasons go first, then the names.
+    assert created == "9 to create"
+    assert recreated == "8 to recreate"
+
+
+def test_a_secret_value_never_reaches_the_commit_status(
+    tmp_path: Path, http: responses.RequestsMock
+) -> None:
+    from reconciler.redaction import forget_secrets
+    from reconciler.secret_keys import keygen, recipient_of
+    from tests.fixtures.sops_encoder import sops_dotenv
+
+    http.post(GITHUB_STATUS + sha(1), status=201)
+    http.post(GITHUB_STATUS + sha(2), status=201)
+    key = tmp_path / "vm" / "age.key"
+    keygen(key)
+    to = recipient_of(key)[0]
+    settings = make_settings(
+        tmp_path, RECONCILER_COMMIT_STATUS_TOKEN=TOKEN, RECONCILER_AGE_KEY_FILE=str(key)
+    )
+    reconciler, source = make_pass(settings, tmp_path)
+    compose = "services:\n  web:\n    image: img:1\n    env_file: [app.sops.env]\n"
+    try:
+        for n, secret in ((1, "first-api-token-value"), (2, "second-api-token-value")):
+            source.commit(sha(n), compose)
+            (tmp_path / "commits" / sha(n) / "desired-state" / "app.sops.env").write_text(
+                sops_dotenv({"API_TOKEN": secret}, to)
+            )
+            assert reconciler.sync().ok
+        pending = bodies(http, GITHUB_STATUS + sha(2))[0]["description"]
+        assert pending == "1 to recreate: web (environment.API_TOKEN, app.sops.env)"
+        for call in http.calls:
+            body = call.request.body or b""
+            assert b"api-token-value" not in body
+    finally:
+        forget_secrets()
+
+
+def test_a_failed_recreate_tells_the_webhook_why_it_was_recreated(
+    tmp_path: Path, http: responses.RequestsMock
+) -> None:
+    http.post(HOOK, status=200)
+    settings = make_settings(tmp_path, RECONCILER_NOTIFY_WEBHOOK_URL=HOOK)
+    reconciler, source = make_pass(settings, tmp_path)
+    source.commit(sha(1), GOOD)
+    assert reconciler.sync().ok
+    source.commit(sha(2), GOOD.replace("VERSION_VALUE", "VERSION_TWO"))
+    engine = reconciler.engine
+    assert isinstance(engine, FakeEngine)
+    engine.fail_for[("run_container", "web")] = RuntimeError("no space left")
+    assert reconciler.sync().result == "failed"
+
+    (failed,) = bodies(http, HOOK)
+    assert failed["details"]["plan"] == ["recreate service web: environment.VERSION changed"]
+    assert "VERSION_TWO" not in json.dumps(failed)

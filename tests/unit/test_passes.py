@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.decide.actions import describe
 from reconciler.errors import Unavailable
 from reconciler.ports import Checkout
 from reconciler.runtime.daemon import MAX_BACKOFF_S, next_delay
@@ -81,6 +82,28 @@ def test_sync_applies_and_records(setup: tuple[Reconciler, FakeSource, FakeEngin
     assert status.ready
     assert status.reason == "ReconciliationSucceeded"
     assert status.history[0].changes
+
+
+def test_a_recreate_names_what_changed_in_the_plan_the_status_and_after_a_restart(
+    setup: tuple[Reconciler, FakeSource, FakeEngine],
+) -> None:
+    reconciler, source, engine = setup
+    source.commit(sha(1), GOOD.replace("VERSION_VALUE", "one-value"))
+    assert reconciler.sync().ok
+    source.commit(sha(2), GOOD.replace("VERSION_VALUE", "two-value"))
+    reason = "recreate service web: environment.VERSION changed"
+
+    # A new process (the CLI, a restarted daemon) knows only what the containers say.
+    fresh = Reconciler(reconciler.settings, source=source, engine=engine, own_container=None)
+    planned = fresh.plan_only().plan
+    assert planned is not None
+    assert [describe(a) for a in planned.actions] == [reason]
+
+    outcome = reconciler.sync()
+    assert outcome.ok, outcome.message
+    assert outcome.changes == [reason]
+    assert reconciler.store.load().history[0].changes == [reason]  # status --json
+    assert "two-value" not in reason
 
 
 def test_second_pass_is_a_no_op_that_still_observes(

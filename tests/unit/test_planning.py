@@ -1,7 +1,11 @@
 """Planning as tables: each cases/plan/*.yaml has desired, observed and the expected plan.
 
 In a case, a container's ``hash: current`` stands for the config hash of the
-desired service of the same name, ``hash: stale`` for any other value.
+desired service of the same name, ``hash: stale`` for any other value (a
+container made by a reconciler that stored no parts label); ``was: {spec}``
+for a container made from that spec, with its hash and parts labels.
+``reasons`` maps an action's index to text its line must hold, ``never_said``
+to words it must not (values of variables).
 """
 
 from __future__ import annotations
@@ -13,8 +17,8 @@ import pytest
 import yaml
 
 from reconciler import labels
-from reconciler.decide.actions import describe
-from reconciler.decide.hashing import config_hash
+from reconciler.decide.actions import describe, summarize
+from reconciler.decide.hashing import config_hash, config_parts, encode_parts
 from reconciler.decide.planning import dependency_order, plan
 from reconciler.model.desired import DesiredState, ServiceSpec
 from reconciler.model.observed import (
@@ -56,6 +60,11 @@ def build_observed(raw: dict[str, Any], desired: DesiredState) -> Observed:
         hash_value = c.get("hash")
         if hash_value == "current":
             hash_value = config_hash(desired.services[c["service"]])
+        if "was" in c:
+            # Made from this spec by a reconciler that stores the parts label.
+            was = ServiceSpec.model_validate({"name": c["service"], **c["was"]})
+            hash_value = config_hash(was)
+            container_labels[labels.CONFIG_PARTS] = encode_parts(config_parts(was))
         if hash_value is not None:
             container_labels[labels.CONFIG_HASH] = hash_value
         containers.append(
@@ -97,6 +106,9 @@ def test_plan_case(case: Path) -> None:
     assert [line.split(":", 1)[0] for line in lines] == raw.get("expect", []), lines
     for index, reason in (raw.get("reasons") or {}).items():
         assert reason in lines[index], lines[index]
+    for index, words in (raw.get("never_said") or {}).items():
+        for word in words:
+            assert word not in lines[index], lines[index]
     expected_conflicts = raw.get("conflicts", [])
     assert len(result.conflicts) == len(expected_conflicts), result.conflicts
     for wanted, got in zip(expected_conflicts, result.conflicts, strict=True):
@@ -178,3 +190,24 @@ def test_dependency_cycle_is_a_bug() -> None:
     ]
     with pytest.raises(ValueError, match="cycle"):
         dependency_order(services)
+
+
+def test_the_summary_drops_reasons_then_names_to_fit() -> None:
+    desired = build_desired(
+        {"project": "shop", "services": {"db": {"image": "m:2"}, "web": {"image": "w:2"}}}
+    )
+    observed = build_observed(
+        {
+            "containers": [
+                {"name": "shop-db-1", "service": "db", "was": {"image": "m:1"}},
+                {"name": "shop-web-1", "service": "web", "hash": "stale"},
+            ]
+        },
+        desired,
+    )
+    result = plan(desired, observed)
+    assert summarize(result) == "2 to recreate: db (image), web (configuration)"
+    assert summarize(result, limit=30) == "2 to recreate: db, web"
+    assert summarize(result, limit=14) == "2 to recreate"
+    assert summarize(result, limit=10) == "2 to re..."
+    assert summarize(plan(desired, build_observed({}, desired))) == "2 to create: db, web"
