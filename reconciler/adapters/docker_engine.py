@@ -540,11 +540,15 @@ LOCAL_STAND_INS = {
     "restic": ("restic", "reconciler-local/restic:local"),
     "phpmyadmin": ("phpmyadmin", "reconciler-local/phpmyadmin:local"),
 }
+# The env file variable that the default stack (desired-state/compose.yaml)
+# reads for an image, where it is not NAME_IMAGE: the webserver is built, and
+# its base comes in as a build argument.
+STACK_VARIABLES = {"openlitespeed": "WEBSERVER_BASE_IMAGE"}
 
 
 def _how_to_fix(image: str) -> str:
     base = image.split("@")[0].rsplit("/", 1)[-1].split(":")[0]
-    variable = re.sub(r"[^A-Z0-9]", "_", base.upper()) + "_IMAGE"
+    variable = STACK_VARIABLES.get(base) or re.sub(r"[^A-Z0-9]", "_", base.upper()) + "_IMAGE"
     stand_in = LOCAL_STAND_INS.get(base)
     if stand_in is None:
         # No stand-in of ours: naming one would send the user to a build that makes nothing.
@@ -555,6 +559,11 @@ def _how_to_fix(image: str) -> str:
             "in the env file"
         )
     only, tag = stand_in
+    if base in STACK_VARIABLES:
+        return (
+            f"build its local stand-in (images/local/build-base-images.sh --only {only}) and "
+            f"set {variable}={tag} in the env file (the default stack builds on it)"
+        )
     return (
         f"build its local stand-in (images/local/build-base-images.sh --only {only}) and "
         f"point compose.yaml at it, e.g. image: ${{{variable}:-{image}}} in compose.yaml and "

@@ -70,3 +70,15 @@ def test_the_missing_image_hint_names_only_stand_ins_the_script_builds() -> None
     other = _how_to_fix("redis:7")
     assert "reconciler-local" not in other
     assert "build-base-images.sh" not in other
+
+
+def test_the_webserver_base_hint_names_the_variable_the_default_stack_reads() -> None:
+    # The webserver is built: its base is the build argument of WEBSERVER_BASE_IMAGE,
+    # which desired-state/compose.yaml reads; an OPENLITESPEED_IMAGE would change nothing.
+    from reconciler.adapters.docker_engine import _how_to_fix
+
+    hint = _how_to_fix("litespeedtech/openlitespeed:1.8.3-lsphp83")
+    assert "WEBSERVER_BASE_IMAGE=reconciler-local/openlitespeed:local" in hint
+    assert "OPENLITESPEED_IMAGE" not in hint
+    compose = (Path(__file__).resolve().parents[2] / "desired-state" / "compose.yaml").read_text()
+    assert "${WEBSERVER_BASE_IMAGE:-litespeedtech/openlitespeed:" in compose
