@@ -71,6 +71,7 @@ Paths and behaviour:
   --yes                   never prompt; a missing required value is an error
   --timeout SECONDS       how long to wait for the first sync (default: 600)
   --log FILE              the install log, appended to, mode 600
+  --bin-dir DIR           where the host command reconciler goes (default: /usr/local/bin)
                           (default: /var/log/reconciler-install.log)
   -h, --help              this help'
 
@@ -121,6 +122,10 @@ IMAGE_NAME=reconciler
 BASE_IMAGE=${RECONCILER_BASE_IMAGE:-}
 CONFIG_DIR=${RECONCILER_CONFIG_DIR:-/etc/reconciler}
 LOG_FILE=/var/log/reconciler-install.log
+BIN_DIR=/usr/local/bin
+# The first comment line of the host command this script writes: only a file
+# that has it is replaced or removed.
+COMMAND_MARK="written by the reconciler's install.sh"
 STATE_DIR=${RECONCILER_STATE_DIR:-/var/lib/reconciler}
 TIMEOUT=600
 REPO="" BRANCH="" PROJECT="" BACKUP_TARGET="" TIMEZONE=""
@@ -172,6 +177,7 @@ while [ $# -gt 0 ]; do
     --yes|--non-interactive) YES=1 ;;
     --timeout) need_value "$@"; TIMEOUT=$2; shift ;;
     --log) need_value "$@"; LOG_FILE=$2; shift ;;
+    --bin-dir) need_value "$@"; BIN_DIR=$2; shift ;;
     *) die "unknown argument: $1 (see --help)" ;;
   esac
   shift
@@ -386,9 +392,71 @@ write_env_file() {
       echo "PHPMYADMIN_IMAGE=reconciler-local/phpmyadmin:local"
     fi
     printf '%s' "$EXTRA"
+    env_defaults
   } >"$ENV_FILE"
   umask "$old_umask"
   log "env file: wrote $ENV_FILE (mode 600; database passwords generated)"
+}
+
+# Every other setting, commented out at its default, so the file shows what can
+# be changed (README.md, "Configuration", says what each one does). A test
+# checks that every variable the reconciler reads is listed here.
+env_defaults() {
+  cat <<'EOF_DEFAULTS'
+
+# --- every other setting, at its default: uncomment a line to change it -------
+# The reconciler (README.md, "Configuration"):
+# RECONCILER_INTERVAL=60                    seconds between polls of the branch
+# RECONCILER_DIR=desired-state              the desired-state folder in the repository
+# RECONCILER_SSH_KEY=                       deploy key for ssh:// remotes (install.sh sets it)
+# RECONCILER_KNOWN_HOSTS=                   the ssh server's host keys (beside the key)
+# RECONCILER_BACKUP_DIR=                    file:// backups when backup.yaml names no target
+# RECONCILER_SPOOL_DIR=                     a restore's verified dumps, restic's cache (the state dir)
+# RECONCILER_SAFETY_COPY_DIR=               a local folder for restores' safety copies (the target)
+# RECONCILER_NOTIFY_WEBHOOK_URL=            POST a JSON object per failure, recovery, restore
+# RECONCILER_NOTIFY_SLACK_URL=              a Slack-compatible incoming webhook
+# RECONCILER_COMMIT_STATUS_TOKEN=           pending/success/failure on the deployed commit
+# RECONCILER_COMMIT_STATUS_PROVIDER=        github, gitea or bitbucket (guessed from the repo)
+# RECONCILER_COMMIT_STATUS_API=             the forge's API base (guessed from the repo)
+# RECONCILER_BACKUP_PING_URL=               healthchecks.io-style URL pinged by each backup
+# RECONCILER_METRICS_ADDR=127.0.0.1:9365    /healthz and /metrics inside the container, or off
+# RECONCILER_METRICS_PORT=9365              the VM's 127.0.0.1 port they are published on
+# RECONCILER_VERIFY=off                     ssh or gpg: apply only signed commits
+# RECONCILER_ALLOWED_SIGNERS=/etc/reconciler/allowed_signers
+# RECONCILER_GPG_HOME=/etc/reconciler/gnupg
+# RECONCILER_AGE_KEY_FILE=/etc/reconciler/age.key
+# The stack (desired-state/compose.yaml):
+# HTTP_PORT=80
+# HTTPS_PORT=443
+# PHPMYADMIN_PORT=8081
+# COMPOSE_PROFILES=                         admin: phpMyAdmin on 127.0.0.1:PHPMYADMIN_PORT
+EOF_DEFAULTS
+}
+
+# The host's `reconciler` command: the real one runs in the reconciler's
+# container, where its settings, state and the daemon are. A terminal gets
+# one (-t) only when there is one: `docker exec -it` in cron or a script fails
+# with "the input device is not a TTY". stdin stays open (-i) for the commands
+# that read it (backup key add).
+install_command() {
+  target=$BIN_DIR/reconciler
+  if [ -e "$target" ] && ! grep -q "$COMMAND_MARK" "$target" 2>/dev/null; then
+    log "command: $target exists and is not ours; kept (use docker exec $DAEMON reconciler)"
+    return 0
+  fi
+  mkdir -p "$BIN_DIR"
+  tmp=$(mktemp "$BIN_DIR/.reconciler.XXXXXX")
+  cat >"$tmp" <<EOF_COMMAND
+#!/bin/sh
+# $COMMAND_MARK: the reconciler's command line, run inside its container.
+if [ -t 0 ] && [ -t 1 ]; then
+  exec docker exec -it $DAEMON reconciler "\$@"
+fi
+exec docker exec -i $DAEMON reconciler "\$@"
+EOF_COMMAND
+  chmod 755 "$tmp"
+  mv "$tmp" "$target"
+  log "command: $target runs reconciler in $DAEMON (try: reconciler status)"
 }
 
 # --- 4. the deploy key -----------------------------------------------------------
@@ -885,7 +953,7 @@ closing_lines() {
   if [ "$SHOWN_BACKUP_KEY" = 1 ]; then
     log "backup key (above): without it no backup can be read; keep a copy off this VM (a password manager)"
   fi
-  log "status: docker exec $DAEMON reconciler status; log of this run: $INSTALL_LOG"
+  log "status: reconciler status (or docker exec $DAEMON reconciler status); log of this run: $INSTALL_LOG"
 }
 
 # --- uninstall ---------------------------------------------------------------------
@@ -919,6 +987,10 @@ uninstall() {
       fi
     done
   fi
+  if grep -q "$COMMAND_MARK" "$BIN_DIR/reconciler" 2>/dev/null; then
+    rm -f "$BIN_DIR/reconciler"
+    log "removed $BIN_DIR/reconciler"
+  fi
   log "the stack keeps running, unmanaged; volumes, $CONFIG_DIR and $STATE_DIR are kept"
   log "(to remove the stack too: docker rm -f \$(docker ps -aq --filter label=dev.reconciler.project=$PROJECT))"
 }
@@ -947,6 +1019,7 @@ ensure_age_key
 ensure_backup_key
 first_sync
 wait_healthy
+install_command
 prune_old_builds
 if [ -n "$(get_env RECONCILER_LOCAL_REPO)" ]; then
   log "done: commit to $(get_env RECONCILER_BRANCH) in $(get_env RECONCILER_REPO) to deploy; docs/operations.md says what next"

@@ -156,6 +156,8 @@ class Installation:
             str(self.state_dir),
             "--log",
             str(self.log),
+            "--bin-dir",
+            str(self.root / "bin"),
             *args,
         ]
         return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
@@ -369,6 +371,28 @@ def test_install_deploys_the_stack_from_the_git_remote(
     assert bindings == {
         "9365/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(installation.metrics_port)}]
     }
+
+
+def test_the_host_command_runs_reconciler_in_its_container_without_a_terminal(
+    installation: Installation, installed: subprocess.CompletedProcess[str]
+) -> None:
+    command = installation.root / "bin" / "reconciler"
+    assert stat.S_IMODE(command.stat().st_mode) == 0o755
+    # As cron or a script runs it: no terminal (docker exec -it would fail).
+    result = subprocess.run(
+        [str(command), "status", "--json"],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    head = git("rev-parse", "HEAD", cwd=installation.work)
+    assert json.loads(result.stdout)["applied_commit"] == head
+    assert f"command: {command} runs reconciler in {installation.daemon}" in (
+        installed.stdout + installed.stderr
+    )
 
 
 def test_the_env_file_is_private_and_holds_generated_secrets(
