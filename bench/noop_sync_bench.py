@@ -27,7 +27,7 @@ import docker
 from reconciler import labels
 from reconciler.adapters.docker_engine import DockerEngine
 from reconciler.adapters.git_source import GitSource
-from reconciler.runtime.passes import Reconciler
+from reconciler.deploy.passes import Reconciler
 from reconciler.settings import load_settings
 
 IMAGE = "reconciler-local/busybox:latest"
@@ -147,7 +147,7 @@ def bench_noop_vs_compose(root: Path, client: docker.DockerClient, runs: int) ->
             their_times.append(timed(compose))
         imports = import_breakdown([*python, "sync"], env)
         # The same command beside a running daemon, which runs the pass for it
-        # (runtime/control.py): how it is used on a VM (docker exec ... sync).
+        # (daemon/control.py): how it is used on a VM (docker exec ... sync).
         daemon = subprocess.Popen(
             [*python, "run"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )

@@ -2,7 +2,7 @@
 
 The stack as it was last deployed (the status file's applied commit), not
 the branch's head: its checkout and its desired state, secrets decrypted.
-Below the flows that use it (backup/, restore/, runtime/), so none of them
+Below the flows that use it (backup/, restore/, deploy/), so none of them
 reaches up into the wiring for it.
 """
 
@@ -14,7 +14,7 @@ from reconciler.model.loading import load_desired_state
 from reconciler.ports import Checkout
 from reconciler.secret_keys import load_secrets
 from reconciler.settings import Settings
-from reconciler.status import StatusStore
+from reconciler.state.status import StatusStore
 
 
 def make_source(settings: Settings) -> GitSource:

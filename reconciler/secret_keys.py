@@ -26,7 +26,7 @@ from reconciler.logs import event
 from reconciler.model.secrets import Keyring, Secrets, read_secrets
 from reconciler.redaction import register_secret, set_fingerprint_key
 from reconciler.settings import Settings
-from reconciler.statefiles import private_dir
+from reconciler.state.files import private_dir
 
 
 class KeyFileError(ReconcilerError):

@@ -40,7 +40,7 @@ from reconciler.errors import Unavailable
 from reconciler.logs import event
 from reconciler.ports import Checkout
 from reconciler.redaction import redact_text, redact_url
-from reconciler.statefiles import PRIVATE_FILE_MODE, private_dir
+from reconciler.state.files import PRIVATE_FILE_MODE, private_dir
 
 _SHA = re.compile(r"[0-9a-f]{40}")
 _URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")

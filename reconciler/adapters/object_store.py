@@ -27,7 +27,7 @@ from urllib.parse import urlparse
 import botocore.exceptions
 
 from reconciler.errors import ReconcilerError, Unavailable
-from reconciler.statefiles import private_dir, private_file
+from reconciler.state.files import private_dir, private_file
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

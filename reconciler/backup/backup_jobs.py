@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from reconciler import notifying
 from reconciler.adapters import engine_client
 from reconciler.adapters.engine_client import Client
 from reconciler.applied import load_applied
@@ -38,10 +39,9 @@ from reconciler.logs import event
 from reconciler.model.backup_policy import BackupPolicy, Schedule
 from reconciler.model.desired import DesiredState
 from reconciler.redaction import redact_url
-from reconciler.runtime import notifying
 from reconciler.settings import Settings
-from reconciler.statefiles import replace_file
-from reconciler.status import StatusStore
+from reconciler.state.files import replace_file
+from reconciler.state.status import StatusStore
 
 SCHEDULE_FILE = "backup-schedule.json"
 

@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from reconciler.statefiles import replace_file
+from reconciler.state.files import replace_file
 
 STATUS_FILE = "backup-status.json"
 

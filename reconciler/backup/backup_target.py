@@ -32,7 +32,7 @@ from reconciler.adapters.object_store import ObjectStore, open_store
 from reconciler.backup.backup_key import open_repository
 from reconciler.errors import ReconcilerError
 from reconciler.model.restore_requests import REQUEST_ID
-from reconciler.statefiles import private_dir
+from reconciler.state.files import private_dir
 
 
 @dataclass

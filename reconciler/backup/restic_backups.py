@@ -44,7 +44,7 @@ from reconciler.adapters.restic_helper import HelperRunner, volume_path
 from reconciler.backup.backup_target import SAFETY_TAG, BackupTarget
 from reconciler.decide.archive_members import SOCKET_TYPE
 from reconciler.errors import ReconcilerError
-from reconciler.statefiles import private_file
+from reconciler.state.files import private_file
 
 APP_TAG = "reconciler"
 MANIFEST_TAG = "manifest"

@@ -26,7 +26,7 @@ from pathlib import Path
 from reconciler.adapters import stack_control
 from reconciler.adapters.engine_client import Client
 from reconciler.adapters.stack_control import StoppedRun
-from reconciler.statefiles import atomic_write_json, read_json
+from reconciler.state.files import atomic_write_json, read_json
 
 JOURNAL = "backup-stops.json"
 

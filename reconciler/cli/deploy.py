@@ -1,6 +1,6 @@
 """``reconciler validate | plan | sync | run | healthcheck``: the deploy commands.
 
-Each handler builds the pass from settings (``runtime/wiring.py``) only when
+Each handler builds the pass from settings (``wiring.py``) only when
 it runs, so ``validate`` never opens the Docker engine or the remote.
 """
 
@@ -30,7 +30,7 @@ def register(commands: Any) -> None:
 
 
 def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
-    from reconciler.runtime.wiring import validate_folder
+    from reconciler.wiring import validate_folder
 
     folder = Path(args.folder)
     if not folder.is_dir():
@@ -48,7 +48,7 @@ def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_plan(_args: argparse.Namespace, settings: Settings) -> int:
-    from reconciler.runtime.wiring import make_reconciler
+    from reconciler.wiring import make_reconciler
 
     outcome = make_reconciler(settings).plan_only()
     if outcome.plan is None:
@@ -64,9 +64,9 @@ def cmd_plan(_args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_sync(_args: argparse.Namespace, settings: Settings) -> int:
-    # A running daemon of these settings runs the pass (runtime/control.py):
+    # A running daemon of these settings runs the pass (daemon/control.py):
     # no second interpreter importing the deploy side, no pass beside its own.
-    from reconciler.runtime.control import DaemonGone, ask_for_sync
+    from reconciler.daemon.control import DaemonGone, ask_for_sync
 
     try:
         outcome: Any = ask_for_sync(settings)
@@ -74,7 +74,7 @@ def cmd_sync(_args: argparse.Namespace, settings: Settings) -> int:
         print(f"reconciler sync: {exc}; see the daemon's log", file=sys.stderr)
         return 1
     if outcome is None:
-        from reconciler.runtime.wiring import make_reconciler
+        from reconciler.wiring import make_reconciler
 
         outcome = make_reconciler(settings).sync()
     commit = (outcome.commit or "?")[:12]
@@ -90,13 +90,13 @@ def cmd_sync(_args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_run(_args: argparse.Namespace, settings: Settings) -> int:
-    from reconciler.runtime.wiring import make_daemon
+    from reconciler.wiring import make_daemon
 
     return make_daemon(settings).run()
 
 
 def cmd_healthcheck(_args: argparse.Namespace, settings: Settings) -> int:
-    from reconciler.runtime.daemon import loop_health
+    from reconciler.daemon.loop import loop_health
 
     health = loop_health(settings.state_dir, interval_s=settings.interval_s)
     print(health.message, file=sys.stdout if health.alive else sys.stderr)

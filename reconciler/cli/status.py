@@ -17,7 +17,7 @@ def register(commands: Any) -> None:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    from reconciler.runtime.wiring import collect_status
+    from reconciler.wiring import collect_status
 
     report = collect_status(settings)
     if args.json:

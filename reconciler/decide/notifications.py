@@ -1,6 +1,6 @@
 """What to notify, given what happened and what was last sent: pure, no I/O.
 
-The runtime (runtime/notifying.py) turns a pass, a backup, a restore or a
+``reconciler/notifying.py`` turns a pass, a backup, a restore or a
 drill into a ``Notice``; ``decide`` compares it with the record of what was
 last sent for that kind and answers with the ``Message`` to send now (or
 None) and the record to keep. The rule (docs/notifications.md):

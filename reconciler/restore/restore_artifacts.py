@@ -33,7 +33,7 @@ from reconciler.backup import restic_backups
 from reconciler.backup.backing_up import VerifyError
 from reconciler.backup.backup_target import BackupTarget
 from reconciler.decide.restore_planning import ArtifactRef
-from reconciler.statefiles import PRIVATE_DIR_MODE, private_dir, private_file
+from reconciler.state.files import PRIVATE_DIR_MODE, private_dir, private_file
 
 CHUNK = 1024 * 1024
 # Safety copies are short-lived: zstd's fastest level (~1.7x level 3's speed

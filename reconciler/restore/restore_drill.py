@@ -30,6 +30,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, cast
 
+from reconciler import notifying
 from reconciler.adapters import engine_client, mariadb, stack_control, volume_archive
 from reconciler.adapters.engine_client import REPORTED_ERRORS, Client
 from reconciler.applied import load_applied
@@ -52,10 +53,9 @@ from reconciler.restore.restore_artifacts import (
     without_schemas,
 )
 from reconciler.restore.restoring import artifact_refs, resolve_backup
-from reconciler.runtime import notifying
 from reconciler.settings import Settings
-from reconciler.statefiles import atomic_write_json, exclusive_lock, read_json
-from reconciler.status import StatusStore
+from reconciler.state.files import atomic_write_json, exclusive_lock, read_json
+from reconciler.state.status import StatusStore
 
 DRILL_FILE = "drill.json"
 PERIODS = {"day": timedelta(days=1), "week": timedelta(weeks=1), "month": timedelta(days=30)}

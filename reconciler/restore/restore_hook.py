@@ -19,15 +19,15 @@ from collections.abc import Callable
 from reconciler.adapters import engine_client
 from reconciler.adapters.engine_client import Client
 from reconciler.decide.restore_planning import due_requests
+from reconciler.deploy.passes import AfterApply, AfterApplyFailed
 from reconciler.errors import InvalidDesiredState
 from reconciler.logs import event
 from reconciler.model.desired import DesiredState
 from reconciler.model.restore_requests import FILE_NAME, RestoreRequest, load_restore_requests
 from reconciler.ports import Checkout
 from reconciler.restore.restore_ledger import LedgerUnreadable, RestoreLedger, pending_record
-from reconciler.runtime.passes import AfterApply, AfterApplyFailed
 from reconciler.settings import Settings
-from reconciler.status import Status
+from reconciler.state.status import Status
 
 ClientFactory = Callable[[], Client]
 

@@ -28,7 +28,7 @@ from pydantic import BaseModel, Field, ValidationError
 from reconciler.decide.restore_planning import LedgerState
 from reconciler.logs import event
 from reconciler.model.restore_requests import RestoreRequest
-from reconciler.statefiles import StateCorrupt, atomic_write_json, read_json
+from reconciler.state.files import StateCorrupt, atomic_write_json, read_json
 
 LEDGER_FILE = "restores.json"
 # Entries kept; the oldest finished ones go first. An id that falls off could

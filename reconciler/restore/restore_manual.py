@@ -18,6 +18,7 @@ from reconciler.applied import load_applied
 from reconciler.backup import stop_journal
 from reconciler.backup.backup_target import open_target, safety_url
 from reconciler.decide.restore_planning import plan_restore
+from reconciler.deploy.passes import PASS_LOCK_WAIT_S
 from reconciler.errors import ReconcilerError
 from reconciler.model.desired import DesiredState
 from reconciler.model.restore_requests import RestoreRequest
@@ -36,9 +37,8 @@ from reconciler.restore.restoring import (
     resolve_backup,
     waiting_backup_lock,
 )
-from reconciler.runtime.passes import PASS_LOCK_WAIT_S
 from reconciler.settings import Settings
-from reconciler.statefiles import exclusive_lock
+from reconciler.state.files import exclusive_lock
 
 
 @dataclass

@@ -19,10 +19,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from reconciler import notifying
 from reconciler.adapters import stack_control
 from reconciler.adapters.engine_client import ENGINE_ERRORS, REPORTED_ERRORS, Client
 from reconciler.backup.backing_up import BackupBusy
 from reconciler.backup.commit_policy import backup_policy
+from reconciler.deploy.passes import AfterApplyFailed
 from reconciler.errors import InvalidDesiredState, ReconcilerError
 from reconciler.logs import event
 from reconciler.model.desired import DesiredState
@@ -43,8 +45,6 @@ from reconciler.restore.restoring import (
     waiting_backup_lock,
 )
 from reconciler.restore.volume_staging import STAGE_PURPOSE
-from reconciler.runtime import notifying
-from reconciler.runtime.passes import AfterApplyFailed
 from reconciler.settings import Settings
 
 ClientFactory = Callable[[], Client]

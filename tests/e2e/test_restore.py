@@ -404,7 +404,7 @@ def scrape_state(settings: Settings) -> dict[tuple[str, tuple[tuple[str, str], .
     from prometheus_client import generate_latest
     from prometheus_client.parser import text_string_to_metric_families
 
-    from reconciler.runtime.metrics import make_registry
+    from reconciler.daemon.metrics import make_registry
 
     text = generate_latest(make_registry(settings)[0]).decode()
     return {

@@ -1,4 +1,4 @@
-"""``reconciler sync`` beside a running daemon: the daemon runs the pass (runtime/control.py).
+"""``reconciler sync`` beside a running daemon: the daemon runs the pass (daemon/control.py).
 
 A real daemon process, a real git remote and the real engine: the command's
 output is the daemon's pass, and the command itself runs none.

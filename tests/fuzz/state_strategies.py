@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from reconciler import labels as lbl
 from reconciler.decide.planning import plan
+from reconciler.deploy.applying import apply
 from reconciler.model.desired import (
     Dependency,
     DesiredState,
@@ -32,7 +33,6 @@ from reconciler.model.desired import (
     VolumeSpec,
 )
 from reconciler.model.observed import ObservedVolume
-from reconciler.runtime.applying import apply
 from tests.fixtures.fake_engine import FakeEngine
 
 SERVICES = ["web", "db", "php", "job"]

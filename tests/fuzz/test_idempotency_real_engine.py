@@ -24,8 +24,8 @@ from hypothesis import strategies as st
 from reconciler.adapters.docker_engine import DockerEngine
 from reconciler.decide.actions import describe
 from reconciler.decide.planning import plan
+from reconciler.deploy.applying import apply
 from reconciler.model.desired import DesiredState
-from reconciler.runtime.applying import apply
 from tests.fixtures.docker_engine import BUSYBOX_IMAGE, remove_project
 from tests.fuzz import state_strategies as ss
 

@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 
 from reconciler.decide.actions import describe
 from reconciler.decide.planning import plan
+from reconciler.deploy.applying import apply
 from reconciler.model.desired import DesiredState
-from reconciler.runtime.applying import apply
 from tests.fixtures.fake_engine import FakeEngine
 from tests.fuzz import state_strategies as ss
 

@@ -28,6 +28,7 @@ from reconciler.decide.actions import (
     RemoveContainer,
     RemoveNetwork,
 )
+from reconciler.deploy.applying import apply
 from reconciler.errors import ApplyError, ImageUnavailable, Unavailable
 from reconciler.model.desired import (
     BuildSpec,
@@ -40,7 +41,6 @@ from reconciler.model.desired import (
     VolumeSpec,
 )
 from reconciler.model.observed import Observed, ObservedContainer
-from reconciler.runtime.applying import apply
 
 pytestmark = pytest.mark.integration
 

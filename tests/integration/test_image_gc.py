@@ -17,8 +17,8 @@ import pytest
 
 from reconciler import labels as lbl
 from reconciler.adapters.docker_engine import DockerEngine
+from reconciler.deploy.passes import Reconciler
 from reconciler.ports import Checkout
-from reconciler.runtime.passes import Reconciler
 from reconciler.settings import load_settings
 from tests.fixtures.docker_engine import remove_project
 

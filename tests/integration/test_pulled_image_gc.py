@@ -22,11 +22,11 @@ import pytest
 
 from reconciler import labels as lbl
 from reconciler.adapters.docker_engine import DockerEngine
+from reconciler.deploy.collecting import IMAGES_FILE
+from reconciler.deploy.passes import Reconciler
 from reconciler.errors import ImageUnavailable
 from reconciler.model.desired import ServiceSpec
 from reconciler.ports import ALREADY_GONE, Checkout
-from reconciler.runtime.collecting import IMAGES_FILE
-from reconciler.runtime.passes import Reconciler
 from reconciler.settings import load_settings
 from tests.fixtures.docker_engine import remove_project
 from tests.fixtures.registry import Registry

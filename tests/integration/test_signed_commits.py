@@ -20,8 +20,8 @@ from reconciler.decide.verification import (
     Verification,
     Verified,
 )
-from reconciler.runtime.passes import Reconciler
-from reconciler.runtime.verifying import CommitVerifier
+from reconciler.deploy.passes import Reconciler
+from reconciler.deploy.verifying import CommitVerifier
 from reconciler.settings import load_settings
 from tests.fixtures.git_remotes import ServedRemote
 from tests.fixtures.signing_keys import GpgKeys, SshSigner, forged_commit, signed_commit

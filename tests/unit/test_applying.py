@@ -20,6 +20,7 @@ from reconciler.decide.actions import (
     describe,
 )
 from reconciler.decide.hashing import config_parts, encode_parts
+from reconciler.deploy.applying import ChangeSet, apply
 from reconciler.errors import ApplyError, Conflict, ImageUnavailable, Unavailable
 from reconciler.model.desired import (
     Dependency,
@@ -30,7 +31,6 @@ from reconciler.model.desired import (
     VolumeSpec,
 )
 from reconciler.model.observed import ObservedContainer
-from reconciler.runtime.applying import ChangeSet, apply
 from tests.fixtures.fake_engine import FakeEngine, FakeEngineError
 
 PROJECT = "shop"

@@ -10,7 +10,7 @@ from reconciler.backup.backup_jobs import BackupContext, backup_job, backup_repo
 from reconciler.model.backup_policy import BackupPolicy, Schedule
 from reconciler.model.desired import DesiredState
 from reconciler.settings import Settings, load_settings
-from reconciler.status import Status, StatusStore
+from reconciler.state.status import Status, StatusStore
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 

@@ -1,4 +1,4 @@
-"""The daemon's control socket (runtime/control.py) over a real Unix socket, no engine.
+"""The daemon's control socket (daemon/control.py) over a real Unix socket, no engine.
 
 The pass is a stand-in (it only counts calls): what is tested here is the
 door, who it answers, and that a bad or slow client cannot keep it shut.
@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from reconciler.runtime.control import (
+from reconciler.daemon.control import (
     MAX_REQUEST_BYTES,
     REQUEST_DEADLINE_S,
     ControlSocket,

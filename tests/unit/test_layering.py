@@ -3,16 +3,38 @@
 Only ``reconciler/adapters/`` talks to the outside world's libraries (the
 Docker SDK, boto3, GitPython, requests): everything else holds what an
 adapter gives it (README.md, "Architecture"). And the arrows point one way:
-adapters, the model and the deciding parts never import the flows.
+adapters, the model and the deciding parts never import the flows, and no
+two parts of the package import each other, even through a function-local
+import (which is how a cycle hides).
 """
 
 from __future__ import annotations
 
 import ast
+from collections.abc import Mapping
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "reconciler"
 OUTSIDE_LIBRARIES = {"docker", "boto3", "botocore", "git", "requests"}
+# What runs the flows: never imported by the model, the decisions or the adapters.
+FLOWS = (
+    "reconciler.cli",
+    "reconciler.deploy",
+    "reconciler.daemon",
+    "reconciler.backup",
+    "reconciler.restore",
+    "reconciler.wiring",
+    "reconciler.notifying",
+)
+# Pure: no I/O library at all, not even the standard library's.
+IO_MODULES = (
+    "subprocess",
+    "socket",
+    "shutil",
+    "urllib.request",
+    "http.client",
+    *sorted(OUTSIDE_LIBRARIES),
+)
 
 
 def _imports(path: Path) -> list[tuple[int, str]]:
@@ -50,7 +72,7 @@ def test_adapters_model_and_deciding_parts_never_import_the_flows() -> None:
         f"{path.relative_to(PACKAGE.parent)}:{line}: imports {module}"
         for path in _modules(inside=("adapters", "model", "decide"))
         for line, module in _imports(path)
-        if module.startswith(("reconciler.runtime", "reconciler.cli"))
+        if module.startswith(FLOWS)
     ]
     assert not offending, "\n".join(offending)
 
@@ -59,3 +81,93 @@ def test_the_check_sees_a_function_local_import(tmp_path: Path) -> None:
     module = tmp_path / "m.py"
     module.write_text("def f():\n    import docker.errors\n    from git import Repo\n")
     assert _imports(module) == [(2, "docker.errors"), (3, "git")]
+
+
+def test_the_model_and_the_deciding_parts_do_no_io() -> None:
+    offending = [
+        f"{path.relative_to(PACKAGE.parent)}:{line}: imports {module}"
+        for path in _modules(inside=("model", "decide"))
+        for line, module in _imports(path)
+        if any(module == name or module.startswith(f"{name}.") for name in IO_MODULES)
+    ]
+    assert not offending, "\n".join(offending)
+
+
+def _part_of(module: str) -> str | None:
+    """``reconciler.backup.backing_up`` -> ``backup``; ``reconciler.labels`` -> ``labels``."""
+    parts = module.split(".")
+    if parts[0] != "reconciler" or len(parts) < 2:
+        return None
+    return parts[1]
+
+
+def _import_graph(package: Path) -> dict[str, dict[str, list[str]]]:
+    """Part -> part it imports -> where (file:line), function-local imports included."""
+    parts = {p.name.removesuffix(".py") for p in package.iterdir() if p.name != "__pycache__"}
+    graph: dict[str, dict[str, list[str]]] = {}
+    for path in sorted(package.rglob("*.py")):
+        relative = path.relative_to(package).parts
+        source = relative[0].removesuffix(".py")
+        for line, module in _imports(path):
+            target = _part_of(module)
+            if target and target != source and target in parts:
+                graph.setdefault(source, {}).setdefault(target, []).append(
+                    f"{path.relative_to(package.parent)}:{line}"
+                )
+    return graph
+
+
+def _cycles(graph: Mapping[str, Mapping[str, list[str]]]) -> list[list[str]]:
+    """Every cycle's parts, as strongly connected components of more than one part."""
+    order: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        order[node] = low[node] = len(order)
+        stack.append(node)
+        for other in graph.get(node, {}):
+            if other not in order:
+                visit(other)
+                low[node] = min(low[node], low[other])
+            elif other in stack:
+                low[node] = min(low[node], order[other])
+        if low[node] == order[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in order:
+            visit(node)
+    return found
+
+
+def test_no_two_parts_of_the_package_import_each_other() -> None:
+    graph = _import_graph(PACKAGE)
+    cycles = _cycles(graph)
+    where = [
+        f"{a} -> {b}: {', '.join(graph[a][b][:3])}"
+        for cycle in cycles
+        for a in cycle
+        for b in cycle
+        if b in graph.get(a, {})
+    ]
+    assert not cycles, "import cycles between parts of the package:\n" + "\n".join(where)
+
+
+def test_the_cycle_check_sees_a_cycle_through_a_function_local_import(tmp_path: Path) -> None:
+    package = tmp_path / "reconciler"
+    (package / "deploy").mkdir(parents=True)
+    (package / "backup").mkdir()
+    (package / "deploy" / "passes.py").write_text("from reconciler.backup import jobs\n")
+    (package / "backup" / "jobs.py").write_text(
+        "def f():\n    from reconciler.deploy import passes\n"
+    )
+    assert _cycles(_import_graph(package)) == [["backup", "deploy"]]

@@ -20,14 +20,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from reconciler.backup import backup_status
 from reconciler.backup.backup_jobs import SCHEDULE_FILE
 from reconciler.cli import main
+from reconciler.daemon.endpoints import Endpoints, health_report
+from reconciler.daemon.loop import heartbeat_path
+from reconciler.daemon.metrics import PassMetrics, make_registry
+from reconciler.deploy.passes import PassOutcome
 from reconciler.restore.restore_drill import DRILL_FILE, drill_counts
 from reconciler.restore.restore_ledger import RestoreLedger, RestoreRecord
-from reconciler.runtime.daemon import heartbeat_path
-from reconciler.runtime.endpoints import Endpoints, health_report
-from reconciler.runtime.metrics import PassMetrics, make_registry
-from reconciler.runtime.passes import PassOutcome
 from reconciler.settings import Settings, SettingsError, load_settings
-from reconciler.status import Status, StatusStore
+from reconciler.state.status import Status, StatusStore
 
 SHA = "a" * 40
 APPLIED = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)

@@ -11,8 +11,8 @@ import yaml
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from reconciler.runtime.metrics import make_registry
-from reconciler.runtime.passes import PassOutcome
+from reconciler.daemon.metrics import make_registry
+from reconciler.deploy.passes import PassOutcome
 from reconciler.settings import load_settings
 from tests.fixtures import tools
 from tests.unit.test_metrics import write_full_state

@@ -19,17 +19,17 @@ import pytest
 import requests
 import responses
 
+from reconciler import notifying
 from reconciler.adapters import notifiers
 from reconciler.backup import backup_status
 from reconciler.backup.backup_jobs import BackupContext, backup_job, backup_now
 from reconciler.decide.notifications import forge_of
+from reconciler.deploy.passes import Reconciler
 from reconciler.model.backup_policy import BackupPolicy, Schedule
 from reconciler.model.desired import DesiredState
 from reconciler.restore.restore_hook import restore_hook
-from reconciler.runtime import notifying
-from reconciler.runtime.passes import Reconciler
 from reconciler.settings import Settings, load_settings
-from reconciler.status import Status, StatusStore
+from reconciler.state.status import Status, StatusStore
 from tests.fixtures.fake_engine import FakeEngine
 from tests.unit.test_passes import GOOD, FakeSource, sha
 
@@ -449,7 +449,7 @@ def test_secrets_stay_out_of_settings_repr(tmp_path: Path) -> None:
 def test_a_state_folder_that_cannot_be_written_still_sends_once(
     tmp_path: Path, http: responses.RequestsMock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from reconciler.statefiles import StateError
+    from reconciler.state.files import StateError
 
     http.post(HOOK, status=200)
     settings = make_settings(tmp_path, RECONCILER_NOTIFY_WEBHOOK_URL=HOOK)

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.daemon.loop import MAX_BACKOFF_S, next_delay
 from reconciler.decide.actions import describe
+from reconciler.deploy.passes import PassOutcome, Reconciler
 from reconciler.errors import Unavailable
 from reconciler.ports import Checkout
-from reconciler.runtime.daemon import MAX_BACKOFF_S, next_delay
-from reconciler.runtime.passes import PassOutcome, Reconciler
 from reconciler.settings import load_settings
-from reconciler.status import StatusStore
+from reconciler.state.status import StatusStore
 from tests.fixtures.fake_engine import FakeEngine
 
 GOOD = """\
@@ -288,7 +288,7 @@ def test_a_bug_in_a_pass_is_logged_and_the_daemon_carries_on(
 ) -> None:
     import threading
 
-    from reconciler.runtime.daemon import Daemon
+    from reconciler.daemon.loop import Daemon
 
     reconciler, _source, _engine = setup
     calls: list[int] = []
@@ -298,7 +298,7 @@ def test_a_bug_in_a_pass_is_logged_and_the_daemon_carries_on(
         raise RuntimeError("a bug")
 
     monkeypatch.setattr(reconciler, "sync", broken_sync)
-    monkeypatch.setattr("reconciler.runtime.daemon.next_delay", lambda *_a, **_k: 0.01)
+    monkeypatch.setattr("reconciler.daemon.loop.next_delay", lambda *_a, **_k: 0.01)
     heard: list[str] = []
     reconciler.listeners = [lambda outcome, _took: heard.append(outcome.reason)]
 
@@ -379,8 +379,8 @@ def test_a_long_job_leaves_the_loop_passing_and_healthy_and_says_what_runs(
     import time
     from typing import Any
 
-    from reconciler.runtime import daemon as daemon_module
-    from reconciler.runtime.daemon import Daemon, loop_health
+    from reconciler.daemon import loop as daemon_module
+    from reconciler.daemon.loop import Daemon, loop_health
 
     reconciler, source, _engine = setup
     source.commit(sha(1), GOOD)

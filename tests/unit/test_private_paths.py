@@ -14,7 +14,7 @@ from reconciler.adapters.object_store import FileStore
 from reconciler.backup.backup_target import legacy_target
 from reconciler.decide.restore_planning import ArtifactRef
 from reconciler.restore.restore_artifacts import fetch_verified, spool_folder
-from reconciler.statefiles import atomic_write_json, exclusive_lock, private_dir, private_file
+from reconciler.state.files import atomic_write_json, exclusive_lock, private_dir, private_file
 
 
 @pytest.fixture(autouse=True)

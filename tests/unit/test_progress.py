@@ -1,11 +1,11 @@
-"""A deploy in progress as status reads it (runtime/progress.py), in two processes' shoes."""
+"""A deploy in progress as status reads it (deploy/progress.py), in two processes' shoes."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from reconciler.runtime.progress import PASS_LOCK_FILE, PROGRESS_FILE, ProgressFile
-from reconciler.statefiles import exclusive_lock
+from reconciler.deploy.progress import PASS_LOCK_FILE, PROGRESS_FILE, ProgressFile
+from reconciler.state.files import exclusive_lock
 
 
 def test_a_running_deploy_is_read_with_its_step_while_the_pass_lock_is_held(

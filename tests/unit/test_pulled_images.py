@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from reconciler.decide.image_gc import ObservedImage, PulledImage
+from reconciler.deploy.collecting import IMAGES_FILE, collect_images, record_pulled
+from reconciler.deploy.passes import Reconciler
 from reconciler.model.desired import DesiredState
-from reconciler.runtime.collecting import IMAGES_FILE, collect_images, record_pulled
-from reconciler.runtime.passes import Reconciler
 from reconciler.settings import load_settings
 from tests.fixtures.fake_engine import FakeEngine
 from tests.unit.test_passes import FakeSource, sha

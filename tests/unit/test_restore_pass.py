@@ -7,13 +7,13 @@ from pathlib import Path
 import docker.errors
 import pytest
 
+from reconciler.deploy.passes import AfterApplyFailed, Reconciler
 from reconciler.model.desired import DesiredState
 from reconciler.ports import Checkout
 from reconciler.restore.restore_hook import restore_hook
 from reconciler.restore.restore_ledger import RestoreLedger, RestoreRecord
-from reconciler.runtime.passes import AfterApplyFailed, Reconciler
 from reconciler.settings import Settings, load_settings
-from reconciler.status import Status
+from reconciler.state.status import Status
 from tests.fixtures.fake_engine import FakeEngine
 from tests.unit.test_passes import GOOD, FakeSource, sha
 

@@ -25,7 +25,7 @@ from reconciler.redaction import (
     set_fingerprint_key,
 )
 from reconciler.secret_keys import keygen, load_keyring, recipient_of
-from reconciler.statefiles import atomic_write_json
+from reconciler.state.files import atomic_write_json
 from tests.fixtures.sops_encoder import sops_dotenv
 
 SECRET = "Pa55-w0rd'with\\quote"

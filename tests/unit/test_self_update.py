@@ -14,16 +14,16 @@ from reconciler.decide.actions import (
     RemoveContainer,
     StartService,
 )
-from reconciler.errors import ApplyError, ImageUnavailable
-from reconciler.model.desired import Mount, ServiceSpec
-from reconciler.model.observed import ObservedContainer
-from reconciler.runtime.self_update import (
+from reconciler.deploy.self_update import (
     HELPER_ROLE,
     hand_over,
     helper_name,
     own_container_id,
     split_own_actions,
 )
+from reconciler.errors import ApplyError, ImageUnavailable
+from reconciler.model.desired import Mount, ServiceSpec
+from reconciler.model.observed import ObservedContainer
 from tests.fixtures.fake_engine import FakeEngine
 
 OWN = "a" * 64

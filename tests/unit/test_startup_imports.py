@@ -33,7 +33,7 @@ ENGINE_MODULES = (
 PROBE = """
 import json, sys
 from reconciler.cli import build_parser
-from reconciler.runtime.wiring import make_reconciler
+from reconciler.wiring import make_reconciler
 from reconciler.settings import load_settings
 
 build_parser(sys.argv[1]).parse_args([sys.argv[1]])

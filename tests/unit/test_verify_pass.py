@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 from reconciler.decide.verification import NotVerified, SignaturePolicy, Verification, Verified
+from reconciler.deploy.passes import Reconciler
+from reconciler.deploy.verifying import CommitVerifier
 from reconciler.model.desired import DesiredState
 from reconciler.ports import Checkout
-from reconciler.runtime.passes import Reconciler
-from reconciler.runtime.verifying import CommitVerifier
 from reconciler.settings import load_settings
-from reconciler.status import Status
+from reconciler.state.status import Status
 from tests.fixtures.fake_engine import FakeEngine
 from tests.unit.test_passes import GOOD, FakeSource, sha
 

@@ -28,10 +28,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Protocol
 
+from reconciler.deploy.passes import PassOutcome, Reconciler
 from reconciler.logs import event
 from reconciler.redaction import redact_url
-from reconciler.runtime.passes import PassOutcome, Reconciler
-from reconciler.statefiles import StateError, replace_file
+from reconciler.state.files import StateError, replace_file
 
 FIRST_BACKOFF_S = 5.0
 MAX_BACKOFF_S = 300.0

@@ -11,14 +11,14 @@ from typing import Any
 
 from reconciler.adapters.docker_engine import DockerEngine
 from reconciler.applied import make_source
+from reconciler.daemon.loop import Daemon, Job
+from reconciler.deploy.passes import AfterApply, PassListener, Reconciler, Recovery, Validator
+from reconciler.deploy.verifying import CommitVerifier
 from reconciler.errors import ReconcilerError
 from reconciler.model.desired import DesiredState
 from reconciler.ports import Checkout
-from reconciler.runtime.daemon import Daemon, Job
-from reconciler.runtime.passes import AfterApply, PassListener, Reconciler, Recovery, Validator
-from reconciler.runtime.verifying import CommitVerifier
 from reconciler.settings import Settings
-from reconciler.status import StatusStore
+from reconciler.state.status import StatusStore
 
 
 def pass_hooks(settings: Settings) -> tuple[list[Validator], list[AfterApply]]:
@@ -48,7 +48,7 @@ def make_reconciler(
 ) -> Reconciler:
     validators, after_apply = pass_hooks(settings)
     # Notifications: failed passes to the webhooks, the commit's state to the forge.
-    from reconciler.runtime.notifying import Notifier, pass_listener, pending_hook
+    from reconciler.notifying import Notifier, pass_listener, pending_hook
 
     notifier = Notifier.from_settings(settings)
     source = make_source(settings)
@@ -89,9 +89,9 @@ def backup_stop_recovery(settings: Settings) -> Recovery:
 def make_daemon(settings: Settings) -> Daemon:
     # Metrics: state read at scrape time, pass timings heard from the pass;
     # /healthz and /metrics served beside the loop (docs/metrics.md).
-    from reconciler.runtime.control import ControlSocket, SyncReply
-    from reconciler.runtime.endpoints import Endpoints
-    from reconciler.runtime.metrics import make_registry
+    from reconciler.daemon.control import ControlSocket, SyncReply
+    from reconciler.daemon.endpoints import Endpoints
+    from reconciler.daemon.metrics import make_registry
 
     registry, pass_metrics = make_registry(settings)
     reconciler = make_reconciler(settings, listeners=[pass_metrics])
@@ -142,7 +142,7 @@ def collect_status(settings: Settings) -> dict[str, Any]:
     report: dict[str, Any] = status.model_dump(mode="json")
     report["verify"] = settings.verify  # signed commits: off, ssh or gpg
     # A deploy running now (Flux's Reconciling); the rest describes the last pass.
-    from reconciler.runtime.progress import ProgressFile
+    from reconciler.deploy.progress import ProgressFile
 
     progress = ProgressFile(settings.state_dir).read()
     report["reconciling"] = progress.to_status() if progress else None

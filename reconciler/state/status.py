@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, ValidationError
 
 from reconciler.logs import event
-from reconciler.statefiles import atomic_write_json, read_json
+from reconciler.state.files import atomic_write_json, read_json
 
 HISTORY_LENGTH = 20
 

@@ -26,10 +26,10 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from reconciler.daemon.loop import loop_health
 from reconciler.logs import event
-from reconciler.runtime.daemon import loop_health
 from reconciler.settings import Settings
-from reconciler.status import StatusStore
+from reconciler.state.status import StatusStore
 
 
 def health_report(settings: Settings) -> tuple[int, dict[str, Any]]:

@@ -28,12 +28,12 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from reconciler import __version__
+from reconciler.daemon.loop import heartbeat_path, loop_health
 from reconciler.decide.restore_planning import LedgerState
+from reconciler.deploy.passes import PassOutcome
 from reconciler.logs import event
-from reconciler.runtime.daemon import heartbeat_path, loop_health
-from reconciler.runtime.passes import PassOutcome
 from reconciler.settings import Settings
-from reconciler.status import StatusStore
+from reconciler.state.status import StatusStore
 
 # Passes take from a tenth of a second (nothing changed) to minutes (an image
 # build, health checks, a restore after the apply).

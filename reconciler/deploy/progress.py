@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from reconciler.statefiles import StateError, replace_file
+from reconciler.state.files import StateError, replace_file
 
 PROGRESS_FILE = "deploy-progress.json"
 PASS_LOCK_FILE = "pass.lock"

@@ -13,7 +13,7 @@ result (house style 7):
   fails part way: ``failed``, with what was done.
 
 A pass that succeeded ends by removing images the reconciler built for the
-project and no longer needs (runtime/collecting.py).
+project and no longer needs (deploy/collecting.py).
 
 Every pass re-reads Docker, even when the commit has not changed, so a
 container removed or stopped by hand is put back (level-based).
@@ -28,6 +28,10 @@ from typing import Any, Literal
 
 from reconciler.decide.actions import Action, Plan, RecreateService, describe
 from reconciler.decide.planning import plan as make_plan
+from reconciler.deploy.applying import OnPulled, apply
+from reconciler.deploy.collecting import collect_images, record_pulled
+from reconciler.deploy.progress import ProgressFile
+from reconciler.deploy.self_update import hand_over, own_container_id, split_own_actions
 from reconciler.errors import (
     ApplyError,
     Conflict,
@@ -43,14 +47,10 @@ from reconciler.model.loading import load_desired_state
 from reconciler.model.observed import Observed
 from reconciler.ports import Checkout, Engine, Source, Verifier
 from reconciler.redaction import redact_text, redact_url
-from reconciler.runtime.applying import OnPulled, apply
-from reconciler.runtime.collecting import collect_images, record_pulled
-from reconciler.runtime.progress import ProgressFile
-from reconciler.runtime.self_update import hand_over, own_container_id, split_own_actions
 from reconciler.secret_keys import load_secrets
 from reconciler.settings import Settings
-from reconciler.statefiles import StateError, exclusive_lock
-from reconciler.status import HistoryEntry, PassResult, Reason, Status, StatusStore, now
+from reconciler.state.files import StateError, exclusive_lock
+from reconciler.state.status import HistoryEntry, PassResult, Reason, Status, StatusStore, now
 
 # Extra checks of a commit beyond compose.yaml (backup.yaml, restore.yaml), and
 # work after a converged apply (due restore requests). Kept as hooks so the
@@ -148,7 +148,7 @@ class Reconciler:
         # Set when RECONCILER_VERIFY is on: the head must be signed by an allowed key.
         self.verifier = verifier
         # The container this process runs in, if any: a pass never stops or
-        # removes it, it hands its replacement over (runtime/self_update.py).
+        # removes it, it hands its replacement over (deploy/self_update.py).
         self.own_container = own_container_id() if own_container == "detect" else own_container
 
     # -- steps -----------------------------------------------------------

@@ -43,12 +43,12 @@ from reconciler.decide.notifications import (
     decide_commit_status,
     forge_of,
 )
+from reconciler.deploy.passes import BeforeApply, PassListener, PassOutcome
 from reconciler.logs import event
 from reconciler.redaction import redact_text
-from reconciler.runtime.passes import BeforeApply, PassListener, PassOutcome
 from reconciler.settings import Settings
-from reconciler.statefiles import StateError, atomic_write_json, exclusive_lock, read_json
-from reconciler.status import StatusStore
+from reconciler.state.files import StateError, atomic_write_json, exclusive_lock, read_json
+from reconciler.state.status import StatusStore
 
 STATE_FILE = "notifications.json"
 LOCK_FILE = "notifications.lock"
