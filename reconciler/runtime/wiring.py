@@ -92,15 +92,17 @@ def make_daemon(settings: Settings) -> Daemon:
     _validators, _after_apply, jobs = feature_hooks(settings)
     # Metrics: state read at scrape time, pass timings heard from the pass;
     # /healthz and /metrics served beside the loop (docs/metrics.md).
+    # With RECONCILER_WEBHOOK_SECRET, the same server takes signed pushes
+    # (POST /hooks/push) and wakes the loop for a pass (docs/webhooks.md).
     from reconciler.runtime.endpoints import Endpoints
-    from reconciler.runtime.metrics import make_registry
+    from reconciler.runtime.metrics import HttpMetrics, make_registry
 
     registry, pass_metrics = make_registry(settings)
-    return Daemon(
-        make_reconciler(settings, listeners=[pass_metrics]),
-        jobs=jobs,
-        background=[Endpoints(settings, registry)],
+    daemon = Daemon(make_reconciler(settings, listeners=[pass_metrics]), jobs=jobs)
+    daemon.background.append(
+        Endpoints(settings, registry, trigger=daemon.request_pass, metrics=HttpMetrics(registry))
     )
+    return daemon
 
 
 def validate_folder(folder: Path, settings: Settings) -> DesiredState:
