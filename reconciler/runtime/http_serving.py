@@ -209,23 +209,33 @@ class HttpServer:
 
     async def _read(self, reader: asyncio.StreamReader, path: list[str | None]) -> Request:
         limits = self.limits
+        too_large = _Refusal(
+            "headers_too_large", 431, f"headers over {limits.max_header_bytes} bytes"
+        )
         try:
-            head = await reader.readuntil(b"\r\n\r\n")
+            line = await reader.readuntil(b"\r\n")
         except asyncio.LimitOverrunError:
-            raise _Refusal(
-                "headers_too_large", 431, f"headers over {limits.max_header_bytes} bytes"
-            ) from None
-        lines = head[:-4].decode("latin-1").split("\r\n")
-        parts = lines[0].split(" ")
+            raise too_large from None
+        parts = line[:-2].decode("latin-1").split(" ")
         if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
             raise _Refusal("bad_request", 400, "bad request line")
         method, target = parts[0], parts[1]
         path[0] = target.split("?", 1)[0][:200]
-        if len(lines) - 1 > limits.max_headers:
-            raise _Refusal("headers_too_large", 431, f"more than {limits.max_headers} headers")
         headers: dict[str, str] = {}
-        for line in lines[1:]:
-            name, colon, value = line.partition(":")
+        size = len(line)
+        for count in range(limits.max_headers + 1):
+            try:
+                raw = await reader.readuntil(b"\r\n")
+            except asyncio.LimitOverrunError:
+                raise too_large from None
+            size += len(raw)
+            if size > limits.max_header_bytes:
+                raise too_large
+            if raw == b"\r\n":
+                break
+            if count == limits.max_headers:
+                raise _Refusal("headers_too_large", 431, f"more than {limits.max_headers} headers")
+            name, colon, value = raw[:-2].decode("latin-1").partition(":")
             if not colon or not name or name != name.strip():
                 raise _Refusal("bad_request", 400, "bad header line")  # also obsolete folding
             key = name.lower()
