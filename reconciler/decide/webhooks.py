@@ -11,7 +11,7 @@ its signature is good (``judge``):
    |---|---|---|
    | GitHub | ``X-Hub-Signature-256`` | ``sha256=<hex>`` |
    | Gitea (and Forgejo) | ``X-Gitea-Signature`` | ``<hex>`` |
-   | Bitbucket Server / Data Center | ``X-Hub-Signature`` | ``sha256=<hex>`` |
+   | Bitbucket (Server, Data Center, Cloud) | ``X-Hub-Signature`` | ``sha256=<hex>`` |
 
    None of them: ``unsigned`` (401); present but wrong, or another algorithm
    (GitHub's legacy ``X-Hub-Signature: sha1=...``): ``bad_signature`` (403);
