@@ -103,8 +103,17 @@ class HttpServer:
         self.on_refused = on_refused or (lambda _reason, _path: None)
         self.name = name
         # Bound here, in the caller's thread, so an address in use raises OSError to it.
+        # The system's defaults otherwise, as http.server had them (``[::]`` also
+        # takes IPv4 on Linux); an IPv6 literal needs an IPv6 socket.
         family = socket.AF_INET6 if ":" in bind[0] else socket.AF_INET
-        self.socket = socket.create_server(bind, family=family, backlog=128)
+        self.socket = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.socket.bind(bind)
+            self.socket.listen(128)
+        except OSError:
+            self.socket.close()
+            raise
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
