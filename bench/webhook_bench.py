@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import http.client
 import json
 import os
 import random
@@ -149,7 +150,7 @@ class Stack:
             url = f"http://127.0.0.1:{self.web_port}/"
             with urllib.request.urlopen(url, timeout=2) as answer:
                 return str(answer.read().decode().strip())
-        except (OSError, urllib.error.URLError):
+        except (OSError, http.client.HTTPException):  # restarting: refused, reset, cut short
             return None
 
     def stop(self) -> None:
