@@ -370,6 +370,11 @@ def main() -> None:
                     one_change(stack, daemon, f"poll{n}", hook=False, timeout_s=timeout)
                 )
                 log(f"poll {n + 1}/{args.poll_runs}: {seconds(rows['poll'][-1])}")
+        except BaseException:
+            if daemon is not None:  # the log goes with the temporary folder: show its end
+                lines = daemon.log_path.read_text(errors="replace").splitlines()
+                print("\n".join(lines[-40:]), file=sys.stderr)
+            raise
         finally:
             if daemon is not None:
                 daemon.stop()
