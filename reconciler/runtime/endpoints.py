@@ -34,6 +34,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from reconciler.decide import webhooks
 from reconciler.logs import event
+from reconciler.redaction import register_secret
 from reconciler.runtime.daemon import loop_health
 from reconciler.runtime.http_serving import HttpServer, Limits, Request, Response
 from reconciler.runtime.metrics import HttpMetrics
@@ -77,6 +78,7 @@ class PushHook:
     ) -> None:
         assert settings.webhook_secret, "the hook is served only with a secret"
         self.secret = settings.webhook_secret
+        register_secret(self.secret)  # masked in every log line from now on, should one quote it
         self.branch = settings.branch
         self.trigger = trigger
         self.metrics = metrics
