@@ -120,6 +120,21 @@ def test_a_request_is_answered_once_and_closed(
     assert refused == []
 
 
+def test_a_client_that_expects_100_continue_is_told_to_go_on(
+    echo: tuple[HttpServer, list[tuple[str, str | None]]],
+) -> None:
+    server, _refused = echo
+    with socket.create_connection(server.address, timeout=30) as conn:
+        conn.sendall(b"POST /e HTTP/1.1\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n")
+        assert conn.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        conn.sendall(b"abc")
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    assert status_of(answer) == 200
+    assert answer.endswith(b"POST /e 3")
+
+
 def test_the_deadline_is_for_the_whole_request_not_each_read(
     echo: tuple[HttpServer, list[tuple[str, str | None]]],
 ) -> None:
