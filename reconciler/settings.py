@@ -25,6 +25,8 @@ DEFAULT_ENV_FILE = "/etc/reconciler/reconciler.env"
 # another container) reaches them unless the operator says so. 9365 is in the
 # range Prometheus exporters use and taken by nothing in the default stack.
 DEFAULT_METRICS_ADDR = "127.0.0.1:9365"
+# A shorter shared secret could be guessed offline from one signed delivery.
+MIN_WEBHOOK_SECRET = 16
 _HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?")
 
 
@@ -60,6 +62,9 @@ class Settings(BaseModel):
     commit_status_api: str | None = None  # API base, e.g. https://ghe.example.com/api/v3
     backup_ping_url: str | None = Field(default=None, repr=False)
     metrics_addr: str = DEFAULT_METRICS_ADDR  # HOST:PORT, [IPv6]:PORT, or off
+    # Deploy on push (docs/webhooks.md): POST /hooks/push on the metrics
+    # address, served only when this shared secret is set. A secret: never logged.
+    webhook_secret: str | None = Field(default=None, repr=False)
     # Signed commits (docs/signing.md): off, or the kind of signature a commit
     # needs to be applied, checked against these keys.
     verify: Literal["off", "ssh", "gpg"] = "off"
@@ -84,6 +89,17 @@ class Settings(BaseModel):
         if value is not None and value not in {"github", "gitea", "bitbucket"}:
             raise ValueError("must be github, gitea or bitbucket")
         return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _strong_secret(cls, value: str | None) -> str | None:
+        if value is not None and len(value.strip()) < MIN_WEBHOOK_SECRET:
+            # The value itself never goes into the message.
+            raise ValueError(
+                f"must be at least {MIN_WEBHOOK_SECRET} characters, or unset to turn the "
+                "webhook off; make one with: openssl rand -hex 32"
+            )
+        return value.strip() if value is not None else None
 
     @field_validator("metrics_addr")
     @classmethod
@@ -149,6 +165,7 @@ _NAMES: dict[str, str] = {
     "RECONCILER_COMMIT_STATUS_API": "commit_status_api",
     "RECONCILER_BACKUP_PING_URL": "backup_ping_url",
     "RECONCILER_METRICS_ADDR": "metrics_addr",
+    "RECONCILER_WEBHOOK_SECRET": "webhook_secret",
     "RECONCILER_VERIFY": "verify",
     "RECONCILER_ALLOWED_SIGNERS": "allowed_signers",
     "RECONCILER_GPG_HOME": "gpg_home",

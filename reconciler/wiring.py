@@ -89,9 +89,11 @@ def backup_stop_recovery(settings: Settings) -> Recovery:
 def make_daemon(settings: Settings) -> Daemon:
     # Metrics: state read at scrape time, pass timings heard from the pass;
     # /healthz and /metrics served beside the loop (docs/metrics.md).
+    # With RECONCILER_WEBHOOK_SECRET, the same server takes signed pushes
+    # (POST /hooks/push) and wakes the loop for a pass (docs/webhooks.md).
     from reconciler.daemon.control import ControlSocket, SyncReply
     from reconciler.daemon.endpoints import Endpoints
-    from reconciler.daemon.metrics import make_registry
+    from reconciler.daemon.metrics import HttpMetrics, make_registry
 
     registry, pass_metrics = make_registry(settings)
     reconciler = make_reconciler(settings, listeners=[pass_metrics])
@@ -106,11 +108,12 @@ def make_daemon(settings: Settings) -> Daemon:
             changes=list(outcome.changes),
         )
 
-    return Daemon(
-        reconciler,
-        jobs=daemon_jobs(settings),
-        background=[Endpoints(settings, registry), ControlSocket(settings, sync_for_a_command)],
-    )
+    daemon = Daemon(reconciler, jobs=daemon_jobs(settings))
+    daemon.background += [
+        Endpoints(settings, registry, trigger=daemon.request_pass, metrics=HttpMetrics(registry)),
+        ControlSocket(settings, sync_for_a_command),
+    ]
+    return daemon
 
 
 def validate_folder(folder: Path, settings: Settings) -> DesiredState:

@@ -1,4 +1,10 @@
-"""The daemon's HTTP endpoints: ``/healthz`` and Prometheus ``/metrics``.
+"""The daemon's HTTP endpoints: ``/healthz``, Prometheus ``/metrics``, and the push hook.
+
+``POST /hooks/push`` is served only when ``RECONCILER_WEBHOOK_SECRET`` is set
+(docs/webhooks.md): a signed push of the followed branch starts a pass at once
+(``Daemon.request_pass``); polling goes on beside it. The server itself
+(daemon/http_serving.py) caps connections, the time a request may take and
+its size, so neither slow clients nor a flood at the hook starve the others.
 
 Served from a daemon thread on ``RECONCILER_METRICS_ADDR`` (127.0.0.1:9365 by
 default, ``off`` for none), started and stopped with the daemon's loop.
@@ -19,15 +25,19 @@ alert can wait out a passing git outage (``for: 15m``).
 from __future__ import annotations
 
 import json
-import socket
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import time
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from reconciler.daemon.http_serving import HttpServer, Limits, Request, Response
 from reconciler.daemon.loop import loop_health
+from reconciler.daemon.metrics import HttpMetrics
+from reconciler.decide import webhooks
 from reconciler.logs import event
+from reconciler.redaction import register_secret
 from reconciler.settings import Settings
 from reconciler.state.status import StatusStore
 
@@ -55,69 +65,123 @@ def health_report(settings: Settings) -> tuple[int, dict[str, Any]]:
     return (200 if health.alive else 503), body
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True  # a slow client never holds the daemon's exit
-
-    def __init__(self, address: tuple[str, int], *, settings: Settings, registry: Any) -> None:
-        # An IPv6 literal needs an IPv6 socket; a host name binds what it resolves to first.
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
-        self.settings = settings
-        self.registry = registry
-        super().__init__(address, _Handler)
+WEBHOOK_PATH = "/hooks/push"
+REFUSAL_LOG_EVERY_S = 60.0
+Trigger = Callable[[], None]
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    timeout = 10  # seconds a client may take to send its request
-    server_version = "reconciler"
+class PushHook:
+    """``POST /hooks/push``: judged by ``webhooks.judge``; an accepted push calls ``trigger``."""
 
-    def do_GET(self) -> None:
-        path = self.path.split("?", 1)[0]
-        if path == "/metrics":
-            self._send(200, generate_latest(self.server.registry), CONTENT_TYPE_LATEST)
-        elif path == "/healthz":
-            code, body = health_report(self.server.settings)
-            self._send(code, json.dumps(body).encode() + b"\n", "application/json")
-        else:
-            self._send(404, b"not found: try /metrics or /healthz\n", "text/plain")
+    def __init__(
+        self, settings: Settings, *, trigger: Trigger, metrics: HttpMetrics | None = None
+    ) -> None:
+        assert settings.webhook_secret, "the hook is served only with a secret"
+        self.secret = settings.webhook_secret
+        register_secret(self.secret)  # masked in every log line from now on, should one quote it
+        self.branch = settings.branch
+        self.trigger = trigger
+        self.metrics = metrics
+        self.recent = webhooks.RecentDeliveries()
+        self._lock = threading.Lock()  # judge() reads and updates ``recent``
+        self._last_warned: dict[str, float] = {}
 
-    def _send(self, code: int, payload: bytes, content_type: str) -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(payload)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        self.wfile.write(payload)
+    def __call__(self, request: Request) -> Response:
+        with self._lock:
+            verdict = webhooks.judge(
+                request.headers,
+                request.body,
+                secret=self.secret,
+                branch=self.branch,
+                recent=self.recent,
+            )
+        if self.metrics is not None:
+            self.metrics.delivery(verdict.result)
+        if verdict.status < 400 or self._warn_now(verdict.result):
+            # A refusal is logged once a minute at most (a flood must not fill
+            # the log; the metric counts every one): enough to see a wrong secret.
+            event(
+                "webhook." + verdict.result,
+                level=20 if verdict.status < 400 else 30,
+                delivery=verdict.delivery,
+                ref=verdict.ref,
+                message=verdict.message,
+            )
+        if verdict.starts_pass:
+            self.trigger()
+        body = json.dumps({"result": verdict.result, "message": verdict.message}).encode()
+        return Response(verdict.status, body + b"\n", "application/json")
 
-    def log_message(self, format: str, *args: object) -> None:
-        """Scrapes every few seconds would drown the daemon's log; errors show as events."""
+    def _warn_now(self, result: str) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last_warned.get(result, -REFUSAL_LOG_EVERY_S) < REFUSAL_LOG_EVERY_S:
+                return False
+            self._last_warned[result] = now
+        return True
 
 
 class Endpoints:
-    """The HTTP server beside the loop (a ``daemon.Background``)."""
+    """The HTTP server beside the loop (a ``daemon.Background``): health, metrics, the hook."""
 
-    def __init__(self, settings: Settings, registry: CollectorRegistry) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: CollectorRegistry,
+        *,
+        trigger: Trigger | None = None,
+        metrics: HttpMetrics | None = None,
+        limits: Limits | None = None,
+    ) -> None:
         self.settings = settings
         self.registry = registry
-        self.server: _Server | None = None
-        self.thread: threading.Thread | None = None
+        self.metrics = metrics or HttpMetrics(registry)
+        self.limits = limits or Limits(max_body_bytes=webhooks.MAX_BODY_BYTES)
+        self.hook: PushHook | None = None
+        if settings.webhook_secret and trigger is not None:
+            self.hook = PushHook(settings, trigger=trigger, metrics=self.metrics)
+        self.server: HttpServer | None = None
 
     @property
     def address(self) -> tuple[str, int] | None:
         """Where it listens (the real port once started), None when not serving."""
-        if self.server is None:
-            return None
-        host, port = self.server.server_address[:2]
-        return str(host), int(port)
+        return self.server.address if self.server is not None else None
+
+    def handle(self, request: Request) -> Response:
+        if request.path == WEBHOOK_PATH and self.hook is not None:
+            if request.method != "POST":
+                return Response(405, b"POST a signed push event here\n")
+            return self.hook(request)
+        if request.method not in ("GET", "HEAD"):
+            return Response(405, b"only GET (and POST /hooks/push with the webhook on)\n")
+        if request.path == "/metrics":
+            return Response(200, generate_latest(self.registry), CONTENT_TYPE_LATEST)
+        if request.path == "/healthz":
+            code, body = health_report(self.settings)
+            return Response(code, json.dumps(body).encode() + b"\n", "application/json")
+        return Response(404, b"not found: try /metrics or /healthz\n")
+
+    def _refused(self, reason: str, path: str | None) -> None:
+        self.metrics.refusal(reason, path)
+        if path == WEBHOOK_PATH and self.hook is not None and reason == "too_large":
+            self.metrics.delivery("too_large")
 
     def start(self) -> None:
         bind = self.settings.metrics_bind
         if bind is None:
             event("metrics.off", reason="RECONCILER_METRICS_ADDR=off")
+            if self.settings.webhook_secret:
+                event(
+                    "webhook.off",
+                    level=30,
+                    reason="RECONCILER_METRICS_ADDR=off",
+                    hint="the webhook is served on the metrics address: set one to receive pushes",
+                )
             return
         try:
-            self.server = _Server(bind, settings=self.settings, registry=self.registry)
+            self.server = HttpServer(
+                bind, self.handle, limits=self.limits, on_refused=self._refused, name="metrics-http"
+            )
         except OSError as exc:
             event(
                 "metrics.unavailable",
@@ -125,22 +189,16 @@ class Endpoints:
                 address=self.settings.metrics_addr,
                 error=exc.strerror or str(exc),
                 hint="set RECONCILER_METRICS_ADDR to a free HOST:PORT of this host, or off; "
-                "deploys go on without /metrics and /healthz",
+                "deploys go on without /metrics and /healthz (and the webhook: polling goes on)",
             )
             return
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, name="metrics-http", daemon=True
-        )
-        self.thread.start()
-        host, port = self.address or bind
-        event("metrics.listening", address=f"{host}:{port}", paths="/metrics /healthz")
+        self.server.start()
+        host, port = self.server.address
+        paths = "/metrics /healthz" + (f" {WEBHOOK_PATH}" if self.hook else "")
+        event("metrics.listening", address=f"{host}:{port}", paths=paths)
 
     def stop(self) -> None:
         if self.server is None:
             return
-        self.server.shutdown()
-        self.server.server_close()
-        if self.thread is not None:
-            self.thread.join(timeout=5)
+        self.server.stop()
         self.server = None
-        self.thread = None

@@ -181,11 +181,26 @@ class Daemon:
         self.background = background or []
         self.tick_s = tick_s
         self.stopping = threading.Event()
+        # Set by a stop or a pass request: what the loop's sleep waits on.
+        self._wake = threading.Event()
+        self._pass_requested = False
         self.worker = JobWorker(self.jobs, self.stopping)
 
     def stop(self, signum: int = signal.SIGTERM, _frame: FrameType | None = None) -> None:
         event("daemon.stopping", signal=signal.Signals(signum).name)
         self.stopping.set()
+        self._wake.set()
+
+    def request_pass(self) -> None:
+        """Start a pass now (a webhook's push), from any thread.
+
+        Only the loop runs passes, so they never overlap. A request during a
+        pass starts one more pass after it; several during one pass still
+        start one: a pass reads the branch's head when it starts, so it covers
+        every push made before that.
+        """
+        self._pass_requested = True
+        self._wake.set()
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self.stop)
@@ -217,6 +232,10 @@ class Daemon:
         next_pass = time.monotonic()
         while not self.stopping.is_set():
             self._beat()
+            if self._pass_requested:
+                # Cleared before the pass: a request from now on is after its fetch.
+                self._pass_requested = False
+                next_pass = time.monotonic()
             if time.monotonic() >= next_pass:
                 outcome = self._pass()
                 failures = failures + 1 if outcome.result == "unavailable" else 0
@@ -226,7 +245,8 @@ class Daemon:
                     event("daemon.backoff", level=30, failures=failures, retry_in_s=round(delay, 1))
             if not self.stopping.is_set():
                 self.worker.start_round()
-            self.stopping.wait(max(0.0, min(self.tick_s, next_pass - time.monotonic())))
+            self._wake.wait(max(0.0, min(self.tick_s, next_pass - time.monotonic())))
+            self._wake.clear()
 
     def _pass(self) -> PassOutcome:
         """One pass; a bug in it is logged and backed off, never a crash loop."""

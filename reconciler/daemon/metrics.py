@@ -28,8 +28,10 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from reconciler import __version__
+from reconciler.daemon.http_serving import REFUSALS
 from reconciler.daemon.loop import heartbeat_path, loop_health
 from reconciler.decide.restore_planning import LedgerState
+from reconciler.decide.webhooks import RESULTS as WEBHOOK_RESULTS
 from reconciler.deploy.passes import PassOutcome
 from reconciler.logs import event
 from reconciler.settings import Settings
@@ -64,6 +66,37 @@ class PassMetrics:
     def __call__(self, outcome: PassOutcome, duration_s: float) -> None:
         self.duration.labels(result=outcome.result).observe(duration_s)
         self.passes.labels(result=outcome.result, reason=outcome.reason).inc()
+
+
+class HttpMetrics:
+    """Counts of the endpoints' webhook deliveries and refused requests (in process).
+
+    Every label value starts at 0, so ``increase()`` sees the first refusal.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.webhook = Counter(
+            "reconciler_webhook_requests",
+            "Deliveries to POST /hooks/push, by result (accepted starts a pass).",
+            ["result"],
+            registry=registry,
+        )
+        self.refused = Counter(
+            "reconciler_http_refused_requests",
+            "Requests to the endpoints refused before a handler saw them, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        for result in WEBHOOK_RESULTS:
+            self.webhook.labels(result=result)
+        for reason in REFUSALS:
+            self.refused.labels(reason=reason)
+
+    def delivery(self, result: str) -> None:
+        self.webhook.labels(result=result).inc()
+
+    def refusal(self, reason: str, path: str | None) -> None:
+        self.refused.labels(reason=reason).inc()
 
 
 class StateCollector(Collector):

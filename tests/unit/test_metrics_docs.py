@@ -11,7 +11,7 @@ import yaml
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from reconciler.daemon.metrics import make_registry
+from reconciler.daemon.metrics import HttpMetrics, make_registry
 from reconciler.deploy.passes import PassOutcome
 from reconciler.settings import load_settings
 from tests.fixtures import tools
@@ -29,6 +29,7 @@ def exposed_families(tmp_path: Path) -> set[str]:
     )
     write_full_state(settings.state_dir)
     registry, listener = make_registry(settings)
+    HttpMetrics(registry)  # the daemon's endpoints count into the same registry (wiring)
     listener(PassOutcome("succeeded", "ReconciliationSucceeded"), 1.0)
     text = generate_latest(registry).decode()
     names = set()
