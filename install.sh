@@ -421,6 +421,7 @@ env_defaults() {
 # RECONCILER_BACKUP_PING_URL=               healthchecks.io-style URL pinged by each backup
 # RECONCILER_METRICS_ADDR=127.0.0.1:9365    /healthz and /metrics inside the container, or off
 # RECONCILER_METRICS_PORT=9365              the VM's 127.0.0.1 port they are published on
+# RECONCILER_WEBHOOK_SECRET=                turns on deploy on push, POST /hooks/push (docs/webhooks.md)
 # RECONCILER_VERIFY=off                     ssh or gpg: apply only signed commits
 # RECONCILER_ALLOWED_SIGNERS=/etc/reconciler/allowed_signers
 # RECONCILER_GPG_HOME=/etc/reconciler/gnupg
