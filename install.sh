@@ -805,7 +805,8 @@ first_sync() {
     # minutes); the screen gets its summary (the actions, "converged") and its
     # warnings and errors. The whole output is kept to tell a repository not
     # reachable yet from a failure that will stay.
-    { rc=0; reconciler_once sync || rc=$?; echo "$rc" >"$output.rc"; } 2>&1 \
+    # --here: this run's image does the pass, even when an older daemon runs.
+    { rc=0; reconciler_once sync --here || rc=$?; echo "$rc" >"$output.rc"; } 2>&1 \
       | tee -a "${INSTALL_LOG:-/dev/null}" | tee "$output" | sync_summary
     [ "$(cat "$output.rc")" = 0 ] && break
     if ! grep -q -e SourceUnavailable -e EngineUnavailable "$output"; then

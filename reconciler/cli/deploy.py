@@ -22,7 +22,13 @@ def register(commands: Any) -> None:
     validate.add_argument("folder", nargs="?", default="desired-state", metavar="DIR")
     validate.set_defaults(handler=cmd_validate)
     commands.add_parser("plan", help=helps["plan"]).set_defaults(handler=cmd_plan)
-    commands.add_parser("sync", help=helps["sync"]).set_defaults(handler=cmd_sync)
+    sync = commands.add_parser("sync", help=helps["sync"])
+    sync.add_argument(
+        "--here",
+        action="store_true",
+        help="run the pass in this process, never ask a running daemon for it",
+    )
+    sync.set_defaults(handler=cmd_sync)
     commands.add_parser("run", help=helps["run"]).set_defaults(handler=cmd_run)
     commands.add_parser("healthcheck", help=helps["healthcheck"]).set_defaults(
         handler=cmd_healthcheck
@@ -63,13 +69,17 @@ def cmd_plan(_args: argparse.Namespace, settings: Settings) -> int:
     return 0 if outcome.plan.empty else 2
 
 
-def cmd_sync(_args: argparse.Namespace, settings: Settings) -> int:
+def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
     # A running daemon of these settings runs the pass (daemon/control.py):
     # no second interpreter importing the deploy side, no pass beside its own.
+    # Not with --here: install.sh's first pass and a self-update's helper run
+    # a new image's code, which the daemon they replace does not have.
     from reconciler.daemon.control import DaemonGone, ask_for_sync
 
+    outcome: Any = None
     try:
-        outcome: Any = ask_for_sync(settings)
+        if not args.here:
+            outcome = ask_for_sync(settings)
     except DaemonGone as exc:
         print(f"reconciler sync: {exc}; see the daemon's log", file=sys.stderr)
         return 1

@@ -134,7 +134,8 @@ def helper_spec(service: ServiceSpec) -> ServiceSpec:
         image=service.image,
         pull_policy="never",
         entrypoint=("reconciler",),
-        command=("sync",),
+        # --here: the pass is the helper's own, never asked of the daemon it replaces.
+        command=("sync", "--here"),
         environment=dict(service.environment),
         mounts=service.mounts,
         healthcheck=HealthCheck(test=("NONE",)),
