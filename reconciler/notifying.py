@@ -44,10 +44,11 @@ from reconciler.decide.notifications import (
     forge_of,
 )
 from reconciler.deploy.passes import BeforeApply, PassListener, PassOutcome
+from reconciler.errors import StateError
 from reconciler.logs import event
 from reconciler.redaction import redact_text
 from reconciler.settings import Settings
-from reconciler.state.files import StateError, atomic_write_json, exclusive_lock, read_json
+from reconciler.state.files import atomic_write_json, exclusive_lock, read_json
 from reconciler.state.status import StatusStore
 
 STATE_FILE = "notifications.json"

@@ -21,16 +21,12 @@ from typing import Any
 
 import pyrage
 
-from reconciler.errors import ReconcilerError
+from reconciler.errors import KeyFileError
 from reconciler.logs import event
 from reconciler.model.secrets import Keyring, Secrets, read_secrets
 from reconciler.redaction import register_secret, set_fingerprint_key
 from reconciler.settings import Settings
 from reconciler.state.files import private_dir
-
-
-class KeyFileError(ReconcilerError):
-    """The key file cannot be made or read (``reconciler secrets ...``)."""
 
 
 def load_keyring(path: Path) -> Keyring:

@@ -18,7 +18,7 @@ from dotenv import dotenv_values
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from reconciler.decide.verification import SignaturePolicy
-from reconciler.errors import ReconcilerError
+from reconciler.errors import SettingsError
 
 DEFAULT_ENV_FILE = "/etc/reconciler/reconciler.env"
 # /healthz and /metrics: loopback by default, so nothing off the VM (or in
@@ -28,10 +28,6 @@ DEFAULT_METRICS_ADDR = "127.0.0.1:9365"
 # A shorter shared secret could be guessed offline from one signed delivery.
 MIN_WEBHOOK_SECRET = 16
 _HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?")
-
-
-class SettingsError(ReconcilerError):
-    pass
 
 
 class Settings(BaseModel):

@@ -26,7 +26,7 @@ import requests
 
 from reconciler import labels as lbl
 from reconciler.decide.image_gc import ObservedImage, PulledImage
-from reconciler.errors import ImageUnavailable, ReconcilerError, Unavailable
+from reconciler.errors import EngineError, ImageUnavailable, Unavailable
 from reconciler.model.desired import (
     BuildSpec,
     HealthCheck,
@@ -62,10 +62,6 @@ _HEALTH = (
     ("(unhealthy)", "unhealthy"),
     ("(healthy)", "healthy"),
 )
-
-
-class EngineError(ReconcilerError):
-    """The engine answered but refused a change; the message names what and why."""
 
 
 def parse_status(status: str) -> tuple[str | None, int | None]:

@@ -36,7 +36,7 @@ from reconciler.decide.verification import (
     judge,
     signature_kind,
 )
-from reconciler.errors import Unavailable
+from reconciler.errors import BranchNotFound, CommitNotFound, Unavailable
 from reconciler.logs import event
 from reconciler.ports import Checkout
 from reconciler.redaction import redact_text, redact_url
@@ -61,21 +61,6 @@ _EXACT_ATTRIBUTES = (
 
 class _ArchiveFailed(Unavailable):
     """``git archive`` failed on the cache: an object of the commit is missing or unreadable."""
-
-
-class BranchNotFound(Unavailable):
-    """The remote answered but has no such branch.
-
-    An ``Unavailable``: the pass retries with backoff, since pushing the branch
-    (or fixing ``RECONCILER_BRANCH``) fixes it without a restart.
-    """
-
-
-class CommitNotFound(Unavailable):
-    """The commit asked for is not on the remote's branch (force-pushed away).
-
-    An ``Unavailable``: the next poll's ``remote_head`` names the new head.
-    """
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ import urllib3.exceptions
 from docker.utils.socket import STDERR, frames_iter
 
 from reconciler import labels
-from reconciler.errors import ReconcilerError, Unavailable
+from reconciler.errors import DatabaseError, Unavailable
 
 DUMP_COMMAND = (
     "mariadb-dump",
@@ -68,10 +68,6 @@ PASSWORD_VARIABLES = (
     "MYSQL_ROOT_PASSWORD_FILE",
     "MYSQL_ROOT_PASSWORD",
 )
-
-
-class DatabaseError(ReconcilerError):
-    """A dump or a load failed; the message names the container and the cause."""
 
 
 def _container(client: docker.DockerClient, name: str, project: str | None) -> Any:

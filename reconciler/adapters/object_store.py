@@ -21,12 +21,16 @@ from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlparse
 
 import botocore.exceptions
 
-from reconciler.errors import ReconcilerError, Unavailable
+from reconciler.errors import (
+    ObjectNotFound,
+    StoreError,
+    StoreUnavailable,
+)
 from reconciler.state.files import private_dir, private_file
 
 if TYPE_CHECKING:
@@ -47,37 +51,6 @@ PARTS_PER_STEP = 2_000
 # network without letting memory grow (at most this + 1 parts in memory).
 UPLOAD_CONCURRENCY = 2
 READ_CHUNK = 1 * MiB
-
-StoreFault = Literal[
-    "unreachable",
-    "connection-dropped",
-    "server-error",
-    "credentials",
-    "missing-bucket",
-    "not-found",
-    "invalid-target",
-    "too-large",
-    "io",
-]
-
-
-class StoreError(ReconcilerError):
-    """The object store refused or failed an operation; ``reason`` says which fault."""
-
-    def __init__(self, message: str, *, reason: StoreFault) -> None:
-        super().__init__(message)
-        self.reason = reason
-
-
-class StoreUnavailable(StoreError, Unavailable):
-    """Transient: the store cannot be reached or keeps failing; try again later."""
-
-
-class ObjectNotFound(StoreError):
-    """The key does not exist (absent, not unreachable)."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, reason="not-found")
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,14 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any, Protocol
 from urllib.parse import urlsplit
 
-from reconciler.errors import ReconcilerError, Unavailable
+from reconciler.errors import (
+    IntegrityError,
+    ReconcilerError,
+    RepositoryNotFound,
+    ResticError,
+    Unavailable,
+    WrongKey,
+)
 
 DEFAULT_S3_ENDPOINT = "s3.amazonaws.com"
 DEFAULT_TIMEOUT_S = 6 * 3600.0
@@ -60,22 +67,6 @@ BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 STDERR_TAIL = 4000
 
 ProgressCallback = Callable[["BackupProgress"], None]
-
-
-class ResticError(ReconcilerError):
-    """restic failed in a way retrying will not fix; the message says which command and why."""
-
-
-class RepositoryNotFound(ResticError):
-    """No repository exists at the URL (absent, not unreachable)."""
-
-
-class WrongKey(ResticError):
-    """A repository exists at the URL and the key does not open it."""
-
-
-class IntegrityError(ResticError):
-    """``restic check`` found damage in the repository."""
 
 
 # --- URLs --------------------------------------------------------------------------------

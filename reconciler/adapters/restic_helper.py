@@ -38,8 +38,8 @@ import docker.errors
 import requests
 
 from reconciler import labels
-from reconciler.adapters.restic import Completed, ResticError, checked_path
-from reconciler.errors import Unavailable
+from reconciler.adapters.restic import Completed, checked_path
+from reconciler.errors import ResticError, Unavailable
 
 VOLUME_ROOT = "/volume"
 CACHE_DIR = "/cache"

@@ -23,9 +23,9 @@ import docker.errors
 import requests
 
 from reconciler import labels
-from reconciler.adapters.mariadb import DatabaseError, credentials_environment
+from reconciler.adapters.mariadb import credentials_environment
 from reconciler.adapters.volume_archive import MOUNT_POINT
-from reconciler.errors import ReconcilerError, Unavailable
+from reconciler.errors import DatabaseError, StackError, Unavailable
 from reconciler.logs import event
 
 # Databases a dump of --all-databases may hold that belong to the server itself.
@@ -41,10 +41,6 @@ _REMOVE_SCRIPT = (
     f'cd "{MOUNT_POINT}" && for p in "$@"; do rm -rf -- "./$p" || exit 1; '
     '[ ! -e "./$p" ] && [ ! -L "./$p" ] || exit 1; done'
 )
-
-
-class StackError(ReconcilerError):
-    """A container or volume could not be handled; the message says which and why."""
 
 
 @contextmanager

@@ -26,17 +26,13 @@ import urllib3.exceptions
 
 from reconciler import labels
 from reconciler.decide.archive_members import sanitized
-from reconciler.errors import ReconcilerError, Unavailable
+from reconciler.errors import Unavailable, VolumeArchiveError
 
 # Where the helper mounts the volume: a path no real image uses, so Docker's
 # copy of image content into an empty volume never adds anything to it.
 MOUNT_POINT = "/.reconciler-volume"
 CHUNK = 1024 * 1024
 TAR_BLOCK = 512
-
-
-class VolumeArchiveError(ReconcilerError):
-    """A volume could not be read or written; the message says which and why."""
 
 
 @contextmanager

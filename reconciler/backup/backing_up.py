@@ -37,7 +37,7 @@ import zstandard
 from reconciler import labels
 from reconciler.adapters import engine_client, mariadb, restic, restic_helper, stack_control
 from reconciler.adapters.engine_client import Client
-from reconciler.adapters.object_store import ObjectNotFound, ObjectStore, StoreError
+from reconciler.adapters.object_store import ObjectStore
 from reconciler.backup import backup_status, restic_backups, stop_journal
 from reconciler.backup.backup_target import BackupTarget
 from reconciler.concurrency import both
@@ -47,7 +47,16 @@ from reconciler.decide.retention import (
     RetentionRules,
     decide_retention,
 )
-from reconciler.errors import ReconcilerError
+from reconciler.errors import (
+    BackupBusy,
+    BackupError,
+    ObjectNotFound,
+    ReconcilerError,
+    ResticBackupError,
+    ResticError,
+    StoreError,
+    VerifyError,
+)
 from reconciler.logs import event
 from reconciler.model.backup_policy import BackupPolicy
 from reconciler.model.desired import DesiredState, ServiceSpec
@@ -65,18 +74,6 @@ PROGRESS_EVENT_S = 30.0
 HELPER_IMAGE_VARIABLE = "RECONCILER_HELPER_IMAGE"
 _ID = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}Z$")
 _ID_FORMAT = "%Y-%m-%dT%H-%M-%SZ"
-
-
-class BackupError(ReconcilerError):
-    """A backup failed; the message says which artifact and why."""
-
-
-class BackupBusy(BackupError):
-    """Another backup holds the lock."""
-
-
-class VerifyError(ReconcilerError):
-    """A stored backup does not check out; the message names the artifact."""
 
 
 @dataclass(frozen=True)
@@ -821,9 +818,9 @@ def read_manifest(target: BackupTarget, ident: str) -> Manifest:
             raise VerifyError(f"backup {ident} has no manifest: it is incomplete")
         try:
             raw = restic_backups.read_manifest_bytes(target, stored, MANIFEST_MAX_BYTES)
-        except restic_backups.ResticBackupError as exc:
+        except ResticBackupError as exc:
             raise VerifyError(f"backup {ident} in {store.url}: {exc}") from exc
-        except restic.ResticError as exc:
+        except ResticError as exc:
             raise VerifyError(
                 f"backup {ident} in {store.url}: its manifest does not read back: {exc}"
             ) from exc
@@ -987,9 +984,9 @@ def _verify_part(
                 limit=artifact.raw_size + restic_backups.TAR_MARGIN,
                 out=sink,
             )
-    except (restic_backups.ResticBackupError, tarfile.TarError) as exc:
+    except (ResticBackupError, tarfile.TarError) as exc:
         raise VerifyError(f"{label}: {exc}") from exc
-    except restic.ResticError as exc:
+    except ResticError as exc:
         # Not Unavailable: a store that cannot be reached says nothing of the backup.
         raise VerifyError(f"{label}: does not read back: {exc}") from exc
     if artifact.kind == "database" and mariadb.TRAILER not in sink.tail:

@@ -26,7 +26,6 @@ from reconciler.applied import load_applied
 from reconciler.backup import backup_status
 from reconciler.backup.backing_up import (
     HELPER_IMAGE_VARIABLE,
-    BackupBusy,
     BackupResult,
     ProgressCallback,
     run_backup,
@@ -34,7 +33,7 @@ from reconciler.backup.backing_up import (
 from reconciler.backup.backup_target import BackupTarget, open_target
 from reconciler.backup.commit_policy import backup_policy
 from reconciler.backup.scheduling import BackupSchedule
-from reconciler.errors import InvalidDesiredState, ReconcilerError
+from reconciler.errors import BackupBusy, InvalidDesiredState, ReconcilerError
 from reconciler.logs import event
 from reconciler.model.backup_policy import BackupPolicy, Schedule
 from reconciler.model.desired import DesiredState

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from reconciler.adapters.restic import Key, Repository, Runner, strip_credentials
-from reconciler.errors import ReconcilerError
+from reconciler.errors import BackupKeyMissing, BackupKeyRefused
 from reconciler.redaction import register_secret
 from reconciler.settings import DEFAULT_ENV_FILE
 
@@ -23,14 +23,6 @@ VARIABLE = "RECONCILER_BACKUP_KEY"
 # Short keys are refused: a stray "y" on stdin must not become a key of the
 # backups. install.sh makes 64 hex digits; a long passphrase is fine too.
 MIN_NEW_KEY_LENGTH = 16
-
-
-class BackupKeyMissing(ReconcilerError):
-    """``RECONCILER_BACKUP_KEY`` is not set; the message says where to put it."""
-
-
-class BackupKeyRefused(ReconcilerError):
-    """A key given to ``backup key add`` or ``remove`` that must not be used (why is said)."""
 
 
 def env_file_of(environ: Mapping[str, str], env_file: Path | str | None = None) -> str:

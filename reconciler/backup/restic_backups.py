@@ -43,7 +43,7 @@ from reconciler.adapters import restic
 from reconciler.adapters.restic_helper import HelperRunner, volume_path
 from reconciler.backup.backup_target import SAFETY_TAG, BackupTarget
 from reconciler.decide.archive_members import SOCKET_TYPE
-from reconciler.errors import ReconcilerError
+from reconciler.errors import RepositoryNotFound, ResticBackupError, ResticError
 from reconciler.state.files import private_file
 
 APP_TAG = "reconciler"
@@ -55,10 +55,6 @@ CHUNK = 1024 * 1024
 # pax header for long names or xattrs adds about as much again.
 TAR_OVERHEAD_PER_FILE = 3 * tarfile.BLOCKSIZE
 TAR_MARGIN = 1024 * 1024
-
-
-class ResticBackupError(ReconcilerError):
-    """A part of a restic-format backup could not be written or read back."""
 
 
 def backup_tag(ident: str) -> str:
@@ -141,7 +137,7 @@ def database_part(
             time=time,
             on_progress=on_progress,
         )
-    except restic.ResticError:
+    except ResticError:
         # restic's complaint about its input hides the cause: the dump's own error.
         if stream.error is not None:
             raise stream.error from None
@@ -238,7 +234,7 @@ def stored_backups(
         return list(target.listing)
     try:
         snapshots = target.repository().snapshots(tags=[APP_TAG])
-    except restic.RepositoryNotFound:
+    except RepositoryNotFound:
         target.absent = True
         target.listing = []
         return []
@@ -374,7 +370,7 @@ def dump_volume(target: BackupTarget, *, snapshot: str, volume: str, limit: int,
     sink = _Bounded(pipe, limit, what=f"volume {volume}")
     try:
         target.repository().dump(snapshot, volume_path(volume), sink)  # type: ignore[arg-type]
-    except (BrokenPipeError, ResticBackupError, restic.ResticError) as exc:
+    except (BrokenPipeError, ResticBackupError, ResticError) as exc:
         if not failure:
             raise
         raise failure[0] from exc

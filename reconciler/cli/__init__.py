@@ -21,9 +21,9 @@ from typing import Any, TextIO
 
 from reconciler import __version__
 from reconciler.cli.commands import GROUPS, HELP, group_of
-from reconciler.errors import ReconcilerError
+from reconciler.errors import ReconcilerError, SettingsError
 from reconciler.logs import configure
-from reconciler.settings import Settings, SettingsError, load_settings
+from reconciler.settings import Settings, load_settings
 
 
 def _global_options(parser: argparse.ArgumentParser) -> None:

@@ -33,7 +33,6 @@ from reconciler.backup.backing_up import (
 from reconciler.backup.backup_jobs import BackupContext, backup_now, load_context
 from reconciler.backup.backup_key import (
     VARIABLE,
-    BackupKeyRefused,
     check_new_key,
     env_file_of,
     key_to_remove,
@@ -42,7 +41,7 @@ from reconciler.backup.backup_key import (
 from reconciler.backup.backup_target import BackupTarget, open_target
 from reconciler.cli.commands import HELP
 from reconciler.decide.retention import RetentionRules
-from reconciler.errors import ReconcilerError
+from reconciler.errors import BackupKeyRefused, ReconcilerError
 from reconciler.redaction import register_secret
 from reconciler.settings import Settings
 

@@ -74,7 +74,8 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
     # no second interpreter importing the deploy side, no pass beside its own.
     # Not with --here: install.sh's first pass and a self-update's helper run
     # a new image's code, which the daemon they replace does not have.
-    from reconciler.daemon.control import DaemonGone, ask_for_sync
+    from reconciler.daemon.control import ask_for_sync
+    from reconciler.errors import DaemonGone
 
     outcome: Any = None
     try:

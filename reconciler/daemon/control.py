@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from reconciler.errors import DaemonGone
 from reconciler.logs import event
 from reconciler.settings import Settings
 
@@ -74,10 +75,6 @@ def identity(settings: Settings) -> dict[str, str]:
 
 
 # -- the command's side -------------------------------------------------------
-
-
-class DaemonGone(Exception):
-    """The daemon took the request and closed the connection without an answer."""
 
 
 def ask_for_sync(settings: Settings, *, connect_timeout_s: float = 1.0) -> SyncReply | None:

@@ -29,9 +29,10 @@ from types import FrameType
 from typing import Protocol
 
 from reconciler.deploy.passes import PassOutcome, Reconciler
+from reconciler.errors import StateError
 from reconciler.logs import event
 from reconciler.redaction import redact_url
-from reconciler.state.files import StateError, replace_file
+from reconciler.state.files import replace_file
 
 FIRST_BACKOFF_S = 5.0
 MAX_BACKOFF_S = 300.0

@@ -31,7 +31,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, cast
 
-from reconciler.errors import ReconcilerError
+from reconciler.errors import ArchiveRefused
 
 BLOCK = tarfile.BLOCKSIZE
 CHUNK = 1024 * 1024
@@ -40,10 +40,6 @@ CAPABILITY_XATTR = "SCHILY.xattr.security.capability"
 # tar has no type for a socket; restic's listing has. Not "S", tar's sparse
 # file, which ``isreg`` counts as a regular file.
 SOCKET_TYPE = b"s"
-
-
-class ArchiveRefused(ReconcilerError):
-    """A volume archive holds a member that must never reach the engine."""
 
 
 @dataclass(frozen=True)

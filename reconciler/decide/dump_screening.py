@@ -37,7 +37,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from reconciler.errors import ReconcilerError
+from reconciler.errors import DumpRefused
 
 # Statements mariadb-dump writes at the top level.
 ALLOWED_HEADS = frozenset(
@@ -84,10 +84,6 @@ MAX_TOKEN = 1024 * 1024
 MAX_SET_TOKENS = 512
 HEAD_TOKENS = 64
 STRING_KEEP = 256
-
-
-class DumpRefused(ReconcilerError):
-    """The dump holds something a restore must not run; nothing was loaded."""
 
 
 @dataclass(frozen=True)

@@ -43,12 +43,12 @@ from reconciler.decide.image_gc import (
     next_versions,
     record_pull,
 )
-from reconciler.errors import ReconcilerError
+from reconciler.errors import ReconcilerError, StateError
 from reconciler.logs import event
 from reconciler.model.desired import DesiredState
 from reconciler.model.observed import Observed
 from reconciler.ports import ALREADY_GONE, Engine
-from reconciler.state.files import StateError, atomic_write_json, read_json
+from reconciler.state.files import atomic_write_json, read_json
 
 IMAGES_FILE = "images.json"
 PULLED_KEY = "@pulled"  # in a project's entry; no service name starts with "@"

@@ -33,11 +33,14 @@ from reconciler.deploy.collecting import collect_images, record_pulled
 from reconciler.deploy.progress import ProgressFile
 from reconciler.deploy.self_update import hand_over, own_container_id, split_own_actions
 from reconciler.errors import (
+    AfterApplyFailed,
     ApplyError,
     Conflict,
+    EngineUnavailable,
     ImageUnavailable,
     InvalidDesiredState,
-    ReconcilerError,
+    SourceUnavailable,
+    StateError,
     Unavailable,
     UnverifiedCommit,
 )
@@ -49,7 +52,7 @@ from reconciler.ports import Checkout, Engine, Source, Verifier
 from reconciler.redaction import redact_text, redact_url
 from reconciler.secret_keys import load_secrets
 from reconciler.settings import Settings
-from reconciler.state.files import StateError, exclusive_lock
+from reconciler.state.files import exclusive_lock
 from reconciler.state.status import HistoryEntry, PassResult, Reason, Status, StatusStore, now
 
 # Extra checks of a commit beyond compose.yaml (backup.yaml, restore.yaml), and
@@ -72,25 +75,6 @@ BeforeApply = Callable[[str, str | None, Plan], None]
 Recovery = Callable[[], list[str]]
 
 PASS_LOCK_WAIT_S = 600.0
-
-
-class SourceUnavailable(Unavailable):
-    """The git remote cannot be reached."""
-
-
-class EngineUnavailable(Unavailable):
-    """The Docker engine cannot be reached."""
-
-
-class AfterApplyFailed(ReconcilerError):
-    """An after-apply step failed (a restore request): the sync fails, the apply stands.
-
-    ``done`` lists what the step did change (say, other requests that succeeded).
-    """
-
-    def __init__(self, message: str, *, done: list[str] | None = None) -> None:
-        super().__init__(message)
-        self.done = list(done or [])
 
 
 @dataclass

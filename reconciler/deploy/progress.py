@@ -22,7 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from reconciler.state.files import StateError, replace_file
+from reconciler.errors import StateError
+from reconciler.state.files import replace_file
 
 PROGRESS_FILE = "deploy-progress.json"
 PASS_LOCK_FILE = "pass.lock"

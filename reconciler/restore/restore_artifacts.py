@@ -27,12 +27,10 @@ from pathlib import Path
 
 import zstandard
 
-from reconciler.adapters import restic
-from reconciler.adapters.object_store import ObjectNotFound
 from reconciler.backup import restic_backups
-from reconciler.backup.backing_up import VerifyError
 from reconciler.backup.backup_target import BackupTarget
 from reconciler.decide.restore_planning import ArtifactRef
+from reconciler.errors import NoRoom, ObjectNotFound, ResticBackupError, ResticError, VerifyError
 from reconciler.state.files import PRIVATE_DIR_MODE, private_dir, private_file
 
 CHUNK = 1024 * 1024
@@ -70,10 +68,6 @@ SPOOL_HEADROOM = 64 * MB
 # An authentic artifact decompresses to exactly the manifest's ``raw_size``;
 # past this margin it is refused (a planted "zip bomb" with recomputed checksums).
 RAW_MARGIN = 1024 * 1024
-
-
-class NoRoom(VerifyError):
-    """The spool folder cannot hold a verified copy of the artifacts; nothing was touched."""
 
 
 def room_needed(artifacts: Iterable[ArtifactRef]) -> int:
@@ -173,10 +167,10 @@ def _fetch_part(target: BackupTarget, artifact: ArtifactRef, path: Path) -> Path
             limit=limit,
             spooled=path,
         )
-    except (restic_backups.ResticBackupError, tarfile.TarError) as exc:
+    except (ResticBackupError, tarfile.TarError) as exc:
         path.unlink(missing_ok=True)
         raise VerifyError(f"{label}: {exc}; the backup is refused") from exc
-    except restic.ResticError as exc:
+    except ResticError as exc:
         # Not Unavailable: a store that cannot be reached says nothing of the backup.
         path.unlink(missing_ok=True)
         raise VerifyError(f"{label}: does not read back: {exc}; the backup is refused") from exc

@@ -40,7 +40,7 @@ from reconciler.backup.commit_policy import backup_policy
 from reconciler.decide.archive_members import sanitized, screen
 from reconciler.decide.dump_screening import screen_dump
 from reconciler.decide.restore_planning import ArtifactRef
-from reconciler.errors import InvalidDesiredState, ReconcilerError
+from reconciler.errors import DrillFailed, InvalidDesiredState, ReconcilerError
 from reconciler.logs import event
 from reconciler.model.backup_policy import BackupPolicy
 from reconciler.model.desired import DesiredState
@@ -63,10 +63,6 @@ DEFAULT_EVERY = "week"
 # The daemon's job runs every tick; it looks at the schedule this often.
 CHECK_EVERY_S = 60.0
 _DATABASE = re.compile(rb"\n-- Current Database: `((?:[^`]|``)+)`")
-
-
-class DrillFailed(ReconcilerError):
-    """The drill found the backup bad (or could not run); the message says which part."""
 
 
 @dataclass(frozen=True)

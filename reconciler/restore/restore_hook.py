@@ -19,13 +19,13 @@ from collections.abc import Callable
 from reconciler.adapters import engine_client
 from reconciler.adapters.engine_client import Client
 from reconciler.decide.restore_planning import due_requests
-from reconciler.deploy.passes import AfterApply, AfterApplyFailed
-from reconciler.errors import InvalidDesiredState
+from reconciler.deploy.passes import AfterApply
+from reconciler.errors import AfterApplyFailed, InvalidDesiredState, LedgerUnreadable
 from reconciler.logs import event
 from reconciler.model.desired import DesiredState
 from reconciler.model.restore_requests import FILE_NAME, RestoreRequest, load_restore_requests
 from reconciler.ports import Checkout
-from reconciler.restore.restore_ledger import LedgerUnreadable, RestoreLedger, pending_record
+from reconciler.restore.restore_ledger import RestoreLedger, pending_record
 from reconciler.settings import Settings
 from reconciler.state.status import Status
 

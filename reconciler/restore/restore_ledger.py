@@ -26,9 +26,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError
 
 from reconciler.decide.restore_planning import LedgerState
+from reconciler.errors import LedgerUnreadable, StateCorrupt
 from reconciler.logs import event
 from reconciler.model.restore_requests import RestoreRequest
-from reconciler.state.files import StateCorrupt, atomic_write_json, read_json
+from reconciler.state.files import atomic_write_json, read_json
 
 LEDGER_FILE = "restores.json"
 # Entries kept; the oldest finished ones go first. An id that falls off could
@@ -234,10 +235,6 @@ class RestoreLedger:
             pid=os.getpid(),
             host=socket.gethostname(),
         )
-
-
-class LedgerUnreadable(Exception):
-    """The ledger exists but does not parse; restores wait until someone looks."""
 
 
 def status_report(state_dir: Path) -> list[dict[str, Any]]:

@@ -22,10 +22,14 @@ from pathlib import Path
 from reconciler import notifying
 from reconciler.adapters import stack_control
 from reconciler.adapters.engine_client import ENGINE_ERRORS, REPORTED_ERRORS, Client
-from reconciler.backup.backing_up import BackupBusy
 from reconciler.backup.commit_policy import backup_policy
-from reconciler.deploy.passes import AfterApplyFailed
-from reconciler.errors import InvalidDesiredState, ReconcilerError
+from reconciler.errors import (
+    AfterApplyFailed,
+    BackupBusy,
+    InvalidDesiredState,
+    ReconcilerError,
+    RestoreFailed,
+)
 from reconciler.logs import event
 from reconciler.model.desired import DesiredState
 from reconciler.model.restore_requests import RestoreRequest
@@ -38,7 +42,6 @@ from reconciler.restore.restore_ledger import (
 )
 from reconciler.restore.restoring import (
     RestoreContext,
-    RestoreFailed,
     RestoreOptions,
     RestoreReport,
     run_restore,

@@ -53,10 +53,8 @@ from reconciler.backup import restic_backups
 from reconciler.backup.backing_up import (
     HELPER_IMAGE_VARIABLE,
     Artifact,
-    BackupBusy,
     DatabaseToDump,
     Manifest,
-    VerifyError,
     VolumeToRead,
     backup_id,
     backup_lock,
@@ -76,7 +74,7 @@ from reconciler.decide.restore_planning import (
     RestorePlanError,
     plan_restore,
 )
-from reconciler.errors import ReconcilerError
+from reconciler.errors import BackupBusy, ReconcilerError, RestoreFailed, VerifyError
 from reconciler.logs import event
 from reconciler.model.desired import DesiredState
 from reconciler.model.restore_requests import LATEST
@@ -97,39 +95,6 @@ BACKUP_WAIT_S = 1800.0
 WORKERS = 2
 
 Step = Callable[[str], None]
-
-
-class RestoreFailed(ReconcilerError):
-    """A restore failed; ``done`` lists what had been changed, ``touched`` whether anything was."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        done: list[str],
-        safety_copy: str | None,
-        touched: bool,
-        backup: str | None = None,
-        put_back: str | None = None,
-    ) -> None:
-        self.message = message
-        # After writing began: "ok" when the safety copy was put back, else why not.
-        self.put_back = put_back
-        self.done = list(done)
-        self.safety_copy = safety_copy
-        self.touched = touched
-        self.backup = backup
-        super().__init__(str(self))
-
-    def __str__(self) -> str:
-        text = self.message
-        if not self.touched:
-            return f"{text} (nothing was overwritten)"
-        if self.done:
-            text += f" (already done: {'; '.join(self.done)})"
-        if self.safety_copy and self.put_back is None:
-            text += f"; the contents from before are in the safety copy {self.safety_copy}"
-        return text
 
 
 _ERRORS: tuple[type[Exception], ...] = (

@@ -33,15 +33,21 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reconciler.adapters import engine_client, restic, restic_helper, stack_control
+from reconciler.adapters import engine_client, restic_helper, stack_control
 from reconciler.adapters.engine_client import Client
 from reconciler.adapters.volume_archive import MOUNT_POINT
 from reconciler.backup import restic_backups
-from reconciler.backup.backing_up import VerifyError
 from reconciler.backup.backup_target import BackupTarget
-from reconciler.decide.archive_members import ArchiveRefused, NodeScreen
+from reconciler.decide.archive_members import NodeScreen
 from reconciler.decide.restore_planning import ArtifactRef
-from reconciler.errors import ReconcilerError
+from reconciler.errors import (
+    ArchiveRefused,
+    NoStagingRoom,
+    ReconcilerError,
+    ResticBackupError,
+    ResticError,
+    VerifyError,
+)
 from reconciler.logs import event
 
 STAGE_PURPOSE = "restore-stage"
@@ -75,10 +81,6 @@ _REPLACE_PATHS_SCRIPT = (
     f'cd "{STAGE_MOUNT}/volume/$key" || exit 3; '
     f'for p in "$@"; do cp -a --parents -- "./$p" "{MOUNT_POINT}/" || exit 1; done'
 )
-
-
-class NoStagingRoom(ReconcilerError):
-    """The engine's volume disk cannot hold the staged copy; nothing was touched."""
 
 
 @dataclass(frozen=True)
@@ -135,7 +137,7 @@ class Stages:
         assert self.helper_image, "the image with restic is set before anything is staged"
         try:
             return self._stage(target, artifact, volume=volume, what=what, paths=paths)
-        except (restic_backups.ResticBackupError, restic.ResticError) as exc:
+        except (ResticBackupError, ResticError) as exc:
             # Not Unavailable: a store that cannot be reached says nothing of the backup.
             raise VerifyError(f"{what}: does not read back: {exc}; the backup is refused") from exc
 

@@ -25,13 +25,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from reconciler.errors import ReconcilerError
+from reconciler.errors import StateCorrupt, StateError
 from reconciler.logs import event
-
-
-class StateError(ReconcilerError):
-    """The state folder cannot be written (full disk, read-only, permissions)."""
-
 
 # Free-text fields of state documents (status, history, restore ledger, drill):
 # an error there may quote a decrypted secret. Only these are masked, never an
@@ -139,14 +134,6 @@ def replace_file(
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise StateError(f"cannot write {path}: {exc.strerror or exc}") from exc
-
-
-class StateCorrupt(ReconcilerError):
-    """A state file read without fallback does not parse; it is left where it is."""
-
-    def __init__(self, path: Path, error: str) -> None:
-        self.path = path
-        super().__init__(f"{path} does not parse ({error})")
 
 
 def read_json(path: Path, *, fallback: bool = True) -> Any | None:

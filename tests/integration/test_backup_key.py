@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.adapters.restic import Repository, WrongKey
+from reconciler.adapters.restic import Repository
 from reconciler.backup.backup_key import open_repository
 from reconciler.cli import main
+from reconciler.errors import WrongKey
 from reconciler.redaction import forget_secrets
 from tests.fixtures import tools
 

@@ -28,9 +28,7 @@ from reconciler.backup import backup_status
 from reconciler.backup.backing_up import (
     MANIFEST,
     Artifact,
-    BackupBusy,
     Manifest,
-    VerifyError,
     list_backups,
     prune,
     read_manifest,
@@ -41,7 +39,7 @@ from reconciler.backup.backup_jobs import BackupContext, backup_report
 from reconciler.backup.backup_target import BackupTarget, open_target
 from reconciler.cli import backup as cli_backup
 from reconciler.decide.retention import RetentionRules
-from reconciler.errors import ReconcilerError
+from reconciler.errors import BackupBusy, DatabaseError, ReconcilerError, VerifyError
 from reconciler.restore import restore_artifacts, restoring
 from reconciler.restore.restore_artifacts import fetch_verified
 from reconciler.settings import Settings, load_settings
@@ -295,7 +293,7 @@ def test_database_down_fails_the_backup(
     )
     stack.desired = desired_state(project_name)
     store = s3_store(s3_bucket)
-    with pytest.raises(mariadb.DatabaseError, match=r"not running .*the database is down"):
+    with pytest.raises(DatabaseError, match=r"not running .*the database is down"):
         backup(stack, store, tmp_path)
     assert [b for b in list_backups(target_of(store)) if b.state == "complete"] == []
     assert stack.container("web").status == "running"
@@ -321,7 +319,7 @@ def test_database_server_not_answering_fails_with_the_dump_error(
         labels={labels.PROJECT: project_name, labels.SERVICE: "db"},
     )
     store = s3_store(s3_bucket)
-    with pytest.raises(mariadb.DatabaseError, match=r"mariadb-dump .* failed \(exit 2\)"):
+    with pytest.raises(DatabaseError, match=r"mariadb-dump .* failed \(exit 2\)"):
         backup(stack, store, tmp_path)
     assert [b for b in list_backups(target_of(store)) if b.state == "complete"] == []
 

@@ -18,7 +18,7 @@ import docker
 import pytest
 
 from reconciler import labels as lbl
-from reconciler.adapters.docker_engine import CONTEXT_HASH_LABEL, DockerEngine, EngineError
+from reconciler.adapters.docker_engine import CONTEXT_HASH_LABEL, DockerEngine
 from reconciler.decide.actions import (
     CreateNetwork,
     CreateService,
@@ -29,7 +29,7 @@ from reconciler.decide.actions import (
     RemoveNetwork,
 )
 from reconciler.deploy.applying import apply
-from reconciler.errors import ApplyError, ImageUnavailable, Unavailable
+from reconciler.errors import ApplyError, EngineError, ImageUnavailable, Unavailable
 from reconciler.model.desired import (
     BuildSpec,
     HealthCheck,

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.adapters.git_source import BranchNotFound, CommitNotFound, GitSource
-from reconciler.errors import Unavailable
+from reconciler.adapters.git_source import GitSource
+from reconciler.errors import BranchNotFound, CommitNotFound, Unavailable
 from tests.fixtures.git_remotes import GitWorkRepo, HttpRemote, ServedRemote, SshRemote, git
 
 pytestmark = pytest.mark.integration

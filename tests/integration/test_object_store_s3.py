@@ -10,7 +10,8 @@ import boto3
 import pytest
 
 from reconciler.adapters import object_store
-from reconciler.adapters.object_store import ObjectNotFound, S3Store, StoreError
+from reconciler.adapters.object_store import S3Store
+from reconciler.errors import ObjectNotFound, StoreError
 from tests.fixtures.s3_server import Fault, FaultProxy
 
 pytestmark = pytest.mark.integration

@@ -24,16 +24,10 @@ import docker.errors
 import pytest
 
 from reconciler import labels
-from reconciler.adapters.restic import (
-    IntegrityError,
-    Repository,
-    RepositoryNotFound,
-    Retention,
-    WrongKey,
-)
+from reconciler.adapters.restic import Repository, Retention
 from reconciler.adapters.restic_helper import HelperRunner, iter_helpers, volume_path
 from reconciler.adapters.volume_archive import write_volume
-from reconciler.errors import Unavailable
+from reconciler.errors import IntegrityError, RepositoryNotFound, Unavailable, WrongKey
 from tests.fixtures.s3_server import free_port
 
 pytestmark = [

@@ -21,7 +21,8 @@ from reconciler.adapters import mariadb
 from reconciler.adapters.object_store import FileStore
 from reconciler.backup.backing_up import list_backups, run_backup
 from reconciler.backup.backup_target import open_target
-from reconciler.restore.restoring import RestoreContext, RestoreFailed, RestoreOptions, run_restore
+from reconciler.errors import DatabaseError, RestoreFailed
+from reconciler.restore.restoring import RestoreContext, RestoreOptions, run_restore
 from tests.conftest import TEST_HELPER_IMAGE
 from tests.fixtures.docker_engine import remove_project
 from tests.fixtures.restic_planting import newer_id, plant_backup, repository
@@ -118,7 +119,7 @@ def test_a_dump_with_shell_commands_is_refused_and_nothing_changes(
 def test_the_load_itself_runs_in_sandbox_mode(stack: Stack) -> None:
     # The second wall, without the screener: the client refuses \! and system.
     for line in (b"\\! touch /tmp/pwned-load\n", b"system touch /tmp/pwned-load\n"):
-        with pytest.raises(mariadb.DatabaseError):
+        with pytest.raises(DatabaseError):
             mariadb.load_dump(stack.client, container=stack.container("db").name, chunks=[line])
     assert no_file(stack, "/tmp/pwned-load")
 

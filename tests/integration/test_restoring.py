@@ -15,13 +15,8 @@ from reconciler import labels
 from reconciler.adapters.object_store import S3Store, open_store
 from reconciler.backup.backing_up import list_backups, run_backup
 from reconciler.backup.backup_target import open_target
-from reconciler.restore.restoring import (
-    RestoreContext,
-    RestoreFailed,
-    RestoreOptions,
-    resolve_backup,
-    run_restore,
-)
+from reconciler.errors import RestoreFailed
+from reconciler.restore.restoring import RestoreContext, RestoreOptions, resolve_backup, run_restore
 from tests.conftest import TEST_HELPER_IMAGE
 from tests.fixtures.docker_engine import remove_project
 from tests.fixtures.legacy_backups import write_legacy_backup

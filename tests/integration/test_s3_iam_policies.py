@@ -22,7 +22,8 @@ import boto3
 import pytest
 
 from reconciler.adapters import restic
-from reconciler.adapters.object_store import MiB, S3Store, StoreError
+from reconciler.adapters.object_store import MiB, S3Store
+from reconciler.errors import StoreError
 from tests.fixtures.s3_server import FAKE_KEY, FAKE_SECRET, REGION, S3Server
 
 pytestmark = pytest.mark.integration

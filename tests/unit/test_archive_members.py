@@ -9,7 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from reconciler.decide.archive_members import ArchiveRefused, sanitized, screen
+from reconciler.decide.archive_members import sanitized, screen
+from reconciler.errors import ArchiveRefused
 
 
 def member(

@@ -16,15 +16,10 @@ import pytest
 
 from reconciler.adapters.restic import Completed, Key, Repository
 from reconciler.backup.backup_jobs import BackupContext
-from reconciler.backup.backup_key import (
-    BackupKeyMissing,
-    BackupKeyRefused,
-    check_new_key,
-    key_to_remove,
-    open_repository,
-)
+from reconciler.backup.backup_key import check_new_key, key_to_remove, open_repository
 from reconciler.cli import build_parser, main
 from reconciler.cli.backup import cmd_key
+from reconciler.errors import BackupKeyMissing, BackupKeyRefused
 from reconciler.redaction import forget_secrets
 from reconciler.settings import Settings, load_settings
 

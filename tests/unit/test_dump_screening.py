@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.decide.dump_screening import DumpRefused, screen_dump
+from reconciler.decide.dump_screening import screen_dump
+from reconciler.errors import DumpRefused
 
 REAL = (Path(__file__).parent / "dumps" / "objects.sql").read_bytes()
 HEADER = b"/*M!999999\\- enable the sandbox mode */ \n/*!40101 SET NAMES utf8mb4 */;\nUSE `shop`;\n"

@@ -11,6 +11,7 @@ import (which is how a cycle hides).
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -171,3 +172,32 @@ def test_the_cycle_check_sees_a_cycle_through_a_function_local_import(tmp_path: 
         "def f():\n    from reconciler.deploy import passes\n"
     )
     assert _cycles(_import_graph(package)) == [["backup", "deploy"]]
+
+
+def test_every_error_of_the_reconciler_is_in_errors_py_and_in_its_picture() -> None:
+    """One tree, drawn in errors.py's docstring: a new class is drawn there too."""
+    import reconciler.errors as errors
+
+    classes = {
+        name
+        for name, value in vars(errors).items()
+        if isinstance(value, type)
+        and issubclass(value, Exception)
+        and value.__module__ == errors.__name__
+    }
+    doc = errors.__doc__ or ""
+    undrawn = sorted(name for name in classes if not re.search(rf"\b{name}\b", doc))
+    assert not undrawn, f"errors.py's picture does not show {undrawn}"
+    elsewhere = [
+        f"{path.relative_to(PACKAGE.parent)}:{node.lineno}: class {node.name}"
+        for path in _modules()
+        if path.name != "errors.py"
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ClassDef)
+        and not node.name.startswith("_")  # a module's own, caught where it is raised
+        and any(
+            isinstance(base, ast.Name) and base.id in classes | {"ReconcilerError"}
+            for base in node.bases
+        )
+    ]
+    assert not elsewhere, "errors of the reconciler outside errors.py:\n" + "\n".join(elsewhere)

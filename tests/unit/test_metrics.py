@@ -24,9 +24,10 @@ from reconciler.daemon.endpoints import Endpoints, health_report
 from reconciler.daemon.loop import heartbeat_path
 from reconciler.daemon.metrics import PassMetrics, make_registry
 from reconciler.deploy.passes import PassOutcome
+from reconciler.errors import SettingsError
 from reconciler.restore.restore_drill import DRILL_FILE, drill_counts
 from reconciler.restore.restore_ledger import RestoreLedger, RestoreRecord
-from reconciler.settings import Settings, SettingsError, load_settings
+from reconciler.settings import Settings, load_settings
 from reconciler.state.status import Status, StatusStore
 
 SHA = "a" * 40

@@ -6,7 +6,8 @@ import tarfile
 
 import pytest
 
-from reconciler.decide.archive_members import SOCKET_TYPE, ArchiveRefused, NodeScreen
+from reconciler.decide.archive_members import SOCKET_TYPE, NodeScreen
+from reconciler.errors import ArchiveRefused
 from reconciler.restore.volume_staging import MB, STAGE_HEADROOM, staging_room_problem
 
 

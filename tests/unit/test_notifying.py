@@ -449,7 +449,7 @@ def test_secrets_stay_out_of_settings_repr(tmp_path: Path) -> None:
 def test_a_state_folder_that_cannot_be_written_still_sends_once(
     tmp_path: Path, http: responses.RequestsMock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from reconciler.state.files import StateError
+    from reconciler.errors import StateError
 
     http.post(HOOK, status=200)
     settings = make_settings(tmp_path, RECONCILER_NOTIFY_WEBHOOK_URL=HOOK)

@@ -12,15 +12,14 @@ import pytest
 from reconciler.adapters.object_store import (
     MAX_PARTS,
     FileStore,
-    ObjectNotFound,
     S3Store,
-    StoreError,
     max_stream_size,
     open_store,
     part_size,
 )
 from reconciler.backup.backing_up import Artifact, Manifest, backup_id, id_time
 from reconciler.backup.backup_target import legacy_target
+from reconciler.errors import ObjectNotFound, StoreError
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -213,7 +212,8 @@ def test_an_artifact_listed_twice_is_refused() -> None:
 
 @pytest.mark.parametrize("ident", ["../x", "a/../..", "2026-11-27T05-04-00Z/..", ""])
 def test_a_backup_id_is_checked_before_it_names_a_key(tmp_path: Path, ident: str) -> None:
-    from reconciler.backup.backing_up import VerifyError, read_manifest
+    from reconciler.backup.backing_up import read_manifest
+    from reconciler.errors import VerifyError
 
     store = FileStore(tmp_path / "backups")
     (tmp_path / "x").mkdir()
@@ -223,7 +223,7 @@ def test_a_backup_id_is_checked_before_it_names_a_key(tmp_path: Path, ident: str
 
 
 def test_a_spool_folder_never_leads_out_of_restore_tmp(tmp_path: Path) -> None:
-    from reconciler.backup.backing_up import VerifyError
+    from reconciler.errors import VerifyError
     from reconciler.restore.restore_artifacts import contained, spool_folder
 
     state = tmp_path / "state"

@@ -15,7 +15,8 @@ from reconciler.adapters.restic import Completed
 from reconciler.backup import restic_backups
 from reconciler.backup.backing_up import Artifact, Manifest, id_time
 from reconciler.backup.backup_target import BackupTarget, open_target, safety_url
-from reconciler.backup.restic_backups import ResticBackupError, _ChunkStream, _Node, _repacked
+from reconciler.backup.restic_backups import _ChunkStream, _Node, _repacked
+from reconciler.errors import ResticBackupError
 
 SNAP = "a" * 64
 IDENT = "2026-11-27T05-04-00Z"

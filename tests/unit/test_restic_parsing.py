@@ -13,17 +13,14 @@ from reconciler.adapters.restic import (
     Completed,
     LocalRunner,
     Repository,
-    RepositoryNotFound,
-    ResticError,
     Retention,
-    WrongKey,
     classify,
     parse_backup_lines,
     parse_snapshot,
     repository_url,
     strip_credentials,
 )
-from reconciler.errors import Unavailable
+from reconciler.errors import RepositoryNotFound, ResticError, Unavailable, WrongKey
 
 FULL = "d019acf43d48bf16bcd39b97ad9c84ec0948ce57643a2aad759f96cc9d934473"
 TREE = "ffbcc334cd6c79cfc8f24bd5c6a6d344bdcbb57a8301c8758267fd3d6c0a84cb"

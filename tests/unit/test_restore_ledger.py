@@ -8,13 +8,9 @@ from pathlib import Path
 import pytest
 
 from reconciler.decide.restore_planning import due_requests
+from reconciler.errors import LedgerUnreadable
 from reconciler.model.restore_requests import RestoreRequest
-from reconciler.restore.restore_ledger import (
-    LedgerUnreadable,
-    RestoreLedger,
-    RestoreRecord,
-    status_report,
-)
+from reconciler.restore.restore_ledger import RestoreLedger, RestoreRecord, status_report
 
 
 def test_queue_start_finish_and_run_once(tmp_path: Path) -> None:

@@ -8,9 +8,9 @@ import pytest
 import zstandard
 
 from reconciler.adapters.object_store import open_store
-from reconciler.backup.backing_up import VerifyError
 from reconciler.backup.backup_target import legacy_target
 from reconciler.decide.restore_planning import ArtifactRef
+from reconciler.errors import VerifyError
 from reconciler.restore.restore_artifacts import (
     SPOOL_HEADROOM,
     decompressed,

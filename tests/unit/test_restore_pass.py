@@ -7,7 +7,8 @@ from pathlib import Path
 import docker.errors
 import pytest
 
-from reconciler.deploy.passes import AfterApplyFailed, Reconciler
+from reconciler.deploy.passes import Reconciler
+from reconciler.errors import AfterApplyFailed
 from reconciler.model.desired import DesiredState
 from reconciler.ports import Checkout
 from reconciler.restore.restore_hook import restore_hook

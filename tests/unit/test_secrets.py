@@ -11,11 +11,11 @@ from typing import Any
 import pyrage
 import pytest
 
-from reconciler.errors import InvalidDesiredState
+from reconciler.errors import InvalidDesiredState, KeyFileError
 from reconciler.model.loading import load_desired_state
 from reconciler.model.secrets import read_secrets
 from reconciler.redaction import forget_secrets
-from reconciler.secret_keys import KeyFileError, keygen, load_keyring, recipient_of
+from reconciler.secret_keys import keygen, load_keyring, recipient_of
 from reconciler.settings import load_settings
 from tests.fixtures import tools
 from tests.fixtures.sops_encoder import sops_dotenv, sops_json, sops_yaml

@@ -146,7 +146,8 @@ def test_hand_over_starts_a_helper_from_the_new_image_running_one_sync() -> None
     assert helper.image == "reconciler:new"
     assert helper.labels == {labels.PROJECT: "site", labels.HELPER: HELPER_ROLE}
     assert helper.service.entrypoint == ("reconciler",)
-    assert helper.service.command == ("sync",)
+    # --here: the helper runs the new code itself, never asks the daemon it replaces.
+    assert helper.service.command == ("sync", "--here")
     assert helper.service.mounts == SERVICE.mounts
     assert helper.service.environment == SERVICE.environment
     assert helper.service.ports == ()

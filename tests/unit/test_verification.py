@@ -16,7 +16,8 @@ from reconciler.decide.verification import (
     judge,
     signature_kind,
 )
-from reconciler.settings import SettingsError, load_settings
+from reconciler.errors import SettingsError
+from reconciler.settings import load_settings
 
 COMMIT = "3f2a9c1d2e4b" + "0" * 28
 SSH = SignaturePolicy("ssh", allowed_signers=Path("/etc/reconciler/allowed_signers"))

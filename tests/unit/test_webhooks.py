@@ -8,7 +8,8 @@ import pytest
 
 from reconciler.decide import webhooks
 from reconciler.decide.webhooks import RecentDeliveries, Verdict, judge, signature_of
-from reconciler.settings import SettingsError, load_settings
+from reconciler.errors import SettingsError
+from reconciler.settings import load_settings
 
 SECRET = "s3cret-s3cret-s3cret"
 GITHUB_PUSH = json.dumps({"ref": "refs/heads/main", "after": "a" * 40}).encode()
