@@ -48,11 +48,12 @@ from reconciler.errors import StateError
 from reconciler.logs import event
 from reconciler.redaction import redact_text
 from reconciler.settings import Settings
+from reconciler.state import names
 from reconciler.state.files import atomic_write_json, exclusive_lock, read_json
 from reconciler.state.status import StatusStore
 
-STATE_FILE = "notifications.json"
-LOCK_FILE = "notifications.lock"
+STATE_FILE = names.NOTIFICATIONS
+LOCK_FILE = names.NOTIFICATIONS_LOCK
 LOCK_WAIT_S = 10.0
 Clock = Callable[[], datetime]
 _WARNED: set[str] = set()

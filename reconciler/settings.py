@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from reconciler.decide.verification import SignaturePolicy
 from reconciler.errors import SettingsError
+from reconciler.state import names
 
 DEFAULT_ENV_FILE = "/etc/reconciler/reconciler.env"
 # /healthz and /metrics: loopback by default, so nothing off the VM (or in
@@ -129,7 +130,7 @@ class Settings(BaseModel):
 
     @property
     def checkouts_dir(self) -> Path:
-        return self.state_dir / "git"
+        return self.state_dir / names.GIT_CACHE
 
     @property
     def spool_base(self) -> Path:
@@ -138,7 +139,7 @@ class Settings(BaseModel):
 
     @property
     def default_backup_target(self) -> str:
-        folder = self.backup_dir or self.state_dir / "backups"
+        folder = self.backup_dir or self.state_dir / names.BACKUPS
         return f"file://{folder.resolve()}"
 
 

@@ -60,14 +60,15 @@ from reconciler.errors import (
 from reconciler.logs import event
 from reconciler.model.backup_policy import BackupPolicy
 from reconciler.model.desired import DesiredState, ServiceSpec
+from reconciler.state import names
 from reconciler.state.files import PRIVATE_FILE_MODE, exclusive_lock, private_dir
 
 FORMAT_VERSION = 1  # zstd artifacts and manifest.json in <id>/: read, never written
 RESTIC_FORMAT = 2  # snapshots in the target's restic repository (backup/restic_backups.py)
 MANIFEST = "manifest.json"
 MANIFEST_MAX_BYTES = 1024 * 1024  # ours are a few KB: a bigger one is not ours
-LOCK_FILE = "backup.lock"
-PASS_LOCK = "pass.lock"  # the pass's lock (deploy/passes.py)
+LOCK_FILE = names.BACKUP_LOCK
+PASS_LOCK = names.PASS_LOCK
 PASS_LOCK_WAIT_S = 600.0
 PROGRESS_EVENT_S = 30.0
 # An image with restic for the helpers that read volumes; default: the reconciler's own.

@@ -39,10 +39,11 @@ from reconciler.model.backup_policy import BackupPolicy, Schedule
 from reconciler.model.desired import DesiredState
 from reconciler.redaction import redact_url
 from reconciler.settings import Settings
+from reconciler.state import names
 from reconciler.state.files import replace_file
 from reconciler.state.status import StatusStore
 
-SCHEDULE_FILE = "backup-schedule.json"
+SCHEDULE_FILE = names.BACKUP_SCHEDULE
 
 
 @dataclass

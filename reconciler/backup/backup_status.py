@@ -12,9 +12,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from reconciler.state import names
 from reconciler.state.files import replace_file
 
-STATUS_FILE = "backup-status.json"
+STATUS_FILE = names.BACKUP_STATUS
 
 
 @dataclass(frozen=True)

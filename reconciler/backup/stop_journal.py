@@ -26,9 +26,10 @@ from pathlib import Path
 from reconciler.adapters import stack_control
 from reconciler.adapters.engine_client import Client
 from reconciler.adapters.stack_control import StoppedRun
+from reconciler.state import names
 from reconciler.state.files import atomic_write_json, read_json
 
-JOURNAL = "backup-stops.json"
+JOURNAL = names.BACKUP_STOPS
 
 
 class StopJournal:

@@ -35,8 +35,9 @@ from typing import Any
 from reconciler.errors import DaemonGone
 from reconciler.logs import event
 from reconciler.settings import Settings
+from reconciler.state import names
 
-SOCKET_NAME = "control.sock"
+SOCKET_NAME = names.CONTROL_SOCKET
 MAX_REQUEST_BYTES = 4096
 REQUEST_DEADLINE_S = 5.0
 # The pass may wait for the lock (PASS_LOCK_WAIT_S) and then build images.

@@ -32,6 +32,7 @@ from reconciler.deploy.passes import PassOutcome, Reconciler
 from reconciler.errors import StateError
 from reconciler.logs import event
 from reconciler.redaction import redact_url
+from reconciler.state import names
 from reconciler.state.files import replace_file
 
 FIRST_BACKOFF_S = 5.0
@@ -60,7 +61,7 @@ def next_delay(outcome: PassOutcome, *, interval_s: float, failures: int) -> flo
 
 
 def heartbeat_path(state_dir: Path) -> Path:
-    return state_dir / "heartbeat"
+    return state_dir / names.HEARTBEAT
 
 
 def heartbeat_age_s(state_dir: Path) -> float | None:

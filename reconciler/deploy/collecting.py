@@ -48,9 +48,10 @@ from reconciler.logs import event
 from reconciler.model.desired import DesiredState
 from reconciler.model.observed import Observed
 from reconciler.ports import ALREADY_GONE, Engine
+from reconciler.state import names
 from reconciler.state.files import atomic_write_json, read_json
 
-IMAGES_FILE = "images.json"
+IMAGES_FILE = names.IMAGES
 PULLED_KEY = "@pulled"  # in a project's entry; no service name starts with "@"
 
 

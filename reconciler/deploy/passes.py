@@ -52,6 +52,7 @@ from reconciler.ports import Checkout, Engine, Source, Verifier
 from reconciler.redaction import redact_text, redact_url
 from reconciler.secret_keys import load_secrets
 from reconciler.settings import Settings
+from reconciler.state import names
 from reconciler.state.files import exclusive_lock
 from reconciler.state.status import HistoryEntry, PassResult, Reason, Status, StatusStore, now
 
@@ -74,7 +75,7 @@ BeforeApply = Callable[[str, str | None, Plan], None]
 # per change and raises ``Unavailable`` when the engine cannot be reached.
 Recovery = Callable[[], list[str]]
 
-PASS_LOCK_WAIT_S = 600.0
+PASS_LOCK_WAIT_S = names.PASS_LOCK_WAIT_S
 
 
 @dataclass
@@ -209,7 +210,7 @@ class Reconciler:
         started = time.monotonic()
         try:
             with exclusive_lock(
-                self.settings.state_dir / "pass.lock", wait_s=PASS_LOCK_WAIT_S, what="pass"
+                self.settings.state_dir / names.PASS_LOCK, wait_s=PASS_LOCK_WAIT_S, what="pass"
             ):
                 status = self.store.load()
                 try:

@@ -23,10 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.errors import StateError
+from reconciler.state import names
 from reconciler.state.files import replace_file
 
-PROGRESS_FILE = "deploy-progress.json"
-PASS_LOCK_FILE = "pass.lock"
+PROGRESS_FILE = names.DEPLOY_PROGRESS
+PASS_LOCK_FILE = names.PASS_LOCK
 
 ApplyListener = Callable[[str, dict[str, Any]], None]
 

@@ -31,6 +31,7 @@ from reconciler.backup import restic_backups
 from reconciler.backup.backup_target import BackupTarget
 from reconciler.decide.restore_planning import ArtifactRef
 from reconciler.errors import NoRoom, ObjectNotFound, ResticBackupError, ResticError, VerifyError
+from reconciler.state import names
 from reconciler.state.files import PRIVATE_DIR_MODE, private_dir, private_file
 
 CHUNK = 1024 * 1024
@@ -51,7 +52,7 @@ def spool_folder(state_dir: Path, request_id: str) -> Iterator[Path]:
     """
     if not _SPOOL_NAME.fullmatch(request_id):
         raise VerifyError(f"{request_id[:120]!r} cannot name a spool folder; refused")
-    folder = contained(state_dir / "restore-tmp", request_id)
+    folder = contained(state_dir / names.RESTORE_SPOOL, request_id)
     shutil.rmtree(folder, ignore_errors=True)  # left by a killed run
     private_dir(folder.parent)
     folder.mkdir(mode=PRIVATE_DIR_MODE)  # a dump with password hashes passes through

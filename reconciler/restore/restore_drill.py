@@ -54,10 +54,11 @@ from reconciler.restore.restore_artifacts import (
 )
 from reconciler.restore.restoring import artifact_refs, resolve_backup
 from reconciler.settings import Settings
+from reconciler.state import names
 from reconciler.state.files import atomic_write_json, exclusive_lock, read_json
 from reconciler.state.status import StatusStore
 
-DRILL_FILE = "drill.json"
+DRILL_FILE = names.DRILL
 PERIODS = {"day": timedelta(days=1), "week": timedelta(weeks=1), "month": timedelta(days=30)}
 DEFAULT_EVERY = "week"
 # The daemon's job runs every tick; it looks at the schedule this often.
@@ -198,7 +199,7 @@ def run_drill(
     # StateError here and records nothing. The holder may remove the scratch
     # objects of a drill that was killed.
     lock = ExitStack()
-    lock.enter_context(exclusive_lock(state_dir / "drill.lock", wait_s=0, what="restore drill"))
+    lock.enter_context(exclusive_lock(state_dir / names.DRILL_LOCK, wait_s=0, what="restore drill"))
     try:
         stack_control.remove_leftovers(client, project=desired.project, purposes={"drill"})
         manifest = resolve_backup(target, backup)

@@ -29,9 +29,10 @@ from reconciler.decide.restore_planning import LedgerState
 from reconciler.errors import LedgerUnreadable, StateCorrupt
 from reconciler.logs import event
 from reconciler.model.restore_requests import RestoreRequest
+from reconciler.state import names
 from reconciler.state.files import atomic_write_json, read_json
 
-LEDGER_FILE = "restores.json"
+LEDGER_FILE = names.RESTORE_LEDGER
 # Entries kept; the oldest finished ones go first. An id that falls off could
 # run again if it were still in restore.yaml, so the number is generous.
 MAX_ENTRIES = 1000

@@ -38,6 +38,7 @@ from reconciler.restore.restoring import (
     waiting_backup_lock,
 )
 from reconciler.settings import Settings
+from reconciler.state import names
 from reconciler.state.files import exclusive_lock
 
 
@@ -154,7 +155,7 @@ class ManualRestore:
         with (
             waiting_backup_lock(self.settings.state_dir),
             exclusive_lock(
-                self.settings.state_dir / "pass.lock", wait_s=PASS_LOCK_WAIT_S, what="pass"
+                self.settings.state_dir / names.PASS_LOCK, wait_s=PASS_LOCK_WAIT_S, what="pass"
             ),
         ):
             ledger.recover()

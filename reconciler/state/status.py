@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, ValidationError
 
 from reconciler.logs import event
+from reconciler.state import names
 from reconciler.state.files import atomic_write_json, read_json
 
 HISTORY_LENGTH = 20
@@ -76,7 +77,7 @@ class StatusStore:
     """Reads and writes ``status.json`` in the state folder."""
 
     def __init__(self, state_dir: Path) -> None:
-        self.path = state_dir / "status.json"
+        self.path = state_dir / names.STATUS
 
     def load(self) -> Status:
         raw = read_json(self.path)

@@ -201,3 +201,23 @@ def test_every_error_of_the_reconciler_is_in_errors_py_and_in_its_picture() -> N
         )
     ]
     assert not elsewhere, "errors of the reconciler outside errors.py:\n" + "\n".join(elsewhere)
+
+
+def test_every_state_file_name_is_spelled_once_in_state_names() -> None:
+    from reconciler.state import names
+
+    # "git" and "backups" are words too (the git program, a log line): not checked.
+    spelled = {
+        value: key
+        for key, value in vars(names).items()
+        if key.isupper() and isinstance(value, str) and key not in {"GIT_CACHE", "BACKUPS"}
+    }
+    found = [
+        f"{path.relative_to(PACKAGE.parent)}:{node.lineno}: {node.value!r} "
+        f"(names.{spelled[node.value]})"
+        for path in _modules()
+        if path.relative_to(PACKAGE).as_posix() != "state/names.py"
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in spelled
+    ]
+    assert not found, "state names spelled outside state/names.py:\n" + "\n".join(found)
