@@ -7,18 +7,15 @@ else takes them as arguments.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from reconciler.adapters.docker_engine import DockerEngine
 from reconciler.applied import make_source
 from reconciler.daemon.loop import Daemon, Job
 from reconciler.deploy.passes import AfterApply, PassListener, Reconciler, Recovery, Validator
 from reconciler.deploy.verifying import CommitVerifier
-from reconciler.errors import ReconcilerError
 from reconciler.model.desired import DesiredState
 from reconciler.ports import Checkout
 from reconciler.settings import Settings
-from reconciler.state.status import StatusStore
 
 
 def pass_hooks(settings: Settings) -> tuple[list[Validator], list[AfterApply]]:
@@ -137,56 +134,3 @@ def validate_folder(folder: Path, settings: Settings) -> DesiredState:
 
     load_requests(checkout, desired, settings.model_copy(update={"directory": folder.name}))
     return desired
-
-
-def collect_status(settings: Settings) -> dict[str, Any]:
-    """The stored status plus what runs now (when Docker answers) and feature reports."""
-    status = StatusStore(settings.state_dir).load()
-    report: dict[str, Any] = status.model_dump(mode="json")
-    report["verify"] = settings.verify  # signed commits: off, ssh or gpg
-    # A deploy running now (Flux's Reconciling); the rest describes the last pass.
-    from reconciler.deploy.progress import ProgressFile
-
-    progress = ProgressFile(settings.state_dir).read()
-    report["reconciling"] = progress.to_status() if progress else None
-    project = settings.project or status.project
-    report["project"] = project
-    if project:
-        try:
-            report["services"] = services_of(DockerEngine(), project)
-        except ReconcilerError as exc:
-            report["services"] = None
-            report["services_error"] = str(exc)
-    else:
-        report["services"] = []
-    from reconciler.backup.backup_jobs import backup_report
-    from reconciler.restore.restore_drill import read_drill
-    from reconciler.restore.restore_ledger import status_report
-
-    report["backup"] = backup_report(settings)
-
-    report["restores"] = status_report(settings.state_dir)
-    report["drill"] = read_drill(settings.state_dir)
-    return report
-
-
-def services_of(engine: DockerEngine, project: str) -> list[dict[str, Any]]:
-    from reconciler import labels
-
-    observed = engine.observe(project)
-    services = []
-    for container in sorted(observed.containers, key=lambda c: c.name):
-        if container.project != project or container.is_helper:
-            continue
-        services.append(
-            {
-                "name": container.service,
-                "container": container.name,
-                "state": container.state,
-                "health": container.health,
-                "commit": container.labels.get(labels.COMMIT),
-                "config_hash": (container.config_hash or "")[:12],
-                "image": container.image,
-            }
-        )
-    return services

@@ -1,4 +1,8 @@
-"""``reconciler status [--json]``: the applied commit, the last pass, services, backups."""
+"""``reconciler status [--json]``: the applied commit, the last pass, services, backups.
+
+Both forms print the one typed report of ``reconciler/status_report.py``,
+which the metrics read too.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from typing import Any
 
 from reconciler.cli.commands import GROUPS
 from reconciler.settings import Settings
+from reconciler.status_report import BackupReport, DrillReport, RestoreRow, StatusReport
 
 
 def register(commands: Any) -> None:
@@ -17,95 +22,89 @@ def register(commands: Any) -> None:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    from reconciler.wiring import collect_status
+    from reconciler.adapters.docker_engine import DockerEngine
+    from reconciler.status_report import collect
 
-    report = collect_status(settings)
+    report = collect(settings, engine=DockerEngine())
     if args.json:
-        print(json.dumps(report, indent=2, default=str))
+        print(json.dumps(report.model_dump(mode="json"), indent=2))
         return 0
     print(format_status(report))
     return 0
 
 
-def format_status(report: dict[str, Any]) -> str:
-    ready = "Ready" if report.get("ready") else "Not ready"
+def format_status(report: StatusReport) -> str:
+    ready = "Ready" if report.ready else "Not ready"
     lines = [
-        f"project:   {report.get('project') or '-'}",
-        f"repo:      {report.get('repo') or '-'} ({report.get('branch') or '-'})",
-        f"applied:   {_short(report.get('applied_commit'))}  at {report.get('applied_at') or '-'}",
-        f"attempted: {_short(report.get('attempted_commit'))}",
-        f"last sync: {report.get('last_sync') or 'never'} -> {report.get('last_result') or '-'}",
-        f"condition: {ready} ({report.get('reason')})",
+        f"project:   {report.project or '-'}",
+        f"repo:      {report.repo or '-'} ({report.branch or '-'})",
+        f"applied:   {_short(report.applied_commit)}  at {_time(report.applied_at)}",
+        f"attempted: {_short(report.attempted_commit)}",
+        f"last sync: {_time(report.last_sync, 'never')} -> {report.last_result or '-'}",
+        f"condition: {ready} ({report.reason})",
     ]
-    deploying = report.get("reconciling")
-    if isinstance(deploying, dict):
+    deploying = report.reconciling
+    if deploying is not None:
         lines.append(
-            f"condition: Reconciling: commit {_short(deploying.get('commit'))} since "
-            f"{deploying.get('since')}, {deploying.get('actions')} action(s); "
-            f"now: {deploying.get('step')}"
+            f"condition: Reconciling: commit {_short(deploying.commit)} since "
+            f"{deploying.since}, {deploying.actions} action(s); now: {deploying.step}"
         )
-    if report.get("last_error"):
+    if report.last_error:
         lines.append("last error:")
-        lines += [f"  {line}" for line in str(report["last_error"]).splitlines()]
-    services = report.get("services")
-    if isinstance(services, list):
+        lines += [f"  {line}" for line in report.last_error.splitlines()]
+    if report.services is not None:
         lines.append("services:")
-        for svc in services:
-            health = f" ({svc['health']})" if svc.get("health") else ""
+        for svc in report.services:
+            health = f" ({svc.health})" if svc.health else ""
             lines.append(
-                f"  {svc['name']:<16} {svc['state']}{health}  commit {_short(svc.get('commit'))}"
+                f"  {svc.name or '-':<16} {svc.state}{health}  commit {_short(svc.commit)}"
             )
-        if not services:
+        if not report.services:
             lines.append("  none")
-    elif report.get("services_error"):
-        lines.append(f"services: unknown ({report['services_error']})")
-    lines += _backup_lines(report.get("backup"))
-    lines += _restore_lines(report.get("restores"), report.get("drill"))
+    elif report.services_error:
+        lines.append(f"services: unknown ({report.services_error})")
+    lines += _backup_lines(report.backup)
+    lines += _restore_lines(report.restores, report.drill)
+    lines += [f"unreadable: {error}" for error in report.errors.values()]
     return "\n".join(lines)
 
 
-def _backup_lines(backup: Any) -> list[str]:
-    if not isinstance(backup, dict):
-        return []
+def _backup_lines(backup: BackupReport) -> list[str]:
     lines = []
-    last = backup.get("last")
-    if isinstance(last, dict):
-        size = last.get("size")
-        size_text = f", {size / 1e6:.1f} MB" if isinstance(size, int | float) else ""
-        duration = last.get("duration_s")
-        took = f" in {duration:.0f}s" if isinstance(duration, int | float) else ""
+    last = backup.last
+    if last is not None:
+        size_text = f", {last.size / 1e6:.1f} MB" if last.size is not None else ""
+        took = f" in {last.duration_s:.0f}s" if last.duration_s is not None else ""
         lines.append(
-            f"last backup: {last.get('time')} {last.get('result')} "
-            f"{last.get('id') or ''}{size_text}{took}".rstrip()
+            f"last backup: {last.time} {last.result} {last.id or ''}{size_text}{took}".rstrip()
         )
     else:
         lines.append("last backup: none")
-    if backup.get("schedule"):
-        lines.append(f"next backup: {backup.get('next') or '-'} ({backup['schedule']})")
-    if backup.get("error"):
-        lines.append(f"backup error: {backup['error']}")
+    if backup.schedule:
+        lines.append(f"next backup: {backup.next or '-'} ({backup.schedule})")
+    if backup.error:
+        lines.append(f"backup error: {backup.error}")
     return lines
 
 
-def _restore_lines(restores: Any, drill: Any) -> list[str]:
+def _restore_lines(restores: list[RestoreRow], drill: DrillReport | None) -> list[str]:
     lines = []
-    if isinstance(restores, list) and restores:
+    if restores:
         lines.append("restores:")
         for record in restores[:10]:
-            error = f"  {record.get('error')}" if record.get("error") else ""
-            lines.append(
-                f"  {record.get('id')}: {record.get('state')} "
-                f"(backup {record.get('backup') or '-'}){error}"
-            )
-            if record.get("hint"):
-                lines.append(f"    {record['hint']}")
-    if isinstance(drill, dict):
-        when = drill.get("finished") or drill.get("started")
-        lines.append(
-            f"restore drill: {drill.get('result')} at {when} (backup {drill.get('backup') or '-'})"
-        )
+            error = f"  {record.error}" if record.error else ""
+            lines.append(f"  {record.id}: {record.state} (backup {record.backup or '-'}){error}")
+            if record.hint:
+                lines.append(f"    {record.hint}")
+    if drill is not None:
+        when = drill.finished or drill.started
+        lines.append(f"restore drill: {drill.result} at {when} (backup {drill.backup or '-'})")
     return lines
 
 
 def _short(commit: object) -> str:
     return str(commit)[:12] if commit else "-"
+
+
+def _time(value: object, missing: str = "-") -> str:
+    return value.isoformat() if hasattr(value, "isoformat") else str(value or missing)

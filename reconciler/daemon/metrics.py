@@ -2,8 +2,9 @@
 
 Everything ``reconciler status`` shows (the applied commit, the Ready
 condition, the last backup, the restore ledger, the drill) is read from the
-state files when Prometheus scrapes, by the same readers ``status`` uses, so
-the two always agree and the values survive a restart of the daemon. Only what
+state files when Prometheus scrapes, as the same typed report ``status``
+prints (``reconciler/status_report.py``), so the two always agree and the
+values survive a restart of the daemon. Only what
 happens inside this process and is kept nowhere else (how long each pass took,
 how many passes ended how) is counted in memory, by a ``PassListener``.
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from datetime import datetime
-from typing import Any, get_args
+from typing import get_args
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import (
@@ -35,7 +36,7 @@ from reconciler.decide.webhooks import RESULTS as WEBHOOK_RESULTS
 from reconciler.deploy.passes import PassOutcome
 from reconciler.logs import event
 from reconciler.settings import Settings
-from reconciler.state.status import StatusStore
+from reconciler.status_report import DrillReport, StatusReport, collect
 
 # Passes take from a tenth of a second (nothing changed) to minutes (an image
 # build, health checks, a restore after the apply).
@@ -110,17 +111,26 @@ class StateCollector(Collector):
         info = InfoMetricFamily("reconciler", "The reconciler's version.")
         info.add_metric([], {"version": __version__})
         yield info
-        sections: tuple[tuple[str, Callable[[], list[Metric]]], ...] = (
-            ("loop", self._loop),
+        yield from self._loop()
+        try:
+            report = collect(self.settings)  # the state only: no engine at a scrape
+        except Exception as exc:  # the status file itself: the other sections still count
+            event("metrics.section_failed", level=30, section="status", error=repr(exc))
+            return
+        for name, error in report.errors.items():
+            event("metrics.section_failed", level=30, section=name, error=error)
+        sections: tuple[tuple[str, Callable[[StatusReport], list[Metric]]], ...] = (
             ("status", self._status),
             ("backup", self._backup),
             ("restores", self._restores),
             ("drill", self._drill),
         )
         for name, section in sections:
+            if name in report.errors:
+                continue  # unreadable: its metrics are left out, not guessed
             try:
-                metrics = section()
-            except Exception as exc:  # one unreadable part must not cost the whole scrape
+                metrics = section(report)
+            except Exception as exc:  # one bad part must not cost the whole scrape
                 event("metrics.section_failed", level=30, section=name, error=repr(exc))
                 continue
             yield from metrics
@@ -146,8 +156,7 @@ class StateCollector(Collector):
         )
         return out
 
-    def _status(self) -> list[Metric]:
-        status = StatusStore(self.state_dir).load()
+    def _status(self, status: StatusReport) -> list[Metric]:
         ready = GaugeMetricFamily(
             "reconciler_ready",
             "The Ready condition: 1 when the last pass converged; the reason says why not.",
@@ -186,47 +195,45 @@ class StateCollector(Collector):
         )
         return out
 
-    def _backup(self) -> list[Metric]:
-        from reconciler.backup.backup_jobs import backup_report
-
-        report = backup_report(self.settings)
+    def _backup(self, status: StatusReport) -> list[Metric]:
+        report = status.backup
         out: list[Metric] = [
             GaugeMetricFamily(
                 "reconciler_backup_scheduled",
                 "1 when the applied commit's backup.yaml schedules daily backups.",
-                value=1 if report.get("schedule") else 0,
+                value=1 if report.schedule else 0,
             )
         ]
         out += _timestamp(
             "reconciler_backup_next_timestamp_seconds",
             "When the next scheduled backup is due (Unix time).",
-            report.get("next"),
+            report.next,
         )
-        last = report.get("last")
-        if not isinstance(last, dict):
+        last = report.last
+        if last is None:
             return out
         out += _timestamp(
             "reconciler_backup_last_attempt_timestamp_seconds",
             "When the last backup, good or not, started (Unix time).",
-            last.get("time"),
+            last.time,
         )
-        if last.get("result") in ("ok", "failed"):
+        if last.result in ("ok", "failed"):
             out.append(
                 GaugeMetricFamily(
                     "reconciler_backup_last_attempt_success",
                     "1 when the last backup succeeded, 0 when it failed.",
-                    value=1 if last["result"] == "ok" else 0,
+                    value=1 if last.result == "ok" else 0,
                 )
             )
         out += _timestamp(
             "reconciler_backup_last_success_timestamp_seconds",
             "When the last successful backup started (Unix time).",
-            last.get("last_success_time"),
+            last.last_success_time,
         )
-        size = last.get("last_success_size")
-        if size is None and last.get("result") == "ok":
-            size = last.get("size")  # a status file from before last_success_size
-        if isinstance(size, int | float) and not isinstance(size, bool):
+        size = last.last_success_size
+        if size is None and last.result == "ok":
+            size = last.size  # a status file from before last_success_size
+        if size is not None:
             out.append(
                 GaugeMetricFamily(
                     "reconciler_backup_last_success_size_bytes",
@@ -236,17 +243,12 @@ class StateCollector(Collector):
             )
         return out
 
-    def _restores(self) -> list[Metric]:
-        from reconciler.restore.restore_ledger import status_report
-
-        records = status_report(self.state_dir)
-        readable = not (len(records) == 1 and records[0].get("state") == "unknown")
+    def _restores(self, status: StatusReport) -> list[Metric]:
+        readable = status.ledger_readable
         counts = dict.fromkeys(get_args(LedgerState), 0)
         if readable:
-            for record in records:
-                state = record.get("state")
-                if isinstance(state, str):
-                    counts[state] = counts.get(state, 0) + 1
+            for record in status.restores:
+                counts[record.state] = counts.get(record.state, 0) + 1
         requests = GaugeMetricFamily(
             "reconciler_restore_requests",
             "Restore requests in this VM's ledger, by state (failed and interrupted are final).",
@@ -261,10 +263,8 @@ class StateCollector(Collector):
         )
         return [requests, ledger]
 
-    def _drill(self) -> list[Metric]:
-        from reconciler.restore.restore_drill import read_drill
-
-        drill = read_drill(self.state_dir)
+    def _drill(self, status: StatusReport) -> list[Metric]:
+        drill = status.drill
         if drill is None:
             return []
         counts = _drill_counts(drill)
@@ -276,29 +276,27 @@ class StateCollector(Collector):
         for result in DRILL_RESULTS:
             total.add_metric([result], counts.get(result, 0))
         out: list[Metric] = [total]
-        if drill.get("result") in DRILL_RESULTS:
+        if drill.result in DRILL_RESULTS:
             out.append(
                 GaugeMetricFamily(
                     "reconciler_restore_drill_last_success",
                     "1 when the last restore drill passed, 0 when it failed.",
-                    value=1 if drill["result"] == "ok" else 0,
+                    value=1 if drill.result == "ok" else 0,
                 )
             )
         out += _timestamp(
             "reconciler_restore_drill_last_timestamp_seconds",
             "When the last restore drill ended (Unix time).",
-            drill.get("finished") or drill.get("time"),
+            drill.finished or drill.time,
         )
         return out
 
 
-def _drill_counts(drill: dict[str, Any]) -> dict[str, int]:
-    kept = drill.get("counts")
-    if isinstance(kept, dict):
-        return {k: v for k, v in kept.items() if isinstance(v, int) and v >= 0}
+def _drill_counts(drill: DrillReport) -> dict[str, int]:
+    if drill.counts is not None:
+        return {k: v for k, v in drill.counts.items() if v >= 0}
     # drill.json from before the counts: its own result is all that is known.
-    result = drill.get("result")
-    return {result: 1} if isinstance(result, str) else {}
+    return {drill.result: 1} if drill.result else {}
 
 
 def _timestamp(name: str, documentation: str, value: object) -> list[Metric]:

@@ -155,38 +155,39 @@ def test_full_state_is_read_at_scrape_time(tmp_path: Path) -> None:
 
 
 def test_metrics_agree_with_status(tmp_path: Path) -> None:
-    """The readers of ``reconciler status`` (collect_status, minus its Docker call)."""
-    from reconciler.backup.backup_jobs import backup_report
-    from reconciler.restore.restore_ledger import status_report
+    """The same typed report that ``reconciler status --json`` prints (minus its Docker call)."""
+    from reconciler.status_report import collect
 
     settings = settings_for(tmp_path)
     write_full_state(settings.state_dir)
     samples = scrape(settings)
-    status = StatusStore(settings.state_dir).load()
+    report = collect(settings)
+    assert report.errors == {}
     info = named(samples, "reconciler_applied_commit_info")
-    assert [dict(labels)["commit"] for labels in info] == [status.applied_commit]
-    assert named(samples, "reconciler_ready") == {(("reason", status.reason),): float(status.ready)}
-    last = backup_report(settings)["last"]
+    assert [dict(labels)["commit"] for labels in info] == [report.applied_commit]
+    assert named(samples, "reconciler_ready") == {(("reason", report.reason),): float(report.ready)}
+    assert report.backup.last is not None
     assert named(samples, "reconciler_backup_last_success_size_bytes") == {
-        (): last["last_success_size"]
+        (): report.backup.last.last_success_size
     }
-    restores = status_report(settings.state_dir)
     for state, count in named(samples, "reconciler_restore_requests").items():
-        assert count == sum(1 for r in restores if r["state"] == dict(state)["state"])
+        assert count == sum(1 for r in report.restores if r.state == dict(state)["state"])
 
 
-@pytest.mark.parametrize(
-    "name", ["status.json", "restores.json", "backup-status.json", DRILL_FILE, SCHEDULE_FILE]
-)
-def test_a_corrupt_file_never_fails_the_scrape(tmp_path: Path, name: str) -> None:
+def test_a_part_that_does_not_parse_is_left_out_and_named_not_guessed(tmp_path: Path) -> None:
+    from reconciler.status_report import collect
+
     settings = settings_for(tmp_path)
     write_full_state(settings.state_dir)
-    (settings.state_dir / name).write_text("{not json")
-    for leftover in settings.state_dir.glob(f"{name}.prev"):
-        leftover.unlink()  # no earlier copy to fall back to
+    # A drill.json of the wrong shape (counts that are not numbers).
+    (settings.state_dir / "drill.json").write_text('{"result": "ok", "counts": {"ok": "many"}}')
+    report = collect(settings)
+    assert report.drill is None
+    assert "drill" in report.errors
+    assert report.backup.last is not None  # the other parts still read
     samples = scrape(settings)
-    assert named(samples, "reconciler_loop_alive") == {(): 1.0}  # the rest is still there
-    assert named(samples, "reconciler_info")
+    assert not named(samples, "reconciler_restore_drills_total")
+    assert named(samples, "reconciler_ready")
 
 
 def test_a_ledger_that_does_not_validate_is_reported_unreadable(tmp_path: Path) -> None:
