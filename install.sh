@@ -637,14 +637,17 @@ can_have() {
 # The files that go into the reconciler's image (.dockerignore, Dockerfile).
 IMAGE_SOURCES="pyproject.toml README.md reconciler images/reconciler"
 
-# build_tag ID: the tag of the image built here, from its image ID (hex).
+# build_tag: the tag of the image built here.
 # The desired state names the image by this tag, so the tag is what makes the
 # reconciler replace itself: an unchanged build must keep its tag, a changed
 # one must get a new one. From a checkout whose image sources are committed:
 # <version>-<commit>, the last commit that touched them (a readable name in
 # `docker ps`, that `git show` explains). Otherwise (edited or untracked
-# sources, no git): <version>-<first 12 hex digits of the image ID>, so that
-# what was changed still gets a tag of its own.
+# sources, no git): <version>-<12 hex digits of sources_digest>, so that what
+# was changed gets a tag of its own. Never the image ID: the same sources
+# built again may give another ID (the build cache holds a layer built
+# elsewhere with the same inputs, or lost one), and a new tag for the same
+# sources would replace a running reconciler for nothing.
 build_tag() {
   version=$(awk -F'"' '/^\[/ { p = ($0 == "[project]") } p && /^version[[:space:]]*=/ { print $2; exit }' \
     "$HERE/pyproject.toml" 2>/dev/null | tr -c 'A-Za-z0-9_.\n-' '-')
@@ -665,8 +668,24 @@ build_tag() {
   if [ -n "$commit" ]; then
     printf '%s-%s\n' "$version" "$commit"
   else
-    printf '%s-%.12s\n' "$version" "$1"
+    printf '%s-%s\n' "$version" "$(sources_digest)"
   fi
+}
+
+# sources_digest: 12 hex digits of a SHA-256 over the name and the contents of
+# every file of $IMAGE_SOURCES, as the build context has them (Python's caches
+# are kept out of it by .dockerignore, so they are left out here too).
+sources_digest() {
+  (
+    cd "$HERE" || exit 1
+    # shellcheck disable=SC2086
+    find $IMAGE_SOURCES -type f ! -name '*.pyc' ! -path '*/__pycache__/*' 2>/dev/null \
+      | LC_ALL=C sort \
+      | while IFS= read -r file; do
+          printf '%s\n' "$file"
+          sha256sum <"$file"
+        done
+  ) | sha256sum | cut -c1-12
 }
 
 ensure_image() {
@@ -708,7 +727,7 @@ ensure_image() {
   noisy docker build "$@" -f "$HERE/images/reconciler/Dockerfile" -t "$IMAGE_NAME:latest" "$HERE" \
     || die "the reconciler image could not be built (see $INSTALL_LOG)"
   id=$(docker image inspect -f '{{.Id}}' "$IMAGE_NAME:latest")
-  RECONCILER_IMAGE=$IMAGE_NAME:$(build_tag "${id#sha256:}")
+  RECONCILER_IMAGE=$IMAGE_NAME:$(build_tag)
   # A clean tree built again on another base (or after the build cache went)
   # gives another id under the same tag: the tag moves to the new build, and
   # prune_old_builds removes the one it leaves without a name.
@@ -866,7 +885,7 @@ wait_healthy() {
   log "reconciler: $DAEMON is $health${condition:+; $condition}"
 }
 
-# is_build_tag TAG: TAG is one build_tag makes, <version>-<commit or image ID>
+# is_build_tag TAG: TAG is one build_tag makes, <version>-<commit or digest>
 # (7 or more hex digits after the last "-", a version starting with a digit),
 # or the 12 hex digits of the image ID that earlier versions of install.sh used.
 is_build_tag() {

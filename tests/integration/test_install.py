@@ -470,9 +470,11 @@ def test_the_reconciler_image_has_a_readable_tag(
     assert re.fullmatch(r"\d+\.\d+\.\d+.*-[0-9a-f]{7,}", tag), tag
     assert version is not None
     assert tag.startswith(f"{version[1]}-")
-    # The checkout has no git: the image ID names the build.
-    built = installation.client.images.get(image).id.removeprefix("sha256:")
-    assert tag == f"{version[1]}-{built[:12]}"
+    # The checkout has no git: a digest of the image's sources names the build.
+    scratch = installation.root / "tag"
+    scratch.mkdir(exist_ok=True)
+    digest = run_steps(scratch, "sources_digest", HERE=str(installation.checkout))
+    assert tag == f"{version[1]}-{digest.stdout.strip()}", digest.stderr
     attrs = installation.container(installation.daemon)
     assert attrs is not None
     assert attrs["Config"]["Image"] == image
@@ -942,6 +944,7 @@ def _tag_checkout(tmp_path: Path) -> Path:
     (checkout / "pyproject.toml").write_text('[project]\nname = "reconciler"\nversion = "1.2.3"\n')
     (checkout / "reconciler/__init__.py").write_text("")
     (checkout / "images/reconciler/Dockerfile").write_text("FROM scratch\n")
+    (checkout / ".gitignore").write_text("__pycache__/\n")  # as the project's own
     (checkout / "desired-state").mkdir()
     git("init", "-q", "-b", "main", cwd=checkout)
     git("add", "-A", cwd=checkout)
@@ -951,10 +954,9 @@ def _tag_checkout(tmp_path: Path) -> Path:
 
 def test_the_image_tag_is_the_version_and_the_commit_of_a_clean_checkout(tmp_path: Path) -> None:
     checkout = _tag_checkout(tmp_path)
-    image_id = "0123456789abcdef" * 4
 
     def tag() -> str:
-        result = run_steps(tmp_path, f"build_tag {image_id}", HERE=str(checkout))
+        result = run_steps(tmp_path, "build_tag", HERE=str(checkout))
         assert result.returncode == 0, result.stderr
         return result.stdout.strip()
 
@@ -965,17 +967,26 @@ def test_the_image_tag_is_the_version_and_the_commit_of_a_clean_checkout(tmp_pat
     git("add", "-A", cwd=checkout)
     git("commit", "-q", "-m", "a deploy", cwd=checkout)
     assert tag() == f"1.2.3-{commit}"
-    # Edited or untracked sources: the image ID, so the change gets a tag of its own.
+    # Edited sources: a digest of what they hold, so the change gets a tag of its own.
     (checkout / "reconciler/__init__.py").write_text("# edited\n")
-    assert tag() == "1.2.3-0123456789ab"
+    edited = tag()
+    assert re.fullmatch(r"1\.2\.3-[0-9a-f]{12}", edited), edited
+    # Python's caches are not in the build context: not in the digest either.
+    (checkout / "reconciler/__pycache__").mkdir()
+    (checkout / "reconciler/__pycache__/__init__.cpython-311.pyc").write_bytes(b"\0")
+    assert tag() == edited
     git("commit", "-q", "-am", "an edit", cwd=checkout)
-    edited = git("log", "-1", "--abbrev=7", "--format=%h", cwd=checkout)
-    assert tag() == f"1.2.3-{edited}"
+    committed = git("log", "-1", "--abbrev=7", "--format=%h", cwd=checkout)
+    assert tag() == f"1.2.3-{committed}"
+    # An untracked file is a change too; the same contents give the same digest.
     (checkout / "images/reconciler/new.sh").write_text("")
-    assert tag() == "1.2.3-0123456789ab"
-    # No git at all.
+    untracked = tag()
+    assert untracked not in (edited, f"1.2.3-{committed}")
+    # No git at all: the digest, the same for the same files.
     shutil.rmtree(checkout / ".git")
-    assert tag() == "1.2.3-0123456789ab"
+    assert tag() == untracked
+    (checkout / "images/reconciler/new.sh").write_text("echo\n")
+    assert tag() != untracked
 
 
 def test_pruning_removes_earlier_builds_of_every_tag_form_only(tmp_path: Path) -> None:
