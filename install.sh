@@ -636,6 +636,8 @@ can_have() {
 
 # The files that go into the reconciler's image (.dockerignore, Dockerfile).
 IMAGE_SOURCES="pyproject.toml README.md reconciler images/reconciler"
+# The ID of the base image a build of the reconciler was made on.
+BASE_LABEL=dev.reconciler.image.base
 
 # build_tag: the tag of the image built here.
 # The desired state names the image by this tag, so the tag is what makes the
@@ -721,13 +723,29 @@ ensure_image() {
         || log "warning: the wheelhouse is incomplete; pip in the build will try the index"
     fi
   fi
+  RECONCILER_IMAGE=$IMAGE_NAME:$(build_tag)
+  # The tag says which sources, the label which base: with both the same there
+  # is nothing to build. Building anyway could give another image ID (another
+  # cached layer of the same inputs), and the reconciler recreates a service
+  # whose tag moved to another image.
+  base=${BASE_IMAGE:-$(sed -n 's/^ARG BASE=//p' "$HERE/images/reconciler/Dockerfile" | head -n 1)}
+  base_id=$(docker image inspect -f '{{.Id}}' "$base" 2>/dev/null || true)
+  built_on=$(docker image inspect -f "{{index .Config.Labels \"$BASE_LABEL\"}}" "$RECONCILER_IMAGE" 2>/dev/null || true)
+  if [ -n "$base_id" ] && [ "$built_on" = "$base_id" ]; then
+    docker tag "$RECONCILER_IMAGE" "$IMAGE_NAME:latest"
+    set_env RECONCILER_IMAGE "$RECONCILER_IMAGE"
+    log "image: $RECONCILER_IMAGE, built already from these sources on $base"
+    return
+  fi
   set --
   [ -n "$BASE_IMAGE" ] && set -- --build-arg "BASE=$BASE_IMAGE"
+  # A base the build has to pull is not known yet: that build goes unlabelled
+  # and the next run builds again, labelled.
+  [ -n "$base_id" ] && set -- "$@" --label "$BASE_LABEL=$base_id"
   log "image: building $IMAGE_NAME from images/reconciler${BASE_IMAGE:+ on $BASE_IMAGE}"
   noisy docker build "$@" -f "$HERE/images/reconciler/Dockerfile" -t "$IMAGE_NAME:latest" "$HERE" \
     || die "the reconciler image could not be built (see $INSTALL_LOG)"
   id=$(docker image inspect -f '{{.Id}}' "$IMAGE_NAME:latest")
-  RECONCILER_IMAGE=$IMAGE_NAME:$(build_tag)
   # A clean tree built again on another base (or after the build cache went)
   # gives another id under the same tag: the tag moves to the new build, and
   # prune_old_builds removes the one it leaves without a name.

@@ -8,7 +8,7 @@ from typing import Literal, assert_never
 from reconciler.model.desired import NetworkSpec, ServiceSpec, VolumeSpec
 from reconciler.model.observed import ObservedContainer, ObservedNetwork
 
-ChangeKind = Literal["key", "file", "dependency", "hash"]
+ChangeKind = Literal["key", "file", "image", "dependency", "hash"]
 
 
 @dataclass(frozen=True)
@@ -19,6 +19,9 @@ class Change:
       (``image``, ``command``, ``environment.API_TOKEN``);
     - ``file``: a repository file or folder whose contents changed
       (``desired-state/web.env``, a bind-mounted file, a build context);
+    - ``image``: the service's image reference (``name``) now names another image
+      than the one its container runs: a pull or a build outside this pass moved
+      the tag (Docker Compose recreates then too);
     - ``dependency``: a service this one depends on (``restart: true``) is recreated;
     - ``hash``: only the config hash is known to differ (the container was made
       by a reconciler that stored no parts); ``name`` is ``old -> new``.
@@ -34,6 +37,7 @@ def render_changes(changes: tuple[Change, ...]) -> str:
     named = [c.name for c in changes if c.kind in ("key", "file")]
     if named:
         said.append(f"{', '.join(named)} changed")
+    said += [f"image {c.name} moved to another image" for c in changes if c.kind == "image"]
     dependencies = [c.name for c in changes if c.kind == "dependency"]
     if dependencies:
         noun = "dependency" if len(dependencies) == 1 else "dependencies"
@@ -202,6 +206,8 @@ def _short_changes(changes: tuple[Change, ...]) -> str:
         match change.kind:
             case "file":
                 said.append(change.name.rsplit("/", 1)[-1])
+            case "image":
+                said.append("image moved")
             case "dependency":
                 said.append(f"after {change.name}")
             case "hash":

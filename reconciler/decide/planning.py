@@ -5,7 +5,8 @@ The plan is an ordered list of typed actions, each with its reason:
 1. remove containers of services no longer declared (frees their ports first);
 2. create missing networks and volumes;
 3. per service, in depends_on order: remove leftovers of an interrupted
-   recreate, then create, recreate (config hash differs, or a dependency with
+   recreate, then create, recreate (config hash differs, the image reference
+   now names another image than the container runs, or a dependency with
    ``restart: true`` is recreated) or start; a recreate names what changed,
    from the parts label on the container (decide/hashing.py ``config_parts``);
 4. remove our networks that are no longer declared.
@@ -148,8 +149,12 @@ def _plan_service(
     )
     if current is None:
         actions.append(CreateService(service, wanted, "no container"))
-    elif current.config_hash != wanted or restarted:
-        changes = (*_changes(service, current, wanted), *restarted)
+        return actions
+    changes = _changes(service, current, wanted)
+    if not any(c == Change("key", "image") for c in changes):
+        changes += _image_moved(service, current)
+    if changes or restarted:
+        changes += restarted
         actions.append(RecreateService(service, wanted, current, render_changes(changes), changes))
     elif current.state in {"paused", "dead"}:
         actions.append(RecreateService(service, wanted, current, f"container is {current.state}"))
@@ -180,6 +185,21 @@ def _changes(service: ServiceSpec, current: ObservedContainer, wanted: str) -> t
         else Change("key", n)
         for n in names
     )
+
+
+def _image_moved(service: ServiceSpec, current: ObservedContainer) -> tuple[Change, ...]:
+    """The image reference names another image than the container runs, or none.
+
+    Docker's container list gives the reference the container was made from
+    while it still names the container's image, and the image ID once it does
+    not (a pull or a build moved the tag, or it was removed): no extra request.
+    """
+    moved = (
+        current.image_id.startswith("sha256:")
+        and current.image == current.image_id
+        and service.image != current.image_id
+    )
+    return (Change("image", service.image),) if moved else ()
 
 
 def _finished_one_shot(service: ServiceSpec, container: ObservedContainer) -> bool:

@@ -208,7 +208,9 @@ def test_the_default_site_deploys_by_push_and_keeps_its_data(deployed: Deployed)
     assert "uploads folder writable." in page
     # The marker only PHP's arithmetic makes: Apache's 404 page names the port, which may hold "42".
     site.exec(
-        "sh", "-c", f"echo '<?php echo \"ran-\" . (6*7) . \"-php\";' > {UPLOADS}/evil.php",
+        "sh",
+        "-c",
+        f'echo \'<?php echo "ran-" . (6*7) . "-php";\' > {UPLOADS}/evil.php',
         user="www-data",
     )
     for path in ("uploads/evil.php", "../uploads/evil.php"):

@@ -142,3 +142,49 @@ def test_a_new_secret_is_named_and_its_parts_label_is_keyed(
     everything += json.dumps(container["Labels"]) + cli.run("status", "--json").stdout
     for value in (old, new):
         assert value not in everything
+
+
+def test_a_tag_moved_to_another_image_recreates_its_service_once(
+    tmp_path: Path,
+    git_daemon: ServedRemote,
+    docker_client: docker.DockerClient,
+    project_name: str,
+) -> None:
+    repository = f"reconciler-it-moved-{secrets.token_hex(4)}"
+    reference = f"{repository}:1"
+    busybox = docker_client.images.get("reconciler-local/busybox:latest")
+    busybox.tag(repository, "1")
+    context = tmp_path / "newer"
+    context.mkdir()
+    (context / "Dockerfile").write_text(
+        f"FROM reconciler-local/busybox:latest\nLABEL dev.reconciler.test=moved-{repository}\n"
+    )
+    try:
+        cli = make_cli(tmp_path, repo_url=git_daemon.url, project=project_name)
+        git_daemon.commit_files(
+            {
+                "desired-state/compose.yaml": (
+                    f"services:\n  app:\n    image: {reference}\n    pull_policy: never\n"
+                    '    command: ["sleep", "100000"]\n    stop_grace_period: 1s\n'
+                )
+            }
+        )
+        cli.run("sync", check=True)
+        # Outside any pass, as a `docker pull` or a CI build would: the tag moves.
+        newer, _ = docker_client.images.build(path=str(context), tag=reference, rm=True)
+
+        reason = f"recreate service app: image {reference} moved to another image"
+        planned = cli.run("plan")
+        assert planned.returncode == 2, planned.stderr
+        assert reason in planned.stdout
+        synced = cli.run("sync", check=True)
+        assert reason in synced.stdout
+        (container,) = project_containers(docker_client, project_name).values()
+        assert container["ImageID"] == newer.id
+        assert cli.run("plan").returncode == 0  # converged: no recreate loop
+    finally:
+        for container in docker_client.containers.list(
+            all=True, filters={"label": f"{labels.PROJECT}={project_name}"}
+        ):
+            container.remove(force=True)
+        docker_client.images.remove(reference, force=True)

@@ -3,7 +3,9 @@
 In a case, a container's ``hash: current`` stands for the config hash of the
 desired service of the same name, ``hash: stale`` for any other value (a
 container made by a reconciler that stored no parts label); ``was: {spec}``
-for a container made from that spec, with its hash and parts labels.
+for a container made from that spec, with its hash and parts labels;
+``image`` and ``image_id`` as Docker's container list gives them (the image
+ID in both once the reference names another image).
 ``reasons`` maps an action's index to text its line must hold, ``never_said``
 to words it must not (values of variables).
 """
@@ -74,6 +76,8 @@ def build_observed(raw: dict[str, Any], desired: DesiredState) -> Observed:
                 labels=container_labels,
                 state=c.get("state", "running"),
                 exit_code=c.get("exit_code"),
+                image=c.get("image", ""),
+                image_id=c.get("image_id", ""),
             )
         )
     networks = [
