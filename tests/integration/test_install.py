@@ -494,7 +494,7 @@ def test_a_second_run_changes_nothing(
     assert "converged (0 change(s))" in again.stdout
     # Nothing to build: a build of the same inputs may get another ID, which would
     # move the tag and make the reconciler recreate itself.
-    assert "built already from these sources" in again.stdout
+    assert "built already from these sources" in again.stderr
     assert env_file.read_bytes() == before_env
     assert {name: (installation.container(name) or {}).get("Id") for name in names} == before
 
