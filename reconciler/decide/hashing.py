@@ -30,6 +30,33 @@ from reconciler.redaction import secret_fingerprint
 # recreated once rather than compared against an incompatible digest.
 HASH_VERSION = "1"
 
+# The fields of ServiceSpec when HASH_VERSION 1 was set. A field added since
+# enters the hash only when it is set (differs from its default): an upgrade
+# that learns a new Compose key must not recreate every running service whose
+# compose.yaml does not use it. Never add to this set; new fields need nothing.
+HASHED_SINCE_V1 = frozenset(
+    [
+        "name",
+        "image",
+        "build",
+        "pull_policy",
+        "command",
+        "entrypoint",
+        "environment",
+        "ports",
+        "mounts",
+        "networks",
+        "depends_on",
+        "healthcheck",
+        "restart",
+        "labels",
+        "user",
+        "working_dir",
+        "hostname",
+        "stop_grace_period_s",
+    ]
+)
+
 
 # Digits of each entry of the parts label: enough to tell versions apart, short
 # enough for a label that lists every environment variable.
@@ -137,6 +164,11 @@ def _short(*value: Any) -> str:
 def _normalised(service: ServiceSpec) -> dict[str, Any]:
     """The spec as the config hash sees it: what shapes the container, secrets keyed."""
     data = service.model_dump(mode="json")
+    data = {
+        key: value
+        for key, value in data.items()
+        if key in HASHED_SINCE_V1 or value != _DEFAULTS.get(key)
+    }
     # depends_on shapes the order of a pass, not the container itself.
     data.pop("depends_on", None)
     # Files from the repository live in a folder per commit: hash what they

@@ -22,7 +22,7 @@ from reconciler import labels
 from reconciler.decide.actions import describe, summarize
 from reconciler.decide.hashing import config_hash, config_parts, encode_parts
 from reconciler.decide.planning import dependency_order, plan
-from reconciler.model.desired import DesiredState, ServiceSpec
+from reconciler.model.desired import DesiredState, HealthCheck, Mount, PortBinding, ServiceSpec
 from reconciler.model.observed import (
     Observed,
     ObservedContainer,
@@ -151,6 +151,21 @@ def test_hash_is_stable_and_sensitive() -> None:
     assert config_hash(a) != config_hash(c)
     # A known digest: changing it recreates every container of every user.
     assert config_hash(a) == config_hash(ServiceSpec.model_validate(a.model_dump()))
+
+
+def test_a_service_hashes_as_it_did_when_the_hash_was_versioned() -> None:
+    """A digest containers carry today. A new ServiceSpec field at its default
+    must leave it alone: otherwise an upgrade recreates every running service."""
+    web = ServiceSpec(
+        name="web",
+        image="w",
+        environment={"A": "1"},
+        ports=(PortBinding(target=80, published=8080),),
+        mounts=(Mount(type="volume", source="shop_data", target="/data"),),
+        restart="always",
+        healthcheck=HealthCheck(test=("CMD", "true")),
+    )
+    assert config_hash(web) == "dab66d19ba8be3fa78325edeedda81fca27a92f329b4308d8f6c9e08c3f1d5bd"
 
 
 def test_hash_ignores_which_checkout_holds_the_same_repository_files() -> None:
