@@ -94,8 +94,18 @@ class Engine(Protocol):
 
     def remove_network(self, network_id: str) -> None: ...
 
-    def run_container(self, service: ServiceSpec, *, name: str, labels: dict[str, str]) -> str:
-        """Create the container, attach its networks, start it; return its id."""
+    def run_container(
+        self,
+        service: ServiceSpec,
+        *,
+        name: str,
+        labels: dict[str, str],
+        inherit_from: str | None = None,
+    ) -> str:
+        """Create the container, attach its networks, start it; return its id.
+
+        ``inherit_from``: the container this one replaces (a recreate); its
+        anonymous volumes are mounted at the same paths, as Compose does."""
         ...
 
     def start_container(self, container_id: str) -> None: ...

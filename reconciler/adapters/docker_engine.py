@@ -387,14 +387,22 @@ class DockerEngine:
 
     # -- containers ------------------------------------------------------
 
-    def run_container(self, service: ServiceSpec, *, name: str, labels: dict[str, str]) -> str:
+    def run_container(
+        self,
+        service: ServiceSpec,
+        *,
+        name: str,
+        labels: dict[str, str],
+        inherit_from: str | None = None,
+    ) -> str:
         api = self._api
         where = f"service {service.name}: container {name}"
         first, *others = service.networks or (None,)
+        anonymous = self._anonymous_mounts(service, inherit_from, where=where)
         with self._changing(f"{where}: create failed"):
             host_config = api.create_host_config(
                 port_bindings=_port_bindings(service.ports) or None,
-                mounts=[_mount(m) for m in service.mounts] or None,
+                mounts=[*(_mount(m) for m in service.mounts), *anonymous] or None,
                 restart_policy=_restart_policy(service.restart),
             )
             networking_config = None
@@ -433,6 +441,20 @@ class DockerEngine:
             self._remove_quietly(container_id)
             raise
         return container_id
+
+    def _anonymous_mounts(
+        self, service: ServiceSpec, inherit_from: str | None, *, where: str
+    ) -> list[Any]:
+        """The service's anonymous volumes, and those of its image's ``VOLUME``s,
+        taken over from the container ``inherit_from`` replaces, as Compose does."""
+        if inherit_from is None:
+            return anonymous_mounts(service, old_mounts=(), image_volumes=())
+        api = self._api
+        with self._changing(f"{where}: reading the volumes of {inherit_from[:12]} failed"):
+            old_mounts = api.inspect_container(inherit_from).get("Mounts") or ()
+        image = self._inspect_image(service.image) or {}
+        image_volumes = (image.get("Config") or {}).get("Volumes") or {}
+        return anonymous_mounts(service, old_mounts=old_mounts, image_volumes=image_volumes)
 
     def _remove_quietly(self, container_id: str) -> None:
         # The original error matters more; the next pass prunes what is left.
@@ -601,6 +623,53 @@ def _mount(mount: Mount) -> Any:
     )
 
 
+# Docker names an anonymous volume with 64 hex digits (a named one is ours or
+# the user's, and is mounted by its name when the desired state says so).
+_ANONYMOUS_NAME = re.compile(r"[0-9a-f]{64}")
+
+
+def anonymous_mounts(
+    service: ServiceSpec,
+    *,
+    old_mounts: Collection[Mapping[str, Any]],
+    image_volumes: Collection[str],
+) -> list[Any]:
+    """Mounts for the anonymous volumes of a new container of ``service``.
+
+    ``old_mounts`` are the ``Mounts`` of the container it replaces (its
+    inspect), ``image_volumes`` the image's ``VOLUME`` paths. As Docker Compose
+    does, each anonymous target of the service mounts the volume the old
+    container has at that path (a fresh one when it has none), and so does
+    each ``VOLUME`` of the image that the service mounts nothing at; so a
+    recreate keeps their data. Only anonymous volumes are taken over: never a
+    bind, nor a named volume the desired state no longer mounts there.
+    """
+    previous = {
+        os.path.normpath(str(m.get("Destination"))): str(m["Name"])
+        for m in old_mounts
+        if m.get("Type") == "volume" and _ANONYMOUS_NAME.fullmatch(str(m.get("Name") or ""))
+    }
+    taken = {os.path.normpath(m.target) for m in service.mounts}
+    mounts: list[Any] = []
+    for volume in service.anonymous_volumes:
+        target = os.path.normpath(volume.target)
+        taken.add(target)
+        mounts.append(
+            docker.types.Mount(
+                target=volume.target,
+                source=previous.get(target),  # None: Docker makes a new one
+                type="volume",
+                read_only=volume.read_only,
+            )
+        )
+    for path in sorted(image_volumes):
+        target = os.path.normpath(path)
+        if target not in taken and target in previous:
+            taken.add(target)
+            mounts.append(docker.types.Mount(target=path, source=previous[target], type="volume"))
+    return mounts
+
+
 def _restart_policy(restart: str) -> dict[str, object]:
     name, _, retries = restart.partition(":")
     if name == "on-failure" and retries:
@@ -635,4 +704,10 @@ def _last_probe(health: Mapping[str, Any]) -> str:
     )
 
 
-__all__ = ["CONTEXT_HASH_LABEL", "DockerEngine", "EngineError", "parse_status"]
+__all__ = [
+    "CONTEXT_HASH_LABEL",
+    "DockerEngine",
+    "EngineError",
+    "anonymous_mounts",
+    "parse_status",
+]

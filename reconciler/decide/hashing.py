@@ -64,7 +64,12 @@ PART_DIGITS = 12
 # Split into one part per entry: the plan names the variable, never its value.
 _SPLIT_KEYS = ("environment", "labels")
 # Parts are named as compose.yaml names them, where the spec's field differs.
-_COMPOSE_NAMES = {"mounts": "volumes", "stop_grace_period_s": "stop_grace_period"}
+# Named and anonymous volumes are both ``volumes:`` in compose.yaml: one part.
+_COMPOSE_NAMES = {
+    "mounts": "volumes",
+    "anonymous_volumes": "volumes",
+    "stop_grace_period_s": "stop_grace_period",
+}
 FILE_PREFIX = "file:"
 
 
@@ -101,7 +106,9 @@ def config_parts(service: ServiceSpec) -> dict[str, str]:
                 parts[f"{key}.{entry}"] = _short(key, entry, entry_value)
         else:
             name = _COMPOSE_NAMES.get(key, key)
-            parts[name] = _short(name, value)
+            # A second field of the same compose key joins the first one's part
+            # (a part alone when the first is at its default).
+            parts[name] = _short(name, parts[name], value) if name in parts else _short(name, value)
     for path, content_hash in service.sources.items():
         parts[f"{FILE_PREFIX}{path}"] = _short(FILE_PREFIX, path, content_hash)
     return parts

@@ -263,8 +263,13 @@ class _Applier:
             self.engine.stop_container(old.id, timeout_s=service.stop_grace_period_s)
             self.engine.rename_container(old.id, aside)
             renamed = True
+            # The old container's anonymous volumes go on in the new one (as in
+            # Compose); a rollback leaves them with the old container.
             new_id = self.engine.run_container(
-                service, name=name, labels=self.labels(service, action.config_hash)
+                service,
+                name=name,
+                labels=self.labels(service, action.config_hash),
+                inherit_from=old.id,
             )
         except Exception as exc:
             outcome = self.roll_back(service, old, aside=aside, renamed=renamed, new_id=None)

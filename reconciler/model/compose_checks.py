@@ -256,9 +256,19 @@ class ComposeChecks:
             visit(name, [])
 
     def _check_volumes(self, name: str, svc: schema.Service, declared: set[str]) -> None:
+        targets: dict[str, int] = {}
         for index, volume in enumerate(svc.volumes):
             where: KeyPath = ("services", name, "volumes", index)
-            assert volume.source is not None  # the schema refuses anonymous volumes
+            first = targets.setdefault(os.path.normpath(volume.target), index)
+            if first != index:
+                # Docker refuses the container ("Duplicate mount point"): say so now.
+                self.add(
+                    where,
+                    f"target {volume.target!r} is mounted already by volumes[{first}]: "
+                    "one volume per path in the container",
+                )
+            if volume.source is None:
+                continue  # anonymous: nothing to declare or find
             if volume.type == "volume":
                 if volume.source not in declared:
                     self.add(

@@ -296,18 +296,18 @@ class Port(_Model):
 
 # --- volumes ----------------------------------------------------------------
 
-ANONYMOUS_VOLUME = (
-    "anonymous volumes are not supported: name the volume (e.g. 'data:{target}') and "
-    "declare it under the top-level volumes key, because backups and restores need names"
-)
-
 
 def _is_host_path(source: str) -> bool:
     return source.startswith((".", "/", "~"))
 
 
 class ServiceVolume(_Model):
-    """One entry of a service's ``volumes``; the short syntax is parsed into this long form."""
+    """One entry of a service's ``volumes``; the short syntax is parsed into this long form.
+
+    A volume without a source (``- /app/node_modules``, or ``type: volume``
+    with no ``source``) is anonymous: Docker creates it for the container, and
+    a recreate hands it on to the new container (``ServiceSpec.anonymous_volumes``).
+    """
 
     type: Literal["volume", "bind"]
     source: str | None = None
@@ -320,7 +320,8 @@ class ServiceVolume(_Model):
         if isinstance(data, str):
             parts = data.split(":")
             if len(parts) == 1:
-                raise ValueError(ANONYMOUS_VOLUME.format(target=parts[0]))
+                # ``/app/node_modules``: an anonymous volume, as in Compose.
+                return {"type": "volume", "target": parts[0]}
             if len(parts) > 3 or not parts[0] or not parts[1]:
                 raise ValueError(
                     f"malformed volume {data!r}: expected SOURCE:TARGET[:ro|rw], "
@@ -343,13 +344,17 @@ class ServiceVolume(_Model):
             )
         return data
 
+    @property
+    def anonymous(self) -> bool:
+        return self.type == "volume" and not self.source
+
     @model_validator(mode="after")
-    def _named(self) -> ServiceVolume:
+    def _checked(self) -> ServiceVolume:
         if not self.target.startswith("/"):
             raise ValueError(f"target {self.target!r} must be an absolute path in the container")
         if not self.source:
             if self.type == "volume":
-                raise ValueError(ANONYMOUS_VOLUME.format(target=self.target))
+                return self  # anonymous
             raise ValueError("a bind mount needs a source path")
         if self.source.startswith("~"):
             raise ValueError(

@@ -37,6 +37,14 @@ class Mount(Frozen):
     content_hash: str | None = None
 
 
+class AnonymousVolume(Frozen):
+    """A volume without a name (``- /app/node_modules``): Docker makes one per
+    container; a recreate mounts the old container's into the new one."""
+
+    target: str
+    read_only: bool = False
+
+
 class HealthCheck(Frozen):
     # Docker's form: ("CMD", ...), ("CMD-SHELL", "..."), or ("NONE",) to disable
     # the image's own check.
@@ -98,6 +106,8 @@ class ServiceSpec(Frozen):
     working_dir: str | None = None
     hostname: str | None = None
     stop_grace_period_s: float = 10.0
+    # Added since hash version 1 (decide/hashing.py): hashed only when set.
+    anonymous_volumes: tuple[AnonymousVolume, ...] = ()
     # Values decrypted from the commit's encrypted files: the config hash takes a
     # keyed digest of any field holding one (decide/hashing.py). Never dumped.
     secret_values: frozenset[str] = Field(default=frozenset(), repr=False, exclude=True)

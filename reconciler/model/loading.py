@@ -34,6 +34,7 @@ from reconciler.labels import network_name, volume_name
 from reconciler.model import compose_schema as schema
 from reconciler.model.compose_checks import COMPOSE_FILE, ComposeChecks
 from reconciler.model.desired import (
+    AnonymousVolume,
     BuildSpec,
     Dependency,
     DesiredState,
@@ -297,6 +298,11 @@ class _Loader(ComposeChecks):
             working_dir=svc.working_dir,
             hostname=svc.hostname,
             stop_grace_period_s=10.0 if svc.stop_grace_period is None else svc.stop_grace_period,
+            anonymous_volumes=tuple(
+                AnonymousVolume(target=volume.target, read_only=volume.read_only)
+                for volume in svc.volumes
+                if volume.anonymous
+            ),
             secret_values=frozenset(v for v in self.secrets.secret_values() if v),
             sources={**self._sources(svc, mounts), **build_sources},
         )
@@ -409,6 +415,8 @@ class _Loader(ComposeChecks):
         mounts: list[Mount] = []
         for volume in svc.volumes:
             source = volume.source or ""
+            if volume.anonymous:
+                continue  # ServiceSpec.anonymous_volumes
             if volume.type == "volume":
                 spec = volume_specs.get(source)
                 if spec is None:

@@ -7,6 +7,7 @@ a test makes are removed by that test.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import urllib.request
 from collections.abc import Iterator
@@ -28,10 +29,13 @@ from reconciler.decide.actions import (
     RemoveContainer,
     RemoveNetwork,
 )
+from reconciler.decide.planning import plan as plan_for
 from reconciler.deploy.applying import apply
 from reconciler.errors import ApplyError, EngineError, ImageUnavailable, Unavailable
 from reconciler.model.desired import (
+    AnonymousVolume,
     BuildSpec,
+    DesiredState,
     HealthCheck,
     Mount,
     NetworkSpec,
@@ -41,6 +45,7 @@ from reconciler.model.desired import (
     VolumeSpec,
 )
 from reconciler.model.observed import Observed, ObservedContainer
+from tests.fixtures.docker_engine import remove_project
 
 pytestmark = pytest.mark.integration
 
@@ -431,3 +436,67 @@ def test_an_unreachable_engine_is_unavailable_not_empty() -> None:
     engine = DockerEngine(base_url="unix:///nonexistent/docker.sock")
     with pytest.raises(Unavailable, match=r"Docker engine unavailable at unix:///nonexistent"):
         engine.observe("anything")
+
+
+def test_an_anonymous_volume_is_kept_across_a_recreate_and_never_deleted(
+    engine: DockerEngine, docker_client: docker.DockerClient, project_name: str, busybox_image: str
+) -> None:
+    def desired(version: str) -> DesiredState:
+        web = ServiceSpec(
+            name="web",
+            image=busybox_image,
+            command=("sh", "-c", "exec sleep 600"),
+            environment={"VERSION": version},
+            anonymous_volumes=(AnonymousVolume(target="/app/node_modules"),),
+            networks=(ServiceNetwork(name=f"{project_name}_default"),),
+            stop_grace_period_s=0,
+        )
+        return DesiredState(
+            project=project_name,
+            services={"web": web},
+            networks={"default": network_spec(project_name)},
+            volumes={},
+        )
+
+    def deploy(version: str, commit: str) -> ObservedContainer:
+        state = desired(version)
+        apply(
+            plan_for(state, engine.observe(project_name)),
+            engine,
+            project=project_name,
+            commit=commit,
+        )
+        (web,) = containers_of(engine.observe(project_name), project_name)
+        return web
+
+    def anonymous_volume(container_id: str) -> str:
+        mounts = docker_client.api.inspect_container(container_id)["Mounts"]
+        (mount,) = [m for m in mounts if m["Destination"] == "/app/node_modules"]
+        assert mount["Type"] == "volume"
+        assert re.fullmatch(r"[0-9a-f]{64}", mount["Name"])
+        return str(mount["Name"])
+
+    old = deploy("v1", COMMIT_1)
+    volume = anonymous_volume(old.id)
+    try:
+        docker_client.containers.get(old.id).exec_run(
+            ["sh", "-c", "echo kept > /app/node_modules/marker"]
+        )
+
+        new = deploy("v2", COMMIT_2)
+
+        assert new.id != old.id
+        assert new.commit == COMMIT_2
+        assert anonymous_volume(new.id) == volume
+        output = docker_client.containers.get(new.id).exec_run(["cat", "/app/node_modules/marker"])
+        assert output.output.strip() == b"kept"
+        with pytest.raises(docker.errors.NotFound):
+            docker_client.api.inspect_container(old.id)
+        # A third pass has nothing to do; removing the service keeps the volume.
+        assert plan_for(desired("v2"), engine.observe(project_name)).actions == ()
+        engine.remove_container(new.id)
+        assert docker_client.api.inspect_volume(volume)["Name"] == volume
+    finally:
+        remove_project(docker_client, project_name)
+        with contextlib.suppress(docker.errors.NotFound):
+            docker_client.api.remove_volume(volume, force=True)

@@ -400,3 +400,49 @@ def test_a_recreate_whose_wait_fails_rolls_back_and_keeps_the_cause() -> None:
     assert isinstance(caught.value.__cause__, Unavailable)
     assert list(engine.containers) == [old.id]
     assert engine.containers[old.id].state == "running"
+
+
+def test_a_recreate_hands_the_old_containers_anonymous_volumes_to_the_new_one() -> None:
+    engine = FakeEngine()
+    old = old_web(engine)
+    engine.containers[old.id].anonymous = {"/app/node_modules": "vol-kept"}
+    engine.anonymous_volumes.add("vol-kept")
+    web = service("web", image="web:2", anonymous_volumes=[{"target": "/app/node_modules"}])
+
+    run(engine, RecreateService(web, config_hash="h", old=old, reason="image changed"))
+
+    new = engine.by_name("shop-web-1")
+    assert new is not None
+    assert new.id != old.id
+    assert new.anonymous == {"/app/node_modules": "vol-kept"}
+    assert old.id not in engine.containers  # removed; its volume was not
+    assert "vol-kept" in engine.anonymous_volumes
+
+
+def test_a_rolled_back_recreate_leaves_the_anonymous_volume_with_the_old_container() -> None:
+    engine = FakeEngine()
+    old = old_web(engine)
+    engine.containers[old.id].anonymous = {"/cache": "vol-old"}
+    engine.not_ready["web"] = "unhealthy"
+    web = service("web", image="web:2", anonymous_volumes=[{"target": "/cache"}])
+
+    with pytest.raises(ApplyError, match="rolled back"):
+        run(engine, RecreateService(web, config_hash="h", old=old, reason="image changed"))
+
+    back = engine.by_name("shop-web-1")
+    assert back is not None
+    assert back.id == old.id
+    assert back.anonymous == {"/cache": "vol-old"}
+    assert back.state == "running"
+
+
+def test_a_new_service_gets_fresh_anonymous_volumes() -> None:
+    engine = FakeEngine()
+    web = service("web", anonymous_volumes=[{"target": "/cache"}])
+
+    run(engine, CreateService(web, config_hash="h", reason="missing"))
+
+    new = engine.by_name("shop-web-1")
+    assert new is not None
+    assert set(new.anonymous) == {"/cache"}
+    assert new.anonymous["/cache"] in engine.anonymous_volumes

@@ -173,3 +173,19 @@ def test_a_bumped_hash_version_recreates_with_the_hashes_as_reason(
     (action,) = plan(desired, Observed(containers=(made,))).actions
     assert isinstance(action, RecreateService)
     assert action.reason.startswith("configuration changed (")
+
+
+def test_anonymous_volumes_are_part_of_volumes_and_change_the_hash() -> None:
+    named = _web(mounts=[{"type": "volume", "source": "shop_data", "target": "/data"}])
+    both = _web(
+        mounts=[{"type": "volume", "source": "shop_data", "target": "/data"}],
+        anonymous_volumes=[{"target": "/app/node_modules"}],
+    )
+    alone = _web(anonymous_volumes=[{"target": "/app/node_modules"}])
+
+    assert config_hash(both) != config_hash(named)
+    assert changed_parts(config_parts(both), config_parts(named)) == ["volumes"]
+    assert changed_parts(config_parts(alone), config_parts(_web())) == ["volumes"]
+    assert "anonymous_volumes" not in config_parts(both)
+    # A service without anonymous volumes hashes as before they were known.
+    assert config_hash(named) == config_hash(_web(mounts=named.mounts, anonymous_volumes=()))

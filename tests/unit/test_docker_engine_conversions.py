@@ -8,9 +8,10 @@ from reconciler.adapters.docker_engine import (
     _healthcheck,
     _port_bindings,
     _restart_policy,
+    anonymous_mounts,
     parse_status,
 )
-from reconciler.model.desired import HealthCheck, PortBinding
+from reconciler.model.desired import HealthCheck, PortBinding, ServiceSpec
 
 
 @pytest.mark.parametrize(
@@ -71,3 +72,50 @@ def test_port_bindings_group_by_target_and_leave_random_ports_to_docker() -> Non
         "80/tcp": [("127.0.0.1", 8080), ("", 8081)],
         "53/udp": [("", None)],
     }
+
+
+OLD_ANON = "a" * 64
+OLD_IMAGE_VOL = "b" * 64
+
+
+def test_anonymous_mounts_take_over_the_old_containers_volumes_at_their_paths() -> None:
+    service = ServiceSpec.model_validate(
+        {
+            "name": "web",
+            "image": "web:2",
+            "mounts": [{"type": "volume", "source": "shop_data", "target": "/data"}],
+            "anonymous_volumes": [
+                {"target": "/app/node_modules"},
+                {"target": "/cache", "read_only": True},
+            ],
+        }
+    )
+    old_mounts = [
+        {"Type": "volume", "Name": OLD_ANON, "Destination": "/app/node_modules/", "RW": True},
+        # A named volume, or a bind, at an anonymous path is never taken over.
+        {"Type": "volume", "Name": "shop_cache", "Destination": "/cache", "RW": True},
+        {"Type": "bind", "Source": "/srv", "Destination": "/srv", "RW": True},
+        # The image's VOLUME: taken over too (as Compose), unless a mount is there.
+        {"Type": "volume", "Name": OLD_IMAGE_VOL, "Destination": "/var/lib/app", "RW": True},
+        {"Type": "volume", "Name": "c" * 64, "Destination": "/data", "RW": True},
+    ]
+
+    mounts = anonymous_mounts(
+        service, old_mounts=old_mounts, image_volumes={"/var/lib/app": {}, "/data": {}, "/x": {}}
+    )
+
+    assert [dict(m) for m in mounts] == [
+        {"Target": "/app/node_modules", "Source": OLD_ANON, "Type": "volume", "ReadOnly": False},
+        {"Target": "/cache", "Source": None, "Type": "volume", "ReadOnly": True},
+        {"Target": "/var/lib/app", "Source": OLD_IMAGE_VOL, "Type": "volume", "ReadOnly": False},
+    ]
+
+
+def test_anonymous_mounts_of_a_new_container_are_fresh() -> None:
+    service = ServiceSpec.model_validate(
+        {"name": "web", "image": "web:2", "anonymous_volumes": [{"target": "/cache"}]}
+    )
+    mounts = anonymous_mounts(service, old_mounts=(), image_volumes={"/var/lib/app": {}})
+    assert [dict(m) for m in mounts] == [
+        {"Target": "/cache", "Source": None, "Type": "volume", "ReadOnly": False}
+    ]
