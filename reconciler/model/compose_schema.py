@@ -631,6 +631,14 @@ UNSUPPORTED_SERVICE_NETWORK = frozenset(
     {"ipv4_address", "ipv6_address", "link_local_ips", "mac_address", "driver_opts", "priority"}
 )
 UNSUPPORTED_DEPENDS = frozenset[str]()
+# Why, and what to write instead, where "unsupported" alone leaves a user stuck.
+WHY_UNSUPPORTED = {
+    "ipam": "the reconciler leaves subnets to Docker; drop ipam and reach services by name",
+    "ipv4_address": "fixed addresses need a subnet the reconciler does not manage (ipam); "
+    "reach the service by its name, which Docker's DNS resolves on the network",
+    "ipv6_address": "fixed addresses need a subnet the reconciler does not manage (ipam); "
+    "reach the service by its name, which Docker's DNS resolves on the network",
+}
 
 
 def explain_extra(loc: KeyPath, known: list[str]) -> str | None:
@@ -661,5 +669,6 @@ def explain_extra(loc: KeyPath, known: list[str]) -> str | None:
     elif parent[:1] == ("networks",):
         unsupported = UNSUPPORTED_NETWORK
     if key in unsupported:
-        return f"unsupported key (the reconciler supports: {', '.join(sorted(known))})"
+        why = f": {WHY_UNSUPPORTED[key]}" if key in WHY_UNSUPPORTED else ""
+        return f"unsupported key{why} (the reconciler supports: {', '.join(sorted(known))})"
     return None
