@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+from collections.abc import Collection
 from pathlib import Path
 
 # Git's own folder changes with every fetch and is never part of what a
@@ -19,32 +20,38 @@ _SKIPPED_NAMES = frozenset({".git"})
 _CHUNK = 1 << 16
 
 
-def hash_path(path: Path) -> str:
+def hash_path(path: Path, *, skip: Collection[str] = ()) -> str:
     """A sha256 hex digest of a file or a folder tree.
 
     Covers every entry's path relative to ``path``, its permission bits, the
     contents of regular files and the target of symlinks (never followed), in
     sorted order, so it is the same on every run and on every machine that has
     the same files with the same permissions. A missing ``path`` raises ``FileNotFoundError``.
+    ``skip``: paths relative to ``path`` (``app/node_modules``) left out with all
+    they hold: mount points, which Docker makes in a bind-mounted folder for
+    the volumes mounted inside it, and which no container sees.
     """
     digest = hashlib.sha256()
-    for relative, full in _entries(path):
+    for relative, full in _entries(path, skip=frozenset(skip)):
         _add_entry(digest, relative, full)
     return digest.hexdigest()
 
 
-def _entries(root: Path) -> list[tuple[str, Path]]:
+def _entries(root: Path, *, skip: frozenset[str]) -> list[tuple[str, Path]]:
     """Every entry under ``root`` (itself included, as "."), sorted by relative path."""
     root_stat = root.lstat()  # raises FileNotFoundError when missing
     found: list[tuple[str, Path]] = [(".", root)]
     if stat.S_ISDIR(root_stat.st_mode):
         for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-            dirnames[:] = [d for d in dirnames if d not in _SKIPPED_NAMES]
+            base = Path(dirpath).relative_to(root)
+            dirnames[:] = [
+                d for d in dirnames if d not in _SKIPPED_NAMES and (base / d).as_posix() not in skip
+            ]
             for name in [*dirnames, *filenames]:
-                if name in _SKIPPED_NAMES:
+                relative = (base / name).as_posix()
+                if name in _SKIPPED_NAMES or relative in skip:
                     continue
-                full = Path(dirpath, name)
-                found.append((full.relative_to(root).as_posix(), full))
+                found.append((relative, Path(dirpath, name)))
     found.sort(key=lambda entry: entry[0].encode())
     return found
 

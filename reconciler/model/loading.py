@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Mapping
-from pathlib import Path
+from collections.abc import Callable, Mapping
+from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -112,6 +112,8 @@ class _Loader(ComposeChecks):
     """One load: validate (schema, then ``ComposeChecks``), then resolve."""
 
     secrets: Secrets
+    # Mount points Docker makes in the checkout (``_mount_points``): never hashed.
+    mount_points: frozenset[Path] = frozenset()
 
     # --- the whole load ---------------------------------------------------
 
@@ -217,6 +219,7 @@ class _Loader(ComposeChecks):
             if key != "default"
         }
         default_network = _network_spec(project, "default", networks.get("default"))
+        self.mount_points = self._mount_points(services, active)
         specs: dict[str, ServiceSpec] = {}
         uses_default = False
         for name, svc in services.items():
@@ -324,6 +327,44 @@ class _Loader(ComposeChecks):
                 found[os.path.relpath(mount.source, self.root)] = mount.content_hash
         return found
 
+    def _mount_points(
+        self, services: Mapping[str, schema.Service | None], active: set[str]
+    ) -> frozenset[Path]:
+        """Where Docker makes mount points in the checkout, resolved.
+
+        A volume mounted inside a bind-mounted folder of the repository (``./app:/app``
+        with ``/app/node_modules``) needs a folder there: Docker makes
+        ``app/node_modules`` in the checkout when the container starts. Hashing it
+        would make the next pass see a changed folder and recreate the service on
+        every pass; no container sees it (the volume covers it), so it is left out.
+        """
+        points: set[Path] = set()
+        for name, svc in services.items():
+            if svc is None or name not in active:
+                continue
+            for bind in svc.volumes:
+                if bind.type != "bind" or not bind.source or os.path.isabs(bind.source):
+                    continue
+                source = Path(os.path.normpath(self.compose_dir / bind.source))
+                if not self._inside(source):
+                    continue
+                outer = PurePosixPath(os.path.normpath(bind.target))
+                for other in svc.volumes:
+                    inner = PurePosixPath(os.path.normpath(other.target))
+                    if inner != outer and inner.is_relative_to(outer):
+                        points.add(source.resolve() / inner.relative_to(outer))
+        return frozenset(points)
+
+    def _hash(self, path: Path) -> str:
+        """``hash_path`` of a file or folder of the checkout, without Docker's mount points."""
+        root = path.resolve()
+        skip = [
+            point.relative_to(root).as_posix()
+            for point in self.mount_points
+            if point != root and point.is_relative_to(root)
+        ]
+        return hash_path(path, skip=skip)
+
     def _inside(self, path: Path) -> bool:
         """Whether ``path`` (symlinks followed) is in the checkout. The checks report
         those that are not; resolving must not read or hash them (``../..`` could be
@@ -343,7 +384,7 @@ class _Loader(ComposeChecks):
             resolved = self._from_environ(self._entry((*base, "build"), "args", key), key, value)
             if resolved is not None:
                 args[key] = resolved
-        sources = _build_sources(context, build.dockerfile)
+        sources = _build_sources(context, build.dockerfile, hash_of=self._hash)
         spec = BuildSpec(
             context=str(context),
             dockerfile=build.dockerfile,
@@ -446,7 +487,7 @@ class _Loader(ComposeChecks):
                         target=volume.target,
                         read_only=volume.read_only,
                         # Docker follows a symlink given as the source; so does the hash.
-                        content_hash=hash_path(path.resolve()),
+                        content_hash=self._hash(path.resolve()),
                     )
                 )
         return mounts
@@ -509,15 +550,17 @@ def _without_follow_ups(issues: list[Issue], interpolation: list[Issue]) -> list
     return kept
 
 
-def _build_sources(context: Path, dockerfile: str) -> dict[Path, str]:
+def _build_sources(
+    context: Path, dockerfile: str, *, hash_of: Callable[[Path], str] = hash_path
+) -> dict[Path, str]:
     """What decides whether an image is rebuilt: its context's files, and the
     Dockerfile too when it lies outside the context (``context: ../site`` with
     ``dockerfile: ../images/webserver/Dockerfile``: the site's files are the
     context, the image's recipe is kept apart from them), each with its hash."""
-    found = {context: hash_path(context)}
+    found = {context: hash_of(context)}
     path = Path(os.path.normpath(context / dockerfile))
     if not path.is_relative_to(context) and path.is_file():
-        found[path] = hash_path(path)  # a missing Dockerfile is reported by the checks
+        found[path] = hash_of(path)  # a missing Dockerfile is reported by the checks
     return found
 
 

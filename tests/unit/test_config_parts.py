@@ -189,3 +189,36 @@ def test_anonymous_volumes_are_part_of_volumes_and_change_the_hash() -> None:
     assert "anonymous_volumes" not in config_parts(both)
     # A service without anonymous volumes hashes as before they were known.
     assert config_hash(named) == config_hash(_web(mounts=named.mounts, anonymous_volumes=()))
+
+
+def test_mount_points_docker_makes_in_a_bind_mounted_folder_change_nothing(
+    tmp_path: Path,
+) -> None:
+    # ./app is bind-mounted and also the build context; Docker makes app/node_modules
+    # and app/cache (the mount points of the volumes inside it) when the container starts.
+    files = {
+        "desired-state/compose.yaml": (
+            "name: shop\n"
+            "services:\n"
+            "  web:\n"
+            "    build: ./app\n"
+            "    volumes: [./app:/app, /app/node_modules, 'cache:/app/cache/', ./app:/srv]\n"
+            "volumes: {cache: }\n"
+        ),
+        "desired-state/app/Dockerfile": "FROM scratch\n",
+    }
+    for rel, content in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(content)
+
+    def web() -> ServiceSpec:
+        return load_desired_state(tmp_path, environ={}).services["web"]
+
+    before = web()
+    (tmp_path / "desired-state/app/node_modules").mkdir()
+    (tmp_path / "desired-state/app/cache").mkdir()
+    assert config_hash(web()) == config_hash(before)
+    assert web().image == before.image  # the build context's hash too
+    # Anything else in the folder is seen by the container, and changes the hash.
+    (tmp_path / "desired-state/app/other").mkdir()
+    assert config_hash(web()) != config_hash(before)

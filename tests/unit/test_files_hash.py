@@ -111,3 +111,12 @@ def test_file_and_folder_with_the_same_bytes_differ(tmp_path: Path) -> None:
     os.chmod(tmp_path / "f", 0o644)
     os.chmod(tmp_path / "d" / "f", 0o644)
     assert hash_path(tmp_path / "f") != hash_path(tmp_path / "d")
+
+
+def test_skipped_paths_are_left_out_with_what_they_hold(tmp_path: Path) -> None:
+    root = _tree(tmp_path / "t", FILES)
+    before = hash_path(root)
+    (root / "css/node_modules/x").mkdir(parents=True)
+    assert hash_path(root, skip=["css/node_modules"]) == before
+    assert hash_path(root, skip=["css/a"]) != before
+    assert hash_path(root) != before
