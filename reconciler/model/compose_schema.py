@@ -516,6 +516,14 @@ class TopLevelFile(_Model):
     file: NonEmpty | None = None
     environment: NonEmpty | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _mapping(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            choice = " or ".join(f"{key}:" for key in cls._sources())
+            raise ValueError(f"must be a mapping with the content's source ({choice})")
+        return data
+
     @model_validator(mode="after")
     def _one_source(self) -> TopLevelFile:
         given = [key for key in self._sources() if getattr(self, key) is not None]
@@ -588,6 +596,17 @@ def _container_file(value: Any) -> str:
     return value
 
 
+def _grant_list(what: str) -> Any:
+    def check(value: Any) -> Any:
+        if not isinstance(value, list):
+            raise ValueError(
+                f"must be a list of {what} names (- name) or of mappings (- source: name)"
+            )
+        return value
+
+    return check
+
+
 class ServiceFileGrant(_Model):
     """One entry of a service's ``secrets`` or ``configs``; the short syntax is the source."""
 
@@ -637,8 +656,8 @@ class Service(_Model):
     hostname: str | None = None
     profiles: StringList = []
     stop_grace_period: Duration | None = None
-    secrets: list[ServiceFileGrant] = []
-    configs: list[ServiceFileGrant] = []
+    secrets: Annotated[list[ServiceFileGrant], BeforeValidator(_grant_list("secret"))] = []
+    configs: Annotated[list[ServiceFileGrant], BeforeValidator(_grant_list("config"))] = []
 
     @model_validator(mode="before")
     @classmethod
