@@ -209,6 +209,7 @@ class ComposeChecks:
                             f"environment:){hint}",
                         )
                     target = grant_target(section, grant)
+                    self._check_grant_outside_volumes(where, target, svc)
                     earlier = used.get(target)
                     if earlier is not None:
                         other, line = earlier
@@ -219,6 +220,21 @@ class ComposeChecks:
                         )
                     else:
                         used[target] = (f"{section}[{index}]", self.line_map.line_of(where))
+
+    def _check_grant_outside_volumes(
+        self, where: KeyPath, target: str, svc: schema.Service
+    ) -> None:
+        """The files are written into the container before it starts: under a mount
+        they would land in the volume or the host folder (a decrypted secret on disk)."""
+        for index, volume in enumerate(svc.volumes):
+            mounted = os.path.normpath(volume.target)
+            if target == mounted or target.startswith(f"{mounted.rstrip('/')}/"):
+                self.add(
+                    where,
+                    f"target {target} is inside volumes[{index}] (mounted at {mounted}): "
+                    "the file would be written into that volume; choose a target outside it",
+                )
+                return
 
     def _check_labels(self, base: KeyPath, labels: Mapping[str, str]) -> None:
         for key in labels:
