@@ -3,8 +3,9 @@
 Part of the *validate* step (``model/loading.py`` drives it): after the schema
 has accepted the parts it can, these checks look across services (depends_on
 names and cycles, published ports), against the top-level declarations
-(volumes, networks), and against the checked-out commit (bind sources, build
-contexts, Dockerfiles and env files exist and stay inside the repository).
+(volumes, networks, secrets, configs), and against the checked-out commit
+(bind sources, build contexts, Dockerfiles, env files and the files of
+secrets and configs exist and stay inside the repository).
 Each problem becomes an ``Issue`` with file, line and key; none stops the
 others. Reads the checkout only to see whether paths exist.
 """

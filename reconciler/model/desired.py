@@ -2,8 +2,8 @@
 
 The loader (``model/loading.py``) turns ``compose.yaml`` into these values:
 variables interpolated, relative paths made absolute inside the checked-out
-commit, referenced files (env_file, bind-mounted repo files, build contexts)
-read and hashed, names expanded to Docker names (``<project>_<volume>``).
+commit, referenced files (env_file, bind-mounted repo files, build contexts,
+secrets and configs) read and hashed, names expanded to Docker names (``<project>_<volume>``).
 Planning and hashing work on these values alone.
 """
 

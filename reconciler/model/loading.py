@@ -6,7 +6,8 @@ Compose subset, check what needs the checkout (paths exist and stay inside the
 repository, Dockerfiles exist, references resolve, no dependency cycles, no
 port clashes), then resolve everything into the values the planner needs:
 Docker names, absolute paths, env files read, content hashes of bind-mounted
-files and build contexts.
+files and build contexts, the content of each secret and config a service is
+granted (a file, a variable, inline text, or an encrypted file decrypted).
 
 Values decrypted from the commit's encrypted files (``model/secrets.py``) come
 in as ``secrets``: they fill ``${VAR}`` under the VM's own environment (the
