@@ -580,7 +580,8 @@ def _file_mode(value: Any) -> int:
             raise ValueError(f'{value!r} is not an octal file mode: write e.g. 0o440 or "0440"')
         mode = int(text, 8)
     if not 0 <= mode <= 0o7777:
-        raise ValueError(f"mode {value!r} is out of range: write e.g. 0o440 or 0o444")
+        shown = f"{value:#o}" if isinstance(value, int) else repr(value)
+        raise ValueError(f"mode {shown} is out of range: write e.g. 0o440 or 0o444")
     return mode
 
 

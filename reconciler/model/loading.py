@@ -304,8 +304,8 @@ class _Loader(ComposeChecks):
             working_dir=svc.working_dir,
             hostname=svc.hostname,
             stop_grace_period_s=10.0 if svc.stop_grace_period is None else svc.stop_grace_period,
-            secrets=self._grants(base, "secrets", svc.secrets),
-            configs=self._grants(base, "configs", svc.configs),
+            secrets=self._grants("secrets", svc.secrets),
+            configs=self._grants("configs", svc.configs),
             secret_values=frozenset(v for v in self.secrets.secret_values() if v),
             sources={**self._sources(svc, mounts), **build_sources},
         )
@@ -413,7 +413,7 @@ class _Loader(ComposeChecks):
         return env
 
     def _grants(
-        self, base: KeyPath, section: GrantSection, grants: list[schema.ServiceFileGrant]
+        self, section: GrantSection, grants: list[schema.ServiceFileGrant]
     ) -> tuple[FileGrant, ...]:
         """A service's ``secrets`` or ``configs``, each with the content of its source."""
         out: list[FileGrant] = []
