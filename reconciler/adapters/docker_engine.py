@@ -10,9 +10,11 @@ that can be neither found, pulled nor built is ``ImageUnavailable``.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import re
+import tarfile
 import time
 from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager, suppress
@@ -29,6 +31,7 @@ from reconciler.decide.image_gc import ObservedImage, PulledImage
 from reconciler.errors import EngineError, ImageUnavailable, Unavailable
 from reconciler.model.desired import (
     BuildSpec,
+    FileGrant,
     HealthCheck,
     Mount,
     NetworkSpec,
@@ -427,6 +430,10 @@ class DockerEngine:
             )
         container_id = str(created["Id"])
         try:
+            grants = (*service.secrets, *service.configs)
+            if grants:
+                with self._changing(f"{where}: putting its secrets and configs in failed"):
+                    api.put_archive(container_id, "/", grant_archive(grants))
             for network in others:
                 if network is None:
                     continue
@@ -615,6 +622,33 @@ def _port_bindings(ports: tuple[PortBinding, ...]) -> dict[str, list[tuple[str, 
 
 def _exposed(port: PortBinding) -> int | tuple[int, str]:
     return port.target if port.protocol == "tcp" else (port.target, port.protocol)
+
+
+def grant_archive(grants: tuple[FileGrant, ...]) -> bytes:
+    """A tar of the secrets and configs, for ``put_archive`` into the created container.
+
+    Why not a read-only bind mount, as Compose does for file secrets: the
+    content comes from a commit folder that changes each commit, and the
+    content of an encrypted file must not lie in clear on the host disk where
+    others could read it. Copied into the container before it starts (as
+    Compose does for ``environment:`` secrets and ``content:`` configs), it
+    lives only in the container's own layer, it works on any engine (a remote
+    one too), the tar headers give each file its uid, gid and mode, and it
+    stays across restarts of that container; a new container gets it anew.
+    Parent folders (``/run/secrets``) are made by the engine, owned by root.
+    """
+    buffer = io.BytesIO()
+    now = int(time.time())
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for grant in grants:
+            info = tarfile.TarInfo(grant.target.lstrip("/"))
+            info.size = len(grant.content)
+            info.mode = grant.mode
+            info.uid = grant.uid
+            info.gid = grant.gid
+            info.mtime = now
+            tar.addfile(info, io.BytesIO(grant.content))
+    return buffer.getvalue()
 
 
 def _mount(mount: Mount) -> Any:

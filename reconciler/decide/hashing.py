@@ -6,6 +6,10 @@ including the contents of files from the repository (env_file values are in
 ``environment``; bind-mounted repo files and build contexts carry their own
 content hashes), and nothing that does not (the commit, the reason).
 
+The content of each secret and config a service is granted enters as its
+digest (keyed for secrets, below), so a changed file recreates exactly the
+services granted it; the plan names it ``secrets.NAME`` / ``configs.NAME``.
+
 A string that holds a secret decrypted from the commit (an environment value,
 a build argument, a command word: ``ServiceSpec.secret_values``) enters the
 hash as a keyed digest (``redaction.secret_fingerprint``, keyed by the VM's age
@@ -70,6 +74,8 @@ _COMPOSE_NAMES = {
     "anonymous_volumes": "volumes",
     "stop_grace_period_s": "stop_grace_period",
 }
+# One part per secret or config granted, by its top-level name (``secrets.db-password``).
+_GRANT_KEYS = ("secrets", "configs")
 FILE_PREFIX = "file:"
 
 
@@ -104,6 +110,12 @@ def config_parts(service: ServiceSpec) -> dict[str, str]:
         if key in _SPLIT_KEYS and isinstance(value, dict):
             for entry, entry_value in value.items():
                 parts[f"{key}.{entry}"] = _short(key, entry, entry_value)
+        elif key in _GRANT_KEYS and isinstance(value, list):
+            by_name: dict[str, list[Any]] = {}
+            for grant in value:
+                by_name.setdefault(grant["name"], []).append(grant)
+            for grant_name, grants in by_name.items():
+                parts[f"{key}.{grant_name}"] = _short(key, grant_name, grants)
         else:
             name = _COMPOSE_NAMES.get(key, key)
             # A second field of the same compose key joins the first one's part
@@ -185,6 +197,12 @@ def _normalised(service: ServiceSpec) -> dict[str, Any]:
             mount["source"] = f"repository:{mount['content_hash']}"
     if data["build"] is not None:
         data["build"].pop("context")
+    # A secret's content enters as a keyed digest, like any secret value: a plain
+    # digest on the label would let anyone test guesses of a short password.
+    for key in _GRANT_KEYS:
+        for grant, spec in zip(data.get(key, ()), getattr(service, key), strict=True):
+            if spec.sensitive:
+                grant["content_hash"] = secret_fingerprint(grant["content_hash"])
     if service.secret_values:
         data = _keyed(data, service.secret_values)
     return data

@@ -124,9 +124,9 @@ def split_own_actions(plan: Plan, own_id: str | None) -> tuple[Plan, OwnActions]
 def helper_spec(service: ServiceSpec) -> ServiceSpec:
     """The helper: the new image and settings running one ``reconciler sync``.
 
-    Same mounts and environment as the new service (the Docker socket, the
-    state dir at its own path, the env file), so its pass reads the same
-    settings and state as the daemon it replaces. No ports (two containers
+    Same mounts, environment, secrets and configs as the new service (the
+    Docker socket, the state dir at its own path, the env file), so its pass
+    reads the same settings and state as the daemon it replaces. No ports (two containers
     cannot publish the same), no restart, no health check, the default network.
     """
     return ServiceSpec(
@@ -138,6 +138,9 @@ def helper_spec(service: ServiceSpec) -> ServiceSpec:
         command=("sync", "--here"),
         environment=dict(service.environment),
         mounts=service.mounts,
+        # Its secrets and configs too: settings may be read from them.
+        secrets=service.secrets,
+        configs=service.configs,
         healthcheck=HealthCheck(test=("NONE",)),
         restart="no",
         labels=dict(service.labels),

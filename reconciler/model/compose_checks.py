@@ -3,8 +3,9 @@
 Part of the *validate* step (``model/loading.py`` drives it): after the schema
 has accepted the parts it can, these checks look across services (depends_on
 names and cycles, published ports), against the top-level declarations
-(volumes, networks), and against the checked-out commit (bind sources, build
-contexts, Dockerfiles and env files exist and stay inside the repository).
+(volumes, networks, secrets, configs), and against the checked-out commit
+(bind sources, build contexts, Dockerfiles, env files and the files of
+secrets and configs exist and stay inside the repository).
 Each problem becomes an ``Issue`` with file, line and key; none stops the
 others. Reads the checkout only to see whether paths exist.
 """
@@ -29,6 +30,8 @@ _SERVICE_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
 _DOCKER_NAME = _SERVICE_NAME  # volume and network names, as Docker accepts them
 # Addresses that bind every interface: they clash with any other address.
 _ANY_ADDRESS = frozenset({"", "0.0.0.0", "::"})
+# The two top-level sections whose entries services are granted as files.
+GrantSection = Literal["secrets", "configs"]
 _PROJECT_RULE = "use lowercase letters, digits, '-' and '_', starting with a letter or a digit"
 
 
@@ -46,6 +49,12 @@ class ComposeChecks:
         self.raw: dict[str, Any] = {}
         # (section, key) of parts with schema errors, checked without their bad keys.
         self.partial: set[tuple[str, str]] = set()
+        # The top-level secrets and configs the schema accepted, and their contents once read.
+        self.granted: dict[GrantSection, Mapping[str, schema.TopLevelFile | None]] = {
+            "secrets": {},
+            "configs": {},
+        }
+        self.grant_contents: dict[tuple[GrantSection, str], tuple[bytes, bool] | None] = {}
 
     def add(self, key_path: KeyPath, message: str) -> None:
         self.issues.append(self.line_map.issue(key_path, message))
@@ -161,6 +170,72 @@ class ComposeChecks:
                 )
             if part is not None:
                 self._check_labels((section, key), part.labels)
+
+    def _check_grants(self, services: Mapping[str, schema.Service | None]) -> None:
+        """Top-level secrets and configs (names, files), and what services are granted:
+        declared names, targets used once per container."""
+        sections: tuple[GrantSection, ...] = ("secrets", "configs")
+        for section in sections:
+            singular = section[:-1]
+            for key, declared in self.granted[section].items():
+                if not _DOCKER_NAME.fullmatch(key):
+                    # The name becomes a file name when no target is given.
+                    self.add(
+                        (section, key),
+                        f"invalid {singular} name {key!r}: use letters, digits, '.', '-' and "
+                        "'_', starting with a letter or a digit",
+                    )
+                if declared is not None and declared.file is not None:
+                    self._repo_path(
+                        declared.file, (section, key, "file"), what=f"{singular} file", kind="file"
+                    )
+        for name, svc in services.items():
+            if svc is None:
+                continue
+            base: KeyPath = ("services", name)
+            used: dict[str, tuple[str, int]] = {}
+            for section in sections:
+                raw = self.raw.get(section)
+                declared_keys = {str(k) for k in raw} if isinstance(raw, dict) else set()
+                singular = section[:-1]
+                for index, grant in enumerate(getattr(svc, section)):
+                    where: KeyPath = (*base, section, index)
+                    if grant.source not in declared_keys:
+                        close = difflib.get_close_matches(grant.source, declared_keys, n=1)
+                        hint = f"; did you mean '{close[0]}'?" if close else ""
+                        self.add(
+                            where,
+                            f"{singular} {grant.source!r} is not declared under the top-level "
+                            f"{section}: key (add '{grant.source}:' there with file: or "
+                            f"environment:){hint}",
+                        )
+                    target = grant_target(section, grant)
+                    self._check_grant_outside_volumes(where, target, svc)
+                    earlier = used.get(target)
+                    if earlier is not None:
+                        other, line = earlier
+                        self.add(
+                            where,
+                            f"target {target} is already used by {other} (line {line}): "
+                            "give each secret and config its own target",
+                        )
+                    else:
+                        used[target] = (f"{section}[{index}]", self.line_map.line_of(where))
+
+    def _check_grant_outside_volumes(
+        self, where: KeyPath, target: str, svc: schema.Service
+    ) -> None:
+        """The files are written into the container before it starts: under a mount
+        they would land in the volume or the host folder (a decrypted secret on disk)."""
+        for index, volume in enumerate(svc.volumes):
+            mounted = os.path.normpath(volume.target)
+            if target == mounted or target.startswith(f"{mounted.rstrip('/')}/"):
+                self.add(
+                    where,
+                    f"target {target} is inside volumes[{index}] (mounted at {mounted}): "
+                    "the file would be written into that volume; choose a target outside it",
+                )
+                return
 
     def _check_labels(self, base: KeyPath, labels: Mapping[str, str]) -> None:
         for key in labels:
@@ -367,3 +442,15 @@ class ComposeChecks:
                     name,
                     self.line_map.line_of(where),
                 )
+
+
+def grant_target(section: GrantSection, grant: schema.ServiceFileGrant) -> str:
+    """Where Compose puts a secret or config in the container.
+
+    Secrets: ``/run/secrets/<target or source>``, an absolute target as is;
+    configs: ``/<target or source>``, an absolute target as is.
+    """
+    target = grant.target or grant.source
+    if target.startswith("/"):
+        return os.path.normpath(target)
+    return f"/run/secrets/{target}" if section == "secrets" else f"/{target}"

@@ -30,7 +30,7 @@ from pydantic import (
     model_validator,
 )
 
-from reconciler.model.yaml_lines import KeyPath
+from reconciler.model.yaml_lines import KeyPath, LeadingZeroInt
 
 # --- scalar helpers ---------------------------------------------------------
 
@@ -504,6 +504,134 @@ def _pull_policy(value: Any) -> Any:
     return "missing" if value == "if_not_present" else value
 
 
+# --- secrets and configs --------------------------------------------------------
+
+# Keys of top-level secrets and configs that name a secret store (Swarm's, or a
+# driver's): one Docker engine has none, so they are refused with that reason.
+STORE_KEYS = frozenset({"external", "name", "driver", "driver_opts", "template_driver", "labels"})
+STORE_REASON = (
+    "a secret store is a Swarm feature and one Docker engine has none: declare where the "
+    "content comes from instead (file: a path in the repository, environment: a variable{content})"
+)
+
+
+class TopLevelFile(_Model):
+    """One entry of the top-level ``secrets`` or ``configs``: where its content comes from."""
+
+    file: NonEmpty | None = None
+    environment: NonEmpty | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mapping(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            choice = " or ".join(f"{key}:" for key in cls._sources())
+            raise ValueError(f"must be a mapping with the content's source ({choice})")
+        return data
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TopLevelFile:
+        given = [key for key in self._sources() if getattr(self, key) is not None]
+        if len(given) != 1:
+            choice = " or ".join(self._sources())
+            raise ValueError(
+                f"needs exactly one of {choice} (the content's source)"
+                + (f", not {' and '.join(given)}" if given else "")
+            )
+        return self
+
+    @classmethod
+    def _sources(cls) -> tuple[str, ...]:
+        return ("file", "environment")
+
+
+class TopLevelSecret(TopLevelFile):
+    pass
+
+
+class TopLevelConfig(TopLevelFile):
+    # Inline, after interpolation (Compose interpolates it like any value).
+    content: str | None = None
+
+    @classmethod
+    def _sources(cls) -> tuple[str, ...]:
+        return ("file", "environment", "content")
+
+
+def _numeric_id(value: Any) -> int:
+    """A uid or gid: Compose writes them as strings ("103"); a number is fine too."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError("must be a numeric id such as 1000 (the container's names are unknown)")
+    text = str(value).strip()
+    if not text.isdigit():
+        raise ValueError(
+            f"{text!r} is not a numeric id: write a number such as 1000 "
+            "(user names are resolved in the image, which the reconciler does not read)"
+        )
+    return int(text)
+
+
+def _file_mode(value: Any) -> int:
+    """A file mode: an octal number (``0o440``, ``0440``) or string (``"0440"``), as in Compose."""
+    if isinstance(value, LeadingZeroInt):
+        # ``mode: 0440``: go-yaml (Docker Compose) reads a leading zero as octal.
+        value = value.text
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError('must be an octal file mode such as 0o440 or "0440"')
+    mode: int = value if isinstance(value, int) else -1
+    if isinstance(value, str):
+        text = value.strip().removeprefix("0o")
+        if not text or not all(c in "01234567" for c in text):
+            raise ValueError(f'{value!r} is not an octal file mode: write e.g. 0o440 or "0440"')
+        mode = int(text, 8)
+    if not 0 <= mode <= 0o7777:
+        shown = f"{value:#o}" if isinstance(value, int) else repr(value)
+        raise ValueError(f"mode {shown} is out of range: write e.g. 0o440 or 0o444")
+    return mode
+
+
+def _container_file(value: Any) -> str:
+    """A target: a file path in the container (absolute, or relative to the default folder)."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("must be a file path in the container, e.g. db_password or /etc/app.conf")
+    parts = value.split("/")
+    if "\0" in value or value.endswith("/") or any(p in {".", ".."} for p in parts):
+        raise ValueError(
+            f"{value!r} is not a valid file path: no '.' or '..' parts, no trailing '/'"
+        )
+    return value
+
+
+def _grant_list(what: str) -> Any:
+    def check(value: Any) -> Any:
+        if not isinstance(value, list):
+            raise ValueError(
+                f"must be a list of {what} names (- name) or of mappings (- source: name)"
+            )
+        return value
+
+    return check
+
+
+class ServiceFileGrant(_Model):
+    """One entry of a service's ``secrets`` or ``configs``; the short syntax is the source."""
+
+    source: NonEmpty
+    target: Annotated[str, BeforeValidator(_container_file)] | None = None
+    uid: Annotated[int, BeforeValidator(_numeric_id)] | None = None
+    gid: Annotated[int, BeforeValidator(_numeric_id)] | None = None
+    mode: Annotated[int, BeforeValidator(_file_mode)] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short_syntax(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            return {"source": data}
+        if not isinstance(data, dict):
+            raise ValueError("must be a name (short syntax) or a mapping with source")
+        return data
+
+
 # --- services and the file ----------------------------------------------------
 
 
@@ -534,6 +662,8 @@ class Service(_Model):
     hostname: str | None = None
     profiles: StringList = []
     stop_grace_period: Duration | None = None
+    secrets: Annotated[list[ServiceFileGrant], BeforeValidator(_grant_list("secret"))] = []
+    configs: Annotated[list[ServiceFileGrant], BeforeValidator(_grant_list("config"))] = []
 
     @model_validator(mode="before")
     @classmethod
@@ -587,6 +717,8 @@ class ComposeFile(_Model):
     services: Annotated[dict[str, Service], BeforeValidator(_section("services"))]
     volumes: Annotated[dict[str, Volume | None], BeforeValidator(_section("volumes"))] = {}
     networks: Annotated[dict[str, Network | None], BeforeValidator(_section("networks"))] = {}
+    secrets: Annotated[dict[str, TopLevelSecret], BeforeValidator(_section("secrets"))] = {}
+    configs: Annotated[dict[str, TopLevelConfig], BeforeValidator(_section("configs"))] = {}
 
     @model_validator(mode="before")
     @classmethod
@@ -596,12 +728,12 @@ class ComposeFile(_Model):
         return {k: ({} if v is None and k in _SECTIONS else v) for k, v in data.items()}
 
 
-_SECTIONS = {"services", "volumes", "networks"}
+_SECTIONS = {"services", "volumes", "networks", "secrets", "configs"}
 
 # Keys of the Compose Specification the reconciler does not implement: they
 # are refused with "unsupported key" rather than "unknown key", so a user knows
 # the key is right but the feature is missing.
-UNSUPPORTED_TOP_LEVEL = frozenset({"configs", "include", "models", "secrets"})
+UNSUPPORTED_TOP_LEVEL = frozenset({"include", "models"})
 
 
 def _words(text: str) -> frozenset[str]:
@@ -609,14 +741,14 @@ def _words(text: str) -> frozenset[str]:
 
 
 UNSUPPORTED_SERVICE = _words(
-    """annotations attach blkio_config cap_add cap_drop cgroup cgroup_parent configs
+    """annotations attach blkio_config cap_add cap_drop cgroup cgroup_parent
     container_name cpu_count cpu_percent cpu_period cpu_quota cpu_rt_period cpu_rt_runtime
     cpu_shares cpus cpuset credential_spec deploy develop device_cgroup_rules devices dns
     dns_opt dns_search domainname driver_opts expose extends external_links extra_hosts gpus
     group_add init ipc isolation label_file links logging mac_address mem_limit
     mem_reservation mem_swappiness memswap_limit models network_mode oom_kill_disable
     oom_score_adj pid pids_limit platform post_start pre_stop privileged provider read_only
-    runtime scale secrets security_opt shm_size stdin_open stop_signal storage_opt sysctls
+    runtime scale security_opt shm_size stdin_open stop_signal storage_opt sysctls
     tmpfs tty ulimits use_api_socket userns_mode uts volumes_from"""
 )
 UNSUPPORTED_BUILD = _words(
@@ -668,6 +800,9 @@ def explain_extra(loc: KeyPath, known: list[str]) -> str | None:
             unsupported = UNSUPPORTED_SERVICE_NETWORK
     elif parent[:1] == ("networks",):
         unsupported = UNSUPPORTED_NETWORK
+    elif parent[:1] in {("secrets",), ("configs",)} and len(parent) == 2 and key in STORE_KEYS:
+        content = ", content: inline text" if parent[0] == "configs" else ""
+        return f"unsupported key: {STORE_REASON.format(content=content)}"
     if key in unsupported:
         why = f": {WHY_UNSUPPORTED[key]}" if key in WHY_UNSUPPORTED else ""
         return f"unsupported key{why} (the reconciler supports: {', '.join(sorted(known))})"

@@ -2,8 +2,8 @@
 
 The loader (``model/loading.py``) turns ``compose.yaml`` into these values:
 variables interpolated, relative paths made absolute inside the checked-out
-commit, referenced files (env_file, bind-mounted repo files, build contexts)
-read and hashed, names expanded to Docker names (``<project>_<volume>``).
+commit, referenced files (env_file, bind-mounted repo files, build contexts,
+secrets and configs) read and hashed, names expanded to Docker names (``<project>_<volume>``).
 Planning and hashing work on these values alone.
 """
 
@@ -87,6 +87,26 @@ class ServiceNetwork(Frozen):
     aliases: tuple[str, ...] = ()
 
 
+class FileGrant(Frozen):
+    """A secret or config a service is granted: a file put into its container.
+
+    ``content`` is not dumped (so it reaches neither the hash's JSON nor any
+    message); ``content_hash`` stands for it, and the config hash keys it for
+    secrets (decide/hashing.py), so a label never carries a digest of a secret
+    that could be tested against guesses.
+    """
+
+    name: str  # the top-level key, e.g. ``db-password``
+    target: str  # absolute path in the container
+    uid: int = 0
+    gid: int = 0
+    mode: int = 0o444
+    content_hash: str  # sha256 hex of the content
+    content: bytes = Field(default=b"", repr=False, exclude=True)
+    # Content decrypted from the commit, or a secret: keyed in the config hash.
+    sensitive: bool = Field(default=False, exclude=True)
+
+
 class ServiceSpec(Frozen):
     name: str  # the compose key, e.g. ``web``
     image: str  # for a build: the tag the reconciler gives the built image
@@ -108,6 +128,10 @@ class ServiceSpec(Frozen):
     stop_grace_period_s: float = 10.0
     # Added since hash version 1 (decide/hashing.py): hashed only when set.
     anonymous_volumes: tuple[AnonymousVolume, ...] = ()
+    # Compose's ``secrets:`` and ``configs:``, put into the container before it
+    # starts (adapters/docker_engine.py says how and why).
+    secrets: tuple[FileGrant, ...] = ()
+    configs: tuple[FileGrant, ...] = ()
     # Values decrypted from the commit's encrypted files: the config hash takes a
     # keyed digest of any field holding one (decide/hashing.py). Never dumped.
     secret_values: frozenset[str] = Field(default=frozenset(), repr=False, exclude=True)

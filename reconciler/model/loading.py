@@ -6,7 +6,8 @@ Compose subset, check what needs the checkout (paths exist and stay inside the
 repository, Dockerfiles exist, references resolve, no dependency cycles, no
 port clashes), then resolve everything into the values the planner needs:
 Docker names, absolute paths, env files read, content hashes of bind-mounted
-files and build contexts.
+files and build contexts, the content of each secret and config a service is
+granted (a file, a variable, inline text, or an encrypted file decrypted).
 
 Values decrypted from the commit's encrypted files (``model/secrets.py``) come
 in as ``secrets``: they fill ``${VAR}`` under the VM's own environment (the
@@ -32,12 +33,13 @@ from pydantic import BaseModel, ValidationError
 from reconciler.errors import InvalidDesiredState, Issue
 from reconciler.labels import network_name, volume_name
 from reconciler.model import compose_schema as schema
-from reconciler.model.compose_checks import COMPOSE_FILE, ComposeChecks
+from reconciler.model.compose_checks import COMPOSE_FILE, ComposeChecks, GrantSection, grant_target
 from reconciler.model.desired import (
     AnonymousVolume,
     BuildSpec,
     Dependency,
     DesiredState,
+    FileGrant,
     HealthCheck,
     Mount,
     NetworkSpec,
@@ -48,7 +50,7 @@ from reconciler.model.desired import (
 )
 from reconciler.model.files import hash_path
 from reconciler.model.interpolation import ENV_FILE_HINT, interpolate
-from reconciler.model.secrets import Secrets, is_encrypted_name
+from reconciler.model.secrets import Secrets, decrypted_text, is_encrypted_name
 from reconciler.model.text_files import decode_text, parse_env_text
 from reconciler.model.yaml_lines import KeyPath, YamlError, load_yaml, pydantic_issues
 
@@ -137,9 +139,14 @@ class _Loader(ComposeChecks):
         services = self._valid_parts("services", schema.Service)
         volumes = self._valid_parts("volumes", schema.Volume)
         networks = self._valid_parts("networks", schema.Network)
+        self.granted = {
+            "secrets": self._valid_parts("secrets", schema.TopLevelSecret),
+            "configs": self._valid_parts("configs", schema.TopLevelConfig),
+        }
         project_name = self._project(project)
         active = self._active(services)
         self._check_services(services, volumes, networks, active)
+        self._check_grants(services)
         state = self._resolve(project_name or "invalid", services, volumes, networks, active)
         self._check_secret_labels(services, volumes, networks)
         issues = _without_follow_ups(self.issues, interpolation_issues)
@@ -306,6 +313,8 @@ class _Loader(ComposeChecks):
                 for volume in svc.volumes
                 if volume.anonymous
             ),
+            secrets=self._grants("secrets", svc.secrets),
+            configs=self._grants("configs", svc.configs),
             secret_values=frozenset(v for v in self.secrets.secret_values() if v),
             sources={**self._sources(svc, mounts), **build_sources},
         )
@@ -449,6 +458,75 @@ class _Loader(ComposeChecks):
             if resolved is not None:
                 env[key] = resolved
         return env
+
+    def _grants(
+        self, section: GrantSection, grants: list[schema.ServiceFileGrant]
+    ) -> tuple[FileGrant, ...]:
+        """A service's ``secrets`` or ``configs``, each with the content of its source."""
+        out: list[FileGrant] = []
+        for grant in grants:
+            found = self._grant_content(section, grant.source)
+            if found is None:
+                continue  # reported by the checks, or by _grant_content once
+            content, sensitive = found
+            out.append(
+                FileGrant(
+                    name=grant.source,
+                    target=grant_target(section, grant),
+                    uid=grant.uid or 0,
+                    gid=grant.gid or 0,
+                    mode=0o444 if grant.mode is None else grant.mode,
+                    content_hash=hashlib.sha256(content).hexdigest(),
+                    content=content,
+                    sensitive=sensitive,
+                )
+            )
+        return tuple(out)
+
+    def _grant_content(self, section: GrantSection, key: str) -> tuple[bytes, bool] | None:
+        """The content of a top-level secret or config, and whether it is secret; None
+        after an issue. Read once per load, so an issue is reported once."""
+        if (section, key) not in self.grant_contents:
+            self.grant_contents[(section, key)] = self._read_grant(section, key)
+        return self.grant_contents[(section, key)]
+
+    def _read_grant(self, section: GrantSection, key: str) -> tuple[bytes, bool] | None:
+        declared = self.granted[section].get(key)
+        if declared is None:
+            return None
+        secret_values = self.secrets.secret_values()
+        if declared.file is not None:
+            path = Path(os.path.normpath(self.compose_dir / declared.file))
+            if not path.is_file() or not self._inside(path):
+                return None  # reported by the checks
+            shown = os.path.relpath(path, self.root)
+            if is_encrypted_name(path.name):
+                decrypted = self.secrets.files.get(shown)
+                if decrypted is None:
+                    if not any(i.path == shown for i in self.secrets.issues):
+                        folder = os.path.relpath(self.compose_dir, self.root)
+                        self.add(
+                            (section, key, "file"),
+                            f"{shown} is an encrypted file outside {folder}/: "
+                            "keep encrypted files in the desired-state folder",
+                        )
+                    return None
+                return decrypted_text(path.name, decrypted).encode(), True
+            return path.read_bytes(), section == "secrets"
+        if declared.environment is not None:
+            value = self.environ.get(declared.environment)
+            if value is None:
+                self.add(
+                    (section, key, "environment"),
+                    f"variable {declared.environment} is not set (set it in the env file on "
+                    f"the VM, {ENV_FILE_HINT})",
+                )
+                return None
+            return value.encode(), section == "secrets" or value in secret_values
+        content = getattr(declared, "content", None) or ""
+        # Inline content was interpolated: it may hold a value from an encrypted file.
+        sensitive = any(v and v in content for v in secret_values)
+        return content.encode(), sensitive
 
     def _mounts(
         self, base: KeyPath, svc: schema.Service, volume_specs: Mapping[str, VolumeSpec]

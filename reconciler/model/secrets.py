@@ -20,6 +20,7 @@ nothing running changes. The only I/O is reading the checkout.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pyrage
+import yaml
 
 from reconciler.errors import Issue
 from reconciler.model import sops_format
@@ -106,6 +108,33 @@ def read_secrets(root: Path, *, directory: str, keyring: Keyring) -> Secrets:
     return secrets
 
 
+def decrypted_text(name: str, values: Mapping[str, str]) -> str:
+    """An encrypted file's content as a secret or config file gets it: the decrypted
+    variables in the file's own format (dotenv, YAML or JSON), without SOPS' metadata.
+
+    The files are flat (one variable per key, ``decrypt_file``), so this is what
+    the user wrote before encrypting, up to quoting and comments.
+    """
+    kind = "dotenv" if name.endswith(AGE_ENV_SUFFIX) else _sops_kind(name)
+    if kind == "json":
+        return json.dumps(dict(values), indent=2) + "\n"
+    if kind == "yaml":
+        return str(yaml.safe_dump(dict(values), sort_keys=False, allow_unicode=True))
+    return "".join(f"{key}={_dotenv_value(value)}\n" for key, value in values.items())
+
+
+def _sops_kind(name: str) -> SopsKind:
+    return next(k for suffix, k in _SOPS_SUFFIXES.items() if name.endswith(suffix))
+
+
+def _dotenv_value(value: str) -> str:
+    """A value as a dotenv line reads it back (python-dotenv's double quotes when needed)."""
+    if value and all(c.isalnum() or c in "_-./:@+,=%" for c in value):
+        return value
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{escaped}"'
+
+
 def _encrypted_files(folder: Path) -> Iterator[Path]:
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
@@ -124,7 +153,7 @@ def decrypt_file(path: Path, *, keyring: Keyring) -> dict[str, str]:
         raise SopsError(f"cannot read the file: {exc.strerror}") from None
     if path.name.endswith(AGE_ENV_SUFFIX):
         return _age_env(data, keyring)
-    kind = next(k for suffix, k in _SOPS_SUFFIXES.items() if path.name.endswith(suffix))
+    kind = _sops_kind(path.name)
     try:
         text = data.decode()
     except UnicodeDecodeError:

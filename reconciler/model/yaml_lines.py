@@ -65,6 +65,25 @@ class _Loader(yaml.SafeLoader):
     """SafeLoader that refuses duplicate keys, as the Compose Specification does."""
 
 
+_LEADING_ZERO = re.compile(r"0[0-7]+")
+
+
+class LeadingZeroInt(int):
+    """An integer written with a leading zero (``0440``), with the digits as written.
+
+    Its value is the decimal one, as YAML 1.2 reads it; a file mode (``mode: 0440``
+    under ``secrets:``) reads the digits as octal, as Docker Compose's go-yaml does.
+    """
+
+    text: str
+
+    @classmethod
+    def written(cls, text: str) -> LeadingZeroInt:
+        number = cls(text)
+        number.text = text
+        return number
+
+
 class _CoreLoader(_Loader):
     """YAML 1.2 core schema scalars, as Docker Compose reads them (go-yaml v3).
 
@@ -82,6 +101,8 @@ class _CoreLoader(_Loader):
         value = str(self.construct_scalar(node))  # type: ignore[arg-type]
         if value.startswith(("0o", "+0o", "-0o")):
             return int(value.replace("0o", ""), 8)
+        if _LEADING_ZERO.fullmatch(value):
+            return LeadingZeroInt.written(value)
         return int(value, 0) if value.lstrip("+-").startswith("0x") else int(value)
 
 

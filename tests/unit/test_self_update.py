@@ -22,7 +22,7 @@ from reconciler.deploy.self_update import (
     split_own_actions,
 )
 from reconciler.errors import ApplyError, ImageUnavailable
-from reconciler.model.desired import Mount, ServiceSpec
+from reconciler.model.desired import FileGrant, Mount, ServiceSpec
 from reconciler.model.observed import ObservedContainer
 from tests.fixtures.fake_engine import FakeEngine
 
@@ -42,6 +42,9 @@ SERVICE = ServiceSpec(
     mounts=(
         Mount(type="bind", source="/var/run/docker.sock", target="/var/run/docker.sock"),
         Mount(type="bind", source="/var/lib/reconciler", target="/var/lib/reconciler"),
+    ),
+    secrets=(
+        FileGrant(name="s3-key", target="/run/secrets/s3-key", content_hash="0" * 64, content=b"k"),
     ),
     restart="unless-stopped",
 )
@@ -150,6 +153,7 @@ def test_hand_over_starts_a_helper_from_the_new_image_running_one_sync() -> None
     assert helper.service.command == ("sync", "--here")
     assert helper.service.mounts == SERVICE.mounts
     assert helper.service.environment == SERVICE.environment
+    assert helper.service.secrets == SERVICE.secrets
     assert helper.service.ports == ()
     assert helper.service.restart == "no"
     assert "handed over" in line
