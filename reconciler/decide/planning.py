@@ -43,7 +43,7 @@ from reconciler.decide.hashing import (
     config_parts,
     decode_parts,
 )
-from reconciler.model.desired import DesiredState, ServiceSpec
+from reconciler.model.desired import DesiredState, ServiceSpec, container_name_of
 from reconciler.model.observed import Observed, ObservedContainer
 
 
@@ -74,7 +74,7 @@ def plan(desired: DesiredState, observed: Observed) -> Plan:
             service,
             project=project,
             mine=by_service.get(name, []),
-            same_name=by_name.get(labels.container_name(project, name)),
+            same_name=by_name.get(desired.container_of(name)),
             declared=desired.services.keys(),
             conflicts=conflicts,
             recreated=recreated,
@@ -106,7 +106,7 @@ def _plan_service(
     conflicts: list[str],
     recreated: Collection[str] = (),
 ) -> list[Action]:
-    canonical = labels.container_name(project, service.name)
+    canonical = container_name_of(project, service)
     if same_name is not None and same_name.project != project:
         owner = f"project {same_name.project!r}" if same_name.project else "no reconciler project"
         conflicts.append(
