@@ -112,7 +112,11 @@ def _plan_service(
         conflicts.append(
             f"container {canonical} exists but belongs to {owner}, so it is never touched; "
             f"remove or rename it (docker rm -f {canonical}, or docker rename {canonical} NEW) "
-            f"or choose another RECONCILER_PROJECT"
+            + (
+                f"or choose another container_name for service {service.name!r}"
+                if service.container_name
+                else "or choose another RECONCILER_PROJECT"
+            )
         )
         return []
     if same_name is not None and (
