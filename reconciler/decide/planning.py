@@ -19,6 +19,7 @@ removed.
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Collection, Iterable
 
@@ -140,6 +141,15 @@ def _plan_service(
 
     wanted = config_hash(service)
     current = next((c for c in mine if c.name == canonical), None)
+    if current is None:
+        # container_name set, changed or dropped: the container under its former
+        # name is this service's, replaced as any recreate (health-gated, rolled
+        # back to its name on failure), not removed first as a leftover.
+        named = [c for c in mine if not _ASIDE.search(c.name)]
+        if len(named) == 1 and Change("key", "container_name") in _changes(
+            service, named[0], wanted
+        ):
+            current = named[0]
     actions: list[Action] = [
         RemoveContainer(c, "leftover of an interrupted change")
         for c in sorted(mine, key=lambda c: c.name)
@@ -166,6 +176,11 @@ def _plan_service(
         detail = f" (exit code {current.exit_code})" if current.exit_code is not None else ""
         actions.append(StartService(service, current, f"container is {current.state}{detail}"))
     return actions
+
+
+# The name a recreate gives the previous container while the new one starts
+# (deploy/applying.py): a leftover when found, never a service's container.
+_ASIDE = re.compile(r"-old-[0-9a-f]{12}$")
 
 
 def _changes(service: ServiceSpec, current: ObservedContainer, wanted: str) -> tuple[Change, ...]:

@@ -14,6 +14,7 @@ import docker
 import pytest
 
 from reconciler.adapters.docker_engine import DockerEngine
+from reconciler.decide.actions import describe
 from reconciler.decide.planning import plan
 from reconciler.deploy.applying import apply
 from reconciler.model.loading import load_desired_state
@@ -117,3 +118,21 @@ def test_a_service_using_the_runtime_keys_runs_with_them_and_converges(
     second = plan(desired, engine.observe(project_name))
     assert second.actions == ()
     assert not second.conflicts
+
+    # A new container_name: web is recreated from its container under the old
+    # name, and the sidecar, whose network it shares, after it.
+    (folder / "compose.yaml").write_text(
+        COMPOSE.format(image=busybox_image, project=project_name).replace(
+            f"{project_name}-front", f"{project_name}-edge"
+        )
+    )
+    renamed = load_desired_state(tmp_path, project=project_name, environ={})
+    third = plan(renamed, engine.observe(project_name))
+    assert [describe(a) for a in third.actions] == [
+        "recreate service web: container_name changed",
+        "recreate service sidecar: network_mode changed; dependency web recreated",
+    ]
+    apply(third, engine, project=project_name, commit="2" * 40)
+    names = {c.name for c in engine.observe(project_name).containers if c.project == project_name}
+    assert names == {f"{project_name}-edge", f"{project_name}-sidecar-1"}
+    assert plan(renamed, engine.observe(project_name)).actions == ()
