@@ -287,6 +287,15 @@ class ComposeChecks:
         for key, present, reason in conflicts:
             if present:
                 self.add((*base, key), f"cannot be combined {why}: {reason}")
+        if mode == "host":
+            for key in svc.sysctls:
+                if key.startswith("net."):
+                    # runc refuses it at start: the host's own network settings.
+                    self.add(
+                        self._entry(base, "sysctls", key),
+                        f"sysctl {key} cannot be set {why}: it would change the host's own "
+                        "network settings (set it on the host, or drop network_mode)",
+                    )
         if shared is None:
             return
         where: KeyPath = (*base, "network_mode")
