@@ -16,7 +16,7 @@ import os
 import re
 import tarfile
 import time
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any
 
@@ -403,11 +403,7 @@ class DockerEngine:
         first, *others = service.networks or (None,)
         anonymous = self._anonymous_mounts(service, inherit_from, where=where)
         with self._changing(f"{where}: create failed"):
-            host_config = api.create_host_config(
-                port_bindings=_port_bindings(service.ports) or None,
-                mounts=[*(_mount(m) for m in service.mounts), *anonymous] or None,
-                restart_policy=_restart_policy(service.restart),
-            )
+            host_config = api.create_host_config(**host_config_args(service, anonymous=anonymous))
             networking_config = None
             if first is not None:
                 endpoint = api.create_endpoint_config(aliases=[service.name, *first.aliases])
@@ -423,8 +419,11 @@ class DockerEngine:
                 hostname=service.hostname,
                 labels=dict(labels),
                 healthcheck=_healthcheck(service.healthcheck),
-                ports=[_exposed(p) for p in service.ports] or None,
+                ports=_exposed_ports(service) or None,
                 stop_timeout=math.ceil(service.stop_grace_period_s),
+                stop_signal=service.stop_signal,
+                stdin_open=service.stdin_open,
+                tty=service.tty,
                 host_config=host_config,
                 networking_config=networking_config,
             )
@@ -649,6 +648,56 @@ def grant_archive(grants: tuple[FileGrant, ...]) -> bytes:
             info.mtime = now
             tar.addfile(info, io.BytesIO(grant.content))
     return buffer.getvalue()
+
+
+def _exposed_ports(service: ServiceSpec) -> list[int | tuple[int, str]]:
+    """The container's ports: those published, then ``expose`` (Docker's ExposedPorts)."""
+    found: dict[int | tuple[int, str], None] = dict.fromkeys(_exposed(p) for p in service.ports)
+    for entry in service.expose:
+        port, _, protocol = entry.partition("/")
+        found.setdefault(int(port) if protocol == "tcp" else (int(port), protocol))
+    return list(found)
+
+
+def host_config_args(service: ServiceSpec, *, anonymous: Sequence[Any] = ()) -> dict[str, Any]:
+    """``create_host_config``'s arguments for ``service``: each key only when it is set,
+    so what Compose leaves at Docker's default stays the engine's default. ``anonymous``:
+    the mounts of its anonymous volumes (``_anonymous_mounts``)."""
+    args: dict[str, Any] = {
+        "port_bindings": _port_bindings(service.ports) or None,
+        "mounts": [*(_mount(m) for m in service.mounts), *anonymous] or None,
+        "restart_policy": _restart_policy(service.restart),
+    }
+    optional: dict[str, Any] = {
+        "cap_add": list(service.cap_add) or None,
+        "cap_drop": list(service.cap_drop) or None,
+        "init": service.init,
+        "tmpfs": list(service.tmpfs) or None,
+        "shm_size": service.shm_size,
+        "extra_hosts": list(service.extra_hosts) or None,
+        "read_only": service.read_only or None,
+        "security_opt": list(service.security_opt) or None,
+        "ulimits": [
+            docker.types.Ulimit(name=u.name, soft=u.soft, hard=u.hard) for u in service.ulimits
+        ]
+        or None,
+        "sysctls": dict(service.sysctls) or None,
+        "log_config": (
+            None
+            if service.logging is None
+            else docker.types.LogConfig(
+                type=service.logging.driver, config=dict(service.logging.options)
+            )
+        ),
+        "mem_limit": service.mem_limit,
+        "mem_reservation": service.mem_reservation,
+        # Docker's NanoCpus: CPUs in billionths, as ``docker run --cpus``.
+        "nano_cpus": None if service.cpus is None else round(service.cpus * _NS),
+        "pids_limit": service.pids_limit,
+        "network_mode": service.network_mode,
+    }
+    args.update({key: value for key, value in optional.items() if value is not None})
+    return args
 
 
 def _mount(mount: Mount) -> Any:

@@ -67,10 +67,11 @@ def present_image(client: docker.DockerClient, candidates: Iterable[str]) -> str
     return None
 
 
-def owned_container(client: docker.DockerClient, project: str, service: str) -> Any | None:
-    """The service's container when it exists and carries the project label, else None."""
+def owned_container(client: docker.DockerClient, project: str, name: str) -> Any | None:
+    """The container ``name`` (a service's: ``DesiredState.container_of``) when it exists
+    and carries the project label, else None."""
     try:
-        container = client.containers.get(labels.container_name(project, service))
+        container = client.containers.get(name)
     except docker.errors.NotFound:
         return None
     except (docker.errors.DockerException, requests.RequestException) as exc:
@@ -80,11 +81,9 @@ def owned_container(client: docker.DockerClient, project: str, service: str) -> 
     return container
 
 
-def stop_service(
-    client: docker.DockerClient, project: str, service: str, *, grace_s: float
-) -> bool:
-    """Stop the service's container if it runs; True when it was stopped here."""
-    container = owned_container(client, project, service)
+def stop_service(client: docker.DockerClient, project: str, name: str, *, grace_s: float) -> bool:
+    """Stop the service's container ``name`` if it runs; True when it was stopped here."""
+    container = owned_container(client, project, name)
     if container is None or container.status != "running":
         return False
     with _engine_call(f"stopping {container.name}"):
@@ -92,13 +91,12 @@ def stop_service(
     return True
 
 
-def start_service(client: docker.DockerClient, project: str, service: str) -> str:
-    """Start the service's container; return its id."""
-    container = owned_container(client, project, service)
+def start_service(client: docker.DockerClient, project: str, name: str) -> str:
+    """Start the service's container ``name``; return its id."""
+    container = owned_container(client, project, name)
     if container is None:
         raise StackError(
-            f"container {labels.container_name(project, service)} is gone; the next pass "
-            "(reconciler sync) creates it again"
+            f"container {name} is gone; the next pass (reconciler sync) creates it again"
         )
     with _engine_call(f"starting {container.name}"):
         container.start()
@@ -120,11 +118,12 @@ def services_stopped(
     client: docker.DockerClient,
     *,
     project: str,
-    services: Iterable[tuple[str, float]],
+    services: Iterable[tuple[str, str, float]],
     before_stop: Callable[[StoppedRun], None],
     on_all_started: Callable[[], None],
 ) -> Iterator[None]:
-    """Stop the running containers of ``services`` (name, grace); start them on every way out.
+    """Stop the running containers of ``services`` (service, container name, grace); start
+    them on every way out.
 
     ``before_stop`` hears of each before the engine is asked to stop it (a
     journal writes it down, so that when this process dies the next holder of
@@ -134,8 +133,8 @@ def services_stopped(
     stopped: list[Any] = []
     failed_to_start = False
     try:
-        for service, grace in services:
-            container = owned_container(client, project, service)
+        for service, name, grace in services:
+            container = owned_container(client, project, name)
             if container is None or container.status != "running":
                 continue
             event("backup.stop_service", service=service)

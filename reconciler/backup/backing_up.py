@@ -34,7 +34,6 @@ from typing import IO, Any, Literal, cast
 
 import zstandard
 
-from reconciler import labels
 from reconciler.adapters import engine_client, mariadb, restic, restic_helper, stack_control
 from reconciler.adapters.engine_client import Client
 from reconciler.adapters.object_store import ObjectStore
@@ -532,8 +531,7 @@ def _backup(
         for volume in policy.volumes
     ]
     databases = [
-        DatabaseToDump(d.service, labels.container_name(desired.project, d.service))
-        for d in policy.databases
+        DatabaseToDump(d.service, desired.container_of(d.service)) for d in policy.databases
     ]
     held = {
         s.name
@@ -573,7 +571,10 @@ def _services_held_stopped(
         with stack_control.services_stopped(
             client,
             project=desired.project,
-            services=[(s.name, s.stop_grace_period_s) for s in _services_mounting(desired, volume)],
+            services=[
+                (s.name, desired.container_of(s.name), s.stop_grace_period_s)
+                for s in _services_mounting(desired, volume)
+            ],
             before_stop=journal.about_to_stop,
             # Kept when a start failed: the next holder of the pass lock tries again.
             on_all_started=journal.clear,

@@ -19,6 +19,7 @@ removed.
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Collection, Iterable
 
@@ -43,7 +44,7 @@ from reconciler.decide.hashing import (
     config_parts,
     decode_parts,
 )
-from reconciler.model.desired import DesiredState, ServiceSpec
+from reconciler.model.desired import DesiredState, ServiceSpec, container_name_of
 from reconciler.model.observed import Observed, ObservedContainer
 
 
@@ -74,7 +75,7 @@ def plan(desired: DesiredState, observed: Observed) -> Plan:
             service,
             project=project,
             mine=by_service.get(name, []),
-            same_name=by_name.get(labels.container_name(project, name)),
+            same_name=by_name.get(desired.container_of(name)),
             declared=desired.services.keys(),
             conflicts=conflicts,
             recreated=recreated,
@@ -106,13 +107,17 @@ def _plan_service(
     conflicts: list[str],
     recreated: Collection[str] = (),
 ) -> list[Action]:
-    canonical = labels.container_name(project, service.name)
+    canonical = container_name_of(project, service)
     if same_name is not None and same_name.project != project:
         owner = f"project {same_name.project!r}" if same_name.project else "no reconciler project"
         conflicts.append(
             f"container {canonical} exists but belongs to {owner}, so it is never touched; "
             f"remove or rename it (docker rm -f {canonical}, or docker rename {canonical} NEW) "
-            f"or choose another RECONCILER_PROJECT"
+            + (
+                f"or choose another container_name for service {service.name!r}"
+                if service.container_name
+                else "or choose another RECONCILER_PROJECT"
+            )
         )
         return []
     if same_name is not None and (
@@ -136,6 +141,15 @@ def _plan_service(
 
     wanted = config_hash(service)
     current = next((c for c in mine if c.name == canonical), None)
+    if current is None:
+        # container_name set, changed or dropped: the container under its former
+        # name is this service's, replaced as any recreate (health-gated, rolled
+        # back to its name on failure), not removed first as a leftover.
+        named = [c for c in mine if not _ASIDE.search(c.name)]
+        if len(named) == 1 and Change("key", "container_name") in _changes(
+            service, named[0], wanted
+        ):
+            current = named[0]
     actions: list[Action] = [
         RemoveContainer(c, "leftover of an interrupted change")
         for c in sorted(mine, key=lambda c: c.name)
@@ -162,6 +176,11 @@ def _plan_service(
         detail = f" (exit code {current.exit_code})" if current.exit_code is not None else ""
         actions.append(StartService(service, current, f"container is {current.state}{detail}"))
     return actions
+
+
+# The name a recreate gives the previous container while the new one starts
+# (deploy/applying.py): a leftover when found, never a service's container.
+_ASIDE = re.compile(r"-old-[0-9a-f]{12}$")
 
 
 def _changes(service: ServiceSpec, current: ObservedContainer, wanted: str) -> tuple[Change, ...]:

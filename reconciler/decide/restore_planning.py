@@ -18,7 +18,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from reconciler.labels import container_name
 from reconciler.model.backup_policy import is_mariadb_service
 from reconciler.model.desired import DesiredState, ServiceSpec
 from reconciler.model.restore_requests import RestoreRequest
@@ -160,7 +159,7 @@ def plan_restore(
         database_plans.append(
             DatabaseRestore(
                 name,
-                container_name(desired.project, name),
+                desired.container_of(name),
                 service.image,
                 by_kind["database"][name],
             )

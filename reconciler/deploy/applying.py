@@ -43,7 +43,7 @@ from reconciler.decide.actions import (
 from reconciler.decide.hashing import config_parts, encode_parts
 from reconciler.decide.image_gc import PulledImage
 from reconciler.errors import ApplyError, Conflict, ImageUnavailable, Unavailable
-from reconciler.model.desired import HealthCheck, ServiceSpec
+from reconciler.model.desired import HealthCheck, ServiceSpec, container_name_of
 from reconciler.model.observed import ObservedContainer
 from reconciler.ports import Engine
 
@@ -330,7 +330,7 @@ class _Applier:
     # -- helpers -------------------------------------------------------
 
     def name(self, service: ServiceSpec) -> str:
-        return lbl.container_name(self.project, service.name)
+        return container_name_of(self.project, service)
 
     def labels(self, service: ServiceSpec, config_hash: str) -> dict[str, str]:
         # Ours last: a service label can never forge ownership.

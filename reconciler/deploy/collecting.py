@@ -33,7 +33,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from reconciler import labels as lbl
 from reconciler.decide.image_gc import (
     IMAGE_ID,
     PulledImage,
@@ -100,7 +99,7 @@ def _collect(
         and c.service is not None
         and not c.is_helper
         and c.image_id
-        and c.name == lbl.container_name(project, c.service)
+        and c.name == desired.container_of(c.service)
     }
     recorded = {
         service: ServiceVersions(v.get("current"), v.get("previous"))

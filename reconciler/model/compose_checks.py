@@ -35,6 +35,17 @@ GrantSection = Literal["secrets", "configs"]
 _PROJECT_RULE = "use lowercase letters, digits, '-' and '_', starting with a letter or a digit"
 
 
+def _reserved_name(project: str, name: str) -> str | None:
+    """Why ``name`` is one the reconciler gives its own containers, or None."""
+    if name.startswith((f"{project}-helper-", f"{project}-drill-")):
+        return "is a name the reconciler gives its helper containers (backups, restores, drills)"
+    if name.endswith("-self-update"):
+        return "is a name the reconciler gives the helper that updates it"
+    if re.search(r"-old-[0-9a-f]{12}$", name):
+        return "is a name the reconciler gives a container set aside during a recreate"
+    return None
+
+
 class ComposeChecks:
     """The state of one load shared by the checks and the resolution, and the issues found."""
 
@@ -145,8 +156,11 @@ class ComposeChecks:
                     required=env_file.required,
                     kind="file",
                 )
-            if name in active:
+            if name in active and svc.network_mode is None:
+                # With a network mode, ports are refused (below), not published.
                 self._check_ports(name, svc, published)
+            self._check_runtime(base, svc)
+            self._check_network_mode(name, svc, services, all_names, active)
         self._check_cycles(services)
         self._check_top_level(volumes, networks)
 
@@ -194,6 +208,16 @@ class ComposeChecks:
                 continue
             base: KeyPath = ("services", name)
             used: dict[str, tuple[str, int]] = {}
+            if svc.read_only and (svc.secrets or svc.configs):
+                # Docker refuses to copy files into a read-only root file system,
+                # and a bind from the host would put decrypted secrets on its disk.
+                self.add(
+                    (*base, "read_only"),
+                    "read_only: true cannot be combined with secrets or configs: the "
+                    "reconciler copies them into the container's file system before it "
+                    "starts, which a read-only one refuses; drop read_only, or pass the "
+                    "value as an environment variable",
+                )
             for section in sections:
                 raw = self.raw.get(section)
                 declared_keys = {str(k) for k in raw} if isinstance(raw, dict) else set()
@@ -298,9 +322,124 @@ class ComposeChecks:
                     "to COMPOSE_PROFILES on the VM, or remove the dependency",
                 )
 
+    def _check_runtime(self, base: KeyPath, svc: schema.Service) -> None:
+        for key in svc.ulimits:
+            if key not in schema.ULIMIT_NAMES:
+                self.add(
+                    (*base, "ulimits", key),
+                    f"unknown ulimit {key!r}: use one of {', '.join(sorted(schema.ULIMIT_NAMES))}",
+                )
+        for key, value in svc.sysctls.items():
+            if value == "":
+                self.add(
+                    self._entry(base, "sysctls", key),
+                    f"sysctl {key} needs a value ({key}=VALUE, or {key}: VALUE)",
+                )
+
+    def _check_network_mode(
+        self,
+        name: str,
+        svc: schema.Service,
+        services: Mapping[str, schema.Service | None],
+        all_names: list[str],
+        active: set[str],
+    ) -> None:
+        """What Docker refuses (or silently drops) with a network mode, refused here first."""
+        mode = svc.network_mode
+        if mode is None:
+            return
+        base: KeyPath = ("services", name)
+        shared = mode.removeprefix("service:") if mode.startswith("service:") else None
+        why = f"with network_mode: {mode}"
+        conflicts: list[tuple[str, bool, str]] = [
+            ("networks", svc.networks is not None, "the container joins no network of its own"),
+            (
+                "ports",
+                bool(svc.ports),
+                "its ports are those of the host"
+                if mode == "host"
+                else "it has no network to publish from"
+                if mode == "none"
+                else f"publish them on service {shared!r}, whose network it shares",
+            ),
+        ]
+        if shared is not None:
+            conflicts += [
+                ("hostname", svc.hostname is not None, f"it has the hostname of {shared!r}"),
+                ("expose", bool(svc.expose), f"expose them on service {shared!r}"),
+                ("extra_hosts", bool(svc.extra_hosts), f"set them on service {shared!r}"),
+            ]
+        for key, present, reason in conflicts:
+            if present:
+                self.add((*base, key), f"cannot be combined {why}: {reason}")
+        if mode == "host":
+            for key in svc.sysctls:
+                if key.startswith("net."):
+                    # runc refuses it at start: the host's own network settings.
+                    self.add(
+                        self._entry(base, "sysctls", key),
+                        f"sysctl {key} cannot be set {why}: it would change the host's own "
+                        "network settings (set it on the host, or drop network_mode)",
+                    )
+        if shared is None:
+            return
+        where: KeyPath = (*base, "network_mode")
+        if shared == name:
+            self.add(where, "a service cannot share its own network: name another service")
+        elif shared not in all_names:
+            close = difflib.get_close_matches(shared, all_names, n=1, cutoff=0.6)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            self.add(where, f"unknown service {shared!r}{hint}")
+        elif name in active and shared not in active:
+            target = services.get(shared)
+            profiles = ", ".join(target.profiles) if target is not None else ""
+            self.add(
+                where,
+                f"service {shared!r} is not deployed (its profiles, {profiles}, are not "
+                "active): add one to COMPOSE_PROFILES on the VM, or change network_mode",
+            )
+
+    def _check_container_names(
+        self, project: str | None, services: Mapping[str, schema.Service | None]
+    ) -> None:
+        """``container_name`` only where it cannot collide with a name of the project."""
+        if project is None:
+            return
+        defaults = {labels_module.container_name(project, name): name for name in services}
+        taken: dict[str, str] = {}
+        for name, svc in services.items():
+            if svc is None or svc.container_name is None:
+                continue
+            wanted = svc.container_name
+            where: KeyPath = ("services", name, "container_name")
+            other = defaults.get(wanted)
+            reserved = _reserved_name(project, wanted)
+            if other is not None and other != name:
+                self.add(
+                    where,
+                    f"{wanted!r} is the container name of service {other!r}: choose another name",
+                )
+            elif reserved is not None:
+                self.add(where, f"{wanted!r} {reserved}: choose another name")
+            elif wanted in taken:
+                self.add(
+                    where,
+                    f"{wanted!r} is also the container_name of service {taken[wanted]!r}: "
+                    "container names are unique on the engine",
+                )
+            else:
+                taken[wanted] = name
+
     def _check_cycles(self, services: Mapping[str, schema.Service | None]) -> None:
         graph = {
             name: [d for d in svc.depends_on if d in services]
+            + [
+                shared
+                for shared in [(svc.network_mode or "").removeprefix("service:")]
+                if (svc.network_mode or "").startswith("service:")
+                and shared in services
+                and shared != name  # reported as such by _check_network_mode
+            ]
             for name, svc in services.items()
             if svc is not None
         }
@@ -314,8 +453,12 @@ class ComposeChecks:
                 if members not in reported:
                     reported.add(members)
                     first = cycle[0]
+                    svc = services.get(first)
+                    by_mode = svc is not None and cycle[1] not in svc.depends_on
                     self.add(
-                        self._entry(("services", first), "depends_on", cycle[1]),
+                        ("services", first, "network_mode")
+                        if by_mode
+                        else self._entry(("services", first), "depends_on", cycle[1]),
                         f"dependency cycle: {' -> '.join(cycle)}",
                     )
                 return

@@ -15,6 +15,7 @@ docs/compose-subset.md documents the subset for users; keep them in step.
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 import shlex
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -153,6 +154,7 @@ def parse_duration(value: Any) -> float:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+NonEmptyText = Annotated[str, Field(min_length=1)]
 StringList = Annotated[list[str], BeforeValidator(_string_list)]
 Command = Annotated[list[str], BeforeValidator(_command)]
 if TYPE_CHECKING:  # what the validated fields hold
@@ -602,6 +604,104 @@ def _container_file(value: Any) -> str:
     return value
 
 
+# --- runtime keys: sizes, limits, kernel and host settings ---------------------
+
+_BYTE_SIZE = re.compile(r"(\d+(?:\.\d+)?) ?([kmgtp])?i?b?", re.IGNORECASE)
+_BYTE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4, "p": 1024**5}
+BYTE_SIZE_HELP = "a number of bytes or a size with a unit (b, k, m, g), such as 64m or 1gb"
+
+
+def parse_byte_size(value: Any) -> int:
+    """A Compose byte size (``64m``, ``1gb``, ``512k``, ``2048``) in bytes.
+
+    Compose's units (Docker's ``RAMInBytes``): powers of 1024, case-insensitive,
+    an optional ``b`` or ``ib`` after the unit; a bare number is bytes.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"must be {BYTE_SIZE_HELP}")
+    if isinstance(value, int | float):
+        if value < 0 or value != int(value):
+            raise ValueError(f"must be {BYTE_SIZE_HELP}")
+        return int(value)
+    match = _BYTE_SIZE.fullmatch(value.strip())
+    if match is None:
+        raise ValueError(f"invalid size {value!r}: use {BYTE_SIZE_HELP}")
+    unit = (match.group(2) or "").lower()
+    return int(float(match.group(1)) * _BYTE_UNITS[unit])
+
+
+def _cpus(value: Any) -> float:
+    """``cpus: 0.5`` or ``"1.5"``: a positive number of CPUs."""
+    if isinstance(value, bool):
+        raise ValueError("must be a number of CPUs, such as 0.5 or 2")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError("must be a number of CPUs, such as 0.5 or 2") from None
+    if not number > 0 or math.isinf(number):
+        raise ValueError("must be a number of CPUs above 0, such as 0.5 or 2")
+    return number
+
+
+def _pids(value: Any) -> int:
+    """A process limit: a positive count, or -1 (or 0) for none, as Docker reads it."""
+    if isinstance(value, bool):
+        raise ValueError("must be a number of processes, or -1 for no limit")
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        raise ValueError("must be a number of processes, or -1 for no limit") from None
+    if number < -1:
+        raise ValueError("must be a number of processes, or -1 for no limit")
+    return number
+
+
+ByteSize = Annotated[int, BeforeValidator(parse_byte_size)]
+Cpus = Annotated[float, BeforeValidator(_cpus)]
+PidsLimit = Annotated[int, BeforeValidator(_pids)]
+
+
+def _expose(value: Any) -> tuple[int, int, str]:
+    """``3000``, ``"3000-3005"``, ``"8000/udp"`` -> (first, last, protocol)."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError("must be a port such as 3000, 8000/udp or a range 3000-3005")
+    spec, _, protocol = str(value).strip().partition("/")
+    protocol = protocol or "tcp"
+    if protocol not in {"tcp", "udp", "sctp"}:
+        raise ValueError(f"protocol {protocol!r}: use tcp, udp or sctp")
+    first, last = _port_range(spec)
+    return first, last, protocol
+
+
+_SIGNAL = re.compile(r"(?:SIG)?[A-Z][A-Z0-9+-]*|\d+")
+
+
+def _signal(value: Any) -> str:
+    text = _scalar_text(value).strip()
+    if not _SIGNAL.fullmatch(text):
+        raise ValueError(f"invalid signal {text!r}: use a name such as SIGTERM or SIGQUIT")
+    return text
+
+
+_CAPABILITY = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+
+
+def _capability(value: Any) -> str:
+    if not isinstance(value, str) or not _CAPABILITY.fullmatch(value):
+        raise ValueError(f"invalid capability {value!r}: use a name such as NET_ADMIN or ALL")
+    return value
+
+
+def _tmpfs(value: Any) -> str:
+    """``/run`` or ``/run:size=64m,mode=1777``: a container path, then Docker's options."""
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise ValueError(
+            "must be an absolute path in the container, optionally with options "
+            "(/run or /run:size=64m)"
+        )
+    return value
+
+
 def _grant_list(what: str) -> Any:
     def check(value: Any) -> Any:
         if not isinstance(value, list):
@@ -630,6 +730,168 @@ class ServiceFileGrant(_Model):
         if not isinstance(data, dict):
             raise ValueError("must be a name (short syntax) or a mapping with source")
         return data
+
+
+def _host_entry(value: Any) -> tuple[str, str]:
+    """``host:ip`` or ``host=ip`` -> (host, ip), as Compose writes extra hosts."""
+    if not isinstance(value, str):
+        raise ValueError("must be a string HOST:IP (or HOST=IP), e.g. db.local:10.0.0.5")
+    host, sep, ip = value.partition("=") if "=" in value else value.partition(":")
+    if not sep or not host:
+        raise ValueError(f"malformed extra host {value!r}: write HOST:IP or HOST=IP")
+    return host, _host_ip(ip)
+
+
+def _host_ip(value: Any) -> str:
+    text = _scalar_text(value).strip()
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]  # [::1]: an IPv6 address in brackets, as Compose allows
+    if text == "host-gateway":  # Docker's name for the host's address
+        return text
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an IP address (or host-gateway)") from None
+    return text
+
+
+def _host_ips(value: Any) -> list[str]:
+    return [_host_ip(v) for v in value] if isinstance(value, list) else [_host_ip(value)]
+
+
+def _hosts_list(value: list[tuple[str, str]] | dict[str, list[str]]) -> list[tuple[str, str]]:
+    if isinstance(value, dict):
+        return [(host, ip) for host, ips in value.items() for ip in ips]
+    return value
+
+
+if TYPE_CHECKING:
+    ExtraHosts = list[tuple[str, str]]
+    Sysctls = dict[str, str]
+else:
+    ExtraHosts = Annotated[
+        Annotated[list[Annotated[Any, AfterValidator(_host_entry)]], Tag("list")]
+        | Annotated[dict[str, Annotated[Any, AfterValidator(_host_ips)]], Tag("dict")],
+        Discriminator(
+            _entries_form,
+            custom_error_type="extra_hosts",
+            custom_error_message="must be a list of HOST:IP strings or a mapping HOST: IP",
+        ),
+        BeforeValidator(lambda value: {} if value is None else value),
+        AfterValidator(_hosts_list),
+    ]
+    Sysctls = _key_values("sysctl", bare="empty")
+
+
+class Ulimit(_Model):
+    """``nofile: 1024`` (soft and hard) or ``nofile: {soft: 1024, hard: 2048}``."""
+
+    soft: int = Field(ge=-1)
+    hard: int = Field(ge=-1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short_syntax(cls, data: Any) -> Any:
+        if isinstance(data, int | str) and not isinstance(data, bool):
+            return {"soft": data, "hard": data}
+        if not isinstance(data, dict):
+            raise ValueError("must be a number, or a mapping with soft and hard")
+        return data
+
+    @model_validator(mode="after")
+    def _soft_below_hard(self) -> Ulimit:
+        if self.hard != -1 and (self.soft == -1 or self.soft > self.hard):
+            raise ValueError(f"soft limit {self.soft} is above the hard limit {self.hard}")
+        return self
+
+
+# Docker's names of process limits (setrlimit), as ``docker run --ulimit`` takes them.
+ULIMIT_NAMES = frozenset(
+    [
+        "core",
+        "cpu",
+        "data",
+        "fsize",
+        "locks",
+        "memlock",
+        "msgqueue",
+        "nice",
+        "nofile",
+        "nproc",
+        "rss",
+        "rtprio",
+        "rttime",
+        "sigpending",
+        "stack",
+    ]
+)
+
+
+class Logging(_Model):
+    """Docker's log driver and its options (``max-size: 10m``, ``max-file: "3"``)."""
+
+    driver: NonEmptyText | None = None
+    options: Options = {}
+
+
+class Limits(_Model):
+    cpus: Cpus | None = None
+    memory: ByteSize | None = None
+    pids: PidsLimit | None = None
+
+
+class Reservations(_Model):
+    memory: ByteSize | None = None
+
+
+class Resources(_Model):
+    limits: Limits | None = None
+    reservations: Reservations | None = None
+
+
+class Deploy(_Model):
+    """Only ``resources``: the rest of ``deploy`` is Swarm's (replicas, placement, ...)."""
+
+    resources: Resources | None = None
+
+
+NETWORK_MODE_HELP = "use host, none or service:NAME (NAME a service of this file)"
+
+
+def _network_mode(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"must be a string: {NETWORK_MODE_HELP}")
+    kind, sep, target = value.partition(":")
+    if value in {"host", "none"} or (kind == "service" and sep and target):
+        return value
+    if kind == "container":
+        raise ValueError(
+            "container:NAME joins a container the desired state does not declare, so the "
+            "reconciler cannot order or recreate it with its container: use service:NAME "
+            "with a service of this file"
+        )
+    if value in {"bridge", "default"}:
+        raise ValueError(
+            f"network_mode {value!r}: leave network_mode out; services join the project's "
+            "network <project>_default, or the networks under networks:"
+        )
+    raise ValueError(
+        f"network_mode {value!r}: to join a network, list it under networks:; "
+        f"otherwise {NETWORK_MODE_HELP}"
+    )
+
+
+# Docker's rule for container names: at least two characters.
+CONTAINER_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")
+
+
+def _container_name(value: Any) -> str:
+    if not isinstance(value, str) or not CONTAINER_NAME.fullmatch(value):
+        raise ValueError(
+            f"invalid container name {value!r}: use letters, digits, '.', '-' and '_', "
+            "starting with a letter or a digit (at least two characters)"
+        )
+    return value
 
 
 # --- services and the file ----------------------------------------------------
@@ -664,6 +926,30 @@ class Service(_Model):
     stop_grace_period: Duration | None = None
     secrets: Annotated[list[ServiceFileGrant], BeforeValidator(_grant_list("secret"))] = []
     configs: Annotated[list[ServiceFileGrant], BeforeValidator(_grant_list("config"))] = []
+    expose: list[Annotated[tuple[int, int, str], BeforeValidator(_expose)]] = []
+    stop_signal: Annotated[str, BeforeValidator(_signal)] | None = None
+    cap_add: list[Annotated[str, BeforeValidator(_capability)]] = []
+    cap_drop: list[Annotated[str, BeforeValidator(_capability)]] = []
+    init: bool | None = None
+    tmpfs: Annotated[
+        list[Annotated[str, BeforeValidator(_tmpfs)]], BeforeValidator(_string_list)
+    ] = []
+    shm_size: ByteSize | None = None
+    extra_hosts: ExtraHosts = []
+    read_only: bool = False
+    security_opt: list[NonEmptyText] = []
+    ulimits: dict[str, Ulimit] = {}
+    sysctls: Sysctls = {}
+    logging: Logging | None = None
+    mem_limit: ByteSize | None = None
+    mem_reservation: ByteSize | None = None
+    cpus: Cpus | None = None
+    pids_limit: PidsLimit | None = None
+    deploy: Deploy | None = None
+    stdin_open: bool = False
+    tty: bool = False
+    network_mode: Annotated[str, BeforeValidator(_network_mode)] | None = None
+    container_name: Annotated[str, BeforeValidator(_container_name)] | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -741,15 +1027,35 @@ def _words(text: str) -> frozenset[str]:
 
 
 UNSUPPORTED_SERVICE = _words(
-    """annotations attach blkio_config cap_add cap_drop cgroup cgroup_parent
-    container_name cpu_count cpu_percent cpu_period cpu_quota cpu_rt_period cpu_rt_runtime
-    cpu_shares cpus cpuset credential_spec deploy develop device_cgroup_rules devices dns
-    dns_opt dns_search domainname driver_opts expose extends external_links extra_hosts gpus
-    group_add init ipc isolation label_file links logging mac_address mem_limit
-    mem_reservation mem_swappiness memswap_limit models network_mode oom_kill_disable
-    oom_score_adj pid pids_limit platform post_start pre_stop privileged provider read_only
-    runtime scale security_opt shm_size stdin_open stop_signal storage_opt sysctls
-    tmpfs tty ulimits use_api_socket userns_mode uts volumes_from"""
+    """annotations attach blkio_config cgroup cgroup_parent cpu_count cpu_percent
+    cpu_period cpu_quota cpu_rt_period cpu_rt_runtime cpu_shares cpuset credential_spec
+    develop device_cgroup_rules devices dns dns_opt dns_search domainname driver_opts extends
+    external_links gpus group_add ipc isolation label_file links mac_address mem_swappiness
+    memswap_limit models oom_kill_disable oom_score_adj pid platform post_start pre_stop
+    privileged provider runtime scale storage_opt use_api_socket userns_mode uts
+    volumes_from"""
+)
+# Swarm's keys of ``deploy``: one engine runs one container per service.
+UNSUPPORTED_DEPLOY = frozenset(
+    {
+        "endpoint_mode",
+        "labels",
+        "mode",
+        "placement",
+        "replicas",
+        "restart_policy",
+        "rollback_config",
+        "update_config",
+    }
+)
+DEPLOY_REASON = (
+    "unsupported key: the reconciler runs one container per service on one VM, so of "
+    "deploy only resources (limits: memory, cpus, pids; reservations: memory) applies"
+)
+UNSUPPORTED_RESOURCES = frozenset({"devices", "generic_resources", "cpus"})
+RESOURCES_REASON = (
+    "unsupported key: on one engine the reconciler applies limits (memory, cpus, pids) "
+    "and reservations.memory only"
 )
 UNSUPPORTED_BUILD = _words(
     """additional_contexts cache_from cache_to dockerfile_inline entitlements extra_hosts
@@ -798,6 +1104,14 @@ def explain_extra(loc: KeyPath, known: list[str]) -> str | None:
             unsupported = UNSUPPORTED_PORT_LONG
         elif rest[:1] == ("networks",):
             unsupported = UNSUPPORTED_SERVICE_NETWORK
+        elif rest == ("deploy",) and key in UNSUPPORTED_DEPLOY:
+            return DEPLOY_REASON
+        elif (
+            rest[:2] == ("deploy", "resources")
+            and len(rest) == 3
+            and key in (UNSUPPORTED_RESOURCES)
+        ):
+            return RESOURCES_REASON
     elif parent[:1] == ("networks",):
         unsupported = UNSUPPORTED_NETWORK
     elif parent[:1] in {("secrets",), ("configs",)} and len(parent) == 2 and key in STORE_KEYS:

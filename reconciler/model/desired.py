@@ -13,6 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from reconciler.labels import container_name
+
 
 class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -107,6 +109,17 @@ class FileGrant(Frozen):
     sensitive: bool = Field(default=False, exclude=True)
 
 
+class Ulimit(Frozen):
+    name: str  # nofile, nproc, ...
+    soft: int
+    hard: int
+
+
+class LogConfig(Frozen):
+    driver: str = ""  # "": the engine's default driver (json-file unless set otherwise)
+    options: dict[str, str] = {}
+
+
 class ServiceSpec(Frozen):
     name: str  # the compose key, e.g. ``web``
     image: str  # for a build: the tag the reconciler gives the built image
@@ -132,6 +145,31 @@ class ServiceSpec(Frozen):
     # starts (adapters/docker_engine.py says how and why).
     secrets: tuple[FileGrant, ...] = ()
     configs: tuple[FileGrant, ...] = ()
+    # Runtime keys (docs/compose-subset.md), each at Docker's own default when
+    # unset so that it enters the config hash only when used (decide/hashing.py).
+    expose: tuple[str, ...] = ()  # "3000/tcp", one per port of a range
+    stop_signal: str | None = None
+    cap_add: tuple[str, ...] = ()
+    cap_drop: tuple[str, ...] = ()
+    init: bool | None = None  # None: the engine's default
+    tmpfs: tuple[str, ...] = ()  # "/run" or "/run:size=64m"
+    shm_size: int | None = None  # bytes
+    extra_hosts: tuple[str, ...] = ()  # "host:ip", as Docker's ExtraHosts
+    read_only: bool = False
+    security_opt: tuple[str, ...] = ()
+    ulimits: tuple[Ulimit, ...] = ()
+    sysctls: dict[str, str] = {}
+    logging: LogConfig | None = None
+    mem_limit: int | None = None  # bytes; also deploy.resources.limits.memory
+    mem_reservation: int | None = None  # bytes; also deploy.resources.reservations.memory
+    cpus: float | None = None  # also deploy.resources.limits.cpus
+    pids_limit: int | None = None  # also deploy.resources.limits.pids
+    stdin_open: bool = False
+    tty: bool = False
+    # Docker's value: "host", "none" or "container:<the other service's container>".
+    network_mode: str | None = None
+    # The name the container gets instead of <project>-<service>-1 (container_of).
+    container_name: str | None = None
     # Values decrypted from the commit's encrypted files: the config hash takes a
     # keyed digest of any field holding one (decide/hashing.py). Never dumped.
     secret_values: frozenset[str] = Field(default=frozenset(), repr=False, exclude=True)
@@ -170,3 +208,15 @@ class DesiredState(Frozen):
     # Where each service is declared, for messages: ("desired-state/compose.yaml", 12).
     service_lines: dict[str, int] = {}
     compose_path: str = "desired-state/compose.yaml"
+
+    def container_of(self, service: str) -> str:
+        """The name of ``service``'s container: its container_name, or Compose's default."""
+        spec = self.services.get(service)
+        return (
+            container_name_of(self.project, spec) if spec else container_name(self.project, service)
+        )
+
+
+def container_name_of(project: str, service: ServiceSpec) -> str:
+    """Where the reconciler names a service's container: ``container_name`` or Compose's."""
+    return service.container_name or container_name(project, service.name)

@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from reconciler.errors import InvalidDesiredState, Issue
-from reconciler.labels import network_name, volume_name
+from reconciler.labels import container_name, network_name, volume_name
 from reconciler.model import compose_schema as schema
 from reconciler.model.compose_checks import COMPOSE_FILE, ComposeChecks, GrantSection, grant_target
 from reconciler.model.desired import (
@@ -41,11 +41,13 @@ from reconciler.model.desired import (
     DesiredState,
     FileGrant,
     HealthCheck,
+    LogConfig,
     Mount,
     NetworkSpec,
     PortBinding,
     ServiceNetwork,
     ServiceSpec,
+    Ulimit,
     VolumeSpec,
 )
 from reconciler.model.files import hash_path
@@ -147,6 +149,7 @@ class _Loader(ComposeChecks):
         active = self._active(services)
         self._check_services(services, volumes, networks, active)
         self._check_grants(services)
+        self._check_container_names(project_name, services)
         state = self._resolve(project_name or "invalid", services, volumes, networks, active)
         self._check_secret_labels(services, volumes, networks)
         issues = _without_follow_ups(self.issues, interpolation_issues)
@@ -229,11 +232,18 @@ class _Loader(ComposeChecks):
         self.mount_points = self._mount_points(services, active)
         specs: dict[str, ServiceSpec] = {}
         uses_default = False
+        containers = {
+            name: svc.container_name or container_name(project, name)
+            for name, svc in services.items()
+            if svc is not None
+        }
         for name, svc in services.items():
             if svc is None or name not in active:
                 continue
             service_networks: list[ServiceNetwork] = []
-            for key, options in (svc.networks or {"default": None}).items():
+            # network_mode: the container joins no network of its own.
+            joined = {} if svc.network_mode else (svc.networks or {"default": None})
+            for key, options in joined.items():
                 spec = default_network if key == "default" else network_specs.get(key)
                 uses_default = uses_default or key == "default"
                 if spec is not None:
@@ -246,6 +256,7 @@ class _Loader(ComposeChecks):
                 volume_specs=volume_specs,
                 networks=service_networks,
                 active=active,
+                containers=containers,
             )
         all_networks = dict(network_specs)
         if uses_default:
@@ -268,6 +279,7 @@ class _Loader(ComposeChecks):
         volume_specs: Mapping[str, VolumeSpec],
         networks: list[ServiceNetwork],
         active: set[str],
+        containers: Mapping[str, str],
     ) -> ServiceSpec:
         base: KeyPath = ("services", name)
         build: BuildSpec | None = None
@@ -283,6 +295,22 @@ class _Loader(ComposeChecks):
             for host, target in port.expanded()
         )
         mounts = tuple(self._mounts(base, svc, volume_specs))
+        # A dependency that is not deployed (``required: false`` on a
+        # service whose profiles are inactive) is no dependency at all.
+        depends = {
+            dep: Dependency(service=dep, condition=options.condition, restart=options.restart)
+            for dep, options in svc.depends_on.items()
+            if dep in active
+        }
+        network_mode = svc.network_mode
+        shared = _network_service(network_mode)
+        if shared is not None:
+            # As Compose: the container joins the other's network namespace, so
+            # that one is created first, and a recreate of it (a new namespace)
+            # recreates this one after it.
+            known = depends.get(shared) or Dependency(service=shared)
+            depends[shared] = known.model_copy(update={"restart": True})
+            network_mode = f"container:{containers.get(shared, shared)}"
         return ServiceSpec(
             name=name,
             image=image or "",
@@ -294,13 +322,7 @@ class _Loader(ComposeChecks):
             ports=ports,
             mounts=mounts,
             networks=tuple(networks),
-            # A dependency that is not deployed (``required: false`` on a
-            # service whose profiles are inactive) is no dependency at all.
-            depends_on=tuple(
-                Dependency(service=dep, condition=options.condition, restart=options.restart)
-                for dep, options in svc.depends_on.items()
-                if dep in active
-            ),
+            depends_on=tuple(depends.values()),
             healthcheck=_health(svc.healthcheck),
             restart=svc.restart,
             labels=dict(svc.labels),
@@ -315,9 +337,69 @@ class _Loader(ComposeChecks):
             ),
             secrets=self._grants("secrets", svc.secrets),
             configs=self._grants("configs", svc.configs),
+            expose=tuple(
+                dict.fromkeys(
+                    f"{port}/{protocol}"
+                    for first, last, protocol in svc.expose
+                    for port in range(first, last + 1)
+                )
+            ),
+            stop_signal=svc.stop_signal,
+            cap_add=tuple(svc.cap_add),
+            cap_drop=tuple(svc.cap_drop),
+            init=svc.init,
+            tmpfs=tuple(svc.tmpfs),
+            shm_size=svc.shm_size,
+            extra_hosts=tuple(f"{host}:{ip}" for host, ip in svc.extra_hosts),
+            read_only=svc.read_only,
+            security_opt=tuple(svc.security_opt),
+            ulimits=tuple(
+                Ulimit(name=key, soft=limit.soft, hard=limit.hard)
+                for key, limit in sorted(svc.ulimits.items())
+            ),
+            sysctls=dict(svc.sysctls),
+            logging=(
+                None
+                if svc.logging is None
+                else LogConfig(driver=svc.logging.driver or "", options=dict(svc.logging.options))
+            ),
+            **self._resources(base, svc),
+            stdin_open=svc.stdin_open,
+            tty=svc.tty,
+            network_mode=network_mode,
+            container_name=svc.container_name,
             secret_values=frozenset(v for v in self.secrets.secret_values() if v),
             sources={**self._sources(svc, mounts), **build_sources},
         )
+
+    def _resources(self, base: KeyPath, svc: schema.Service) -> dict[str, Any]:
+        """mem_limit, mem_reservation, cpus, pids_limit, each from its service key or
+        its ``deploy.resources`` form; both set to different values is an error."""
+        resources = svc.deploy.resources if svc.deploy is not None else None
+        limits = resources.limits if resources is not None else None
+        reservations = resources.reservations if resources is not None else None
+        pairs: list[tuple[str, Any, tuple[str, ...], Any]] = [
+            ("mem_limit", svc.mem_limit, ("limits", "memory"), limits and limits.memory),
+            (
+                "mem_reservation",
+                svc.mem_reservation,
+                ("reservations", "memory"),
+                reservations and reservations.memory,
+            ),
+            ("cpus", svc.cpus, ("limits", "cpus"), limits and limits.cpus),
+            ("pids_limit", svc.pids_limit, ("limits", "pids"), limits and limits.pids),
+        ]
+        out: dict[str, Any] = {}
+        for key, plain, deploy_key, deployed in pairs:
+            if plain is not None and deployed is not None and plain != deployed:
+                where = (*base, "deploy", "resources", *deploy_key)
+                self.add(
+                    where,
+                    f"differs from {key} (line {self.line_map.line_of((*base, key))}): "
+                    "set one of the two, or give both the same value",
+                )
+            out[key] = plain if plain is not None else deployed
+        return out
 
     def _sources(self, svc: schema.Service, mounts: tuple[Mount, ...]) -> dict[str, str]:
         """The repository files the service reads, by path from the root, with their hashes.
@@ -569,6 +651,13 @@ class _Loader(ComposeChecks):
                     )
                 )
         return mounts
+
+
+def _network_service(network_mode: str | None) -> str | None:
+    """NAME of ``network_mode: service:NAME``, else None."""
+    if network_mode is None or not network_mode.startswith("service:"):
+        return None
+    return network_mode.removeprefix("service:")
 
 
 def _volume_spec(project: str, key: str, volume: schema.Volume | None) -> VolumeSpec:

@@ -248,8 +248,9 @@ def recover_interrupted(
     try:
         for name in sorted(stopping & set(desired.services)):
             grace = desired.services[name].stop_grace_period_s
-            stack_control.stop_service(client, desired.project, name, grace_s=grace)
-            stack_control.start_service(client, desired.project, name)
+            container = desired.container_of(name)
+            stack_control.stop_service(client, desired.project, container, grace_s=grace)
+            stack_control.start_service(client, desired.project, container)
             event("restore.recover", service=name, action="started")
         with waiting_backup_lock(settings.state_dir, wait_s=0):
             stack_control.remove_leftovers(

@@ -45,7 +45,6 @@ from pathlib import Path
 
 import zstandard
 
-from reconciler import labels
 from reconciler.adapters import mariadb, stack_control, volume_archive
 from reconciler.adapters.docker_engine import DockerEngine
 from reconciler.adapters.engine_client import ENGINE_ERRORS, REPORTED_ERRORS, Client
@@ -392,7 +391,9 @@ def _check_stack(ctx: RestoreContext, plan: RestorePlan) -> str:
                 "stack first (reconciler sync)"
             )
     for database in plan.databases:
-        container = stack_control.owned_container(ctx.client, ctx.desired.project, database.service)
+        container = stack_control.owned_container(
+            ctx.client, ctx.desired.project, ctx.desired.container_of(database.service)
+        )
         if container is None or container.status != "running":
             raise ReconcilerError(
                 f"database container {database.container} is not running: deploy the stack "
@@ -526,7 +527,8 @@ def _stop(ctx: RestoreContext, names: Iterable[str], step: Step, stopped: list[s
         # Recorded first: the engine finishes a stop even when we are killed
         # during it, and the pass that recovers the request must start it again.
         step(f"stopping {name}")
-        if stack_control.stop_service(ctx.client, ctx.desired.project, name, grace_s=grace):
+        container = ctx.desired.container_of(name)
+        if stack_control.stop_service(ctx.client, ctx.desired.project, container, grace_s=grace):
             stopped.append(name)
             step(f"stopped {name}")
 
@@ -668,12 +670,13 @@ def _start_stopped(ctx: RestoreContext, stopped: list[str], step: Step) -> list[
 
 def _start_ready(ctx: RestoreContext, service: str) -> None:
     spec = ctx.desired.services[service]
-    container_id = stack_control.start_service(ctx.client, ctx.desired.project, service)
+    name = ctx.desired.container_of(service)
+    container_id = stack_control.start_service(ctx.client, ctx.desired.project, name)
     check = spec.healthcheck
     timeout = check.max_wait_s() if check is not None and not check.disabled else 60.0
     problem = DockerEngine(ctx.client).wait_ready(container_id, check, timeout_s=timeout)
     if problem is not None:
-        raise ReconcilerError(f"{labels.container_name(ctx.desired.project, service)}: {problem}")
+        raise ReconcilerError(f"{name}: {problem}")
 
 
 def _prefixed(first: bytes, rest: Iterable[bytes]) -> Iterator[bytes]:

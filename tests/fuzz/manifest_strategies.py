@@ -377,6 +377,75 @@ _SERVICE_KEYS: dict[str, st.SearchStrategy[Any]] = {
         st.lists(st.sampled_from(["admin", "debug"]), max_size=2),
     ),
     "stop_grace_period": _durations,
+    # The runtime keys: plausible values and the mistakes users make.
+    "expose": st.lists(st.sampled_from([3000, "8000-8001/udp", "x", 70000, "80/http"]), max_size=3),
+    "stop_signal": st.sampled_from(["SIGTERM", "SIGQUIT", "kill me", 9]),
+    "cap_add": st.lists(st.sampled_from(["NET_ADMIN", "ALL", "bad cap"]), max_size=2),
+    "cap_drop": st.lists(st.sampled_from(["MKNOD", ""]), max_size=2),
+    "init": st.booleans(),
+    "tmpfs": st.one_of(
+        st.sampled_from(["/run", "rel"]), st.lists(st.sampled_from(["/run:size=1m", "/tmp"]))
+    ),
+    "shm_size": st.sampled_from(["64m", "1gb", "1.5GiB", "x", -1, 1.5, 1024, ""]),
+    "extra_hosts": st.one_of(
+        st.lists(st.sampled_from(["a:1.2.3.4", "b=::1", "nocolon", "c:x", "d:host-gateway"])),
+        st.dictionaries(
+            st.sampled_from(["a", "b"]), st.sampled_from(["1.2.3.4", "nope", ["::1"]]), max_size=2
+        ),
+    ),
+    "read_only": st.booleans(),
+    "security_opt": st.lists(st.sampled_from(["no-new-privileges:true", ""]), max_size=2),
+    "ulimits": st.dictionaries(
+        st.sampled_from(["nofile", "nproc", "bogus"]),
+        st.one_of(
+            st.integers(-2, 4096),
+            st.fixed_dictionaries({"soft": st.integers(-2, 10), "hard": st.integers(-2, 10)}),
+        ),
+        max_size=2,
+    ),
+    "sysctls": st.one_of(
+        st.lists(st.sampled_from(["net.core.somaxconn=1024", "novalue", "=x"]), max_size=2),
+        st.dictionaries(st.sampled_from(["net.core.somaxconn"]), _scalars, max_size=1),
+    ),
+    "logging": st.fixed_dictionaries(
+        {},
+        optional={
+            "driver": st.sampled_from(["json-file", "local", ""]),
+            "options": st.dictionaries(st.sampled_from(["max-size", "max-file"]), _scalars),
+        },
+    ),
+    "mem_limit": st.sampled_from(["512m", "1g", "lots", 0, -5]),
+    "mem_reservation": st.sampled_from(["128m", 1.5]),
+    "cpus": st.sampled_from([0.5, "1.5", 0, "x", float("inf")]),
+    "pids_limit": st.sampled_from([100, -1, -2, "x"]),
+    "deploy": st.fixed_dictionaries(
+        {},
+        optional={
+            "resources": st.fixed_dictionaries(
+                {},
+                optional={
+                    "limits": st.fixed_dictionaries(
+                        {},
+                        optional={
+                            "memory": st.sampled_from(["512m", "x"]),
+                            "cpus": st.sampled_from(["0.5", 2]),
+                            "pids": st.sampled_from([50, "y"]),
+                        },
+                    ),
+                    "reservations": st.fixed_dictionaries(
+                        {}, optional={"memory": st.sampled_from(["64m"]), "cpus": st.just(1)}
+                    ),
+                },
+            ),
+            "replicas": st.just(2),
+        },
+    ),
+    "stdin_open": st.booleans(),
+    "tty": st.booleans(),
+    "network_mode": st.sampled_from(
+        ["host", "none", "service:db", "service:web", "service:unknown", "container:x", "bridge"]
+    ),
+    "container_name": st.sampled_from(["front", "shop-db-1", "-bad", "x", "shop-helper-x"]),
     "privileged": st.just(True),  # unsupported: an error that says so
     "imagee": st.just("typo"),
     "x-note": yaml_trees,

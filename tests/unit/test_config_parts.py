@@ -222,3 +222,37 @@ def test_mount_points_docker_makes_in_a_bind_mounted_folder_change_nothing(
     # Anything else in the folder is seen by the container, and changes the hash.
     (tmp_path / "desired-state/app/other").mkdir()
     assert config_hash(web()) != config_hash(before)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("expose", ["3000/tcp"]),
+        ("stop_signal", "SIGQUIT"),
+        ("cap_add", ["NET_ADMIN"]),
+        ("cap_drop", ["ALL"]),
+        ("init", True),
+        ("tmpfs", ["/run"]),
+        ("shm_size", 67108864),
+        ("extra_hosts", ["db:10.0.0.5"]),
+        ("read_only", True),
+        ("security_opt", ["no-new-privileges:true"]),
+        ("ulimits", [{"name": "nofile", "soft": 1, "hard": 2}]),
+        ("sysctls", {"net.core.somaxconn": "1024"}),
+        ("logging", {"driver": "json-file", "options": {"max-size": "10m"}}),
+        ("mem_limit", 536870912),
+        ("mem_reservation", 134217728),
+        ("cpus", 0.5),
+        ("pids_limit", 100),
+        ("stdin_open", True),
+        ("tty", True),
+        ("network_mode", "host"),
+        ("container_name", "front"),
+    ],
+)
+def test_each_runtime_key_changes_the_hash_and_is_a_part_under_its_compose_name(
+    key: str, value: Any
+) -> None:
+    plain, using = _web(), _web(**{key: value})
+    assert config_hash(using) != config_hash(plain)
+    assert changed_parts(config_parts(using), config_parts(plain)) == [key]

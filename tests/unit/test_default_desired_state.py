@@ -17,6 +17,7 @@ from dotenv import dotenv_values
 
 from reconciler.errors import InvalidDesiredState
 from reconciler.model.backup_policy import load_backup_policy
+from reconciler.model.compose_schema import parse_byte_size
 from reconciler.model.desired import DesiredState
 from reconciler.model.loading import load_desired_state
 from reconciler.model.restore_requests import load_restore_requests, parse_restore_requests
@@ -207,3 +208,18 @@ def test_a_change_to_the_site_or_to_its_recipe_rebuilds_the_webserver(tmp_path: 
     recipe.write_text(recipe.read_text(encoding="utf-8") + "# changed\n")
 
     assert len({first, after_site, context_hash()}) == 3
+
+
+def test_every_service_keeps_bounded_logs() -> None:
+    # Docker's json-file logs grow without bound by default: a year of them
+    # must not fill the VM's disk. Every service, phpMyAdmin's profile too.
+    desired = load({**example_env(), "COMPOSE_PROFILES": "*"})
+
+    assert set(desired.services) == {"webserver", "db", "phpmyadmin", "reconciler"}
+    for name, service in desired.services.items():
+        logging = service.logging
+        assert logging is not None, f"{name} has no logging: its logs grow without bound"
+        assert logging.driver in {"json-file", "local"}, name
+        size = parse_byte_size(logging.options.get("max-size", "0"))
+        assert 0 < size <= 100 * 1024**2, f"{name}: max-size {size} bytes"
+        assert 1 <= int(logging.options.get("max-file", "1")) <= 10, name

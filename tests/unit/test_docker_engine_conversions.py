@@ -119,3 +119,72 @@ def test_anonymous_mounts_of_a_new_container_are_fresh() -> None:
     assert [dict(m) for m in mounts] == [
         {"Target": "/cache", "Source": None, "Type": "volume", "ReadOnly": False}
     ]
+
+
+def test_runtime_keys_map_to_host_config_and_unset_ones_stay_the_engines_default() -> None:
+    from docker.api.client import APIClient
+
+    from reconciler.adapters.docker_engine import host_config_args
+    from reconciler.model.desired import LogConfig, ServiceSpec, Ulimit
+
+    api = APIClient(version="1.43")  # builds the request bodies only, never connects
+    service = ServiceSpec(
+        name="web",
+        image="w",
+        cap_add=("NET_ADMIN",),
+        cap_drop=("ALL",),
+        init=True,
+        tmpfs=("/run:size=64m", "/tmp"),
+        shm_size=64 * 1024**2,
+        extra_hosts=("db.local:10.0.0.5", "v6:::1"),
+        read_only=True,
+        security_opt=("no-new-privileges:true",),
+        ulimits=(Ulimit(name="nofile", soft=1024, hard=2048),),
+        sysctls={"net.core.somaxconn": "1024"},
+        logging=LogConfig(driver="json-file", options={"max-size": "10m", "max-file": "3"}),
+        mem_limit=512 * 1024**2,
+        mem_reservation=128 * 1024**2,
+        cpus=1.5,
+        pids_limit=100,
+        network_mode="container:shop-db-1",
+    )
+    config = api.create_host_config(**host_config_args(service))
+    assert config["CapAdd"] == ["NET_ADMIN"]
+    assert config["CapDrop"] == ["ALL"]
+    assert config["Init"] is True
+    assert config["Tmpfs"] == {"/run": "size=64m", "/tmp": ""}
+    assert config["ShmSize"] == 67108864
+    assert config["ExtraHosts"] == ["db.local:10.0.0.5", "v6:::1"]
+    assert config["ReadonlyRootfs"] is True
+    assert config["SecurityOpt"] == ["no-new-privileges:true"]
+    assert config["Ulimits"] == [{"Name": "nofile", "Soft": 1024, "Hard": 2048}]
+    assert config["Sysctls"] == {"net.core.somaxconn": "1024"}
+    assert config["LogConfig"] == {
+        "Type": "json-file",
+        "Config": {"max-size": "10m", "max-file": "3"},
+    }
+    assert config["Memory"] == 536870912
+    assert config["MemoryReservation"] == 134217728
+    assert config["NanoCpus"] == 1_500_000_000
+    assert config["PidsLimit"] == 100
+    assert config["NetworkMode"] == "container:shop-db-1"
+
+    plain = api.create_host_config(**host_config_args(ServiceSpec(name="web", image="w")))
+    for key in ("CapAdd", "Init", "Tmpfs", "ShmSize", "ExtraHosts", "ReadonlyRootfs", "LogConfig"):
+        assert key not in plain
+    for key in ("Memory", "NanoCpus", "PidsLimit", "Ulimits", "Sysctls", "SecurityOpt"):
+        assert key not in plain
+    assert plain["NetworkMode"] == "default"
+
+
+def test_exposed_ports_are_the_published_then_the_exposed_ones_each_once() -> None:
+    from reconciler.adapters.docker_engine import _exposed_ports
+    from reconciler.model.desired import ServiceSpec
+
+    service = ServiceSpec(
+        name="web",
+        image="w",
+        ports=(PortBinding(target=80, published=8080), PortBinding(target=53, protocol="udp")),
+        expose=("80/tcp", "3000/tcp", "53/udp", "9000/sctp"),
+    )
+    assert _exposed_ports(service) == [80, (53, "udp"), 3000, (9000, "sctp")]

@@ -267,4 +267,5 @@ def test_recovering_an_interrupted_restore_starts_what_it_was_stopping(
         RestoreRecord(id="j", state="interrupted", done=["stopping db", "started db"]),
     ]
     recover_interrupted(settings, desired, Client, records, ["k", "j"])
-    assert calls == ["stop web", "start web", "leftovers", "closed"]
+    # By container name: that of the service's container (container_name or Compose's).
+    assert calls == ["stop shop-web-1", "start shop-web-1", "leftovers", "closed"]
