@@ -62,7 +62,6 @@ def built_images_removed(docker_client: docker.DockerClient, project_name: str) 
             docker_client.images.remove(tag, force=True)
 
 
-@pytest.mark.skipif(not corpus.samples(), reason=f"no awesome-compose corpus at {corpus.CORPUS}")
 @pytest.mark.usefixtures("built_images_removed")
 @pytest.mark.parametrize("sample", DEPLOYED)
 def test_a_sample_deploys_and_the_next_pass_has_nothing_to_do(
