@@ -103,7 +103,9 @@ class FileGrant(Frozen):
     uid: int = 0
     gid: int = 0
     mode: int = 0o444
-    content_hash: str  # sha256 hex of the content
+    # sha256 hex of the content; out of repr, as a plain digest of a short secret
+    # can be tested against guesses (the config hash keys it).
+    content_hash: str = Field(repr=False)
     content: bytes = Field(default=b"", repr=False, exclude=True)
     # Content decrypted from the commit, or a secret: keyed in the config hash.
     sensitive: bool = Field(default=False, exclude=True)

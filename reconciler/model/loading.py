@@ -594,6 +594,15 @@ class _Loader(ComposeChecks):
                         )
                     return None
                 return decrypted_text(path.name, decrypted).encode(), True
+            size = path.stat().st_size
+            if size > MAX_GRANT_BYTES:
+                self.add(
+                    (section, key, "file"),
+                    f"{shown} holds {size} bytes: a {section[:-1]} is put into the container "
+                    f"in memory, so it may hold at most {MAX_GRANT_BYTES // 1024} KiB "
+                    "(mount a larger file as a volume instead)",
+                )
+                return None
             return path.read_bytes(), section == "secrets"
         if declared.environment is not None:
             value = self.environ.get(declared.environment)
@@ -651,6 +660,11 @@ class _Loader(ComposeChecks):
                     )
                 )
         return mounts
+
+
+# Swarm caps a secret at 500 KB and a config at 1000 KB; one cap for both here,
+# as the content is held in memory and copied into each container.
+MAX_GRANT_BYTES = 1024 * 1024
 
 
 def _network_service(network_mode: str | None) -> str | None:

@@ -230,3 +230,24 @@ def test_the_archive_gives_each_file_its_path_owner_and_mode(tmp_path: Path) -> 
         extracted = tar.extractfile(pw)
         assert extracted is not None
         assert extracted.read() == b"secret-value"
+
+
+def test_a_secret_file_too_large_to_hold_in_memory_is_refused_at_its_line(
+    tmp_path: Path,
+) -> None:
+    root = _repo(
+        tmp_path,
+        {
+            "desired-state/compose.yaml": COMPOSE,
+            "desired-state/db-password.txt": "x" * (1024 * 1024 + 1),
+            "desired-state/site.conf": "listen 80\n",
+        },
+    )
+    with pytest.raises(InvalidDesiredState) as refused:
+        _load(root)
+    messages = [str(issue) for issue in refused.value.issues]
+    assert messages == [
+        "desired-state/compose.yaml:19: secrets.db-password.file: desired-state/db-password.txt "
+        "holds 1048577 bytes: a secret is put into the container in memory, so it may hold at "
+        "most 1024 KiB (mount a larger file as a volume instead)"
+    ]
