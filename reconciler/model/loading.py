@@ -503,6 +503,20 @@ class _Loader(ComposeChecks):
             )
         return from_env
 
+    def _decrypted(self, where: KeyPath, shown: str) -> dict[str, str] | None:
+        """The values of the encrypted file ``shown``; None after an issue, said once:
+        the secrets reader reports a file it could not decrypt, this one a file it
+        never read because it lies outside the desired-state folder."""
+        decrypted = self.secrets.files.get(shown)
+        if decrypted is None and not any(i.path == shown for i in self.secrets.issues):
+            folder = os.path.relpath(self.compose_dir, self.root)
+            self.add(
+                where,
+                f"{shown} is an encrypted file outside {folder}/: "
+                "keep encrypted files in the desired-state folder",
+            )
+        return decrypted
+
     def _environment(self, base: KeyPath, svc: schema.Service) -> dict[str, str]:
         env: dict[str, str] = {}
         for index, env_file in enumerate(svc.env_file):
@@ -514,14 +528,7 @@ class _Loader(ComposeChecks):
             # the reconciler's own process environment.
             shown = os.path.relpath(path, self.root)
             if is_encrypted_name(path.name):
-                decrypted = self.secrets.files.get(shown)
-                if decrypted is None and not any(i.path == shown for i in self.secrets.issues):
-                    folder = os.path.relpath(self.compose_dir, self.root)
-                    self.add(
-                        where,
-                        f"{shown} is an encrypted file outside {folder}/: "
-                        "keep encrypted files in the desired-state folder",
-                    )
+                decrypted = self._decrypted(where, shown)
                 env.update(decrypted or {})
                 continue
             try:
@@ -583,15 +590,8 @@ class _Loader(ComposeChecks):
                 return None  # reported by the checks
             shown = os.path.relpath(path, self.root)
             if is_encrypted_name(path.name):
-                decrypted = self.secrets.files.get(shown)
+                decrypted = self._decrypted((section, key, "file"), shown)
                 if decrypted is None:
-                    if not any(i.path == shown for i in self.secrets.issues):
-                        folder = os.path.relpath(self.compose_dir, self.root)
-                        self.add(
-                            (section, key, "file"),
-                            f"{shown} is an encrypted file outside {folder}/: "
-                            "keep encrypted files in the desired-state folder",
-                        )
                     return None
                 return decrypted_text(path.name, decrypted).encode(), True
             size = path.stat().st_size
