@@ -15,10 +15,12 @@ Image sizes are printed (``-s`` or ``-rA`` shows them), never asserted.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import secrets
 import subprocess
 import sys
+import tarfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -420,6 +422,34 @@ def test_each_install_gets_its_own_certificate_and_keeps_it(
     docker_client.api.remove_container(first, force=True)
     again = webservers.start("-v", f"{first_tls}:{CERTS}")
     assert served_certificate(docker_client, again) == served
+
+
+def test_a_stopped_webserver_starts_again_whatever_pid_its_last_run_left(
+    docker_client: docker.DockerClient, webservers: Webservers
+) -> None:
+    # A restore stops the web server and starts the same container again. The
+    # pid file of the last run may name a process alive in the new one (here
+    # pid 1, the entrypoint): that must not pass for a running server.
+    container_id = webservers.start()
+    docker_client.api.stop(container_id, timeout=10)
+    stale = b"1\n"
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        member = tarfile.TarInfo("apache2.pid")
+        member.size = len(stale)
+        tar.addfile(member, io.BytesIO(stale))
+    assert docker_client.api.put_archive(container_id, "/var/run/apache2", archive.getvalue())
+
+    docker_client.api.start(container_id)
+
+    status = wait_health(docker_client, container_id, timeout_s=60)
+    logs = docker_client.api.logs(container_id).decode(errors="replace")
+    assert status == "healthy", f"status {status}; logs:\n{logs}"
+    code, answer = in_container(
+        docker_client, container_id, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+        "http://127.0.0.1/style.css",
+    )  # fmt: skip
+    assert (code, answer) == (0, "200")
 
 
 def test_a_certificate_the_user_put_there_is_served(
