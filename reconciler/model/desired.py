@@ -122,6 +122,46 @@ class LogConfig(Frozen):
     options: dict[str, str] = {}
 
 
+class UpdatePolicy(Frozen):
+    """Swarm's ``deploy.update_config`` or ``deploy.rollback_config``, resolved."""
+
+    parallelism: int = 1  # tasks replaced at once; 0: all
+    delay_s: float = 0.0  # between batches
+    # start-first: the new task runs (and is healthy) before the old one stops,
+    # which a port published in host mode cannot allow (compose_checks decides).
+    order: Literal["start-first", "stop-first"] = "start-first"
+    # How long each new task is watched for a failure; None: from the health check.
+    monitor_s: float | None = None
+    max_failure_ratio: float = 0.0
+
+
+class RestartPolicy(Frozen):
+    """Swarm's ``deploy.restart_policy`` (``restart:`` is the plain engine's)."""
+
+    condition: Literal["none", "on-failure", "any"] = "any"
+    delay_s: float = 5.0
+    max_attempts: int | None = None  # None: without limit
+    window_s: float = 0.0
+
+
+class SwarmDeploy(Frozen):
+    """How Swarm runs a service: set on every service in swarm mode, None otherwise."""
+
+    mode: Literal["replicated", "global"] = "replicated"
+    replicas: int = 1
+    # Placement: Docker's constraint expressions (``node.hostname == vm1``) and
+    # spread preferences (the label after ``spread=``).
+    constraints: tuple[str, ...] = ()
+    spread: tuple[str, ...] = ()
+    max_replicas_per_node: int | None = None
+    update: UpdatePolicy = UpdatePolicy()
+    rollback: UpdatePolicy = UpdatePolicy()
+    restart_policy: RestartPolicy = RestartPolicy()
+    endpoint_mode: Literal["vip", "dnsrr"] = "vip"
+    # ``deploy.labels``: on the Swarm service, not its containers.
+    labels: dict[str, str] = {}
+
+
 class ServiceSpec(Frozen):
     name: str  # the compose key, e.g. ``web``
     image: str  # for a build: the tag the reconciler gives the built image
@@ -172,6 +212,8 @@ class ServiceSpec(Frozen):
     network_mode: str | None = None
     # The name the container gets instead of <project>-<service>-1 (container_of).
     container_name: str | None = None
+    # Swarm mode only (None on a plain engine): replicas, placement, updates.
+    deploy: SwarmDeploy | None = None
     # Values decrypted from the commit's encrypted files: the config hash takes a
     # keyed digest of any field holding one (decide/hashing.py). Never dumped.
     secret_values: frozenset[str] = Field(default=frozenset(), repr=False, exclude=True)
@@ -190,6 +232,8 @@ class NetworkSpec(Frozen):
     internal: bool = False
     labels: dict[str, str] = {}
     external: bool = False  # exists already; never created nor removed
+    # Swarm mode: overlay networks are attachable, so helper containers can join.
+    attachable: bool = False
 
 
 class VolumeSpec(Frozen):
