@@ -11,12 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from reconciler.decide.image_gc import ObservedImage, PulledImage
 from reconciler.decide.verification import SignaturePolicy, Verification
 from reconciler.model.desired import HealthCheck, NetworkSpec, ServiceSpec, VolumeSpec
-from reconciler.model.observed import Observed
+from reconciler.model.observed import Observed, ObservedSwarm, ServiceProgress
 
 Progress = Callable[[str], None]
 
@@ -125,3 +125,34 @@ class Engine(Protocol):
         running). Return None when ready, else why not ("unhealthy", "exited
         with code 1", "not healthy after 60s")."""
         ...
+
+
+@runtime_checkable
+class SwarmEngine(Engine, Protocol):
+    """An ``Engine`` that can also drive a Swarm (adapters/swarm_engine.py)."""
+
+    def is_swarm_manager(self) -> bool: ...
+
+    def observe_swarm(self, project: str) -> ObservedSwarm: ...
+
+    def network_ids(self, names: list[str]) -> dict[str, str]: ...
+
+    def object_ids(self) -> dict[str, tuple[str, str]]: ...
+
+    def progress(self, service_id: str) -> ServiceProgress: ...
+
+    def remaining_tasks(self, service_id: str) -> int: ...
+
+    def create_object(
+        self, kind: Literal["config", "secret"], name: str, data: bytes, *, labels: dict[str, str]
+    ) -> str: ...
+
+    def remove_object(self, kind: Literal["config", "secret"], object_id: str) -> None: ...
+
+    def create_service(self, spec: dict[str, Any]) -> str: ...
+
+    def update_service(self, service_id: str, version: int, spec: dict[str, Any]) -> None: ...
+
+    def scale_service(self, service_id: str, replicas: int) -> None: ...
+
+    def remove_service(self, service_id: str) -> None: ...

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from reconciler.adapters.docker_engine import DockerEngine
+from reconciler.adapters.swarm_engine import DockerSwarm
 from reconciler.applied import make_source
 from reconciler.daemon.loop import Daemon, Job
 from reconciler.deploy.passes import AfterApply, PassListener, Reconciler, Recovery, Validator
@@ -53,7 +54,7 @@ def make_reconciler(
     return Reconciler(
         settings,
         source=source,
-        engine=engine or DockerEngine(),
+        engine=engine or DockerSwarm(),
         validators=validators,
         after_apply=after_apply,
         # Extra listeners (the daemon's metrics) hear passes after the notifier.

@@ -26,8 +26,9 @@ pytest_plugins = [
 
 # tests/run.sh runs the suite in two phases: every test that shares the engine,
 # on several pytest-xdist workers at once; then, alone, the tests that stop
-# the engine itself (which would stop every other worker's containers).
-ENGINE_PHASES = ("all", "shared", "exclusive")
+# the engine itself (which would stop every other worker's containers); last,
+# alone, the tests that make the engine a Swarm manager (tests/swarm/).
+ENGINE_PHASES = ("all", "shared", "exclusive", "swarm")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -35,7 +36,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--engine-phase",
         choices=ENGINE_PHASES,
         default="all",
-        help="shared: leave out the tests marked restarts_engine; exclusive: run only those",
+        help=(
+            "shared: leave out the tests marked restarts_engine or swarm; exclusive: run only "
+            "those marked restarts_engine; swarm: only those marked swarm"
+        ),
     )
 
 
@@ -65,14 +69,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     phase = config.getoption("--engine-phase")
     if phase == "all":
         return
-    wanted = phase == "exclusive"
-    kept = [
-        item for item in items if (item.get_closest_marker("restarts_engine") is not None) == wanted
-    ]
+    kept = [item for item in items if _phase_of(item) == phase]
     left_out = [item for item in items if item not in kept]
     if left_out:
         config.hook.pytest_deselected(items=left_out)
         items[:] = kept
+
+
+def _phase_of(item: pytest.Item) -> str:
+    if item.get_closest_marker("swarm") is not None:
+        return "swarm"
+    return "exclusive" if item.get_closest_marker("restarts_engine") is not None else "shared"
 
 
 @pytest.fixture(autouse=True)

@@ -92,16 +92,28 @@ WORKERS=${RECONCILER_TEST_WORKERS:-6}
 # One seed for both phases' fault cases, printed in each table (replay: set it).
 RECONCILER_FAULT_SEED=${RECONCILER_FAULT_SEED:-$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}
 export RECONCILER_FAULT_SEED
+# A run killed in its swarm phase leaves the engine a Swarm manager, which
+# would turn every deploy below into a Swarm deploy.
+if [ "$(docker info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null)" != inactive ]; then
+  docker swarm leave --force >/dev/null 2>&1 || true
+fi
 log "pytest: the shared-engine tests on $WORKERS workers"
 shared=0
 python -m pytest -n "$WORKERS" --dist loadfile --engine-phase=shared "$@" || shared=$?
 log "pytest: the tests that restart the engine, alone"
 exclusive=0
 python -m pytest --engine-phase=exclusive "$@" || exclusive=$?
+# Last: the engine as a Swarm manager; the tests' fixture leaves the Swarm again.
+log "pytest: swarm mode, alone"
+swarm=0
+python -m pytest --engine-phase=swarm "$@" || swarm=$?
+docker swarm leave --force >/dev/null 2>&1 || true
 # 5 is "no test collected": a phase the given arguments left empty is not a
-# failure, unless both were.
-if [ "$shared" = 5 ] && [ "$exclusive" = 5 ]; then exit 5; fi
+# failure, unless all were.
+if [ "$shared" = 5 ] && [ "$exclusive" = 5 ] && [ "$swarm" = 5 ]; then exit 5; fi
 [ "$shared" = 5 ] && shared=0
 [ "$exclusive" = 5 ] && exclusive=0
+[ "$swarm" = 5 ] && swarm=0
 [ "$shared" = 0 ] || exit "$shared"
-exit "$exclusive"
+[ "$exclusive" = 0 ] || exit "$exclusive"
+exit "$swarm"

@@ -10,12 +10,17 @@ from reconciler.decide.actions import (
     Action,
     CreateNetwork,
     CreateService,
+    CreateSwarmObject,
+    CreateSwarmService,
     CreateVolume,
     Plan,
     RecreateService,
     RemoveContainer,
     RemoveNetwork,
+    RemoveSwarmObject,
+    RemoveSwarmService,
     StartService,
+    UpdateSwarmService,
     describe,
 )
 
@@ -27,6 +32,11 @@ _SYMBOLS: dict[type, str] = {
     StartService: ">",
     RemoveContainer: "-",
     RemoveNetwork: "-",
+    CreateSwarmObject: "+",
+    CreateSwarmService: "+",
+    UpdateSwarmService: "~",
+    RemoveSwarmObject: "-",
+    RemoveSwarmService: "-",
 }
 
 

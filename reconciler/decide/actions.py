@@ -5,8 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, assert_never
 
-from reconciler.model.desired import NetworkSpec, ServiceSpec, VolumeSpec
-from reconciler.model.observed import ObservedContainer, ObservedNetwork
+from reconciler.model.desired import FileGrant, NetworkSpec, ServiceSpec, VolumeSpec
+from reconciler.model.observed import (
+    ObservedContainer,
+    ObservedNetwork,
+    ObservedSwarmObject,
+    ObservedSwarmService,
+)
 
 ChangeKind = Literal["key", "file", "image", "dependency", "hash"]
 
@@ -97,7 +102,60 @@ class RemoveNetwork:
     reason: str
 
 
-Action = (
+# -- swarm mode (decide/swarm_planning.py) --------------------------------
+
+
+@dataclass(frozen=True)
+class CreateSwarmObject:
+    """A config or secret whose content no Swarm object holds yet."""
+
+    kind: Literal["config", "secret"]
+    name: str  # content-addressed (decide/swarm_specs.py object_name)
+    grant: FileGrant
+    reason: str
+
+
+@dataclass(frozen=True)
+class RemoveSwarmObject:
+    """A config or secret of ours that no service's spec or previous spec names."""
+
+    object: ObservedSwarmObject
+    reason: str
+
+
+@dataclass(frozen=True)
+class CreateSwarmService:
+    service: ServiceSpec
+    config_hash: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class UpdateSwarmService:
+    """A rolling update (``replace_tasks``) or a change Swarm makes in place (replicas)."""
+
+    service: ServiceSpec
+    config_hash: str
+    old: ObservedSwarmService
+    reason: str
+    changes: tuple[Change, ...] = ()
+    replace_tasks: bool = True
+
+
+@dataclass(frozen=True)
+class RemoveSwarmService:
+    observed: ObservedSwarmService
+    reason: str
+
+
+SwarmAction = (
+    CreateSwarmObject
+    | RemoveSwarmObject
+    | CreateSwarmService
+    | UpdateSwarmService
+    | RemoveSwarmService
+)
+EngineAction = (
     CreateNetwork
     | CreateVolume
     | CreateService
@@ -106,6 +164,7 @@ Action = (
     | RemoveContainer
     | RemoveNetwork
 )
+Action = EngineAction | SwarmAction
 
 
 @dataclass(frozen=True)
@@ -137,6 +196,18 @@ def describe(action: Action) -> str:
             return f"remove container {c.name}: {r}"
         case RemoveNetwork(network=n, reason=r):
             return f"remove network {n.name}: {r}"
+        case CreateSwarmObject(kind=k, name=name, reason=r):
+            return f"create {k} {name}: {r}"
+        case RemoveSwarmObject(object=o, reason=r):
+            return f"remove {o.kind} {o.name}: {r}"
+        case CreateSwarmService(service=s, reason=r):
+            return f"create service {s.name}: {r}"
+        case UpdateSwarmService(service=s, reason=r, replace_tasks=True):
+            return f"update service {s.name}: {r}"
+        case UpdateSwarmService(service=s, reason=r):
+            return f"scale service {s.name}: {r}"
+        case RemoveSwarmService(observed=o, reason=r):
+            return f"remove service {o.service or o.name}: {r}"
         case _:
             assert_never(action)
 
@@ -175,7 +246,7 @@ def summarize(plan: Plan, *, limit: int | None = None) -> str:
     return text[: max(limit - 3, 0)] + "..."
 
 
-_VERBS = ("remove", "create", "recreate", "start")
+_VERBS = ("remove", "create", "recreate", "update", "scale", "start")
 
 
 def _summary_item(action: Action) -> tuple[str, str, str]:
@@ -195,6 +266,20 @@ def _summary_item(action: Action) -> tuple[str, str, str]:
             return "remove", c.name, ""
         case RemoveNetwork(network=n):
             return "remove", f"network {n.name}", ""
+        case CreateSwarmObject(kind=k, grant=g):
+            return "create", f"{k} {g.name}", ""
+        case RemoveSwarmObject(object=o):
+            return "remove", f"{o.kind} {o.name}", ""
+        case CreateSwarmService(service=s):
+            return "create", s.name, ""
+        case UpdateSwarmService(service=s, changes=changes, reason=r, replace_tasks=replace):
+            return (
+                ("update" if replace else "scale"),
+                s.name,
+                (_short_changes(changes) if changes else r),
+            )
+        case RemoveSwarmService(observed=o):
+            return "remove", o.service or o.name, ""
         case _:
             assert_never(action)
 

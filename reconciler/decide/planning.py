@@ -45,7 +45,12 @@ from reconciler.decide.hashing import (
     decode_parts,
 )
 from reconciler.model.desired import DesiredState, ServiceSpec, container_name_of
-from reconciler.model.observed import Observed, ObservedContainer
+from reconciler.model.observed import (
+    Observed,
+    ObservedContainer,
+    ObservedSwarm,
+    ObservedSwarmService,
+)
 
 
 def plan(desired: DesiredState, observed: Observed) -> Plan:
@@ -63,8 +68,8 @@ def plan(desired: DesiredState, observed: Observed) -> Plan:
     ]
 
     infrastructure: list[Action] = []
-    infrastructure += _plan_networks(desired, observed, conflicts)
-    infrastructure += _plan_volumes(desired, observed, conflicts)
+    infrastructure += plan_networks(desired, observed, conflicts)
+    infrastructure += plan_volumes(desired, observed, conflicts)
 
     service_actions: list[Action] = []
     by_name = {c.name: c for c in observed.containers}
@@ -146,7 +151,7 @@ def _plan_service(
         # name is this service's, replaced as any recreate (health-gated, rolled
         # back to its name on failure), not removed first as a leftover.
         named = [c for c in mine if not _ASIDE.search(c.name)]
-        if len(named) == 1 and Change("key", "container_name") in _changes(
+        if len(named) == 1 and Change("key", "container_name") in changes_of(
             service, named[0], wanted
         ):
             current = named[0]
@@ -164,7 +169,7 @@ def _plan_service(
     if current is None:
         actions.append(CreateService(service, wanted, "no container"))
         return actions
-    changes = _changes(service, current, wanted)
+    changes = changes_of(service, current, wanted)
     if not any(c == Change("key", "image") for c in changes):
         changes += _image_moved(service, current)
     if changes or restarted:
@@ -183,7 +188,9 @@ def _plan_service(
 _ASIDE = re.compile(r"-old-[0-9a-f]{12}$")
 
 
-def _changes(service: ServiceSpec, current: ObservedContainer, wanted: str) -> tuple[Change, ...]:
+def changes_of(
+    service: ServiceSpec, current: ObservedContainer | ObservedSwarmService, wanted: str
+) -> tuple[Change, ...]:
     """What differs between ``service`` and the spec ``current`` was made from, by name.
 
     From the parts label on the container, so a fresh process (a restarted
@@ -226,7 +233,9 @@ def _finished_one_shot(service: ServiceSpec, container: ObservedContainer) -> bo
     return service.restart == "no" and container.state == "exited" and container.exit_code == 0
 
 
-def _plan_networks(desired: DesiredState, observed: Observed, conflicts: list[str]) -> list[Action]:
+def plan_networks(
+    desired: DesiredState, observed: Observed | ObservedSwarm, conflicts: list[str]
+) -> list[Action]:
     existing = {n.name: n for n in observed.networks}
     actions: list[Action] = []
     for network in desired.networks.values():
@@ -248,7 +257,9 @@ def _plan_networks(desired: DesiredState, observed: Observed, conflicts: list[st
     return actions
 
 
-def _plan_volumes(desired: DesiredState, observed: Observed, conflicts: list[str]) -> list[Action]:
+def plan_volumes(
+    desired: DesiredState, observed: Observed | ObservedSwarm, conflicts: list[str]
+) -> list[Action]:
     existing = {v.name: v for v in observed.volumes}
     actions: list[Action] = []
     for volume in desired.volumes.values():

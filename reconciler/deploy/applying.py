@@ -32,12 +32,17 @@ from reconciler.decide.actions import (
     Action,
     CreateNetwork,
     CreateService,
+    CreateSwarmObject,
+    CreateSwarmService,
     CreateVolume,
     Plan,
     RecreateService,
     RemoveContainer,
     RemoveNetwork,
+    RemoveSwarmObject,
+    RemoveSwarmService,
     StartService,
+    UpdateSwarmService,
     describe,
 )
 from reconciler.decide.hashing import config_parts, encode_parts
@@ -223,6 +228,15 @@ class _Applier:
                 except Exception as exc:
                     # Pruning is clean-up: what runs is already as desired.
                     self.warn(f"network {network.name}: not removed: {exc}")
+            case (
+                CreateSwarmObject()
+                | RemoveSwarmObject()
+                | CreateSwarmService()
+                | UpdateSwarmService()
+                | RemoveSwarmService()
+            ):
+                # The planner of the mode makes the plan its applier carries out.
+                raise TypeError(f"a swarm-mode action on a plain engine: {describe(action)}")
             case _:
                 assert_never(action)
 
@@ -424,4 +438,4 @@ def _subject(action: Action) -> str:
         case RemoveNetwork(network=network):
             return f"network {network.name}"
         case _:
-            assert_never(action)
+            return describe(action)

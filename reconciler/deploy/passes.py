@@ -28,10 +28,12 @@ from typing import Any, Literal
 
 from reconciler.decide.actions import Action, Plan, RecreateService, describe
 from reconciler.decide.planning import plan as make_plan
-from reconciler.deploy.applying import OnPulled, apply
+from reconciler.decide.swarm_planning import plan_swarm
+from reconciler.deploy.applying import ChangeSet, OnEvent, OnPulled, apply
 from reconciler.deploy.collecting import collect_images, record_pulled
 from reconciler.deploy.progress import ProgressFile
 from reconciler.deploy.self_update import hand_over, own_container_id, split_own_actions
+from reconciler.deploy.swarm_applying import apply_swarm
 from reconciler.errors import (
     AfterApplyFailed,
     ApplyError,
@@ -47,8 +49,8 @@ from reconciler.errors import (
 from reconciler.logs import event
 from reconciler.model.desired import DesiredState
 from reconciler.model.loading import load_desired_state
-from reconciler.model.observed import Observed
-from reconciler.ports import Checkout, Engine, Source, Verifier
+from reconciler.model.observed import Observed, ObservedSwarm
+from reconciler.ports import Checkout, Engine, Source, SwarmEngine, Verifier
 from reconciler.redaction import redact_text, redact_url
 from reconciler.secret_keys import load_secrets
 from reconciler.settings import Settings
@@ -98,8 +100,10 @@ class Prepared:
 
     checkout: Checkout
     desired: DesiredState
-    observed: Observed
+    observed: Observed | ObservedSwarm
     plan: Plan
+    # Set in swarm mode: the Swarm the plan is for.
+    swarm: SwarmEngine | None = None
 
 
 class Reconciler:
@@ -138,13 +142,14 @@ class Reconciler:
 
     # -- steps -----------------------------------------------------------
 
-    def load(self, checkout: Checkout) -> DesiredState:
+    def load(self, checkout: Checkout, *, swarm: bool = False) -> DesiredState:
         desired = load_desired_state(
             checkout.root,
             directory=self.settings.directory,
             project=self.settings.project,
             environ=self.settings.environ,
             secrets=load_secrets(checkout.root, self.settings),
+            engine_mode="swarm" if swarm else "engine",
         )
         for validate in self.validators:
             validate(checkout, desired)
@@ -170,12 +175,54 @@ class Reconciler:
             checkout = self.source.checkout(commit)
         except Unavailable as exc:
             raise SourceUnavailable(str(exc)) from exc
-        desired = self.load(checkout)
+        swarm = self.swarm()
+        desired = self.load(checkout, swarm=swarm is not None)
         try:
+            if swarm is not None:
+                observed_swarm = swarm.observe_swarm(desired.project)
+                plan = plan_swarm(desired, observed_swarm)
+                return Prepared(checkout, desired, observed_swarm, plan, swarm=swarm)
             observed = self.engine.observe(desired.project)
         except Unavailable as exc:
             raise EngineUnavailable(str(exc)) from exc
         return Prepared(checkout, desired, observed, make_plan(desired, observed))
+
+    def swarm(self) -> SwarmEngine | None:
+        """The Swarm to deploy to, or None on a plain engine (RECONCILER_ENGINE)."""
+        wanted = self.settings.engine
+        if wanted == "engine":
+            return None
+        engine = self.engine if isinstance(self.engine, SwarmEngine) else None
+        try:
+            manager = engine is not None and engine.is_swarm_manager()
+        except Unavailable as exc:
+            raise EngineUnavailable(str(exc)) from exc
+        if manager:
+            return engine
+        if wanted == "swarm":
+            raise EngineUnavailable(
+                "RECONCILER_ENGINE=swarm, but the engine is not a Swarm manager: make it one "
+                '(docker swarm init, docs/operations.md "Growing past one VM"), or set '
+                "RECONCILER_ENGINE=auto"
+            )
+        return None
+
+    def apply_prepared(
+        self, prepared: Prepared, plan: Plan, *, commit: str, on_event: OnEvent
+    ) -> ChangeSet:
+        if prepared.swarm is not None:
+            return apply_swarm(
+                plan, prepared.swarm, project=prepared.desired.project, commit=commit,
+                on_event=on_event,
+            )  # fmt: skip
+        return apply(
+            plan,
+            self.engine,
+            project=prepared.desired.project,
+            commit=commit,
+            on_event=on_event,
+            on_pulled=self._pulled_for(prepared.desired.project),
+        )
 
     def remote_head(self) -> str:
         try:
@@ -296,13 +343,8 @@ class Reconciler:
             self._tell_before_apply(commit, status.applied_commit, plan)
             if plan.actions:
                 self.progress.begin(commit, actions=len(plan.actions))
-            change_set = apply(
-                plan,
-                self.engine,
-                project=prepared.desired.project,
-                commit=commit,
-                on_event=self.progress.listening(_log_apply_event),
-                on_pulled=self._pulled_for(prepared.desired.project),
+            change_set = self.apply_prepared(
+                prepared, plan, commit=commit, on_event=self.progress.listening(_log_apply_event)
             )
             changes = list(change_set.done)
             previous = status.applied_commit
@@ -327,7 +369,11 @@ class Reconciler:
                 )
             # A container bind-mounts files of the commit that created it, so
             # that commit's folder stays as long as the container does.
-            in_use = {c.commit for c in prepared.observed.containers if c.project == status.project}
+            in_use = (
+                {c.commit for c in prepared.observed.containers if c.project == status.project}
+                if isinstance(prepared.observed, Observed)
+                else set()
+            )
             self._prune_checkouts(keep={c for c in (commit, previous, *in_use) if c})
             if hook_failures:
                 # A restore request failed: the sync fails; the apply stands.
@@ -335,12 +381,14 @@ class Reconciler:
                     "failed", "ApplyFailed", "\n".join(hook_failures), commit, changes
                 )
             # Only now, the deploy having succeeded: a rolled-back one removes nothing.
-            changes += collect_images(
-                self.engine,
-                desired=prepared.desired,
-                state_dir=self.settings.state_dir,
-                observed=None if changes else prepared.observed,
-            )
+            # (In swarm mode images come from a registry: none is built here.)
+            if isinstance(prepared.observed, Observed):
+                changes += collect_images(
+                    self.engine,
+                    desired=prepared.desired,
+                    state_dir=self.settings.state_dir,
+                    observed=None if changes else prepared.observed,
+                )
             message = "; ".join(change_set.failures)
             return PassOutcome("succeeded", "ReconciliationSucceeded", message, commit, changes)
         except Unavailable as exc:
@@ -377,13 +425,8 @@ class Reconciler:
         previous_plan, _own = split_own_actions(previous.plan, self.own_container)
         if previous_plan.actions and not previous_plan.conflicts:
             try:
-                change_set = apply(
-                    previous_plan,
-                    self.engine,
-                    project=previous.desired.project,
-                    commit=applied,
-                    on_event=_log_apply_event,
-                    on_pulled=self._pulled_for(previous.desired.project),
+                change_set = self.apply_prepared(
+                    previous, previous_plan, commit=applied, on_event=_log_apply_event
                 )
                 outcome.changes = list(change_set.done)
             except (ApplyError, Conflict) as apply_exc:

@@ -26,7 +26,7 @@ import hashlib
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -66,6 +66,7 @@ def load_desired_state(
     project: str | None = None,
     environ: Mapping[str, str],
     secrets: Secrets | None = None,
+    engine_mode: Literal["engine", "swarm"] = "engine",
 ) -> DesiredState:
     """Validate and resolve ``<root>/<directory>/compose.yaml``.
 

@@ -1,0 +1,257 @@
+"""A Swarm manager behind the pass: services, configs and secrets, overlay networks.
+
+The same engine connection as ``DockerEngine`` (images, networks and volumes
+are made the same way), plus what swarm mode needs. What to send is decided
+in decide/swarm_specs.py; this module only sends it and reads back what
+Swarm reports, as plain values. Library exceptions never leave it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import docker.errors
+
+from reconciler import labels as lbl
+from reconciler.adapters.docker_engine import DockerEngine
+from reconciler.decide.swarm_specs import STACK_NAMESPACE, TASK_HASH, ObjectKind
+from reconciler.errors import EngineError
+from reconciler.model.desired import NetworkSpec
+from reconciler.model.observed import (
+    ObservedNetwork,
+    ObservedSwarm,
+    ObservedSwarmObject,
+    ObservedSwarmService,
+    ObservedVolume,
+    ServiceProgress,
+    TaskState,
+)
+
+
+def swarm_manager(info: dict[str, Any]) -> bool:
+    """Whether ``GET /info`` describes a Swarm manager this reconciler can drive."""
+    swarm = info.get("Swarm") or {}
+    return swarm.get("LocalNodeState") == "active" and bool(swarm.get("ControlAvailable"))
+
+
+class DockerSwarm(DockerEngine):
+    """The Docker engine of a Swarm manager, reached through docker-py."""
+
+    def is_swarm_manager(self) -> bool:
+        with self._reading():
+            info = self._api.info()
+        return swarm_manager(info)
+
+    def node_id(self) -> str:
+        with self._reading():
+            info = self._api.info()
+        return str((info.get("Swarm") or {}).get("NodeID") or "")
+
+    # -- observe ---------------------------------------------------------
+
+    def observe_swarm(self, project: str) -> ObservedSwarm:
+        api = self._api
+        with self._reading():
+            raw_services = api.services()
+            raw_configs = api.configs()
+            raw_secrets = api.secrets()
+            raw_networks = api.networks()
+            raw_volumes = api.volumes()
+        objects = [
+            ObservedSwarmObject(
+                kind=kind,
+                id=o["ID"],
+                name=(o.get("Spec") or {}).get("Name", ""),
+                labels=dict((o.get("Spec") or {}).get("Labels") or {}),
+            )
+            for kind, listed in (("config", raw_configs), ("secret", raw_secrets))
+            for o in listed or ()
+        ]
+        return ObservedSwarm(
+            services=tuple(_service(s) for s in raw_services or ()),
+            objects=tuple(objects),
+            networks=tuple(
+                ObservedNetwork(id=n["Id"], name=n["Name"], labels=dict(n.get("Labels") or {}))
+                for n in raw_networks
+            ),
+            volumes=tuple(
+                ObservedVolume(name=v["Name"], labels=dict(v.get("Labels") or {}))
+                for v in (raw_volumes or {}).get("Volumes") or []
+            ),
+        )
+
+    def network_ids(self, names: list[str]) -> dict[str, str]:
+        """Network name -> id, for the networks a service spec names (by id in Swarm)."""
+        with self._reading():
+            listed = self._api.networks(names=names) if names else []
+        return {n["Name"]: n["Id"] for n in listed if n["Name"] in names}
+
+    def progress(self, service_id: str) -> ServiceProgress:
+        api = self._api
+        with self._changing(f"reading Swarm service {service_id[:12]}"):
+            raw = api.inspect_service(service_id)
+            tasks = api.tasks(filters={"service": service_id})
+        update = raw.get("UpdateStatus") or {}
+        mode = (raw.get("Spec") or {}).get("Mode") or {}
+        replicated = mode.get("Replicated")
+        return ServiceProgress(
+            version=int((raw.get("Version") or {}).get("Index") or 0),
+            update_state=update.get("State"),
+            update_message=str(update.get("Message") or ""),
+            update_started=update.get("StartedAt"),
+            replicas=int(replicated.get("Replicas") or 0) if replicated is not None else None,
+            tasks=tuple(_task(t) for t in tasks or ()),
+        )
+
+    def remaining_tasks(self, service_id: str) -> int:
+        """How many tasks of a (removed) service still exist."""
+        with self._reading():
+            return len(self._api.tasks(filters={"service": service_id}) or ())
+
+    # -- change ----------------------------------------------------------
+
+    def create_network(self, network: NetworkSpec, *, project: str) -> None:
+        api = self._api
+        with self._changing(f"creating network {network.name}"):
+            api.create_network(
+                network.name,
+                driver=network.driver,
+                internal=network.internal,
+                attachable=network.attachable,
+                scope="swarm" if network.driver == "overlay" else None,
+                labels={
+                    **network.labels,
+                    lbl.PROJECT: project,
+                    lbl.NETWORK: network.key,
+                    STACK_NAMESPACE: project,
+                },
+                check_duplicate=True,
+            )
+
+    def create_object(
+        self, kind: ObjectKind, name: str, data: bytes, *, labels: dict[str, str]
+    ) -> str:
+        api = self._api
+        with self._changing(f"creating {kind} {name}"):
+            if kind == "secret":
+                made = api.create_secret(name, data, labels=labels)
+            else:
+                made = api.create_config(name, data, labels=labels)
+        return str(made["ID"])
+
+    def remove_object(self, kind: ObjectKind, object_id: str) -> None:
+        api = self._api
+        try:
+            with self._changing(f"removing {kind} {object_id[:12]}"):
+                if kind == "secret":
+                    api.remove_secret(object_id)
+                else:
+                    api.remove_config(object_id)
+        except EngineError as exc:
+            if isinstance(exc.__cause__, docker.errors.NotFound):
+                return
+            raise
+
+    def object_ids(self) -> dict[str, tuple[str, str]]:
+        """Object name -> (id, name), configs and secrets alike (names never collide
+        here: ours carry their kind's content digest)."""
+        with self._reading():
+            listed = [*(self._api.configs() or ()), *(self._api.secrets() or ())]
+        return {o["Spec"]["Name"]: (o["ID"], o["Spec"]["Name"]) for o in listed if o.get("Spec")}
+
+    def create_service(self, spec: dict[str, Any]) -> str:
+        api = self._api
+        with self._changing(f"creating Swarm service {spec['Name']}"):
+            made = api.create_service(
+                spec["TaskTemplate"],
+                name=spec["Name"],
+                labels=spec["Labels"],
+                mode=spec["Mode"],
+                update_config=spec["UpdateConfig"],
+                rollback_config=spec["RollbackConfig"],
+                endpoint_spec=spec["EndpointSpec"],
+            )
+        return str(made["ID"])
+
+    def update_service(self, service_id: str, version: int, spec: dict[str, Any]) -> None:
+        api = self._api
+        with self._changing(f"updating Swarm service {spec['Name']}"):
+            api.update_service(
+                service_id,
+                version,
+                task_template=spec["TaskTemplate"],
+                name=spec["Name"],
+                labels=spec["Labels"],
+                mode=spec["Mode"],
+                update_config=spec["UpdateConfig"],
+                rollback_config=spec["RollbackConfig"],
+                endpoint_spec=spec["EndpointSpec"],
+            )
+
+    def scale_service(self, service_id: str, replicas: int) -> None:
+        """Set a replicated service's replicas, keeping the rest of its spec as it is."""
+        api = self._api
+        with self._changing(f"scaling Swarm service {service_id[:12]} to {replicas}"):
+            raw = api.inspect_service(service_id)
+            spec = raw["Spec"]
+            api.update_service(
+                service_id,
+                int(raw["Version"]["Index"]),
+                task_template=spec.get("TaskTemplate"),
+                name=spec.get("Name"),
+                labels=spec.get("Labels"),
+                mode={"Replicated": {"Replicas": replicas}},
+                update_config=spec.get("UpdateConfig"),
+                rollback_config=spec.get("RollbackConfig"),
+                endpoint_spec=spec.get("EndpointSpec"),
+            )
+
+    def remove_service(self, service_id: str) -> None:
+        api = self._api
+        try:
+            with self._changing(f"removing Swarm service {service_id[:12]}"):
+                api.remove_service(service_id)
+        except EngineError as exc:
+            if isinstance(exc.__cause__, docker.errors.NotFound):
+                return
+            raise
+
+
+def _service(raw: dict[str, Any]) -> ObservedSwarmService:
+    spec = raw.get("Spec") or {}
+    previous = raw.get("PreviousSpec") or {}
+    container = (spec.get("TaskTemplate") or {}).get("ContainerSpec") or {}
+    update = raw.get("UpdateStatus") or {}
+    return ObservedSwarmService(
+        id=raw["ID"],
+        name=spec.get("Name", ""),
+        version=int((raw.get("Version") or {}).get("Index") or 0),
+        labels=dict(spec.get("Labels") or {}),
+        task_hash=(container.get("Labels") or {}).get(TASK_HASH),
+        objects=frozenset(_object_names(spec) | _object_names(previous)),
+        update_state=update.get("State"),
+        update_message=str(update.get("Message") or ""),
+    )
+
+
+def _object_names(spec: dict[str, Any]) -> set[str]:
+    container = (spec.get("TaskTemplate") or {}).get("ContainerSpec") or {}
+    names = {str(s.get("SecretName")) for s in container.get("Secrets") or ()}
+    names |= {str(c.get("ConfigName")) for c in container.get("Configs") or ()}
+    return names
+
+
+def _task(raw: dict[str, Any]) -> TaskState:
+    status = raw.get("Status") or {}
+    container = status.get("ContainerStatus") or {}
+    return TaskState(
+        id=raw.get("ID", ""),
+        state=str(status.get("State") or ""),
+        desired=str(raw.get("DesiredState") or ""),
+        error=str(status.get("Err") or status.get("Message") or ""),
+        container_id=str(container.get("ContainerID") or ""),
+        node_id=str(raw.get("NodeID") or ""),
+        task_hash=(((raw.get("Spec") or {}).get("ContainerSpec") or {}).get("Labels") or {}).get(
+            TASK_HASH
+        ),
+    )
