@@ -29,7 +29,8 @@ def make_source(settings: Settings) -> GitSource:
 
 def load_applied(settings: Settings) -> tuple[Checkout, DesiredState] | None:
     """The applied commit's files and desired state; None before the first sync."""
-    commit = StatusStore(settings.state_dir).load().applied_commit
+    status = StatusStore(settings.state_dir).load()
+    commit = status.applied_commit
     if commit is None:
         return None
     checkout = make_source(settings).checkout(commit)
@@ -39,5 +40,6 @@ def load_applied(settings: Settings) -> tuple[Checkout, DesiredState] | None:
         project=settings.project,
         environ=settings.environ,
         secrets=load_secrets(checkout.root, settings),
+        engine_mode=status.applied_engine,
     )
     return checkout, desired

@@ -222,12 +222,14 @@ def _service(raw: dict[str, Any]) -> ObservedSwarmService:
     previous = raw.get("PreviousSpec") or {}
     container = (spec.get("TaskTemplate") or {}).get("ContainerSpec") or {}
     update = raw.get("UpdateStatus") or {}
+    replicated = (spec.get("Mode") or {}).get("Replicated")
     return ObservedSwarmService(
         id=raw["ID"],
         name=spec.get("Name", ""),
         version=int((raw.get("Version") or {}).get("Index") or 0),
         labels=dict(spec.get("Labels") or {}),
         task_hash=(container.get("Labels") or {}).get(TASK_HASH),
+        replicas=int(replicated.get("Replicas") or 0) if replicated is not None else None,
         objects=frozenset(_object_names(spec) | _object_names(previous)),
         update_state=update.get("State"),
         update_message=str(update.get("Message") or ""),

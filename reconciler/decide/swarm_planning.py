@@ -35,7 +35,7 @@ from reconciler.decide.actions import (
 )
 from reconciler.decide.hashing import config_hash
 from reconciler.decide.planning import changes_of, plan_networks, plan_volumes
-from reconciler.decide.swarm_specs import object_name, service_name, task_hash
+from reconciler.decide.swarm_specs import deploy_of, object_name, service_name, task_hash
 from reconciler.model.desired import DesiredState, FileGrant, ServiceSpec
 from reconciler.model.observed import ObservedSwarm, ObservedSwarmService
 
@@ -111,8 +111,21 @@ def _plan_service(service: ServiceSpec, current: ObservedSwarmService | None) ->
     wanted = config_hash(service)
     if current is None:
         return [CreateSwarmService(service, wanted, "no Swarm service")]
+    deploy = deploy_of(service)
+    replicas = deploy.replicas if deploy.mode == "replicated" else None
     if current.config_hash == wanted:
-        return []
+        if current.replicas == replicas:
+            return []
+        # Scaled by hand, or by a backup killed while its services were at 0.
+        return [
+            UpdateSwarmService(
+                service,
+                wanted,
+                current,
+                f"runs {current.replicas} replicas, {replicas} declared",
+                replace_tasks=False,
+            )
+        ]
     changes = changes_of(service, current, wanted)
     replace_tasks = current.task_hash != task_hash(service)
     if not replace_tasks:

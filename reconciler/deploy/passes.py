@@ -351,6 +351,7 @@ class Reconciler:
             status.project = prepared.desired.project
             status.applied_commit = commit
             status.applied_at = now()
+            status.applied_engine = "swarm" if prepared.swarm is not None else "engine"
             hook_failures: list[str] = []
             self.progress.step("after the apply: restore requests")
             for hook in self.after_apply:

@@ -254,9 +254,15 @@ class DesiredState(Frozen):
     # Where each service is declared, for messages: ("desired-state/compose.yaml", 12).
     service_lines: dict[str, int] = {}
     compose_path: str = "desired-state/compose.yaml"
+    # Loaded for a plain engine or for Swarm (services then run as Swarm services).
+    engine_mode: Literal["engine", "swarm"] = "engine"
 
     def container_of(self, service: str) -> str:
-        """The name of ``service``'s container: its container_name, or Compose's default."""
+        """What names ``service``'s container: its container_name, or Compose's default;
+        in swarm mode the Swarm service, whose tasks are its containers
+        (adapters/stack_control.py finds the running one)."""
+        if self.engine_mode == "swarm":
+            return f"{self.project}_{service}"
         spec = self.services.get(service)
         return (
             container_name_of(self.project, spec) if spec else container_name(self.project, service)

@@ -82,6 +82,7 @@ class ObservedSwarmService:
     version: int  # Swarm's object version: an update must name the one it read
     labels: dict[str, str] = field(default_factory=dict, hash=False)
     task_hash: str | None = None  # on the task template (decide/swarm_specs.py)
+    replicas: int | None = None  # None: global mode
     # The configs and secrets its spec and its previous spec name: a rollback
     # goes back to the previous spec, so its objects must stay too.
     objects: frozenset[str] = frozenset()

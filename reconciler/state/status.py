@@ -57,6 +57,9 @@ class Status(BaseModel):
     branch: str | None = None
     applied_commit: str | None = None
     applied_at: datetime | None = None
+    # How the applied commit runs: on the engine, or as Swarm services (backups
+    # and restores of it act the same way).
+    applied_engine: Literal["engine", "swarm"] = "engine"
     attempted_commit: str | None = None
     last_sync: datetime | None = None
     last_result: PassResult | None = None

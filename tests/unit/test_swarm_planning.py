@@ -93,6 +93,7 @@ def running(service: ServiceSpec, *, commit: str = "c1", **fields: object) -> Ob
             labels.CONFIG_PARTS: encode_parts(config_parts(service)),
         },
         "task_hash": task_hash(service),
+        "replicas": service.deploy.replicas if service.deploy is not None else 1,
         "objects": frozenset(object_name(PROJECT, g) for g in (*service.secrets, *service.configs)),
     }
     values.update(fields)
@@ -252,3 +253,16 @@ def test_an_explicit_stop_first_order_is_kept() -> None:
         objects={},
     )
     assert spec["UpdateConfig"]["Order"] == "stop-first"
+
+
+def test_a_service_scaled_by_hand_is_scaled_back() -> None:
+    observed = converged(web())
+    scaled = ObservedSwarm(
+        services=(running(web(), replicas=0),),
+        objects=observed.objects,
+        networks=observed.networks,
+    )
+    (update,) = plan_swarm(desired(web()), scaled).actions
+    assert isinstance(update, UpdateSwarmService)
+    assert not update.replace_tasks
+    assert describe(update) == "scale service web: runs 0 replicas, 2 declared"
