@@ -154,6 +154,12 @@ class ExternalDatabase(_Frozen):
     password: str = Field(default="", repr=False, exclude=True)
     ca_pem: str = Field(default="", repr=False, exclude=True)
 
+    @field_validator("tls", mode="before")
+    @classmethod
+    def _unquoted_off(cls, value: object) -> object:
+        # YAML 1.1 reads an unquoted ``tls: off`` as false: it means off.
+        return "off" if value is False else value
+
     @field_validator("name")
     @classmethod
     def _plain_name(cls, value: str) -> str:

@@ -208,6 +208,11 @@ def test_a_ca_file_only_with_verify(tmp_path: Path) -> None:
     assert error.startswith(f"{PATH}:8: external_databases[0].ca_file:")
 
 
+def test_tls_off_unquoted_is_off() -> None:
+    (entry,) = parse(ENTRY + "    tls: off\n").external_databases
+    assert entry.tls == "off"
+
+
 def test_tls_values() -> None:
     (error,) = errors(ENTRY + "    tls: yes-please\n")
     assert error.startswith(f"{PATH}:8: external_databases[0].tls:")
