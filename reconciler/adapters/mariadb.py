@@ -8,6 +8,11 @@ credentials its environment defines the way the official image reads them:
 The password travels in the exec environment (``MYSQL_PWD``), never on a
 command line that ``ps`` would show.
 
+A server outside the stack (backup.yaml's ``external_databases``) is reached
+the same way from a short-lived helper container (``database_helper.py``):
+the client commands then carry ``--host``/``--port``/``--user`` and the TLS
+options of a ``RemoteServer``, and dump only the databases it names.
+
 A dump counts only when the command exited 0 (checked after the stream ends)
 and the stream ends with mariadb-dump's ``-- Dump completed`` trailer.
 """
@@ -19,7 +24,8 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import docker
 import docker.errors
@@ -68,6 +74,61 @@ PASSWORD_VARIABLES = (
     "MYSQL_ROOT_PASSWORD_FILE",
     "MYSQL_ROOT_PASSWORD",
 )
+
+# Where the helper holds the CA file of ``tls: verify``.
+CA_PATH = "/tmp/reconciler-db-ca.pem"
+
+
+@dataclass(frozen=True)
+class RemoteServer:
+    """A MariaDB outside the stack, as the client in a helper reaches it."""
+
+    host: str
+    port: int
+    user: str
+    databases: tuple[str, ...]
+    tls: Literal["off", "required", "verify"] = "off"
+    password: str = field(default="", repr=False)
+
+    def options(self) -> list[str]:
+        """The client's connection options (the password travels as ``MYSQL_PWD``)."""
+        out = [
+            f"--host={self.host}",
+            f"--port={self.port}",
+            f"--user={self.user}",
+            "--protocol=TCP",
+        ]
+        if self.tls == "off":
+            out.append("--skip-ssl")
+        elif self.tls == "required":
+            # Encrypted, the server's certificate not checked (a managed
+            # service's self-signed one): ``verify`` is the one that checks.
+            out += ["--ssl", "--skip-ssl-verify-server-cert"]
+        else:
+            out += ["--ssl", f"--ssl-ca={CA_PATH}", "--ssl-verify-server-cert"]
+        return out
+
+    def environment(self) -> dict[str, str]:
+        return {"MYSQL_PWD": self.password}
+
+
+def dump_command(remote: RemoteServer | None) -> list[str]:
+    if remote is None:
+        return list(DUMP_COMMAND)
+    # Only the databases named: a shared server's others are not ours, and
+    # its mysql schema (accounts) is never read.
+    return [
+        "mariadb-dump",
+        *remote.options(),
+        *[o for o in DUMP_COMMAND[1:] if o not in ("--user=root", "--all-databases")],
+        "--databases",
+        *remote.databases,
+    ]
+
+
+def client_command(remote: RemoteServer | None, *rest: str) -> list[str]:
+    """``mariadb`` with the options to reach the server: root in the container, or ``remote``."""
+    return ["mariadb", *(remote.options() if remote else ["--user=root"]), *rest]
 
 
 def _container(client: docker.DockerClient, name: str, project: str | None) -> Any:
@@ -126,20 +187,27 @@ def _read_file(client: docker.DockerClient, container: Any, path: str, variable:
 
 @contextmanager
 def dump_database(
-    client: docker.DockerClient, *, container: str, project: str | None = None
+    client: docker.DockerClient,
+    *,
+    container: str,
+    project: str | None = None,
+    remote: RemoteServer | None = None,
 ) -> Iterator[Iterator[bytes]]:
     """The SQL dump of every database in ``container``, as chunks.
+
+    With ``remote``, ``container`` is a helper and the dump is of the
+    databases ``remote`` names on that server.
 
     The iterator raises ``DatabaseError`` at its end when the dump failed
     (non-zero exit, or no trailer), so a consumer that stores the stream
     never mistakes a cut dump for a good one.
     """
     target = _container(client, container, project)
-    environment = credentials_environment(client, target)
+    environment = remote.environment() if remote else credentials_environment(client, target)
     api = client.api
     try:
         exec_id = api.exec_create(
-            target.id, list(DUMP_COMMAND), environment=environment, user="root"
+            target.id, dump_command(remote), environment=environment, user="root"
         )["Id"]
         # A raw socket rather than stream=True: docker-py leaves the response
         # of a stream open, and we must close it whatever happens.
@@ -241,18 +309,21 @@ def load_dump(
     container: str,
     chunks: Iterable[bytes],
     project: str | None = None,
+    remote: RemoteServer | None = None,
 ) -> None:
     """Feed an SQL dump into ``mariadb`` in ``container``; raise ``DatabaseError`` on failure.
 
-    With ``project``, the container must carry that project's label.
+    With ``project``, the container must carry that project's label. With
+    ``remote``, ``container`` is a helper whose client loads into that server.
     """
     target = _container(client, container, project)
     _check_sandbox(target, container)
-    environment = credentials_environment(client, target)
+    environment = remote.environment() if remote else credentials_environment(client, target)
+    command = client_command(remote, *LOAD_COMMAND[2:]) if remote else list(LOAD_COMMAND)
     api = client.api
     try:
         exec_id = api.exec_create(
-            target.id, list(LOAD_COMMAND), environment=environment, user="root", stdin=True
+            target.id, command, environment=environment, user="root", stdin=True
         )["Id"]
         sock = api.exec_start(exec_id, socket=True)
     except docker.errors.APIError as exc:

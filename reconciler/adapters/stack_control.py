@@ -23,7 +23,7 @@ import docker.errors
 import requests
 
 from reconciler import labels
-from reconciler.adapters.mariadb import credentials_environment
+from reconciler.adapters.mariadb import RemoteServer, client_command, credentials_environment
 from reconciler.adapters.volume_archive import MOUNT_POINT
 from reconciler.errors import DatabaseError, StackError, Unavailable
 from reconciler.logs import event
@@ -280,11 +280,13 @@ def run_script(
             container.remove(force=True, v=True)
 
 
-def _exec_sql(client: docker.DockerClient, container: Any, sql: str) -> str:
-    environment = credentials_environment(client, container)
+def _exec_sql(
+    client: docker.DockerClient, container: Any, sql: str, remote: RemoteServer | None = None
+) -> str:
+    environment = remote.environment() if remote else credentials_environment(client, container)
     with _engine_call(f"running SQL in {container.name}"):
         code, output = container.exec_run(
-            ["mariadb", "--user=root", "--batch", "--skip-column-names", "-e", sql],
+            client_command(remote, "--batch", "--skip-column-names", "-e", sql),
             environment=environment,
             user="root",
             demux=True,
@@ -308,16 +310,25 @@ def _running(client: docker.DockerClient, name: str) -> Any:
     return container
 
 
-def user_databases(client: docker.DockerClient, container: str) -> list[str]:
-    """The databases of the server in ``container``, system ones left out."""
+def user_databases(
+    client: docker.DockerClient, container: str, remote: RemoteServer | None = None
+) -> list[str]:
+    """The databases of the server in ``container``, system ones left out.
+
+    With ``remote`` (``container`` is then its helper): only those it names,
+    since the other databases of a shared server are not this stack's.
+    """
     # Hex, one name a line: a name may hold spaces, tabs, backticks or newlines,
     # which SHOW DATABASES prints as they are (or escaped, in batch mode).
     output = _exec_sql(
         client,
         _running(client, container),
         "SELECT HEX(SCHEMA_NAME) FROM information_schema.SCHEMATA ORDER BY SCHEMA_NAME",
+        remote,
     )
     names = [_database_name(line.strip()) for line in output.splitlines() if line.strip()]
+    if remote is not None:
+        return [n for n in names if n in remote.databases]
     return [n for n in names if n not in SYSTEM_DATABASES]
 
 

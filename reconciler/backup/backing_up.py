@@ -25,7 +25,7 @@ import socket
 import tarfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -34,7 +34,14 @@ from typing import IO, Any, Literal, cast
 
 import zstandard
 
-from reconciler.adapters import engine_client, mariadb, restic, restic_helper, stack_control
+from reconciler.adapters import (
+    database_helper,
+    engine_client,
+    mariadb,
+    restic,
+    restic_helper,
+    stack_control,
+)
 from reconciler.adapters.engine_client import Client
 from reconciler.adapters.object_store import ObjectStore
 from reconciler.backup import backup_status, restic_backups, stop_journal
@@ -496,8 +503,26 @@ class VolumeToRead:
 
 @dataclass(frozen=True)
 class DatabaseToDump:
-    service: str
-    container: str
+    service: str  # the part's name: a service, or an external database's name
+    container: str  # "" for an external database: its helper is made for the dump
+    external: database_helper.ExternalTarget | None = None
+
+
+def external_dumps(
+    client: Client, desired: DesiredState, policy: BackupPolicy
+) -> list[DatabaseToDump]:
+    """backup.yaml's external databases, each to be dumped through a helper of its own."""
+    if not policy.external_databases:
+        return []
+    network = engine_client.own_network_mode(client)
+    return [
+        DatabaseToDump(
+            entry.name,
+            "",
+            external=database_helper.external_target(entry, desired, own_network_mode=network),
+        )
+        for entry in policy.external_databases
+    ]
 
 
 def _backup(
@@ -532,7 +557,7 @@ def _backup(
     ]
     databases = [
         DatabaseToDump(d.service, desired.container_of(d.service)) for d in policy.databases
-    ]
+    ] + external_dumps(client, desired, policy)
     held = {
         s.name
         for v in policy.volumes
@@ -651,9 +676,21 @@ def write_backup(
     def dump_databases() -> list[_Part]:
         done: list[_Part] = []
         for database in databases:
-            with mariadb.dump_database(
-                client, container=database.container, project=project
-            ) as chunks:
+            with ExitStack() as helper:
+                container = database.container
+                remote: mariadb.RemoteServer | None = None
+                if database.external is not None:
+                    remote = database.external.remote
+                    container = helper.enter_context(
+                        database_helper.helper(
+                            client, project=project, target=database.external, purpose="backup"
+                        )
+                    )
+                chunks = helper.enter_context(
+                    mariadb.dump_database(
+                        client, container=container, project=project, remote=remote
+                    )
+                )
                 part = restic_backups.database_part(
                     target,
                     chunks=chunks,

@@ -14,11 +14,11 @@ No Docker, no S3: the runtime turns the manifest into ``ArtifactRef`` values.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from reconciler.model.backup_policy import is_mariadb_service
+from reconciler.model.backup_policy import ExternalDatabase, is_mariadb_service
 from reconciler.model.desired import DesiredState, ServiceSpec
 from reconciler.model.restore_requests import RestoreRequest
 
@@ -54,10 +54,12 @@ class VolumeRestore:
 
 @dataclass(frozen=True)
 class DatabaseRestore:
-    service: str
-    container: str  # e.g. ``shop-db-1``
+    service: str  # the part's name: a service, or an external database's name
+    container: str  # e.g. ``shop-db-1``; "" for an external database (a helper reaches it)
     image: str
     artifact: ArtifactRef
+    # backup.yaml's entry of a database outside the stack; None: a service's.
+    external: ExternalDatabase | None = None
 
 
 @dataclass(frozen=True)
@@ -107,8 +109,12 @@ def plan_restore(
     volumes: Sequence[str] | None = None,
     databases: Sequence[str] | None = None,
     paths: Sequence[str] | None = None,
+    externals: Mapping[str, ExternalDatabase] | None = None,
 ) -> RestorePlan:
     """What a restore of these artifacts onto ``desired`` writes; raise when it cannot.
+
+    ``externals``: backup.yaml's databases outside the stack, by name; a dump
+    of one is loaded into that server.
 
     ``volumes``/``databases`` are the request's subsets; None means every one
     of that kind in the backup, () none of them. ``paths`` (a partial restore)
@@ -148,12 +154,20 @@ def plan_restore(
         )
     database_plans: list[DatabaseRestore] = []
     for name in chosen_databases:
+        external = (externals or {}).get(name)
+        if external is not None:
+            database_plans.append(
+                DatabaseRestore(
+                    name, "", external.image or "", by_kind["database"][name], external=external
+                )
+            )
+            continue
         service = desired.services.get(name)
         if service is None or not is_mariadb_service(service):
             problems.append(
                 f"the backup holds a dump of database service '{name}', which is not a MariaDB "
-                f"service of {desired.compose_path}: name the databases to restore "
-                "(databases: [...])"
+                f"service of {desired.compose_path} nor an external database of backup.yaml: "
+                "name the databases to restore (databases: [...])"
             )
             continue
         database_plans.append(
@@ -175,6 +189,7 @@ def plan_restore(
             desired,
             volumes={v.volume for v in volume_plans},
             databases={d.service for d in database_plans},
+            users={s for d in database_plans if d.external for s in d.external.stop_services},
         ),
     )
 
@@ -198,14 +213,25 @@ def _choose(
 
 
 def services_to_stop(
-    desired: DesiredState, *, volumes: set[str], databases: set[str]
+    desired: DesiredState,
+    *,
+    volumes: set[str],
+    databases: set[str],
+    users: Collection[str] = (),
 ) -> tuple[str, ...]:
-    """Services that mount a replaced volume or depend on a reloaded database."""
+    """Services that mount a replaced volume or depend on a reloaded database.
+
+    ``users``: the services an external database's entry says write to it.
+    """
     stop: list[str] = []
     for service in desired.services.values():
-        if _mounts_any(service, volumes) or (
-            service.name not in databases
-            and any(dep.service in databases for dep in service.depends_on)
+        if (
+            service.name in users
+            or _mounts_any(service, volumes)
+            or (
+                service.name not in databases
+                and any(dep.service in databases for dep in service.depends_on)
+            )
         ):
             stop.append(service.name)
     return tuple(stop)

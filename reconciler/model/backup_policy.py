@@ -2,14 +2,19 @@
 
 Loaded with the same line-keeping YAML reader as compose.yaml, filled from the
 same environment (``${VAR}``), and checked against the loaded ``DesiredState``:
-every volume must be a compose volume, every database a MariaDB service. Any
+every volume must be a compose volume, every database a MariaDB service. An
+``external_databases`` entry names a MariaDB outside the stack (a database VM,
+a managed service): its password is read from a variable of the environment,
+never from backup.yaml, and its TLS CA file from the repository. Any
 problem is an ``InvalidDesiredState`` whose issues read
 ``desired-state/backup.yaml:4: volumes[0]: unknown volume 'sitee' (did you mean 'site'?)``.
-Pure: no Docker, no S3; the only I/O is reading the file.
+Pure: no Docker, no S3; the only I/O is reading the file (and a CA file it names).
 """
 
 from __future__ import annotations
 
+import ipaddress
+import os
 import re
 from collections.abc import Mapping
 from datetime import time
@@ -45,6 +50,14 @@ _MARIADB_VARIABLES = (
     "MYSQL_ROOT_PASSWORD",
     "MYSQL_ROOT_PASSWORD_FILE",
 )
+
+# A host name (RFC 1123 labels) or an IP address; no scheme, port, path or space.
+_HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+# Names that reach mariadb-dump's command line and restic's tags: never an option.
+_PART_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_DATABASE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_$-]{0,63}$")
+_VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+CA_FILE_MAX_BYTES = 256 * 1024
 
 
 class _Frozen(BaseModel):
@@ -95,6 +108,106 @@ class DatabaseBackup(_Frozen):
     service: str  # a MariaDB service of compose.yaml
 
 
+def host_problem(value: str) -> str | None:
+    """Why ``value`` is not a host name or an IP address, or None."""
+    hint = "write a host name (db.internal.example) or an IP address (10.0.0.5)"
+    if not value or any(c.isspace() for c in value):
+        return f"{value!r} is not a host: {hint}, without spaces"
+    if "://" in value or "/" in value or "@" in value:
+        return f"{value!r} is a URL, not a host: {hint}, and the port under port:"
+    try:
+        ipaddress.ip_address(value)
+        return None
+    except ValueError:
+        pass
+    if value.count(":") == 1:
+        return f"{value!r} holds a port: {hint}, and the port under port:"
+    labels = value.rstrip(".").split(".")
+    if len(value) > 253 or not all(_HOST_LABEL.match(label) for label in labels):
+        return f"{value!r} is not a host name: {hint}"
+    return None
+
+
+class ExternalDatabase(_Frozen):
+    """A MariaDB that is not a service of the stack, dumped through a short-lived helper.
+
+    ``password`` and ``ca_pem`` are filled by the loader (from the variable
+    ``password_from`` names and the file ``ca_file`` names), never written in
+    backup.yaml; both stay out of ``repr``.
+    """
+
+    name: str  # the part's name in backups, and in restore.yaml's databases
+    host: str
+    port: int = Field(default=3306, ge=1, le=65535)
+    user: str = Field(min_length=1, max_length=80)
+    password_from: str
+    databases: tuple[str, ...] = Field(min_length=1)
+    tls: Literal["off", "required", "verify"] = "off"
+    ca_file: str | None = None
+    # The image of the helper (with mariadb-dump and mariadb), present on the
+    # engine; None: the image of a MariaDB service of the stack.
+    image: str | None = None
+    # A network of compose.yaml the helper joins; None: the reconciler's own network.
+    network: str | None = None
+    # Services stopped while a restore loads its dump (they write to it).
+    stop_services: tuple[str, ...] = ()
+    password: str = Field(default="", repr=False, exclude=True)
+    ca_pem: str = Field(default="", repr=False, exclude=True)
+
+    @field_validator("tls", mode="before")
+    @classmethod
+    def _unquoted_off(cls, value: object) -> object:
+        # YAML 1.1 reads an unquoted ``tls: off`` as false: it means off.
+        return "off" if value is False else value
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        if not _PART_NAME.match(value):
+            raise ValueError(
+                f"{value!r} is not a plain name: letters, digits, '.', '_', '-' (e.g. shopdb)"
+            )
+        return value
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        problem = host_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("user")
+    @classmethod
+    def _user(cls, value: str) -> str:
+        if any(c.isspace() or not c.isprintable() for c in value) or value.startswith("-"):
+            raise ValueError(f"{value!r} is not a user name: no spaces, not starting with '-'")
+        return value
+
+    @field_validator("password_from")
+    @classmethod
+    def _variable(cls, value: str) -> str:
+        if not _VARIABLE.match(value):
+            raise ValueError(
+                f"{value!r} is not a variable name: write the name of a variable of the env "
+                "file (DB_BACKUP_PASSWORD), not its value"
+            )
+        return value
+
+    @field_validator("databases")
+    @classmethod
+    def _database_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if not _DATABASE_NAME.match(name):
+                raise ValueError(
+                    f"{name!r} is not a database name this reconciler dumps: letters, digits, "
+                    "'_', '$', '-', not starting with '-'"
+                )
+        if len(set(value)) != len(value):
+            raise ValueError("a database is listed twice")
+        return value
+
+
 class Retention(_Frozen):
     daily: int = Field(default=7, ge=0)
     weekly: int = Field(default=4, ge=0)
@@ -112,6 +225,7 @@ class BackupPolicy(_Frozen):
     schedule: Schedule = Schedule()
     volumes: tuple[VolumeBackup, ...] = ()
     databases: tuple[DatabaseBackup, ...] = ()
+    external_databases: tuple[ExternalDatabase, ...] = ()
     retention: Retention = Retention()
     restore_drill: RestoreDrill | None = None
 
@@ -122,6 +236,9 @@ class BackupPolicy(_Frozen):
         if problem:
             raise ValueError(problem)
         return value.rstrip("/") if value.startswith("s3://") else value
+
+    def external(self, name: str) -> ExternalDatabase | None:
+        return next((e for e in self.external_databases if e.name == name), None)
 
 
 def target_problem(url: str) -> str | None:
@@ -172,7 +289,13 @@ def load_backup_policy(
         raise InvalidDesiredState([Issue(display, 0, "", f"cannot read: {exc}")]) from exc
     text = decode_text(data, path=display)
     return parse_backup_policy(
-        text, path=display, desired=desired, environ=environ, default_target=default_target
+        text,
+        path=display,
+        desired=desired,
+        environ=environ,
+        default_target=default_target,
+        repository=root,
+        folder=root / directory,
     )
 
 
@@ -183,8 +306,14 @@ def parse_backup_policy(
     desired: DesiredState,
     environ: Mapping[str, str],
     default_target: str,
+    repository: Path | None = None,
+    folder: Path | None = None,
 ) -> BackupPolicy:
-    """The policy in ``text`` (the contents of backup.yaml), checked against ``desired``."""
+    """The policy in ``text`` (the contents of backup.yaml), checked against ``desired``.
+
+    ``folder`` (inside ``repository``) is where a ``ca_file`` is looked up;
+    without them a ``ca_file`` is an error.
+    """
     try:
         data, line_map = load_yaml(text, path=path)
     except YamlError as exc:
@@ -196,6 +325,7 @@ def parse_backup_policy(
     data, issues = interpolate(data, environ, line_map=line_map)
     data = _normalise(data)
     data.setdefault("target", default_target)
+    issues.extend(_refuse_clear_passwords(data, line_map))
     try:
         policy = BackupPolicy.model_validate(data)
     except ValidationError as exc:
@@ -206,9 +336,140 @@ def parse_backup_policy(
         )
         raise InvalidDesiredState(issues) from exc
     issues.extend(_check_references(policy, desired, line_map))
+    externals, external_issues = _resolve_externals(
+        policy, desired, line_map, environ=environ, repository=repository, folder=folder
+    )
+    issues.extend(external_issues)
     if issues:
         raise InvalidDesiredState(issues)
-    return policy
+    return policy.model_copy(update={"external_databases": externals})
+
+
+def _refuse_clear_passwords(data: dict[str, Any], line_map: LineMap) -> list[Issue]:
+    """A password written in backup.yaml is refused (and dropped, so it is not echoed)."""
+    issues: list[Issue] = []
+    entries = data.get("external_databases")
+    if not isinstance(entries, list):
+        return issues
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            continue
+        for key in ("password", "ca_pem"):
+            if key in entry:
+                entry.pop(key)
+                what = (
+                    "never write the password in backup.yaml (git keeps it): put it in the env "
+                    "file (or an encrypted file, docs/secrets.md) and name its variable: "
+                    "password_from: DB_BACKUP_PASSWORD"
+                    if key == "password"
+                    else "unknown key: name the CA file of the repository with ca_file: instead"
+                )
+                issues.append(line_map.issue(("external_databases", index, key), what))
+    return issues
+
+
+def _resolve_externals(
+    policy: BackupPolicy,
+    desired: DesiredState,
+    line_map: LineMap,
+    *,
+    environ: Mapping[str, str],
+    repository: Path | None,
+    folder: Path | None,
+) -> tuple[tuple[ExternalDatabase, ...], list[Issue]]:
+    """Each external database checked against the stack, its password and CA filled in."""
+    issues: list[Issue] = []
+    resolved: list[ExternalDatabase] = []
+    seen: set[str] = {d.service for d in policy.databases}
+    has_mariadb = any(is_mariadb_service(s) for s in desired.services.values())
+    for index, entry in enumerate(policy.external_databases):
+        base: tuple[str | int, ...] = ("external_databases", index)
+
+        def add(key: str | None, message: str, base: tuple[str | int, ...] = base) -> None:
+            issues.append(line_map.issue((*base, key) if key else base, message))
+
+        if entry.name in desired.services or entry.name in seen:
+            add(
+                "name",
+                f"'{entry.name}' is already the name of a service or a database of this "
+                "backup: a backup part has one name; choose another (e.g. "
+                f"{entry.name}-external)",
+            )
+        seen.add(entry.name)
+        password = environ.get(entry.password_from, "")
+        if not password:
+            add(
+                "password_from",
+                f"the variable {entry.password_from} is not set: put "
+                f"{entry.password_from}=... in the env file (or an encrypted file, "
+                "docs/secrets.md)",
+            )
+        if entry.image is None and not has_mariadb:
+            add(
+                None,
+                "no MariaDB service in the stack lends its image to the dump helper: name an "
+                "image with mariadb-dump that is on the engine (image: mariadb:11.4); it is "
+                "never pulled",
+            )
+        if entry.network is not None and entry.network not in desired.networks:
+            add(
+                "network",
+                unknown_name("network", entry.network, desired.networks, desired.compose_path),
+            )
+        for position, service in enumerate(entry.stop_services):
+            if service not in desired.services:
+                issues.append(
+                    line_map.issue(
+                        (*base, "stop_services", position),
+                        unknown_name("service", service, desired.services, desired.compose_path),
+                    )
+                )
+        ca_pem = ""
+        if entry.tls == "verify" and entry.ca_file is None:
+            add(
+                "tls",
+                "tls: verify checks the server's certificate against a CA: name its file of "
+                "the repository (ca_file: certs/db-ca.pem), or write tls: required",
+            )
+        elif entry.ca_file is not None and entry.tls != "verify":
+            add(
+                "ca_file",
+                f"a CA file is only used with tls: verify (this entry has tls: {entry.tls})",
+            )
+        elif entry.ca_file is not None:
+            text, problem = _ca_file(entry.ca_file, repository=repository, folder=folder)
+            if problem:
+                add("ca_file", problem)
+            ca_pem = text
+        resolved.append(entry.model_copy(update={"password": password, "ca_pem": ca_pem}))
+    return tuple(resolved), issues
+
+
+def _ca_file(value: str, *, repository: Path | None, folder: Path | None) -> tuple[str, str | None]:
+    """The CA file's text, read inside the repository; or why it cannot be used."""
+    if repository is None or folder is None:
+        return "", "a CA file is read from the repository, which is not known here"
+    if os.path.isabs(value):
+        return "", f"{value!r} must be a path relative to the desired-state folder"
+    candidate = Path(os.path.normpath(folder / value))
+    if not candidate.resolve().is_relative_to(repository.resolve()):
+        return "", f"{value!r} leaves the repository: use a path inside it"
+    in_repo = os.path.relpath(candidate, repository)
+    if not candidate.is_file():
+        return "", f"{value!r}: file {in_repo} does not exist in the commit"
+    try:
+        data = candidate.read_bytes()
+    except OSError as exc:
+        return "", f"{value!r}: cannot read {in_repo}: {exc.strerror}"
+    if len(data) > CA_FILE_MAX_BYTES:
+        return "", f"{value!r}: {in_repo} is over {CA_FILE_MAX_BYTES // 1024} KiB: not a CA file"
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        return "", f"{value!r}: {in_repo} is not a PEM file (not ASCII text)"
+    if "-----BEGIN CERTIFICATE-----" not in text:
+        return "", f"{value!r}: {in_repo} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
+    return text, None
 
 
 def _normalise(data: dict[str, Any]) -> dict[str, Any]:

@@ -15,7 +15,7 @@ Pure: no Docker, no S3; the only I/O is reading the file.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
@@ -130,8 +130,12 @@ def load_restore_requests(
     directory: str,
     desired: DesiredState,
     environ: Mapping[str, str],
+    external_databases: Collection[str] = (),
 ) -> tuple[RestoreRequest, ...]:
     """The requests of ``<root>/<directory>/restore.yaml`` in file order; () when absent.
+
+    ``external_databases``: the names of backup.yaml's databases outside the
+    stack, which ``databases:`` may name beside the MariaDB services.
 
     Raises ``InvalidDesiredState`` with every problem found, each with its line.
     """
@@ -144,11 +148,22 @@ def load_restore_requests(
     except OSError as exc:
         raise InvalidDesiredState([Issue(display, 0, "", f"cannot read: {exc}")]) from exc
     text = decode_text(data, path=display)
-    return parse_restore_requests(text, path=display, desired=desired, environ=environ)
+    return parse_restore_requests(
+        text,
+        path=display,
+        desired=desired,
+        environ=environ,
+        external_databases=external_databases,
+    )
 
 
 def parse_restore_requests(
-    text: str, *, path: str, desired: DesiredState, environ: Mapping[str, str]
+    text: str,
+    *,
+    path: str,
+    desired: DesiredState,
+    environ: Mapping[str, str],
+    external_databases: Collection[str] = (),
 ) -> tuple[RestoreRequest, ...]:
     """The requests in ``text`` (the contents of restore.yaml), checked against ``desired``."""
     try:
@@ -180,7 +195,7 @@ def parse_restore_requests(
                 pydantic_issues(exc, line_map, model=RestoreRequest, prefix=("restores", index))
             )
             requests.append(RestoreRequest.model_construct(id=_raw_id(item)))
-    issues.extend(_check_requests(tuple(requests), desired, line_map))
+    issues.extend(_check_requests(tuple(requests), desired, line_map, external_databases))
     if issues:
         raise InvalidDesiredState(issues)
     return tuple(requests)
@@ -191,7 +206,10 @@ def _raw_id(item: object) -> str:
 
 
 def _check_requests(
-    requests: tuple[RestoreRequest, ...], desired: DesiredState, line_map: LineMap
+    requests: tuple[RestoreRequest, ...],
+    desired: DesiredState,
+    line_map: LineMap,
+    external_databases: Collection[str] = (),
 ) -> list[Issue]:
     issues: list[Issue] = []
     first_line: dict[str, int] = {}
@@ -227,14 +245,15 @@ def _check_requests(
             )
         for position, service_name in enumerate(request.databases or ()):
             where = (*base, "databases", position)
+            if service_name in external_databases:
+                continue  # backup.yaml's external_databases
             service = desired.services.get(service_name)
             if service is None:
+                known = [*desired.services, *external_databases]
                 issues.append(
                     line_map.issue(
                         where,
-                        unknown_name(
-                            "database service", service_name, desired.services, desired.compose_path
-                        ),
+                        unknown_name("database service", service_name, known, desired.compose_path),
                     )
                 )
             elif not is_mariadb_service(service):

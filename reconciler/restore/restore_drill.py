@@ -9,7 +9,9 @@ that nothing else uses, checks it, and removes them:
   read back, and compared entry by entry with the archive (type, size,
   SHA-256 of contents, mode, owner, link target, mtime of files);
 - each dump loaded into a scratch MariaDB container of the service's own
-  image, and every database the dump creates found there with its tables.
+  image (an external database's: its entry's helper image), and every
+  database the dump creates found there with its tables. The external
+  server itself is never touched by a drill.
 
 The result goes to ``drill.json`` in the state dir and into ``status``. The
 running stack is never touched. ``reconciler restore --drill`` runs it now.
@@ -177,8 +179,12 @@ def run_drill(
     desired: DesiredState,
     state_dir: Path,
     backup: str = "latest",
+    policy: BackupPolicy | None = None,
 ) -> dict[str, Any]:
-    """Drill one backup; return the result recorded in drill.json (``result``: ok/failed)."""
+    """Drill one backup; return the result recorded in drill.json (``result``: ok/failed).
+
+    ``policy``: backup.yaml, whose external databases name their helper's image.
+    """
     started = datetime.now(UTC)
     monotonic = time.monotonic()
     result: dict[str, Any] = {
@@ -220,8 +226,14 @@ def run_drill(
                 else:
                     name = f"{scratch}-{ref.name}"
                     made_containers.append(name)
+                    external = policy.external(ref.name) if policy else None
                     result["databases"][ref.name] = _drill_database(
-                        client, desired, ref, fetched[ref.key], name
+                        client,
+                        desired,
+                        ref,
+                        fetched[ref.key],
+                        name,
+                        image=external.image if external else None,
                     )
         result["result"] = "ok"
     except (ReconcilerError, OSError) as exc:
@@ -290,18 +302,21 @@ def _drill_database(
     ref: ArtifactRef,
     spooled: Path,
     name: str,
+    *,
+    image: str | None = None,
 ) -> dict[str, Any]:
     service = desired.services.get(ref.name)
-    candidates = [service.image] if service else []
+    candidates = [image] if image else []
+    candidates += [service.image] if service else []
     candidates += [s.image for s in desired.services.values() if "mariadb" in s.image]
-    image = stack_control.present_image(client, candidates)
-    if image is None:
+    present = stack_control.present_image(client, candidates)
+    if present is None:
         raise DrillFailed(
             f"database {ref.name}: no MariaDB image on this engine for a scratch copy"
         )
     # Screened whole before it reaches even a scratch server (screen_dump).
     screen_dump(without_schemas(decompressed(ref, spooled)), artifact=ref.key)
-    stack_control.scratch_database(client, name=name, image=image, project=desired.project)
+    stack_control.scratch_database(client, name=name, image=present, project=desired.project)
     seen: list[str] = []
     mariadb.load_dump(
         client,
@@ -310,11 +325,11 @@ def _drill_database(
     )
     counts = stack_control.table_counts(client, name)
     missing = [db for db in seen if db not in stack_control.SYSTEM_DATABASES and db not in counts]
-    present = stack_control.user_databases(client, name)
-    missing = [db for db in missing if db not in present]
+    found = stack_control.user_databases(client, name)
+    missing = [db for db in missing if db not in found]
     if missing:
         raise DrillFailed(f"database {ref.name}: the dump loaded, but {', '.join(missing)} missing")
-    return {"databases": {db: counts.get(db, 0) for db in seen if db in present}}
+    return {"databases": {db: counts.get(db, 0) for db in seen if db in found}}
 
 
 def _databases_seen(chunks: Iterable[bytes], seen: list[str]) -> Iterator[bytes]:
@@ -359,6 +374,7 @@ def run_drill_now(settings: Settings, *, backup: str, source: str | None) -> dic
             desired=desired,
             state_dir=settings.state_dir,
             backup=backup,
+            policy=policy,
         )
     finally:
         client.close()
@@ -406,7 +422,11 @@ def drill_job(
             return
         try:
             result = run_drill(
-                client=client, target=target, desired=desired, state_dir=settings.state_dir
+                client=client,
+                target=target,
+                desired=desired,
+                state_dir=settings.state_dir,
+                policy=policy,
             )
             notifying.drill_finished(settings, result, commit=commit)
         except ReconcilerError as exc:  # another drill runs (by hand)

@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 from reconciler.adapters import engine_client
 from reconciler.adapters.engine_client import Client
+from reconciler.backup.commit_policy import backup_policy
 from reconciler.decide.restore_planning import due_requests
 from reconciler.deploy.passes import AfterApply
 from reconciler.errors import AfterApplyFailed, InvalidDesiredState, LedgerUnreadable
@@ -36,11 +37,16 @@ def load_requests(
     checkout: Checkout, desired: DesiredState, settings: Settings
 ) -> tuple[RestoreRequest, ...]:
     """The commit's restore requests; ``InvalidDesiredState`` with file:line issues."""
+    try:
+        policy = backup_policy(checkout, desired, settings)
+    except InvalidDesiredState:
+        policy = None  # reported as backup.yaml's own issues, which stall the commit
     return load_restore_requests(
         checkout.root,
         directory=settings.directory,
         desired=desired,
         environ=settings.environ,
+        external_databases=[e.name for e in policy.external_databases] if policy else (),
     )
 
 

@@ -9,7 +9,7 @@ starting the stopped services mid-restore.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from pydantic import ValidationError
 
@@ -20,6 +20,7 @@ from reconciler.backup.backup_target import open_target, safety_url
 from reconciler.decide.restore_planning import plan_restore
 from reconciler.deploy.passes import PASS_LOCK_WAIT_S
 from reconciler.errors import ReconcilerError
+from reconciler.model.backup_policy import ExternalDatabase
 from reconciler.model.desired import DesiredState
 from reconciler.model.restore_requests import RestoreRequest
 from reconciler.ports import Checkout
@@ -27,6 +28,7 @@ from reconciler.restore.restore_ledger import RestoreLedger, RestoreRecord
 from reconciler.restore.restore_pass import (
     Outcome,
     manual_id,
+    own_externals,
     own_target,
     run_recorded,
     safety_target,
@@ -50,6 +52,8 @@ class ManualRestore:
     target: str
     options: RestoreOptions
     request_id: str
+    # backup.yaml's databases outside the stack, by name.
+    externals: dict[str, ExternalDatabase] = field(default_factory=dict)
 
     @classmethod
     def prepare(
@@ -85,6 +89,7 @@ class ManualRestore:
             checkout=checkout,
             desired=desired,
             target=own_target(checkout, desired, settings),
+            externals=own_externals(checkout, desired, settings),
             options=RestoreOptions(
                 backup=backup,
                 source=source,
@@ -111,6 +116,7 @@ class ManualRestore:
             volumes=options.volumes,
             databases=options.databases,
             paths=options.paths,
+            externals=self.externals,
         )
         self.options = replace(options, backup=manifest.id)
         total = sum(a.size for a in manifest.artifacts)
@@ -139,6 +145,13 @@ class ManualRestore:
                     f"  replace Docker volume {volume.volume} (compose volume {volume.key}) exactly"
                 )
         for database in plan.databases:
+            if database.external is not None:
+                where = f"{database.external.host}:{database.external.port}"
+                lines.append(
+                    f"  drop the databases {', '.join(database.external.databases)} of the "
+                    f"external server {where} (database {database.service}) and load the dump"
+                )
+                continue
             lines.append(
                 f"  drop the user databases of {database.container} (service "
                 f"{database.service}) and load the dump"
@@ -185,6 +198,7 @@ class ManualRestore:
                     settings=self.settings,
                     target=self.target,
                     commit=self.checkout.commit,
+                    externals=self.externals,
                 )
             finally:
                 client.close()

@@ -13,7 +13,7 @@ under the pass lock, for the applied commit's desired state.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,6 +31,7 @@ from reconciler.errors import (
     RestoreFailed,
 )
 from reconciler.logs import event
+from reconciler.model.backup_policy import ExternalDatabase
 from reconciler.model.desired import DesiredState
 from reconciler.model.restore_requests import RestoreRequest
 from reconciler.ports import Checkout
@@ -65,6 +66,19 @@ def own_target(checkout: Checkout, desired: DesiredState, settings: Settings) ->
             f"backup.yaml is invalid, so the backup target is unknown:\n{exc}"
         ) from exc
     return policy.target if policy is not None else settings.default_backup_target
+
+
+def own_externals(
+    checkout: Checkout, desired: DesiredState, settings: Settings
+) -> dict[str, ExternalDatabase]:
+    """backup.yaml's databases outside the stack, by name: a restore loads their dumps there."""
+    try:
+        policy = backup_policy(checkout, desired, settings)
+    except InvalidDesiredState as exc:
+        raise ReconcilerError(
+            f"backup.yaml is invalid, so its external databases are unknown:\n{exc}"
+        ) from exc
+    return {e.name: e for e in policy.external_databases} if policy is not None else {}
 
 
 SAFETY_COPY_DIR = "RECONCILER_SAFETY_COPY_DIR"
@@ -113,6 +127,7 @@ def run_recorded(
     settings: Settings,
     target: str,
     commit: str | None,
+    externals: Mapping[str, ExternalDatabase] | None = None,
 ) -> Outcome:
     """Queue (if new), start, run and finish one request, the ledger written at each step."""
     ledger.queue([record])
@@ -132,6 +147,7 @@ def run_recorded(
         spool_dir=settings.spool_base,
         record=write,
         environ=settings.environ,
+        externals=dict(externals or {}),
     )
     try:
         report = run_restore(record.id, options, context)
@@ -173,6 +189,7 @@ def run_due(
     """Run each due request in order, under the backup lock; ``AfterApplyFailed`` on failure."""
     try:
         target = own_target(checkout, desired, settings)
+        externals = own_externals(checkout, desired, settings)
         ledger.queue([pending_record(r, commit=checkout.commit) for r in due])
         client = make_client()
     except REPORTED_ERRORS as exc:
@@ -208,6 +225,7 @@ def run_due(
                     settings=settings,
                     target=target,
                     commit=checkout.commit,
+                    externals=externals,
                 )
             (changes if outcome.ok else failures).append(outcome.summary())
     finally:

@@ -45,7 +45,13 @@ from pathlib import Path
 
 import zstandard
 
-from reconciler.adapters import mariadb, stack_control, volume_archive
+from reconciler.adapters import (
+    database_helper,
+    engine_client,
+    mariadb,
+    stack_control,
+    volume_archive,
+)
 from reconciler.adapters.docker_engine import DockerEngine
 from reconciler.adapters.engine_client import ENGINE_ERRORS, REPORTED_ERRORS, Client
 from reconciler.backup import restic_backups
@@ -75,6 +81,7 @@ from reconciler.decide.restore_planning import (
 )
 from reconciler.errors import BackupBusy, ReconcilerError, RestoreFailed, VerifyError
 from reconciler.logs import event
+from reconciler.model.backup_policy import ExternalDatabase
 from reconciler.model.desired import DesiredState
 from reconciler.model.restore_requests import LATEST
 from reconciler.restore.restore_artifacts import (
@@ -147,6 +154,29 @@ class RestoreContext:
     # Called with ledger fields as they become known (backup, source,
     # safety_copy, safety_copy_backup, done): the ledger is written at once.
     record: Callable[..., None] = field(default=lambda **_fields: None)
+    # backup.yaml's databases outside the stack, by name: their dumps load there.
+    externals: Mapping[str, ExternalDatabase] = field(default_factory=dict)
+
+    def external_target(self, entry: ExternalDatabase) -> database_helper.ExternalTarget:
+        return database_helper.external_target(
+            entry, self.desired, own_network_mode=engine_client.own_network_mode(self.client)
+        )
+
+
+@contextmanager
+def database_endpoint(
+    ctx: RestoreContext, database: DatabaseRestore, *, purpose: str = "restore"
+) -> Iterator[tuple[str, mariadb.RemoteServer | None]]:
+    """Where a dump of ``database`` loads: the service's container, or a helper that
+    reaches the external server (made here, removed on the way out)."""
+    if database.external is None:
+        yield database.container, None
+        return
+    target = ctx.external_target(database.external)
+    with database_helper.helper(
+        ctx.client, project=ctx.desired.project, target=target, purpose=purpose
+    ) as container:
+        yield container, target.remote
 
 
 @dataclass(frozen=True)
@@ -241,6 +271,7 @@ def run_restore(request_id: str, options: RestoreOptions, ctx: RestoreContext) -
                 volumes=options.volumes,
                 databases=options.databases,
                 paths=options.paths,
+                externals=ctx.externals,
             )
             stages.helper_image = _check_stack(ctx, plan)
             # Helpers a killed restore (or its safety copy, or a killed backup) left
@@ -391,6 +422,13 @@ def _check_stack(ctx: RestoreContext, plan: RestorePlan) -> str:
                 "stack first (reconciler sync)"
             )
     for database in plan.databases:
+        if database.external is not None:
+            # The server answers, with the credentials given, and the helper's
+            # client has --sandbox: known before anything is fetched or stopped.
+            with database_endpoint(ctx, database) as (helper, remote):
+                mariadb.check_sandbox(ctx.client, container=helper)
+                stack_control.user_databases(ctx.client, helper, remote)
+            continue
         container = stack_control.owned_container(
             ctx.client, ctx.desired.project, ctx.desired.container_of(database.service)
         )
@@ -508,7 +546,11 @@ def _safety_copy(
         helper_image=ctx.environ.get(HELPER_IMAGE_VARIABLE) or None,
         volumes=[VolumeToRead(key=v.key, volume=v.volume) for v in plan.volumes],
         databases=[
-            DatabaseToDump(d.service, d.container)
+            DatabaseToDump(
+                d.service,
+                d.container,
+                external=ctx.external_target(d.external) if d.external else None,
+            )
             for d in plan.databases
             if d.service not in skip_databases
         ],
@@ -586,14 +628,17 @@ def _write(
             step(f"restored volume {volume.volume}{where}")
 
     def load(database: DatabaseRestore) -> None:
-        existing = stack_control.user_databases(ctx.client, database.container)
-        chunks = decompressed(database.artifact, fetched[database.artifact.key])
-        written.add(f"database:{database.service}")
-        mariadb.load_dump(
-            ctx.client,
-            container=database.container,
-            chunks=_prefixed(stack_control.drop_sql(existing), without_schemas(chunks)),
-        )
+        with database_endpoint(ctx, database) as (container, remote):
+            # An external server: only the databases its entry names are dropped.
+            existing = stack_control.user_databases(ctx.client, container, remote)
+            chunks = decompressed(database.artifact, fetched[database.artifact.key])
+            written.add(f"database:{database.service}")
+            mariadb.load_dump(
+                ctx.client,
+                container=container,
+                chunks=_prefixed(stack_control.drop_sql(existing), without_schemas(chunks)),
+                remote=remote,
+            )
         step(f"loaded database {database.service}")
 
     # Volumes and the dumps of running databases at once: the engine

@@ -231,3 +231,23 @@ def test_a_path_that_could_leave_the_volume_is_refused(paths: str, message: str)
 def test_paths_need_exactly_one_volume(volumes: str) -> None:
     (found,) = issues(f"restores:\n  - id: a\n{volumes}    paths: [uploads]\n")
     assert "paths are files or folders of one volume: name that volume alone" in found
+
+
+def test_databases_may_name_an_external_database_of_backup_yaml() -> None:
+    text = "restores:\n  - id: r1\n    databases: [shopdb, db]\n"
+    (request,) = parse_restore_requests(
+        text, path=PATH, desired=desired(), environ={}, external_databases=["shopdb"]
+    )
+    assert request.databases == ("shopdb", "db")
+    # Unknown without backup.yaml's entry, and the entry's name is offered.
+    (issue,) = issues(text)
+    assert issue.startswith(f"{PATH}:3: restores[0].databases[0]: unknown database service")
+    with pytest.raises(InvalidDesiredState) as caught:
+        parse_restore_requests(
+            text.replace("shopdb", "shopbd"),
+            path=PATH,
+            desired=desired(),
+            environ={},
+            external_databases=["shopdb"],
+        )
+    assert "did you mean 'shopdb'?" in str(caught.value.issues[0])
