@@ -34,6 +34,7 @@ import urllib3.exceptions
 from docker.utils.socket import STDERR, frames_iter
 
 from reconciler import labels
+from reconciler.adapters.swarm_engine import task_container
 from reconciler.errors import DatabaseError, Unavailable
 
 DUMP_COMMAND = (
@@ -132,16 +133,25 @@ def client_command(remote: RemoteServer | None, *rest: str) -> list[str]:
 
 
 def _container(client: docker.DockerClient, name: str, project: str | None) -> Any:
+    swarm_task = False
     try:
         container = client.containers.get(name)
     except docker.errors.NotFound as exc:
-        raise DatabaseError(
-            f"database container {name} does not exist: deploy the stack (reconciler sync) "
-            "and try again"
-        ) from exc
+        # Swarm mode: ``name`` is the project's Swarm service; dump from its task.
+        try:
+            task = task_container(client, name, project)
+        except (requests.exceptions.ConnectionError, docker.errors.DockerException) as error:
+            raise Unavailable(f"the Docker engine cannot be reached: {error}") from error
+        if task is None:
+            raise DatabaseError(
+                f"database container {name} does not exist: deploy the stack (reconciler sync) "
+                "and try again"
+            ) from exc
+        container, swarm_task = task, True
     except (requests.exceptions.ConnectionError, docker.errors.DockerException) as exc:
         raise Unavailable(f"the Docker engine cannot be reached: {exc}") from exc
-    if project is not None and container.labels.get(labels.PROJECT) != project:
+    # A task's owner is its Swarm service, whose labels task_container checked.
+    if project is not None and not swarm_task and container.labels.get(labels.PROJECT) != project:
         raise DatabaseError(
             f"container {name} does not carry the label {labels.PROJECT}={project}: it is not "
             "the project's database, and is never touched; rename or remove it"

@@ -23,6 +23,7 @@ import docker.errors
 import requests
 
 from reconciler import labels
+from reconciler.adapters import swarm_engine
 from reconciler.adapters.mariadb import RemoteServer, client_command, credentials_environment
 from reconciler.adapters.volume_archive import MOUNT_POINT
 from reconciler.errors import DatabaseError, StackError, Unavailable
@@ -73,7 +74,9 @@ def owned_container(client: docker.DockerClient, project: str, name: str) -> Any
     try:
         container = client.containers.get(name)
     except docker.errors.NotFound:
-        return None
+        # Swarm mode: ``name`` is the Swarm service; its task container is the one.
+        with _engine_call(f"reading Swarm service {name}"):
+            return swarm_engine.task_container(client, name, project)
     except (docker.errors.DockerException, requests.RequestException) as exc:
         raise Unavailable(f"the Docker engine cannot be reached: {exc}") from exc
     if container.labels.get(labels.PROJECT) != project:
@@ -81,8 +84,25 @@ def owned_container(client: docker.DockerClient, project: str, name: str) -> Any
     return container
 
 
+# How long a Swarm service scaled to 0 or back may take beyond its grace period.
+SWARM_SCALE_WAIT_S = 120.0
+
+
+def _swarm_service(client: docker.DockerClient, project: str, name: str) -> bool:
+    with _engine_call(f"reading Swarm service {name}"):
+        return swarm_engine.owned_swarm_service(client, name, project) is not None
+
+
 def stop_service(client: docker.DockerClient, project: str, name: str, *, grace_s: float) -> bool:
-    """Stop the service's container ``name`` if it runs; True when it was stopped here."""
+    """Stop the service's container ``name`` if it runs; True when it was stopped here.
+
+    In swarm mode (``name`` a Swarm service) it is scaled to 0: Swarm would
+    start a stopped task again."""
+    if _swarm_service(client, project, name):
+        with _engine_call(f"scaling Swarm service {name} to 0"):
+            return swarm_engine.scale_to_zero(
+                client, name, project, wait_s=grace_s + SWARM_SCALE_WAIT_S
+            )
     container = owned_container(client, project, name)
     if container is None or container.status != "running":
         return False
@@ -92,7 +112,11 @@ def stop_service(client: docker.DockerClient, project: str, name: str, *, grace_
 
 
 def start_service(client: docker.DockerClient, project: str, name: str) -> str:
-    """Start the service's container ``name``; return its id."""
+    """Start the service's container ``name``; return its id (in swarm mode: scale the
+    Swarm service back, and return a running task container's)."""
+    if _swarm_service(client, project, name):
+        with _engine_call(f"scaling Swarm service {name} back"):
+            return swarm_engine.scale_back(client, name, project, wait_s=SWARM_SCALE_WAIT_S)
     container = owned_container(client, project, name)
     if container is None:
         raise StackError(
@@ -131,9 +155,16 @@ def services_stopped(
     Never a container the project does not own, nor one that was not running.
     """
     stopped: list[Any] = []
+    scaled: list[str] = []  # Swarm services at 0 (not journaled: a pass scales them back)
     failed_to_start = False
     try:
         for service, name, grace in services:
+            if _swarm_service(client, project, name):
+                event("backup.stop_service", service=service)
+                # Recorded before the engine is asked, so every way out scales it back.
+                scaled.append(name)
+                stop_service(client, project, name, grace_s=grace)
+                continue
             container = owned_container(client, project, name)
             if container is None or container.status != "running":
                 continue
@@ -154,6 +185,18 @@ def services_stopped(
                 container.stop(timeout=grace_s)
         yield
     finally:
+        for name in reversed(scaled):
+            try:
+                start_service(client, project, name)
+                event("backup.start_service", container=name)
+            except (StackError, Unavailable) as exc:
+                failed_to_start = True
+                event(
+                    "backup.start_service_failed",
+                    level=logging.ERROR,
+                    container=name,
+                    error=str(exc),
+                )
         for container in reversed(stopped):
             try:
                 container.start()
@@ -302,7 +345,10 @@ def _running(client: docker.DockerClient, name: str) -> Any:
     try:
         container = client.containers.get(name)
     except docker.errors.NotFound as exc:
-        raise DatabaseError(f"database container {name} does not exist") from exc
+        with _engine_call(f"reading Swarm service {name}"):
+            container = swarm_engine.task_container(client, name, None)
+        if container is None:
+            raise DatabaseError(f"database container {name} does not exist") from exc
     except (docker.errors.DockerException, requests.RequestException) as exc:
         raise Unavailable(f"the Docker engine cannot be reached: {exc}") from exc
     if container.status != "running":

@@ -8,12 +8,14 @@ Swarm reports, as plain values. Library exceptions never leave it.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+import docker
 import docker.errors
 
 from reconciler import labels as lbl
-from reconciler.adapters.docker_engine import DockerEngine
+from reconciler.adapters.docker_engine import DockerEngine, observed_container
 from reconciler.decide.swarm_specs import STACK_NAMESPACE, TASK_HASH, ObjectKind
 from reconciler.errors import EngineError
 from reconciler.model.desired import NetworkSpec
@@ -52,6 +54,7 @@ class DockerSwarm(DockerEngine):
     def observe_swarm(self, project: str) -> ObservedSwarm:
         api = self._api
         with self._reading():
+            raw_containers = api.containers(all=True, filters={"label": f"{lbl.PROJECT}={project}"})
             raw_services = api.services()
             raw_configs = api.configs()
             raw_secrets = api.secrets()
@@ -68,6 +71,7 @@ class DockerSwarm(DockerEngine):
             for o in listed or ()
         ]
         return ObservedSwarm(
+            containers=tuple(observed_container(c) for c in raw_containers),
             services=tuple(_service(s) for s in raw_services or ()),
             objects=tuple(objects),
             networks=tuple(
@@ -190,21 +194,8 @@ class DockerSwarm(DockerEngine):
 
     def scale_service(self, service_id: str, replicas: int) -> None:
         """Set a replicated service's replicas, keeping the rest of its spec as it is."""
-        api = self._api
         with self._changing(f"scaling Swarm service {service_id[:12]} to {replicas}"):
-            raw = api.inspect_service(service_id)
-            spec = raw["Spec"]
-            api.update_service(
-                service_id,
-                int(raw["Version"]["Index"]),
-                task_template=spec.get("TaskTemplate"),
-                name=spec.get("Name"),
-                labels=spec.get("Labels"),
-                mode={"Replicated": {"Replicas": replicas}},
-                update_config=spec.get("UpdateConfig"),
-                rollback_config=spec.get("RollbackConfig"),
-                endpoint_spec=spec.get("EndpointSpec"),
-            )
+            _set_replicas(self._api, self._api.inspect_service(service_id), replicas, {})
 
     def remove_service(self, service_id: str) -> None:
         api = self._api
@@ -257,3 +248,114 @@ def _task(raw: dict[str, Any]) -> TaskState:
             TASK_HASH
         ),
     )
+
+
+# -- Swarm services as backups and restores see them ---------------------------
+# Backups and restores name a service's container by DesiredState.container_of,
+# which in swarm mode is the Swarm service; these find its task containers and
+# stop it by scaling it to 0 (Swarm would start a stopped task again).
+
+SERVICE_NAME_LABEL = "com.docker.swarm.service.name"
+# On a Swarm service a backup or restore scaled to 0: the replicas to go back to.
+STOPPED_REPLICAS = f"{lbl.PREFIX}.stopped-replicas"
+_TASKS_POLL_S = 0.5
+
+
+def owned_swarm_service(
+    client: docker.DockerClient, name: str, project: str | None
+) -> dict[str, Any] | None:
+    """The Swarm service ``name`` when it exists and is the project's, else None
+    (also on an engine that is no Swarm manager)."""
+    try:
+        raw: dict[str, Any] = client.api.inspect_service(name)
+    except docker.errors.NotFound:
+        return None
+    except docker.errors.APIError as exc:
+        if exc.status_code == 503:  # "This node is not a swarm manager"
+            return None
+        raise
+    owner = ((raw.get("Spec") or {}).get("Labels") or {}).get(lbl.PROJECT)
+    if project is not None and owner != project:
+        return None
+    return raw
+
+
+def task_containers(client: docker.DockerClient, name: str, *, running: bool) -> list[Any]:
+    """The containers of the Swarm service ``name``'s tasks on this engine."""
+    filters: dict[str, Any] = {"label": f"{SERVICE_NAME_LABEL}={name}"}
+    if running:
+        filters["status"] = "running"
+    return list(client.containers.list(all=not running, filters=filters))
+
+
+def task_container(client: docker.DockerClient, name: str, project: str | None) -> Any | None:
+    """A task container of the project's Swarm service ``name``, a running one if any."""
+    if owned_swarm_service(client, name, project) is None:
+        return None
+    found = task_containers(client, name, running=True) or task_containers(
+        client, name, running=False
+    )
+    return found[0] if found else None
+
+
+def scale_to_zero(client: docker.DockerClient, name: str, project: str, *, wait_s: float) -> bool:
+    """Scale the project's Swarm service ``name`` to 0, remembering its replicas on
+    it; True when it ran tasks. Returns once its task containers have stopped."""
+    raw = owned_swarm_service(client, name, project)
+    if raw is None:
+        return False
+    replicated = ((raw.get("Spec") or {}).get("Mode") or {}).get("Replicated")
+    replicas = int((replicated or {}).get("Replicas") or 0)
+    if replicated is None or replicas == 0:
+        return False
+    _set_replicas(client.api, raw, 0, {STOPPED_REPLICAS: str(replicas)})
+    deadline = time.monotonic() + wait_s
+    while task_containers(client, name, running=True) and time.monotonic() < deadline:
+        time.sleep(_TASKS_POLL_S)
+    return True
+
+
+def scale_back(client: docker.DockerClient, name: str, project: str, *, wait_s: float) -> str:
+    """Give the Swarm service ``name`` the replicas it had before ``scale_to_zero``;
+    return the id of a running task container once there is one."""
+    raw = owned_swarm_service(client, name, project)
+    if raw is None:
+        raise EngineError(f"Swarm service {name} is gone; the next pass (reconciler sync) makes it")
+    labels = dict((raw.get("Spec") or {}).get("Labels") or {})
+    remembered = labels.pop(STOPPED_REPLICAS, None)
+    replicas = int(remembered) if remembered and remembered.isdigit() else 1
+    _set_replicas(client.api, raw, replicas, {}, drop=(STOPPED_REPLICAS,))
+    deadline = time.monotonic() + wait_s
+    while True:
+        running = task_containers(client, name, running=True)
+        if running:
+            return str(running[0].id)
+        if time.monotonic() >= deadline:
+            raise EngineError(f"Swarm service {name}: no task running {wait_s:.0f}s after scaling")
+        time.sleep(_TASKS_POLL_S)
+
+
+def _set_replicas(
+    api: Any,
+    raw: dict[str, Any],
+    replicas: int,
+    add: dict[str, str],
+    *,
+    drop: tuple[str, ...] = (),
+) -> None:
+    spec = raw["Spec"]
+    labels = {k: v for k, v in (spec.get("Labels") or {}).items() if k not in drop} | add
+    try:
+        api.update_service(
+            raw["ID"],
+            int(raw["Version"]["Index"]),
+            task_template=spec.get("TaskTemplate"),
+            name=spec.get("Name"),
+            labels=labels,
+            mode={"Replicated": {"Replicas": replicas}},
+            update_config=spec.get("UpdateConfig"),
+            rollback_config=spec.get("RollbackConfig"),
+            endpoint_spec=spec.get("EndpointSpec"),
+        )
+    except docker.errors.APIError as exc:
+        raise EngineError(f"scaling Swarm service {spec.get('Name')} to {replicas}: {exc}") from exc

@@ -27,6 +27,7 @@ from reconciler.decide.actions import (
     CreateSwarmObject,
     CreateSwarmService,
     Plan,
+    RemoveContainer,
     RemoveNetwork,
     RemoveSwarmObject,
     RemoveSwarmService,
@@ -50,6 +51,14 @@ def plan_swarm(desired: DesiredState, observed: ObservedSwarm) -> Plan:
         RemoveSwarmService(s, f"service {s.service!r} is no longer declared")
         for s in sorted(ours, key=lambda s: s.name)
         if s.service not in desired.services
+    ]
+    # A stack deployed before the engine joined a Swarm: its containers go
+    # first (they hold the ports its Swarm services publish). The reconciler's
+    # own container is kept by the pass (deploy/self_update.py).
+    removals += [
+        RemoveContainer(c, "swarm mode: the stack runs as Swarm services")
+        for c in sorted(observed.containers, key=lambda c: c.name)
+        if c.project == project and not c.is_helper
     ]
 
     infrastructure: list[Action] = []

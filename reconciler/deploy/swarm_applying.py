@@ -165,7 +165,10 @@ class _SwarmApplier:
                     raise
                 except Exception as exc:
                     self.warn(f"network {network.name}: not removed: {exc}")
-            case CreateService() | RecreateService() | StartService() | RemoveContainer():
+            case RemoveContainer(container=container):
+                self.engine.stop_container(container.id)
+                self.engine.remove_container(container.id)
+            case CreateService() | RecreateService() | StartService():
                 raise TypeError(f"a plain-engine action in swarm mode: {describe(action)}")
             case _:
                 assert_never(action)

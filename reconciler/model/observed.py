@@ -132,6 +132,9 @@ class ObservedSwarm:
     objects: tuple[ObservedSwarmObject, ...] = ()
     networks: tuple[ObservedNetwork, ...] = ()
     volumes: tuple[ObservedVolume, ...] = ()
+    # The engine's own containers of the project (a stack deployed before the
+    # engine joined a Swarm), not the Swarm's tasks.
+    containers: tuple[ObservedContainer, ...] = ()
 
 
 @dataclass(frozen=True)

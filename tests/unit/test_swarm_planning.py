@@ -266,3 +266,21 @@ def test_a_service_scaled_by_hand_is_scaled_back() -> None:
     assert isinstance(update, UpdateSwarmService)
     assert not update.replace_tasks
     assert describe(update) == "scale service web: runs 0 replicas, 2 declared"
+
+
+def test_the_containers_of_a_stack_deployed_before_the_swarm_go_first() -> None:
+    from reconciler.decide.actions import RemoveContainer
+    from reconciler.model.observed import ObservedContainer
+
+    before = ObservedContainer(
+        id="c1", name="shop-web-1", labels={labels.PROJECT: PROJECT, labels.SERVICE: "web"}
+    )
+    helper = ObservedContainer(
+        id="c2", name="shop-helper-x", labels={labels.PROJECT: PROJECT, labels.HELPER: "backup"}
+    )
+    other = ObservedContainer(id="c3", name="other-web-1", labels={labels.PROJECT: "other"})
+    plan = plan_swarm(desired(web()), ObservedSwarm(containers=(before, helper, other)))
+    first = plan.actions[0]
+    assert isinstance(first, RemoveContainer)
+    assert first.container.id == "c1"
+    assert not [a for a in plan.actions[1:] if isinstance(a, RemoveContainer)]
