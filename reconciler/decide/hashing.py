@@ -190,6 +190,11 @@ def _normalised(service: ServiceSpec) -> dict[str, Any]:
     }
     # depends_on shapes the order of a pass, not the container itself.
     data.pop("depends_on", None)
+    # A port's publish mode is Swarm's (None on a plain engine): hashed only
+    # when set, like ``deploy`` above, so ports hash as they did before it.
+    for port in data["ports"]:
+        if port.get("mode") is None:
+            port.pop("mode", None)
     # Files from the repository live in a folder per commit: hash what they
     # hold, not where they are, or every commit would recreate the service.
     for mount in data["mounts"]:
