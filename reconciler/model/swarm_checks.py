@@ -66,7 +66,13 @@ class SwarmChecks(ComposeChecks):
                 self.issues.extend(
                     pydantic_issues(exc, self.line_map, model=swarm.SwarmDeployConfig, prefix=base)
                 )
-                out[name] = swarm.SwarmDeployConfig()
+                # Without the keys in error, the rest is still checked (and resolved).
+                bad = {err["loc"][0] for err in exc.errors() if err["loc"]}
+                try:
+                    kept = {k: v for k, v in given.items() if k not in bad}
+                    out[name] = swarm.SwarmDeployConfig.model_validate(kept)
+                except ValidationError:
+                    out[name] = swarm.SwarmDeployConfig()
         return out
 
     def _check_swarm(
@@ -83,7 +89,9 @@ class SwarmChecks(ComposeChecks):
             raw = self._raw_at(base)
             given = set(raw) if isinstance(raw, dict) else set()
             for key, reason in swarm.SWARM_REFUSED.items():
-                if key not in given or (key == "pull_policy" and svc.pull_policy == "missing"):
+                if key not in given or key in schema.UNSUPPORTED_SERVICE:
+                    continue  # absent, or refused by the schema (swarm_schema.explain_extra)
+                if key == "pull_policy" and svc.pull_policy == "missing":
                     continue
                 self.add((*base, key), f"refused in swarm mode: {reason}")
             self._check_swarm_volumes(base, svc, volumes, deploys.get(name))

@@ -50,6 +50,16 @@ class SpreadPreference(schema._Model):
 
     spread: schema.NonEmptyText
 
+    @model_validator(mode="before")
+    @classmethod
+    def _spread_only(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or set(data) != {"spread"}:
+            raise ValueError(
+                "Swarm's only placement preference is spread: write - spread: LABEL, "
+                "e.g. - spread: node.labels.zone"
+            )
+        return data
+
 
 class Placement(schema._Model):
     constraints: list[Annotated[str, BeforeValidator(_constraint)]] = []
