@@ -426,6 +426,7 @@ env_defaults() {
 # RECONCILER_ALLOWED_SIGNERS=/etc/reconciler/allowed_signers
 # RECONCILER_GPG_HOME=/etc/reconciler/gnupg
 # RECONCILER_AGE_KEY_FILE=/etc/reconciler/age.key
+# RECONCILER_ENGINE=auto                    engine or swarm; auto: swarm on a Swarm manager (docs/operations.md)
 # The stack (desired-state/compose.yaml):
 # HTTP_PORT=80
 # HTTPS_PORT=443

@@ -65,6 +65,9 @@ class Settings(BaseModel):
     # Signed commits (docs/signing.md): off, or the kind of signature a commit
     # needs to be applied, checked against these keys.
     verify: Literal["off", "ssh", "gpg"] = "off"
+    # The kind of engine (model/engine_mode.py): one Docker engine, a Swarm
+    # manager, or auto: whatever the engine says it is (``docker info``).
+    engine: Literal["auto", "engine", "swarm"] = "auto"
     allowed_signers: Path = Path("/etc/reconciler/allowed_signers")
     gpg_home: Path = Path("/etc/reconciler/gnupg")
     # The VM's age identities, for encrypted files in the desired state (docs/secrets.md).
@@ -164,6 +167,7 @@ _NAMES: dict[str, str] = {
     "RECONCILER_METRICS_ADDR": "metrics_addr",
     "RECONCILER_WEBHOOK_SECRET": "webhook_secret",
     "RECONCILER_VERIFY": "verify",
+    "RECONCILER_ENGINE": "engine",
     "RECONCILER_ALLOWED_SIGNERS": "allowed_signers",
     "RECONCILER_GPG_HOME": "gpg_home",
     "RECONCILER_AGE_KEY_FILE": "age_key_file",

@@ -46,6 +46,7 @@ from reconciler.errors import (
 )
 from reconciler.logs import event
 from reconciler.model.desired import DesiredState
+from reconciler.model.engine_mode import EngineMode
 from reconciler.model.loading import load_desired_state
 from reconciler.model.observed import Observed
 from reconciler.ports import Checkout, Engine, Source, Verifier
@@ -138,13 +139,14 @@ class Reconciler:
 
     # -- steps -----------------------------------------------------------
 
-    def load(self, checkout: Checkout) -> DesiredState:
+    def load(self, checkout: Checkout, *, engine_mode: EngineMode = "engine") -> DesiredState:
         desired = load_desired_state(
             checkout.root,
             directory=self.settings.directory,
             project=self.settings.project,
             environ=self.settings.environ,
             secrets=load_secrets(checkout.root, self.settings),
+            engine_mode=engine_mode,
         )
         for validate in self.validators:
             validate(checkout, desired)
