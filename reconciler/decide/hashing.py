@@ -38,6 +38,7 @@ HASH_VERSION = "1"
 # enters the hash only when it is set (differs from its default): an upgrade
 # that learns a new Compose key must not recreate every running service whose
 # compose.yaml does not use it. Never add to this set; new fields need nothing.
+# So ``deploy`` (Swarm's, None on a plain engine) is hashed only in swarm mode.
 HASHED_SINCE_V1 = frozenset(
     [
         "name",
