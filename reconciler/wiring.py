@@ -7,6 +7,7 @@ else takes them as arguments.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Protocol
 
 from reconciler.adapters.docker_engine import DockerEngine
 from reconciler.adapters.swarm_engine import DockerSwarm
@@ -14,7 +15,9 @@ from reconciler.applied import make_source
 from reconciler.daemon.loop import Daemon, Job
 from reconciler.deploy.passes import AfterApply, PassListener, Reconciler, Recovery, Validator
 from reconciler.deploy.verifying import CommitVerifier
+from reconciler.errors import Unavailable
 from reconciler.model.desired import DesiredState
+from reconciler.model.engine_mode import EngineMode
 from reconciler.ports import Checkout
 from reconciler.settings import Settings
 
@@ -114,12 +117,39 @@ def make_daemon(settings: Settings) -> Daemon:
     return daemon
 
 
-def validate_folder(folder: Path, settings: Settings) -> DesiredState:
+class SwarmProbe(Protocol):
+    """What ``validate_engine_mode`` asks of an engine (``DockerEngine`` has it)."""
+
+    def is_swarm_manager(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+def validate_engine_mode(settings: Settings, engine: SwarmProbe | None = None) -> EngineMode:
+    """The engine a folder is validated for: RECONCILER_ENGINE, or with ``auto`` the
+    engine's own answer when it can be asked, else one engine (validate runs on
+    a developer's machine too, where no engine may be reachable)."""
+    if settings.engine != "auto":
+        return settings.engine
+    engine = engine or DockerEngine()
+    try:
+        return "swarm" if engine.is_swarm_manager() else "engine"
+    except Unavailable:
+        return "engine"
+    finally:
+        engine.close()
+
+
+def validate_folder(
+    folder: Path, settings: Settings, *, engine_mode: EngineMode | None = None
+) -> DesiredState:
     """Validate a desired-state folder on disk (``reconciler validate DIR``).
 
     Paths in messages are relative to the folder's parent, the repository root
-    in the usual layout (``desired-state/compose.yaml:12: ...``).
+    in the usual layout (``desired-state/compose.yaml:12: ...``). ``engine_mode``
+    (``--engine``) wins over ``validate_engine_mode``.
     """
+    mode = engine_mode or validate_engine_mode(settings)
     folder = folder.resolve()
     checkout = Checkout(commit="working-tree", root=folder.parent)
     reconciler = Reconciler(
@@ -128,7 +158,7 @@ def validate_folder(folder: Path, settings: Settings) -> DesiredState:
         engine=DockerEngine(),
         validators=pass_hooks(settings)[0],
     )
-    desired = reconciler.load(checkout)
+    desired = reconciler.load(checkout, engine_mode=mode)
     # restore.yaml is checked here, not by a pass validator: in a pass a broken
     # restore.yaml must not stop the rest of the commit (see restore_hook).
     from reconciler.restore.restore_hook import load_requests

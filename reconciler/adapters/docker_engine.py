@@ -39,6 +39,7 @@ from reconciler.model.desired import (
     ServiceSpec,
     VolumeSpec,
 )
+from reconciler.model.engine_mode import swarm_mode_of
 from reconciler.model.observed import (
     Observed,
     ObservedContainer,
@@ -145,6 +146,13 @@ class DockerEngine:
             raise self._unavailable(exc) from exc
 
     # -- observe ---------------------------------------------------------
+
+    def is_swarm_manager(self) -> bool:
+        """Whether this engine is a manager of an active Swarm (``docker info``);
+        ``Unavailable`` when it cannot be asked."""
+        with self._reading():
+            info = self._api.info()
+        return swarm_mode_of(info if isinstance(info, dict) else {})
 
     def observe(self, project: str) -> Observed:
         api = self._api

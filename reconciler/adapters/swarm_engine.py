@@ -30,19 +30,8 @@ from reconciler.model.observed import (
 )
 
 
-def swarm_manager(info: dict[str, Any]) -> bool:
-    """Whether ``GET /info`` describes a Swarm manager this reconciler can drive."""
-    swarm = info.get("Swarm") or {}
-    return swarm.get("LocalNodeState") == "active" and bool(swarm.get("ControlAvailable"))
-
-
 class DockerSwarm(DockerEngine):
     """The Docker engine of a Swarm manager, reached through docker-py."""
-
-    def is_swarm_manager(self) -> bool:
-        with self._reading():
-            info = self._api.info()
-        return swarm_manager(info)
 
     def node_id(self) -> str:
         with self._reading():

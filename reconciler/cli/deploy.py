@@ -1,7 +1,8 @@
 """``reconciler validate | plan | sync | run | healthcheck``: the deploy commands.
 
 Each handler builds the pass from settings (``wiring.py``) only when
-it runs, so ``validate`` never opens the Docker engine or the remote.
+it runs, so ``validate`` never opens the remote, and the Docker engine only to
+ask whether it is a Swarm manager (RECONCILER_ENGINE=auto, without --engine).
 """
 
 from __future__ import annotations
@@ -20,6 +21,13 @@ def register(commands: Any) -> None:
     helps = GROUPS["deploy"]
     validate = commands.add_parser("validate", help=helps["validate"])
     validate.add_argument("folder", nargs="?", default="desired-state", metavar="DIR")
+    validate.add_argument(
+        "--engine",
+        choices=["engine", "swarm"],
+        default=None,
+        help="validate for one Docker engine or for a Swarm manager (default: "
+        "RECONCILER_ENGINE; auto asks the engine if it is reachable, else engine)",
+    )
     validate.set_defaults(handler=cmd_validate)
     commands.add_parser("plan", help=helps["plan"]).set_defaults(handler=cmd_plan)
     sync = commands.add_parser("sync", help=helps["sync"])
@@ -43,13 +51,15 @@ def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
         print(f"{args.folder}: not a folder", file=sys.stderr)
         return 1
     try:
-        desired = validate_folder(folder, settings)
+        desired = validate_folder(folder, settings, engine_mode=args.engine)
     except InvalidDesiredState as exc:
         for issue in exc.issues:
             print(issue)
         return 1
     services = ", ".join(desired.services) or "none"
-    print(f"{args.folder}: valid (project {desired.project}; services: {services})")
+    swarm = any(spec.deploy is not None for spec in desired.services.values())
+    mode = "; swarm mode" if swarm else ""
+    print(f"{args.folder}: valid (project {desired.project}; services: {services}{mode})")
     return 0
 
 

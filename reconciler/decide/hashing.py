@@ -38,6 +38,7 @@ HASH_VERSION = "1"
 # enters the hash only when it is set (differs from its default): an upgrade
 # that learns a new Compose key must not recreate every running service whose
 # compose.yaml does not use it. Never add to this set; new fields need nothing.
+# So ``deploy`` (Swarm's, None on a plain engine) is hashed only in swarm mode.
 HASHED_SINCE_V1 = frozenset(
     [
         "name",
@@ -190,6 +191,11 @@ def _normalised(service: ServiceSpec) -> dict[str, Any]:
     }
     # depends_on shapes the order of a pass, not the container itself.
     data.pop("depends_on", None)
+    # A port's publish mode is Swarm's (None on a plain engine): hashed only
+    # when set, like ``deploy`` above, so ports hash as they did before it.
+    for port in data["ports"]:
+        if port.get("mode") is None:
+            port.pop("mode", None)
     # Files from the repository live in a folder per commit: hash what they
     # hold, not where they are, or every commit would recreate the service.
     for mount in data["mounts"]:

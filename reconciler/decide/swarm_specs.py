@@ -106,8 +106,8 @@ def service_spec(
             if deploy.mode == "global"
             else {"Replicated": {"Replicas": deploy.replicas}}
         ),
-        "UpdateConfig": _update_config(deploy.update, service.healthcheck, "rollback"),
-        "RollbackConfig": _update_config(deploy.rollback, service.healthcheck, "pause"),
+        "UpdateConfig": _update_config(deploy.update, service.healthcheck),
+        "RollbackConfig": _update_config(deploy.rollback, service.healthcheck),
         "EndpointSpec": _endpoint(service, deploy),
     }
     return spec
@@ -239,13 +239,13 @@ def _resources(service: ServiceSpec) -> dict[str, Any]:
     return resources
 
 
-def _update_config(
-    policy: UpdatePolicy, check: HealthCheck | None, failure_action: str
-) -> dict[str, Any]:
+def _update_config(policy: UpdatePolicy, check: HealthCheck | None) -> dict[str, Any]:
     return {
         "Parallelism": policy.parallelism,
         "Delay": int(policy.delay_s * _NS),
-        "FailureAction": failure_action,
+        # rollback for updates (the loader accepts nothing else): a failed
+        # version is rolled back and reported as a failed deploy.
+        "FailureAction": policy.failure_action,
         "Monitor": int(monitor_s(policy, check) * _NS),
         "MaxFailureRatio": policy.max_failure_ratio,
         "Order": policy.order,
@@ -272,7 +272,7 @@ def _endpoint(service: ServiceSpec, deploy: SwarmDeploy) -> dict[str, Any]:
             "Protocol": p.protocol,
             "TargetPort": p.target,
             **({"PublishedPort": p.published} if p.published is not None else {}),
-            "PublishMode": "ingress",
+            "PublishMode": p.mode or "ingress",
         }
         for p in service.ports
     ]

@@ -48,6 +48,7 @@ from reconciler.errors import (
 )
 from reconciler.logs import event
 from reconciler.model.desired import DesiredState
+from reconciler.model.engine_mode import EngineMode
 from reconciler.model.loading import load_desired_state
 from reconciler.model.observed import Observed, ObservedSwarm
 from reconciler.ports import Checkout, Engine, Source, SwarmEngine, Verifier
@@ -142,14 +143,14 @@ class Reconciler:
 
     # -- steps -----------------------------------------------------------
 
-    def load(self, checkout: Checkout, *, swarm: bool = False) -> DesiredState:
+    def load(self, checkout: Checkout, *, engine_mode: EngineMode = "engine") -> DesiredState:
         desired = load_desired_state(
             checkout.root,
             directory=self.settings.directory,
             project=self.settings.project,
             environ=self.settings.environ,
             secrets=load_secrets(checkout.root, self.settings),
-            engine_mode="swarm" if swarm else "engine",
+            engine_mode=engine_mode,
         )
         for validate in self.validators:
             validate(checkout, desired)
@@ -176,7 +177,7 @@ class Reconciler:
         except Unavailable as exc:
             raise SourceUnavailable(str(exc)) from exc
         swarm = self.swarm()
-        desired = self.load(checkout, swarm=swarm is not None)
+        desired = self.load(checkout, engine_mode="swarm" if swarm is not None else "engine")
         try:
             if swarm is not None:
                 observed_swarm = swarm.observe_swarm(desired.project)

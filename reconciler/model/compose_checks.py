@@ -22,6 +22,7 @@ from typing import Any, Literal
 from reconciler import labels as labels_module
 from reconciler.errors import Issue
 from reconciler.model import compose_schema as schema
+from reconciler.model.engine_mode import EngineMode
 from reconciler.model.yaml_lines import KeyPath, LineMap
 
 COMPOSE_FILE = "compose.yaml"
@@ -50,9 +51,16 @@ class ComposeChecks:
     """The state of one load shared by the checks and the resolution, and the issues found."""
 
     def __init__(
-        self, *, root: Path, compose_dir: Path, line_map: LineMap, environ: Mapping[str, str]
+        self,
+        *,
+        root: Path,
+        compose_dir: Path,
+        line_map: LineMap,
+        environ: Mapping[str, str],
+        engine_mode: EngineMode = "engine",
     ) -> None:
         self.root = root
+        self.engine_mode = engine_mode
         self.compose_dir = compose_dir
         self.line_map = line_map
         self.environ = environ
@@ -208,7 +216,8 @@ class ComposeChecks:
                 continue
             base: KeyPath = ("services", name)
             used: dict[str, tuple[str, int]] = {}
-            if svc.read_only and (svc.secrets or svc.configs):
+            copied = self.engine_mode == "engine"  # Swarm mounts them itself
+            if copied and svc.read_only and (svc.secrets or svc.configs):
                 # Docker refuses to copy files into a read-only root file system,
                 # and a bind from the host would put decrypted secrets on its disk.
                 self.add(

@@ -28,6 +28,7 @@ from pydantic import (
     Discriminator,
     Field,
     Tag,
+    ValidationInfo,
     model_validator,
 )
 
@@ -183,6 +184,16 @@ class _Model(BaseModel):
         return data
 
 
+# ``model_validate(..., context={ENGINE_MODE: "swarm"})`` validates for Swarm
+# (model/swarm_schema.py); without it, for one Docker engine.
+ENGINE_MODE = "engine_mode"
+SWARM_DOCS = 'docs/operations.md, "Growing past one VM"'
+
+
+def in_swarm_mode(info: ValidationInfo) -> bool:
+    return isinstance(info.context, dict) and info.context.get(ENGINE_MODE) == "swarm"
+
+
 def _require_mapping(data: Any, what: str) -> None:
     if not isinstance(data, dict):
         raise ValueError(f"must be a mapping of {what}")
@@ -254,6 +265,16 @@ def _ip_address(value: str) -> str:
     return value
 
 
+def _port_mode(value: str, info: ValidationInfo) -> str:
+    if value == "ingress" and not in_swarm_mode(info):
+        # Swarm's routing mesh: not something one engine can do.
+        raise ValueError(
+            f"mode ingress is Swarm's routing mesh: it applies in swarm mode ({SWARM_DOCS}); "
+            "on one engine write mode: host or leave mode out"
+        )
+    return value
+
+
 class Port(_Model):
     """One entry of ``ports``; the short syntax is parsed into this long form."""
 
@@ -261,8 +282,8 @@ class Port(_Model):
     published: PortRange | None = None
     host_ip: Annotated[str, AfterValidator(_ip_address)] = ""
     protocol: Literal["tcp", "udp"] = "tcp"
-    # "ingress" is Swarm's routing mesh: not something one engine can do.
-    mode: Literal["host"] = "host"
+    # None: the engine's default (host on one engine, ingress in swarm mode).
+    mode: Annotated[Literal["host", "ingress"], AfterValidator(_port_mode)] | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -849,10 +870,29 @@ class Resources(_Model):
     reservations: Reservations | None = None
 
 
+def _swarm_only(value: Any, info: ValidationInfo) -> Any:
+    """Swarm's keys of ``deploy``: refused on one engine, typed by swarm_schema in swarm mode."""
+    if not in_swarm_mode(info):
+        raise ValueError(f"{DEPLOY_REASON}; {info.field_name} applies in swarm mode ({SWARM_DOCS})")
+    return value
+
+
+SwarmKey = Annotated[Any, AfterValidator(_swarm_only)]
+
+
 class Deploy(_Model):
-    """Only ``resources``: the rest of ``deploy`` is Swarm's (replicas, placement, ...)."""
+    """``resources`` for one engine; the rest of ``deploy`` is Swarm's (replicas, placement,
+    ...): model/swarm_schema.py reads it in swarm mode, and one engine refuses it."""
 
     resources: Resources | None = None
+    mode: SwarmKey = None
+    replicas: SwarmKey = None
+    placement: SwarmKey = None
+    update_config: SwarmKey = None
+    rollback_config: SwarmKey = None
+    restart_policy: SwarmKey = None
+    endpoint_mode: SwarmKey = None
+    labels: SwarmKey = None
 
 
 NETWORK_MODE_HELP = "use host, none or service:NAME (NAME a service of this file)"
@@ -972,12 +1012,28 @@ class Volume(_Model):
         return self
 
 
+def _attachable(value: bool, info: ValidationInfo) -> bool:
+    if not in_swarm_mode(info):
+        raise ValueError(
+            f"unsupported key: attachable is for Swarm's overlay networks ({SWARM_DOCS}); "
+            "on one engine any container may join a bridge network, so drop it"
+        )
+    if not value:
+        raise ValueError(
+            "the reconciler's helpers (backups, restores) join the stack's networks, so they "
+            "are attachable: leave attachable out, or write true"
+        )
+    return value
+
+
 class Network(_Model):
     name: str | None = None
     external: bool = False
     driver: str | None = None
     internal: bool = False
     labels: Labels = {}
+    # Swarm mode: overlay networks are always attachable (model/swarm_checks.py).
+    attachable: Annotated[bool, AfterValidator(_attachable)] | None = None
 
     @model_validator(mode="after")
     def _external_alone(self) -> Network:
@@ -1035,19 +1091,6 @@ UNSUPPORTED_SERVICE = _words(
     privileged provider runtime scale storage_opt use_api_socket userns_mode uts
     volumes_from"""
 )
-# Swarm's keys of ``deploy``: one engine runs one container per service.
-UNSUPPORTED_DEPLOY = frozenset(
-    {
-        "endpoint_mode",
-        "labels",
-        "mode",
-        "placement",
-        "replicas",
-        "restart_policy",
-        "rollback_config",
-        "update_config",
-    }
-)
 DEPLOY_REASON = (
     "unsupported key: the reconciler runs one container per service on one VM, so of "
     "deploy only resources (limits: memory, cpus, pids; reservations: memory) applies"
@@ -1064,7 +1107,7 @@ UNSUPPORTED_BUILD = _words(
 )
 UNSUPPORTED_VOLUME_LONG = frozenset({"bind", "volume", "tmpfs", "image", "consistency"})
 UNSUPPORTED_PORT_LONG = frozenset({"name", "app_protocol"})
-UNSUPPORTED_NETWORK = frozenset({"attachable", "driver_opts", "enable_ipv4", "enable_ipv6", "ipam"})
+UNSUPPORTED_NETWORK = frozenset({"driver_opts", "enable_ipv4", "enable_ipv6", "ipam"})
 UNSUPPORTED_SERVICE_NETWORK = frozenset(
     {"ipv4_address", "ipv6_address", "link_local_ips", "mac_address", "driver_opts", "priority"}
 )
@@ -1104,8 +1147,6 @@ def explain_extra(loc: KeyPath, known: list[str]) -> str | None:
             unsupported = UNSUPPORTED_PORT_LONG
         elif rest[:1] == ("networks",):
             unsupported = UNSUPPORTED_SERVICE_NETWORK
-        elif rest == ("deploy",) and key in UNSUPPORTED_DEPLOY:
-            return DEPLOY_REASON
         elif (
             rest[:2] == ("deploy", "resources")
             and len(rest) == 3
@@ -1114,6 +1155,7 @@ def explain_extra(loc: KeyPath, known: list[str]) -> str | None:
             return RESOURCES_REASON
     elif parent[:1] == ("networks",):
         unsupported = UNSUPPORTED_NETWORK
+        known = [k for k in known if k != "attachable"]  # Swarm's only
     elif parent[:1] in {("secrets",), ("configs",)} and len(parent) == 2 and key in STORE_KEYS:
         content = ", content: inline text" if parent[0] == "configs" else ""
         return f"unsupported key: {STORE_REASON.format(content=content)}"

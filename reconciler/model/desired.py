@@ -25,6 +25,9 @@ class PortBinding(Frozen):
     published: int | None = None  # None: Docker picks a free host port
     host_ip: str = ""
     protocol: Literal["tcp", "udp"] = "tcp"
+    # Swarm mode only (None on a plain engine, and then not hashed): ingress
+    # publishes on every node through the routing mesh, host on the task's node.
+    mode: Literal["ingress", "host"] | None = None
 
 
 class Mount(Frozen):
@@ -133,6 +136,9 @@ class UpdatePolicy(Frozen):
     # How long each new task is watched for a failure; None: from the health check.
     monitor_s: float | None = None
     max_failure_ratio: float = 0.0
+    # What Swarm does when the update fails: an update is always rolled back (and
+    # reported as a failed deploy); a rollback that fails pauses or goes on.
+    failure_action: Literal["rollback", "pause", "continue"] = "rollback"
 
 
 class RestartPolicy(Frozen):
@@ -155,7 +161,7 @@ class SwarmDeploy(Frozen):
     spread: tuple[str, ...] = ()
     max_replicas_per_node: int | None = None
     update: UpdatePolicy = UpdatePolicy()
-    rollback: UpdatePolicy = UpdatePolicy()
+    rollback: UpdatePolicy = UpdatePolicy(failure_action="pause")
     restart_policy: RestartPolicy = RestartPolicy()
     endpoint_mode: Literal["vip", "dnsrr"] = "vip"
     # ``deploy.labels``: on the Swarm service, not its containers.

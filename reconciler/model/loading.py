@@ -26,14 +26,15 @@ import hashlib
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from reconciler.errors import InvalidDesiredState, Issue
 from reconciler.labels import container_name, network_name, volume_name
 from reconciler.model import compose_schema as schema
-from reconciler.model.compose_checks import COMPOSE_FILE, ComposeChecks, GrantSection, grant_target
+from reconciler.model import swarm_schema
+from reconciler.model.compose_checks import COMPOSE_FILE, GrantSection, grant_target
 from reconciler.model.desired import (
     AnonymousVolume,
     BuildSpec,
@@ -47,12 +48,15 @@ from reconciler.model.desired import (
     PortBinding,
     ServiceNetwork,
     ServiceSpec,
+    SwarmDeploy,
     Ulimit,
     VolumeSpec,
 )
+from reconciler.model.engine_mode import EngineMode
 from reconciler.model.files import hash_path
 from reconciler.model.interpolation import ENV_FILE_HINT, interpolate
 from reconciler.model.secrets import Secrets, decrypted_text, is_encrypted_name
+from reconciler.model.swarm_checks import SwarmChecks, swarm_deploy, swarm_network, swarm_port_mode
 from reconciler.model.text_files import decode_text, parse_env_text
 from reconciler.model.yaml_lines import KeyPath, YamlError, load_yaml, pydantic_issues
 
@@ -66,15 +70,17 @@ def load_desired_state(
     project: str | None = None,
     environ: Mapping[str, str],
     secrets: Secrets | None = None,
-    engine_mode: Literal["engine", "swarm"] = "engine",
+    engine_mode: EngineMode = "engine",
 ) -> DesiredState:
     """Validate and resolve ``<root>/<directory>/compose.yaml``.
 
     ``root`` is the checked-out commit; ``project`` (RECONCILER_PROJECT) wins
     over the file's ``name:``; ``environ`` fills ``${VAR}``, bare environment
     keys and ``COMPOSE_PROFILES``; ``secrets`` (the commit's decrypted files)
-    fill what ``environ`` does not set. Raises ``InvalidDesiredState`` with
-    every issue found.
+    fill what ``environ`` does not set. ``engine_mode="swarm"`` validates for a
+    Swarm manager (``model/swarm_checks.py``): every service gets its
+    ``deploy``, networks are overlay and attachable. Raises
+    ``InvalidDesiredState`` with every issue found.
     """
     secrets = secrets or Secrets()
     environ = merge_environ(environ, secrets)
@@ -103,7 +109,13 @@ def load_desired_state(
         raise InvalidDesiredState([exc.issue]) from None
     if data is None:
         raise InvalidDesiredState([Issue(rel, 0, "", "the file is empty: declare services:")])
-    loader = _Loader(root=root, compose_dir=compose_dir, line_map=line_map, environ=environ)
+    loader = _Loader(
+        root=root,
+        compose_dir=compose_dir,
+        line_map=line_map,
+        environ=environ,
+        engine_mode=engine_mode,
+    )
     loader.secrets = secrets
     return loader.load(data, project=project)
 
@@ -113,12 +125,15 @@ def merge_environ(environ: Mapping[str, str], secrets: Secrets) -> dict[str, str
     return {**secrets.values, **environ}
 
 
-class _Loader(ComposeChecks):
-    """One load: validate (schema, then ``ComposeChecks``), then resolve."""
+class _Loader(SwarmChecks):
+    """One load: validate (schema, then ``ComposeChecks``, and ``SwarmChecks`` in
+    swarm mode), then resolve."""
 
     secrets: Secrets
     # Mount points Docker makes in the checkout (``_mount_points``): never hashed.
     mount_points: frozenset[Path] = frozenset()
+    # Swarm mode: each service's deploy, validated (SwarmChecks._swarm_deploys).
+    deploys: Mapping[str, swarm_schema.SwarmDeployConfig]
 
     # --- the whole load ---------------------------------------------------
 
@@ -126,15 +141,16 @@ class _Loader(ComposeChecks):
         data, interpolation_issues = interpolate(data, self.environ, line_map=self.line_map)
         self.issues.extend(interpolation_issues)
         self.raw = data if isinstance(data, dict) else {}
+        swarm = self.engine_mode == "swarm"
         try:
-            schema.ComposeFile.model_validate(data)
+            schema.ComposeFile.model_validate(data, context=self._context)
         except ValidationError as exc:
             self.issues.extend(
                 pydantic_issues(
                     exc,
                     self.line_map,
                     model=schema.ComposeFile,
-                    explain_extra=schema.explain_extra,
+                    explain_extra=swarm_schema.explain_extra if swarm else schema.explain_extra,
                 )
             )
         # Each part again on its own: the parts that are valid still get the
@@ -149,6 +165,9 @@ class _Loader(ComposeChecks):
         project_name = self._project(project)
         active = self._active(services)
         self._check_services(services, volumes, networks, active)
+        self.deploys = self._swarm_deploys(services) if swarm else {}
+        if swarm:
+            self._check_swarm(services, volumes, networks, self.deploys)
         self._check_grants(services)
         self._check_container_names(project_name, services)
         state = self._resolve(project_name or "invalid", services, volumes, networks, active)
@@ -187,6 +206,11 @@ class _Loader(ComposeChecks):
                             "anyone who can list containers; pass secrets in environment",
                         )
 
+    @property
+    def _context(self) -> dict[str, str]:
+        """The schema's validation context: which engine the file is for."""
+        return {schema.ENGINE_MODE: self.engine_mode}
+
     def _valid_parts(self, section: str, model: type[_M]) -> dict[str, _M | None]:
         raw = self.raw.get(section)
         if not isinstance(raw, dict):
@@ -197,7 +221,7 @@ class _Loader(ComposeChecks):
                 out[str(key)] = None
                 continue
             try:
-                out[str(key)] = model.model_validate(value)
+                out[str(key)] = model.model_validate(value, context=self._context)
             except ValidationError as exc:
                 # Already reported by the whole-file validation. Without the
                 # keys in error, the rest of the part may still be checked.
@@ -207,7 +231,7 @@ class _Loader(ComposeChecks):
                     continue
                 try:
                     out[str(key)] = model.model_validate(
-                        {k: v for k, v in value.items() if k not in bad}
+                        {k: v for k, v in value.items() if k not in bad}, context=self._context
                     )
                 except ValidationError:
                     continue
@@ -230,6 +254,11 @@ class _Loader(ComposeChecks):
             if key != "default"
         }
         default_network = _network_spec(project, "default", networks.get("default"))
+        if self.engine_mode == "swarm":
+            network_specs = {
+                key: swarm_network(spec, networks.get(key)) for key, spec in network_specs.items()
+            }
+            default_network = swarm_network(default_network, networks.get("default"))
         self.mount_points = self._mount_points(services, active)
         specs: dict[str, ServiceSpec] = {}
         uses_default = False
@@ -269,6 +298,7 @@ class _Loader(ComposeChecks):
             volumes=volume_specs,
             service_lines={name: self.line_map.line_of(("services", name)) for name in specs},
             compose_path=self.line_map.path,
+            engine_mode=self.engine_mode,
         )
 
     def _service_spec(
@@ -290,11 +320,21 @@ class _Loader(ComposeChecks):
             build, build_sources = self._build_spec(base, svc.build)
             if image is None and build is not None:
                 image = f"{project}-{name.lower()}:{build.context_hash[:12]}"
+        swarm = self.engine_mode == "swarm"
         ports = tuple(
-            PortBinding(target=target, published=host, host_ip=port.host_ip, protocol=port.protocol)
+            PortBinding(
+                target=target,
+                published=host,
+                host_ip=port.host_ip,
+                protocol=port.protocol,
+                mode=swarm_port_mode(port) if swarm else None,
+            )
             for port in svc.ports
             for host, target in port.expanded()
         )
+        deploy: SwarmDeploy | None = None
+        if swarm:
+            deploy = swarm_deploy(self.deploys.get(name) or swarm_schema.SwarmDeployConfig(), ports)
         mounts = tuple(self._mounts(base, svc, volume_specs))
         # A dependency that is not deployed (``required: false`` on a
         # service whose profiles are inactive) is no dependency at all.
@@ -369,6 +409,7 @@ class _Loader(ComposeChecks):
             tty=svc.tty,
             network_mode=network_mode,
             container_name=svc.container_name,
+            deploy=deploy,
             secret_values=frozenset(v for v in self.secrets.secret_values() if v),
             sources={**self._sources(svc, mounts), **build_sources},
         )
