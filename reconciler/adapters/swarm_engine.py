@@ -97,9 +97,14 @@ class DockerSwarm(DockerEngine):
         )
 
     def remaining_tasks(self, service_id: str) -> int:
-        """How many tasks of a (removed) service still exist."""
+        """How many task containers of a removed service are still on this engine
+        (Swarm forgets the service, and its tasks, at once)."""
         with self._reading():
-            return len(self._api.tasks(filters={"service": service_id}) or ())
+            return len(
+                self._api.containers(
+                    all=True, filters={"label": f"com.docker.swarm.service.id={service_id}"}
+                )
+            )
 
     # -- change ----------------------------------------------------------
 
