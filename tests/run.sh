@@ -28,6 +28,9 @@ command -v promtool >/dev/null 2>&1 || missing="$missing prometheus"
 command -v restic >/dev/null 2>&1 || missing="$missing restic"
 # A registry on 127.0.0.1 that the pull tests push to (tests/fixtures/registry.py).
 command -v docker-registry >/dev/null 2>&1 || missing="$missing docker-registry"
+# The second Swarm node of tests/swarm/ (a dockerd in a network namespace).
+command -v ip >/dev/null 2>&1 || missing="$missing iproute2"
+command -v nsenter >/dev/null 2>&1 || missing="$missing util-linux"
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing="$missing python3-venv"
 if [ -n "$missing" ]; then
   log "installing:$missing"
