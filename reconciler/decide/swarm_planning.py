@@ -52,13 +52,14 @@ def plan_swarm(desired: DesiredState, observed: ObservedSwarm) -> Plan:
         for s in sorted(ours, key=lambda s: s.name)
         if s.service not in desired.services
     ]
-    # A stack deployed before the engine joined a Swarm: its containers go
-    # first (they hold the ports its Swarm services publish). The reconciler's
-    # own container is kept by the pass (deploy/self_update.py).
+    # A stack deployed before the engine joined a Swarm: the containers of the
+    # services that now run as Swarm services go first (they hold the ports
+    # those publish). Any other container of the project stays: the
+    # reconciler's own, which runs beside the Swarm (docs/operations.md).
     removals += [
-        RemoveContainer(c, "swarm mode: the stack runs as Swarm services")
+        RemoveContainer(c, f"service {c.service!r} now runs as a Swarm service")
         for c in sorted(observed.containers, key=lambda c: c.name)
-        if c.project == project and not c.is_helper
+        if c.project == project and not c.is_helper and c.service in desired.services
     ]
 
     infrastructure: list[Action] = []

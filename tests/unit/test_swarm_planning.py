@@ -268,7 +268,7 @@ def test_a_service_scaled_by_hand_is_scaled_back() -> None:
     assert describe(update) == "scale service web: runs 0 replicas, 2 declared"
 
 
-def test_the_containers_of_a_stack_deployed_before_the_swarm_go_first() -> None:
+def test_the_containers_of_services_deployed_before_the_swarm_go_first() -> None:
     from reconciler.decide.actions import RemoveContainer
     from reconciler.model.observed import ObservedContainer
 
@@ -279,7 +279,13 @@ def test_the_containers_of_a_stack_deployed_before_the_swarm_go_first() -> None:
         id="c2", name="shop-helper-x", labels={labels.PROJECT: PROJECT, labels.HELPER: "backup"}
     )
     other = ObservedContainer(id="c3", name="other-web-1", labels={labels.PROJECT: "other"})
-    plan = plan_swarm(desired(web()), ObservedSwarm(containers=(before, helper, other)))
+    # The reconciler's own container runs beside the Swarm: never removed.
+    daemon = ObservedContainer(
+        id="c4",
+        name="shop-reconciler-1",
+        labels={labels.PROJECT: PROJECT, labels.SERVICE: "reconciler"},
+    )
+    plan = plan_swarm(desired(web()), ObservedSwarm(containers=(before, helper, other, daemon)))
     first = plan.actions[0]
     assert isinstance(first, RemoveContainer)
     assert first.container.id == "c1"
