@@ -161,7 +161,7 @@ class DockerEngine:
             raw_networks = api.networks()
             raw_volumes = api.volumes()
         return Observed(
-            containers=tuple(observed_container(c) for c in raw_containers),
+            containers=tuple(_container(c) for c in raw_containers),
             networks=tuple(
                 ObservedNetwork(id=n["Id"], name=n["Name"], labels=dict(n.get("Labels") or {}))
                 for n in raw_networks
@@ -603,7 +603,7 @@ def _how_to_fix(image: str) -> str:
     )
 
 
-def observed_container(raw: Mapping[str, Any]) -> ObservedContainer:
+def _container(raw: Mapping[str, Any]) -> ObservedContainer:
     health, exit_code = parse_status(str(raw.get("Status") or ""))
     names = raw.get("Names") or []
     return ObservedContainer(

@@ -15,16 +15,14 @@ import docker
 import docker.errors
 
 from reconciler import labels as lbl
-from reconciler.adapters.docker_engine import DockerEngine, observed_container
+from reconciler.adapters.docker_engine import DockerEngine
 from reconciler.decide.swarm_specs import STACK_NAMESPACE, TASK_HASH, ObjectKind
 from reconciler.errors import EngineError
 from reconciler.model.desired import NetworkSpec
 from reconciler.model.observed import (
-    ObservedNetwork,
     ObservedSwarm,
     ObservedSwarmObject,
     ObservedSwarmService,
-    ObservedVolume,
     ServiceProgress,
     TaskState,
 )
@@ -41,14 +39,14 @@ class DockerSwarm(DockerEngine):
     # -- observe ---------------------------------------------------------
 
     def observe_swarm(self, project: str) -> ObservedSwarm:
+        # The engine's containers, networks and volumes as on one engine; then
+        # the Swarm's services and objects.
+        plain = self.observe(project)
         api = self._api
         with self._reading():
-            raw_containers = api.containers(all=True, filters={"label": f"{lbl.PROJECT}={project}"})
             raw_services = api.services()
             raw_configs = api.configs()
             raw_secrets = api.secrets()
-            raw_networks = api.networks()
-            raw_volumes = api.volumes()
         objects = [
             ObservedSwarmObject(
                 kind=kind,
@@ -60,17 +58,11 @@ class DockerSwarm(DockerEngine):
             for o in listed or ()
         ]
         return ObservedSwarm(
-            containers=tuple(observed_container(c) for c in raw_containers),
+            containers=tuple(c for c in plain.containers if c.project == project),
             services=tuple(_service(s) for s in raw_services or ()),
             objects=tuple(objects),
-            networks=tuple(
-                ObservedNetwork(id=n["Id"], name=n["Name"], labels=dict(n.get("Labels") or {}))
-                for n in raw_networks
-            ),
-            volumes=tuple(
-                ObservedVolume(name=v["Name"], labels=dict(v.get("Labels") or {}))
-                for v in (raw_volumes or {}).get("Volumes") or []
-            ),
+            networks=plain.networks,
+            volumes=plain.volumes,
         )
 
     def network_ids(self, names: list[str]) -> dict[str, str]:

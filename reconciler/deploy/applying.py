@@ -82,7 +82,7 @@ class ChangeSet:
         return bool(self.done)
 
 
-class _StepError(Exception):
+class StepError(Exception):
     """An action failed; ``message`` is the whole story for the user."""
 
     def __init__(self, message: str, *, changed: bool = False) -> None:
@@ -120,6 +120,39 @@ def _ignore(_name: str, _fields: object) -> None:
     pass
 
 
+def carry_out(
+    plan: Plan,
+    dispatch: Callable[[Action], None],
+    *,
+    commit: str,
+    emit: OnEvent,
+    failures: list[str],
+) -> ChangeSet:
+    """Dispatch each action of ``plan`` in order, with its events; the first failure
+    is an ``ApplyError`` carrying what was done. ``failures`` holds the clean-up
+    steps that failed without stopping the apply (``dispatch`` adds them)."""
+    done: list[str] = []
+    for index, action in enumerate(plan.actions):
+        line = describe(action)
+        fields: dict[str, object] = {"action": line, "kind": type(action).__name__, "index": index}
+        emit("action.start", fields)
+        try:
+            dispatch(action)
+        except StepError as exc:
+            if exc.changed:
+                done.append(line)
+            emit("action.failed", {**fields, "error": exc.message})
+            raise ApplyError(exc.message, done=list(done)) from exc.__cause__
+        except Exception as exc:
+            message = f"{_subject(action)}: {exc}"
+            emit("action.failed", {**fields, "error": message})
+            raise ApplyError(message, done=list(done)) from exc
+        done.append(line)
+        emit("action.done", fields)
+    emit("apply.done", {"done": len(done), "failures": len(failures)})
+    return ChangeSet(commit=commit, done=tuple(done), failures=tuple(failures))
+
+
 class _Applier:
     def __init__(
         self,
@@ -137,35 +170,14 @@ class _Applier:
         self.commit = commit
         self.emit = emit
         self.pulled = pulled
-        self.done: list[str] = []
         self.failures: list[str] = []
 
     def run(self) -> ChangeSet:
         self.emit("apply.start", {"commit": self.commit, "actions": len(self.plan.actions)})
         self.ensure_images()
-        for index, action in enumerate(self.plan.actions):
-            line = describe(action)
-            fields: dict[str, object] = {
-                "action": line,
-                "kind": type(action).__name__,
-                "index": index,
-            }
-            self.emit("action.start", fields)
-            try:
-                self.dispatch(action)
-            except _StepError as exc:
-                if exc.changed:
-                    self.done.append(line)
-                self.emit("action.failed", {**fields, "error": exc.message})
-                raise ApplyError(exc.message, done=list(self.done)) from exc.__cause__
-            except Exception as exc:
-                message = f"{_subject(action)}: {exc}"
-                self.emit("action.failed", {**fields, "error": message})
-                raise ApplyError(message, done=list(self.done)) from exc
-            self.done.append(line)
-            self.emit("action.done", fields)
-        self.emit("apply.done", {"done": len(self.done), "failures": len(self.failures)})
-        return ChangeSet(commit=self.commit, done=tuple(self.done), failures=tuple(self.failures))
+        return carry_out(
+            self.plan, self.dispatch, commit=self.commit, emit=self.emit, failures=self.failures
+        )
 
     # -- images first --------------------------------------------------
 
@@ -250,7 +262,7 @@ class _Applier:
             return
         reason = self.wait(service, container_id, readiness)
         if reason is not None:
-            raise _StepError(
+            raise StepError(
                 f"service {service.name}: created but not ready ({reason}); "
                 "left in place as the desired state",
                 changed=True,
@@ -264,7 +276,7 @@ class _Applier:
             return
         reason = self.wait(service, action.container.id, readiness)
         if reason is not None:
-            raise _StepError(
+            raise StepError(
                 f"service {service.name}: started but not ready ({reason})", changed=True
             )
 
@@ -287,19 +299,19 @@ class _Applier:
             )
         except Exception as exc:
             outcome = self.roll_back(service, old, aside=aside, renamed=renamed, new_id=None)
-            raise _StepError(
+            raise StepError(
                 f"service {service.name}: new version could not be started ({exc}); {outcome}"
             ) from exc
         try:
             reason = self.wait(service, new_id, self.readiness(service) or "ready")
         except Exception as exc:
             outcome = self.roll_back(service, old, aside=aside, renamed=True, new_id=new_id)
-            raise _StepError(
+            raise StepError(
                 f"service {service.name}: new version could not be checked ({exc}); {outcome}"
             ) from exc
         if reason is not None:
             outcome = self.roll_back(service, old, aside=aside, renamed=True, new_id=new_id)
-            raise _StepError(
+            raise StepError(
                 f"service {service.name}: new version not healthy ({reason}); {outcome}"
             )
         try:
@@ -438,4 +450,5 @@ def _subject(action: Action) -> str:
         case RemoveNetwork(network=network):
             return f"network {network.name}"
         case _:
-            return describe(action)
+            # Swarm mode's: what the plan says it does, without its reason.
+            return describe(action).split(":", 1)[0]

@@ -48,8 +48,8 @@ from reconciler.decide.swarm_specs import (
     service_spec,
     task_hash,
 )
-from reconciler.deploy.applying import ChangeSet, OnEvent
-from reconciler.errors import ApplyError, Conflict, Unavailable
+from reconciler.deploy.applying import ChangeSet, OnEvent, StepError, carry_out
+from reconciler.errors import Conflict, Unavailable
 from reconciler.model.desired import ServiceSpec
 from reconciler.model.observed import ServiceProgress
 from reconciler.ports import SwarmEngine
@@ -62,13 +62,6 @@ FAILED_TASKS_LIMIT = 3
 # Swarm's update states that end an update (docs: UpdateStatus.State).
 _ROLLED_BACK = {"rollback_completed", "rollback_paused"}
 _FAILED = {"paused"} | _ROLLED_BACK
-
-
-class _StepError(Exception):
-    def __init__(self, message: str, *, changed: bool = False) -> None:
-        super().__init__(message)
-        self.message = message
-        self.changed = changed
 
 
 def apply_swarm(
@@ -100,35 +93,14 @@ class _SwarmApplier:
         self.project = project
         self.commit = commit
         self.emit: OnEvent = emit or (lambda _name, _fields: None)
-        self.done: list[str] = []
         self.failures: list[str] = []
         self._objects: dict[str, tuple[str, str]] | None = None
 
     def run(self) -> ChangeSet:
         self.emit("apply.start", {"commit": self.commit, "actions": len(self.plan.actions)})
-        for index, action in enumerate(self.plan.actions):
-            line = describe(action)
-            fields: dict[str, object] = {
-                "action": line,
-                "kind": type(action).__name__,
-                "index": index,
-            }
-            self.emit("action.start", fields)
-            try:
-                self.dispatch(action)
-            except _StepError as exc:
-                if exc.changed:
-                    self.done.append(line)
-                self.emit("action.failed", {**fields, "error": exc.message})
-                raise ApplyError(exc.message, done=list(self.done)) from exc.__cause__
-            except Exception as exc:
-                message = f"{line.split(':', 1)[0]}: {exc}"
-                self.emit("action.failed", {**fields, "error": message})
-                raise ApplyError(message, done=list(self.done)) from exc
-            self.done.append(line)
-            self.emit("action.done", fields)
-        self.emit("apply.done", {"done": len(self.done), "failures": len(self.failures)})
-        return ChangeSet(commit=self.commit, done=tuple(self.done), failures=tuple(self.failures))
+        return carry_out(
+            self.plan, self.dispatch, commit=self.commit, emit=self.emit, failures=self.failures
+        )
 
     def dispatch(self, action: Action) -> None:
         match action:
@@ -180,11 +152,11 @@ class _SwarmApplier:
         networks = self.engine.network_ids(names)
         missing = [n for n in names if n not in networks]
         if missing:
-            raise _StepError(f"service {service.name}: network {', '.join(missing)} not found")
+            raise StepError(f"service {service.name}: network {', '.join(missing)} not found")
         objects = self.objects()
         for grant in (*service.secrets, *service.configs):
             if object_name(self.project, grant) not in objects:
-                raise _StepError(
+                raise StepError(
                     f"service {service.name}: {grant.name}: its Swarm object "
                     f"{object_name(self.project, grant)} is missing"
                 )
@@ -203,7 +175,7 @@ class _SwarmApplier:
         service_id = self.engine.create_service(self.spec(service, action.config_hash))
         reason = self.wait_tasks(service, service_id)
         if reason is not None:
-            raise _StepError(
+            raise StepError(
                 f"service {service.name}: created but not ready ({reason}); "
                 "left in place as the desired state",
                 changed=True,
@@ -217,11 +189,11 @@ class _SwarmApplier:
         if not action.replace_tasks:
             reason = self.wait_tasks(service, old.id)
             if reason is not None:
-                raise _StepError(f"service {service.name}: scaled but not ready ({reason})")
+                raise StepError(f"service {service.name}: scaled but not ready ({reason})")
             return
         reason = self.wait_update(service, old.id, before)
         if reason is not None:
-            raise _StepError(reason)
+            raise StepError(reason)
 
     def wait_update(
         self, service: ServiceSpec, service_id: str, before: ServiceProgress

@@ -5,16 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
-@dataclass(frozen=True)
-class ObservedContainer:
-    id: str
-    name: str  # without the leading "/"
-    labels: dict[str, str] = field(default_factory=dict, hash=False)
-    state: str = "running"  # created | running | paused | restarting | exited | dead
-    health: str | None = None  # starting | healthy | unhealthy | None (no check)
-    exit_code: int | None = None
-    image: str = ""
-    image_id: str = ""  # sha256:..., what image garbage collection keeps
+class _Owned:
+    """What our labels say of an object (a container, a Swarm service)."""
+
+    labels: dict[str, str]
 
     @property
     def project(self) -> str | None:
@@ -39,6 +33,18 @@ class ObservedContainer:
         from reconciler import labels
 
         return self.labels.get(labels.COMMIT)
+
+
+@dataclass(frozen=True)
+class ObservedContainer(_Owned):
+    id: str
+    name: str  # without the leading "/"
+    labels: dict[str, str] = field(default_factory=dict, hash=False)
+    state: str = "running"  # created | running | paused | restarting | exited | dead
+    health: str | None = None  # starting | healthy | unhealthy | None (no check)
+    exit_code: int | None = None
+    image: str = ""
+    image_id: str = ""  # sha256:..., what image garbage collection keeps
 
     @property
     def is_helper(self) -> bool:
@@ -74,7 +80,7 @@ class Observed:
 
 
 @dataclass(frozen=True)
-class ObservedSwarmService:
+class ObservedSwarmService(_Owned):
     """A Swarm service, as ``GET /services`` gives it."""
 
     id: str
@@ -88,30 +94,6 @@ class ObservedSwarmService:
     objects: frozenset[str] = frozenset()
     update_state: str | None = None  # updating | completed | rollback_completed | ...
     update_message: str = ""
-
-    @property
-    def project(self) -> str | None:
-        from reconciler import labels
-
-        return self.labels.get(labels.PROJECT)
-
-    @property
-    def service(self) -> str | None:
-        from reconciler import labels
-
-        return self.labels.get(labels.SERVICE)
-
-    @property
-    def config_hash(self) -> str | None:
-        from reconciler import labels
-
-        return self.labels.get(labels.CONFIG_HASH)
-
-    @property
-    def commit(self) -> str | None:
-        from reconciler import labels
-
-        return self.labels.get(labels.COMMIT)
 
 
 @dataclass(frozen=True)
