@@ -25,8 +25,8 @@ from pathlib import Path
 import docker
 
 from reconciler import labels
-from reconciler.adapters.docker_engine import DockerEngine
 from reconciler.adapters.git_source import GitSource
+from reconciler.adapters.swarm_engine import DockerSwarm
 from reconciler.deploy.passes import Reconciler
 from reconciler.settings import load_settings
 
@@ -202,7 +202,7 @@ def bench_requests(root: Path, client: docker.DockerClient) -> None:
 
         engine_client.api.hooks["response"].append(record)
         source = GitSource(str(repo), branch="main", cache_dir=settings.checkouts_dir)
-        reconciler = Reconciler(settings, source=source, engine=DockerEngine(engine_client))
+        reconciler = Reconciler(settings, source=source, engine=DockerSwarm(engine_client))
         try:
             first = reconciler.sync()
             assert first.ok, first.message
