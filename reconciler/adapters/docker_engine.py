@@ -150,8 +150,17 @@ class DockerEngine:
     def is_swarm_manager(self) -> bool:
         """Whether this engine is a manager of an active Swarm (``docker info``);
         ``Unavailable`` when it cannot be asked."""
-        with self._reading():
-            info = self._api.info()
+        api = self._api
+        try:
+            info = api.info()
+        except docker.errors.APIError as exc:
+            if exc.status_code == 403:
+                # A socket proxy without INFO (docs/security.md): it allows no
+                # Swarm calls either, so this is one engine.
+                return False
+            raise self._unavailable(exc) from exc
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise self._unavailable(exc) from exc
         return swarm_mode_of(info if isinstance(info, dict) else {})
 
     def observe(self, project: str) -> Observed:

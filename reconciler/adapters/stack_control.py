@@ -88,6 +88,17 @@ def owned_container(client: docker.DockerClient, project: str, name: str) -> Any
 SWARM_SCALE_WAIT_S = 120.0
 
 
+def _plain_container(client: docker.DockerClient, name: str) -> bool:
+    """Whether a container of that name exists (one engine's service, not Swarm's)."""
+    try:
+        client.containers.get(name)
+        return True
+    except docker.errors.NotFound:
+        return False
+    except (docker.errors.DockerException, requests.RequestException) as exc:
+        raise Unavailable(f"the Docker engine cannot be reached: {exc}") from exc
+
+
 def _swarm_service(client: docker.DockerClient, project: str, name: str) -> bool:
     with _engine_call(f"reading Swarm service {name}"):
         return swarm_engine.owned_swarm_service(client, name, project) is not None
@@ -98,7 +109,7 @@ def stop_service(client: docker.DockerClient, project: str, name: str, *, grace_
 
     In swarm mode (``name`` a Swarm service) it is scaled to 0: Swarm would
     start a stopped task again."""
-    if _swarm_service(client, project, name):
+    if not _plain_container(client, name) and _swarm_service(client, project, name):
         with _engine_call(f"scaling Swarm service {name} to 0"):
             return swarm_engine.scale_to_zero(
                 client, name, project, wait_s=grace_s + SWARM_SCALE_WAIT_S
@@ -114,7 +125,7 @@ def stop_service(client: docker.DockerClient, project: str, name: str, *, grace_
 def start_service(client: docker.DockerClient, project: str, name: str) -> str:
     """Start the service's container ``name``; return its id (in swarm mode: scale the
     Swarm service back, and return a running task container's)."""
-    if _swarm_service(client, project, name):
+    if not _plain_container(client, name) and _swarm_service(client, project, name):
         with _engine_call(f"scaling Swarm service {name} back"):
             return swarm_engine.scale_back(client, name, project, wait_s=SWARM_SCALE_WAIT_S)
     container = owned_container(client, project, name)
@@ -159,7 +170,7 @@ def services_stopped(
     failed_to_start = False
     try:
         for service, name, grace in services:
-            if _swarm_service(client, project, name):
+            if not _plain_container(client, name) and _swarm_service(client, project, name):
                 event("backup.stop_service", service=service)
                 # Recorded before the engine is asked, so every way out scales it back.
                 scaled.append(name)

@@ -257,7 +257,9 @@ def owned_swarm_service(
     except docker.errors.NotFound:
         return None
     except docker.errors.APIError as exc:
-        if exc.status_code == 503:  # "This node is not a swarm manager"
+        # 503: "This node is not a swarm manager"; 403: a socket proxy that
+        # allows no SERVICES (docs/security.md): no Swarm service here.
+        if exc.status_code in (403, 503):
             return None
         raise
     owner = ((raw.get("Spec") or {}).get("Labels") or {}).get(lbl.PROJECT)

@@ -89,6 +89,10 @@ _PROXY_VARIABLES = {
     "exec": "EXEC",
     "distribution": "DISTRIBUTION",
     "auth": "AUTH",
+    "services": "SERVICES",
+    "tasks": "TASKS",
+    "configs": "CONFIGS",
+    "secrets": "SECRETS",
 }
 _ROW = re.compile(r"^\| `(GET|HEAD|POST|PUT|DELETE) (/[^`]*)` \| `?([A-Z_]+)`? \|")
 

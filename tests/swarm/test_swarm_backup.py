@@ -14,8 +14,10 @@ import yaml
 
 from reconciler import labels
 from reconciler.adapters.swarm_engine import STOPPED_REPLICAS
-from tests.e2e.conftest import make_cli
+from tests.e2e.conftest import Cli, make_cli
+from tests.e2e.test_docker_api_endpoints import documented_endpoints
 from tests.fixtures.docker_engine import BUSYBOX_IMAGE
+from tests.fixtures.docker_proxy import RecordingDockerProxy, normalise
 from tests.fixtures.git_remotes import GitWorkRepo
 
 pytestmark = [pytest.mark.integration, pytest.mark.swarm]
@@ -90,7 +92,22 @@ def test_a_backup_scales_services_to_zero_and_back_and_a_restore_brings_the_data
     project = swarm_project
     backups = tmp_path / "backups"
     git_workrepo.commit_files(stack(backups), message="a stack with data")
-    cli = make_cli(tmp_path, repo_url=str(git_workrepo.remote), project=project)
+    # Every Docker API call goes through a recording relay: docs/security.md lists them.
+    with RecordingDockerProxy(tmp_path / "docker.sock") as proxy:
+        cli = make_cli(
+            tmp_path,
+            repo_url=str(git_workrepo.remote),
+            project=project,
+            extra={"DOCKER_HOST": proxy.docker_host},
+        )
+        back_up_and_restore(cli, swarm, project)
+        calls = list(proxy.calls)
+    seen = {normalise(method, target) for method, target in calls}
+    missing = sorted(seen - set(documented_endpoints()))
+    assert not missing, f"Docker API calls missing from the table of docs/security.md: {missing}"
+
+
+def back_up_and_restore(cli: Cli, swarm: docker.DockerClient, project: str) -> None:
     deployed = cli.run("sync", timeout=600)
     assert deployed.returncode == 0, deployed.stderr[-3000:]
 

@@ -13,7 +13,9 @@ import yaml
 
 from reconciler import labels
 from tests.e2e.conftest import Cli, make_cli
+from tests.e2e.test_docker_api_endpoints import documented_endpoints
 from tests.fixtures.docker_engine import BUSYBOX_IMAGE
+from tests.fixtures.docker_proxy import RecordingDockerProxy, normalise
 from tests.fixtures.git_remotes import GitWorkRepo
 
 pytestmark = [pytest.mark.integration, pytest.mark.swarm]
@@ -104,7 +106,25 @@ def test_a_stack_deploys_on_swarm_and_a_failing_update_is_rolled_back_and_report
     swarm_project: str,
 ) -> None:
     project = swarm_project
-    cli = make_cli(tmp_path, repo_url=str(git_workrepo.remote), project=project)
+    # Every Docker API call goes through a recording relay: docs/security.md lists them.
+    with RecordingDockerProxy(tmp_path / "docker.sock") as proxy:
+        cli = make_cli(
+            tmp_path,
+            repo_url=str(git_workrepo.remote),
+            project=project,
+            extra={"DOCKER_HOST": proxy.docker_host},
+        )
+        deploy_update_and_prune(cli, git_workrepo, swarm, project)
+        calls = list(proxy.calls)
+    seen = {normalise(method, target) for method, target in calls}
+    assert "POST /services/{id}/update" in seen
+    missing = sorted(seen - set(documented_endpoints()))
+    assert not missing, f"Docker API calls missing from the table of docs/security.md: {missing}"
+
+
+def deploy_update_and_prune(
+    cli: Cli, git_workrepo: GitWorkRepo, swarm: docker.DockerClient, project: str
+) -> None:
 
     # The first commit: two replicas of web, a worker, a config and a secret.
     commit(git_workrepo, stack(), page="first page\n", message="first")
