@@ -16,6 +16,8 @@ config hash, so no name carries a plain digest of a short password.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any, Literal
 
 from reconciler import labels as lbl
@@ -23,9 +25,11 @@ from reconciler.decide.hashing import config_hash as hash_of
 from reconciler.model.desired import (
     FileGrant,
     HealthCheck,
+    Mount,
     ServiceSpec,
     SwarmDeploy,
     UpdatePolicy,
+    VolumeSpec,
 )
 from reconciler.redaction import secret_fingerprint
 
@@ -81,11 +85,13 @@ def service_spec(
     parts: str,
     networks: dict[str, str],
     objects: dict[str, tuple[str, str]],
+    volumes: Mapping[str, VolumeSpec] = MappingProxyType({}),
 ) -> dict[str, Any]:
     """Docker's ServiceSpec for ``service``.
 
     ``networks``: network name -> its id on the engine; ``objects``: object
-    name (``object_name``) -> (id, name) of the Swarm config or secret.
+    name (``object_name``) -> (id, name) of the Swarm config or secret;
+    ``volumes``: the stack's volumes by Docker name.
     """
     deploy = deploy_of(service)
     labels = {
@@ -100,7 +106,7 @@ def service_spec(
     spec: dict[str, Any] = {
         "Name": service_name(project, service.name),
         "Labels": labels,
-        "TaskTemplate": _task_template(service, project, networks, objects),
+        "TaskTemplate": _task_template(service, project, networks, objects, volumes),
         "Mode": (
             {"Global": {}}
             if deploy.mode == "global"
@@ -118,13 +124,14 @@ def _task_template(
     project: str,
     networks: dict[str, str],
     objects: dict[str, tuple[str, str]],
+    volumes: Mapping[str, VolumeSpec],
 ) -> dict[str, Any]:
     deploy = deploy_of(service)
     container: dict[str, Any] = {
         "Image": service.image,
         "Labels": {**service.labels, TASK_HASH: task_hash(service)},
         "Env": [f"{k}={v}" for k, v in service.environment.items()],
-        "Mounts": [_mount(m.type, m.source, m.target, m.read_only) for m in service.mounts],
+        "Mounts": [_mount(m, project, volumes.get(m.source)) for m in service.mounts],
         "StopGracePeriod": int(service.stop_grace_period_s * _NS),
     }
     if service.entrypoint is not None:
@@ -188,8 +195,22 @@ def _task_template(
     return template
 
 
-def _mount(kind: str, source: str, target: str, read_only: bool) -> dict[str, Any]:
-    return {"Type": kind, "Source": source, "Target": target, "ReadOnly": read_only}
+def _mount(mount: Mount, project: str, volume: VolumeSpec | None) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "Type": mount.type,
+        "Source": mount.source,
+        "Target": mount.target,
+        "ReadOnly": mount.read_only,
+    }
+    if volume is not None and not volume.external:
+        # A node that has no such volume yet makes it from these: the same
+        # labels as ours, and the driver options (an NFS export is the same
+        # files on every node only when each node mounts it so).
+        spec["VolumeOptions"] = {
+            "Labels": {**volume.labels, lbl.PROJECT: project, lbl.VOLUME: volume.key},
+            "DriverConfig": {"Name": volume.driver, "Options": dict(volume.driver_opts)},
+        }
+    return spec
 
 
 def _host_entry(entry: str) -> str:

@@ -215,6 +215,7 @@ class Reconciler:
             return apply_swarm(
                 plan, prepared.swarm, project=prepared.desired.project, commit=commit,
                 on_event=on_event,
+                volumes={v.name: v for v in prepared.desired.volumes.values()},
             )  # fmt: skip
         return apply(
             plan,

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import assert_never
 
 from reconciler.decide.actions import (
@@ -50,7 +52,7 @@ from reconciler.decide.swarm_specs import (
 )
 from reconciler.deploy.applying import ChangeSet, OnEvent, StepError, carry_out
 from reconciler.errors import Conflict, Unavailable
-from reconciler.model.desired import ServiceSpec
+from reconciler.model.desired import ServiceSpec, VolumeSpec
 from reconciler.model.observed import ServiceProgress
 from reconciler.ports import SwarmEngine
 
@@ -71,11 +73,17 @@ def apply_swarm(
     project: str,
     commit: str,
     on_event: OnEvent | None = None,
+    volumes: Mapping[str, VolumeSpec] = MappingProxyType({}),
 ) -> ChangeSet:
-    """Carry out ``plan`` on the Swarm; raise ``ApplyError`` at the first failure."""
+    """Carry out ``plan`` on the Swarm; raise ``ApplyError`` at the first failure.
+
+    ``volumes``: the stack's volumes by Docker name, which a node makes when
+    its first task mounts one."""
     if plan.conflicts:
         raise Conflict("\n".join(plan.conflicts))
-    return _SwarmApplier(plan, engine, project=project, commit=commit, emit=on_event).run()
+    return _SwarmApplier(
+        plan, engine, project=project, commit=commit, emit=on_event, volumes=volumes
+    ).run()
 
 
 class _SwarmApplier:
@@ -87,6 +95,7 @@ class _SwarmApplier:
         project: str,
         commit: str,
         emit: OnEvent | None,
+        volumes: Mapping[str, VolumeSpec],
     ) -> None:
         self.plan = plan
         self.engine = engine
@@ -95,6 +104,7 @@ class _SwarmApplier:
         self.emit: OnEvent = emit or (lambda _name, _fields: None)
         self.failures: list[str] = []
         self._objects: dict[str, tuple[str, str]] | None = None
+        self.volumes = volumes
 
     def run(self) -> ChangeSet:
         self.emit("apply.start", {"commit": self.commit, "actions": len(self.plan.actions)})
@@ -168,6 +178,7 @@ class _SwarmApplier:
             parts=encode_parts(config_parts(service)),
             networks=networks,
             objects=objects,
+            volumes=self.volumes,
         )
 
     def create(self, action: CreateSwarmService) -> None:

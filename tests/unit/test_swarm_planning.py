@@ -290,3 +290,31 @@ def test_the_containers_of_services_deployed_before_the_swarm_go_first() -> None
     assert isinstance(first, RemoveContainer)
     assert first.container.id == "c1"
     assert not [a for a in plan.actions[1:] if isinstance(a, RemoveContainer)]
+
+
+def test_a_node_makes_a_volume_with_its_driver_options_and_our_labels() -> None:
+    from reconciler.model.desired import Mount, VolumeSpec
+
+    nfs = VolumeSpec(
+        key="site",
+        name="shop_site",
+        driver="local",
+        driver_opts={"type": "nfs", "o": "addr=10.0.0.10,nfsvers=4", "device": ":/export/site"},
+    )
+    service = web(
+        configs=(), secrets=(), mounts=(Mount(type="volume", source="shop_site", target="/srv"),)
+    )
+    spec = service_spec(
+        service,
+        project=PROJECT,
+        commit="abc",
+        config_hash="h",
+        parts="{}",
+        networks={"shop_default": "net1"},
+        objects={},
+        volumes={"shop_site": nfs},
+    )
+    (mount,) = spec["TaskTemplate"]["ContainerSpec"]["Mounts"]
+    assert mount["Source"] == "shop_site"
+    assert mount["VolumeOptions"]["DriverConfig"] == {"Name": "local", "Options": nfs.driver_opts}
+    assert mount["VolumeOptions"]["Labels"][labels.PROJECT] == PROJECT
