@@ -31,11 +31,6 @@ from reconciler.model.observed import (
 class DockerSwarm(DockerEngine):
     """The Docker engine of a Swarm manager, reached through docker-py."""
 
-    def node_id(self) -> str:
-        with self._reading():
-            info = self._api.info()
-        return str((info.get("Swarm") or {}).get("NodeID") or "")
-
     # -- observe ---------------------------------------------------------
 
     def observe_swarm(self, project: str) -> ObservedSwarm:
@@ -101,6 +96,10 @@ class DockerSwarm(DockerEngine):
     # -- change ----------------------------------------------------------
 
     def create_network(self, network: NetworkSpec, *, project: str) -> None:
+        if network.driver != "overlay":
+            # One engine's network (this adapter also drives plain engines).
+            super().create_network(network, project=project)
+            return
         api = self._api
         with self._changing(f"creating network {network.name}"):
             api.create_network(
@@ -108,7 +107,7 @@ class DockerSwarm(DockerEngine):
                 driver=network.driver,
                 internal=network.internal,
                 attachable=network.attachable,
-                scope="swarm" if network.driver == "overlay" else None,
+                scope="swarm",
                 labels={
                     **network.labels,
                     lbl.PROJECT: project,
