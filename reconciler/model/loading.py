@@ -637,11 +637,17 @@ class _Loader(SwarmChecks):
                     return None
                 return decrypted_text(path.name, decrypted).encode(), True
             size = path.stat().st_size
-            if size > MAX_GRANT_BYTES:
+            limit = SWARM_GRANT_BYTES[section] if self.engine_mode == "swarm" else MAX_GRANT_BYTES
+            if size > limit:
+                kind = section[:-1]
+                why = (
+                    f"Swarm keeps a {kind} in its own store, at most"
+                    if self.engine_mode == "swarm"
+                    else f"a {kind} is put into the container in memory, so it may hold at most"
+                )
                 self.add(
                     (section, key, "file"),
-                    f"{shown} holds {size} bytes: a {section[:-1]} is put into the container "
-                    f"in memory, so it may hold at most {MAX_GRANT_BYTES // 1024} KiB "
+                    f"{shown} holds {size} bytes: {why} {limit // 1024} KiB "
                     "(mount a larger file as a volume instead)",
                 )
                 return None
@@ -707,6 +713,8 @@ class _Loader(SwarmChecks):
 # Swarm caps a secret at 500 KB and a config at 1000 KB; one cap for both here,
 # as the content is held in memory and copied into each container.
 MAX_GRANT_BYTES = 1024 * 1024
+# Docker's own caps on a Swarm secret and config.
+SWARM_GRANT_BYTES = {"secrets": 500 * 1024, "configs": 1000 * 1024}
 
 
 def _network_service(network_mode: str | None) -> str | None:

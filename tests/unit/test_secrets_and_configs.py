@@ -251,3 +251,29 @@ def test_a_secret_file_too_large_to_hold_in_memory_is_refused_at_its_line(
         "holds 1048577 bytes: a secret is put into the container in memory, so it may hold at "
         "most 1024 KiB (mount a larger file as a volume instead)"
     ]
+
+
+def test_in_swarm_mode_a_secret_over_swarms_cap_is_refused_at_its_line(tmp_path: Path) -> None:
+    compose = (
+        "name: shop\n"
+        "services:\n"
+        "  web:\n"
+        "    image: registry.example/web:1\n"
+        "    secrets: [token]\n"
+        "secrets:\n"
+        "  token:\n"
+        "    file: ./token.txt\n"
+    )
+    root = _repo(
+        tmp_path,
+        {"desired-state/compose.yaml": compose, "desired-state/token.txt": "x" * (500 * 1024 + 1)},
+    )
+    with pytest.raises(InvalidDesiredState) as refused:
+        load_desired_state(root, project=None, environ={}, engine_mode="swarm")
+    assert [str(issue) for issue in refused.value.issues] == [
+        "desired-state/compose.yaml:8: secrets.token.file: desired-state/token.txt holds 512001 "
+        "bytes: Swarm keeps a secret in its own store, at most 500 KiB (mount a larger file as "
+        "a volume instead)"
+    ]
+    # On one engine the same file is fine.
+    assert load_desired_state(root, project=None, environ={}).services["web"].secrets
