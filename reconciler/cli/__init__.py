@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import io
 import os
 import sys
 from collections.abc import Sequence
@@ -100,6 +101,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
+    if isinstance(sys.stdout, io.TextIOWrapper) and not sys.stdout.line_buffering:
+        # One write per line: where stdout and stderr reach one pipe by two
+        # ways (docker run's attach, as install.sh runs a sync), a block of
+        # stdout flushed at the exit could be split by a log line mid-line.
+        sys.stdout.reconfigure(line_buffering=True)
     if not isinstance(sys.stdout, _RedactingStream):
         sys.stdout = _RedactingStream(sys.stdout)
     if not isinstance(sys.stderr, _RedactingStream):
