@@ -88,15 +88,17 @@ def owned_container(client: docker.DockerClient, project: str, name: str) -> Any
 SWARM_SCALE_WAIT_S = 120.0
 
 
-def _plain_container(client: docker.DockerClient, name: str) -> bool:
-    """Whether a container of that name exists (one engine's service, not Swarm's)."""
+def _service_object(client: docker.DockerClient, project: str, name: str) -> tuple[Any, bool]:
+    """The project's container ``name`` (None when it is missing or not ours), and
+    whether ``name`` is the project's Swarm service instead (swarm mode). One
+    engine's services cost one lookup, as before swarm mode."""
     try:
-        client.containers.get(name)
-        return True
+        container = client.containers.get(name)
     except docker.errors.NotFound:
-        return False
+        return None, _swarm_service(client, project, name)
     except (docker.errors.DockerException, requests.RequestException) as exc:
         raise Unavailable(f"the Docker engine cannot be reached: {exc}") from exc
+    return (container if container.labels.get(labels.PROJECT) == project else None), False
 
 
 def _swarm_service(client: docker.DockerClient, project: str, name: str) -> bool:
@@ -109,12 +111,12 @@ def stop_service(client: docker.DockerClient, project: str, name: str, *, grace_
 
     In swarm mode (``name`` a Swarm service) it is scaled to 0: Swarm would
     start a stopped task again."""
-    if not _plain_container(client, name) and _swarm_service(client, project, name):
+    container, swarm = _service_object(client, project, name)
+    if swarm:
         with _engine_call(f"scaling Swarm service {name} to 0"):
             return swarm_engine.scale_to_zero(
                 client, name, project, wait_s=grace_s + SWARM_SCALE_WAIT_S
             )
-    container = owned_container(client, project, name)
     if container is None or container.status != "running":
         return False
     with _engine_call(f"stopping {container.name}"):
@@ -125,10 +127,10 @@ def stop_service(client: docker.DockerClient, project: str, name: str, *, grace_
 def start_service(client: docker.DockerClient, project: str, name: str) -> str:
     """Start the service's container ``name``; return its id (in swarm mode: scale the
     Swarm service back, and return a running task container's)."""
-    if not _plain_container(client, name) and _swarm_service(client, project, name):
+    container, swarm = _service_object(client, project, name)
+    if swarm:
         with _engine_call(f"scaling Swarm service {name} back"):
             return swarm_engine.scale_back(client, name, project, wait_s=SWARM_SCALE_WAIT_S)
-    container = owned_container(client, project, name)
     if container is None:
         raise StackError(
             f"container {name} is gone; the next pass (reconciler sync) creates it again"
@@ -170,13 +172,16 @@ def services_stopped(
     failed_to_start = False
     try:
         for service, name, grace in services:
-            if not _plain_container(client, name) and _swarm_service(client, project, name):
+            container, swarm = _service_object(client, project, name)
+            if swarm:
                 event("backup.stop_service", service=service)
                 # Recorded before the engine is asked, so every way out scales it back.
                 scaled.append(name)
-                stop_service(client, project, name, grace_s=grace)
+                with _engine_call(f"scaling Swarm service {name} to 0"):
+                    swarm_engine.scale_to_zero(
+                        client, name, project, wait_s=grace + SWARM_SCALE_WAIT_S
+                    )
                 continue
-            container = owned_container(client, project, name)
             if container is None or container.status != "running":
                 continue
             event("backup.stop_service", service=service)
