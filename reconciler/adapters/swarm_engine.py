@@ -177,11 +177,6 @@ class DockerSwarm(DockerEngine):
                 endpoint_spec=spec["EndpointSpec"],
             )
 
-    def scale_service(self, service_id: str, replicas: int) -> None:
-        """Set a replicated service's replicas, keeping the rest of its spec as it is."""
-        with self._changing(f"scaling Swarm service {service_id[:12]} to {replicas}"):
-            _set_replicas(self._api, self._api.inspect_service(service_id), replicas, {})
-
     def remove_service(self, service_id: str) -> None:
         api = self._api
         try:

@@ -40,8 +40,6 @@ STACK_NAMESPACE = "com.docker.stack.namespace"
 TASK_HASH = f"{lbl.PREFIX}.task-hash"
 # On our configs and secrets: the top-level key they were made from.
 OBJECT_KEY = f"{lbl.PREFIX}.object"
-# Docker caps a config or secret at 500 KB.
-MAX_OBJECT_BYTES = 500 * 1024
 # Without a health check, a new task counts as failed if it stops this soon.
 DEFAULT_MONITOR_S = 5.0
 _NS = 1_000_000_000
