@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -135,8 +135,18 @@ class HelperRunner:
             with _engine("running the restic helper"):
                 container.start()
                 timer.start()
-                lines = _stream(container, stdout=stdout, on_line=on_line)
+                output = _Output(stdout=stdout, on_line=on_line)
+                output.take(container.logs(stream=True, follow=True, stdout=True, stderr=False))
                 status = container.wait()
+                # A followed log can end before its last lines when the container exits
+                # (moby's json-file follower races the exit): restic's summary line, the
+                # last it prints, went missing that way under load. Once the container has
+                # stopped its log is complete, so what follow did not deliver is read now.
+                output.take(
+                    container.logs(stream=True, follow=False, stdout=True, stderr=False),
+                    skip=output.received,
+                )
+                lines = output.finish()
                 stderr = container.logs(stdout=False, stderr=True).decode("utf-8", "replace")
         finally:
             timer.cancel()
@@ -161,25 +171,46 @@ class HelperRunner:
             )
 
 
-def _stream(
-    container: Any, *, stdout: IO[bytes] | None, on_line: Callable[[str], None] | None
-) -> list[str]:
-    lines: list[str] = []
-    pending = b""
-    for chunk in container.logs(stream=True, follow=True, stdout=True, stderr=False):
-        if stdout is not None:
-            stdout.write(chunk)
-            continue
-        pending += chunk
-        *complete, pending = pending.split(b"\n")
-        for raw in complete:
-            line = raw.decode("utf-8", "replace")
-            if on_line is not None:
-                on_line(line)
-            lines.append(line)
-    if pending and stdout is None:
-        lines.append(pending.decode("utf-8", "replace"))
-    return lines
+class _Output:
+    """restic's stdout from the helper: to ``stdout`` as bytes, or as lines.
+
+    ``take`` may be given a stream that starts again from the beginning with
+    ``skip`` bytes already received: only what lies past them is delivered.
+    """
+
+    def __init__(self, *, stdout: IO[bytes] | None, on_line: Callable[[str], None] | None) -> None:
+        self.stdout = stdout
+        self.on_line = on_line
+        self.received = 0
+        self.lines: list[str] = []
+        self._pending = b""
+
+    def take(self, chunks: Iterable[bytes], *, skip: int = 0) -> None:
+        for chunk in chunks:
+            if skip >= len(chunk):
+                skip -= len(chunk)
+                continue
+            chunk, skip = chunk[skip:], 0
+            self.received += len(chunk)
+            if self.stdout is not None:
+                self.stdout.write(chunk)
+                continue
+            self._pending += chunk
+            *complete, self._pending = self._pending.split(b"\n")
+            for raw in complete:
+                self._line(raw)
+
+    def finish(self) -> list[str]:
+        if self._pending and self.stdout is None:
+            self._line(self._pending)
+            self._pending = b""
+        return self.lines
+
+    def _line(self, raw: bytes) -> None:
+        line = raw.decode("utf-8", "replace")
+        if self.on_line is not None:
+            self.on_line(line)
+        self.lines.append(line)
 
 
 @contextmanager
