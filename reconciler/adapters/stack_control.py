@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
@@ -26,8 +26,10 @@ from reconciler import labels
 from reconciler.adapters import swarm_engine
 from reconciler.adapters.mariadb import RemoteServer, client_command, credentials_environment
 from reconciler.adapters.volume_archive import MOUNT_POINT
+from reconciler.decide import swarm_placement
 from reconciler.errors import DatabaseError, StackError, Unavailable
 from reconciler.logs import event
+from reconciler.model.desired import DesiredState
 
 # Databases a dump of --all-databases may hold that belong to the server itself.
 SYSTEM_DATABASES = frozenset({"mysql", "information_schema", "performance_schema", "sys"})
@@ -104,6 +106,23 @@ def _service_object(client: docker.DockerClient, project: str, name: str) -> tup
 def _swarm_service(client: docker.DockerClient, project: str, name: str) -> bool:
     with _engine_call(f"reading Swarm service {name}"):
         return swarm_engine.owned_swarm_service(client, name, project) is not None
+
+
+def volumes_elsewhere(
+    client: docker.DockerClient, desired: DesiredState, volume_keys: Sequence[str]
+) -> list[str]:
+    """In swarm mode, why a volume of ``volume_keys`` is not on this node
+    (decide/swarm_placement.py); always empty on one engine."""
+    if desired.engine_mode != "swarm":
+        return []
+    services = swarm_placement.services_to_ask(desired, volume_keys)
+    if not services:
+        return []
+    with _engine_call("asking the Swarm which nodes run the services of the volumes"):
+        here, away = swarm_engine.hosts_of_running_tasks(
+            client, {s: desired.container_of(s) for s in services}, desired.project
+        )
+    return swarm_placement.volumes_elsewhere(desired, volume_keys, here=here, task_hosts=away)
 
 
 def stop_service(client: docker.DockerClient, project: str, name: str, *, grace_s: float) -> bool:

@@ -8,7 +8,9 @@ Swarm reports, as plain values. Library exceptions never leave it.
 
 from __future__ import annotations
 
+import re
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import docker
@@ -260,6 +262,54 @@ def owned_swarm_service(
     if project is not None and owner != project:
         return None
     return raw
+
+
+def hosts_of_running_tasks(
+    client: docker.DockerClient, names: Mapping[str, str], project: str
+) -> tuple[str, dict[str, set[str]]]:
+    """This node's host name, and for each of ``names`` ({key: Swarm service name})
+    the host names of the other nodes its running tasks are on. Docker's errors
+    pass through (the caller maps them)."""
+    info = client.info()
+    here_id = str((info.get("Swarm") or {}).get("NodeID") or "")
+    here = _host_name(info.get("Name"))
+    away: dict[str, set[str]] = {}
+    hosts: dict[str, str] = {}
+    for key, name in names.items():
+        raw = owned_swarm_service(client, name, project)
+        if raw is None:
+            continue
+        tasks = client.api.tasks(filters={"service": raw["ID"], "desired-state": "running"})
+        for task in tasks:
+            node = str(task.get("NodeID") or "")
+            if not node or node == here_id:
+                continue
+            if node not in hosts:
+                hosts[node] = _node_host(client, node)
+            away.setdefault(key, set()).add(hosts[node])
+    return here, away
+
+
+def _node_host(client: docker.DockerClient, node: str) -> str:
+    if not _NODE_ID.fullmatch(node):
+        return "(a node with an invalid id)"
+    try:
+        raw = client.api.inspect_node(node)
+    except docker.errors.APIError as exc:
+        if exc.status_code in (403, 404):  # a proxy without NODES; a node just removed
+            return node
+        raise
+    return _host_name(((raw.get("Description") or {}).get("Hostname")), fallback=node)
+
+
+def _host_name(value: Any, *, fallback: str = "this node") -> str:
+    # Read from the engine: shown in messages only, and only when it looks like a host name.
+    text = str(value or "")
+    return text if _HOST_NAME.fullmatch(text) else fallback
+
+
+_NODE_ID = re.compile(r"[0-9a-z]{1,64}")
+_HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,252}")
 
 
 def task_containers(client: docker.DockerClient, name: str, *, running: bool) -> list[Any]:

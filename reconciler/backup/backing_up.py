@@ -539,6 +539,11 @@ def _backup(
     progress: ProgressCallback | None,
     monotonic: float,
 ) -> Manifest:
+    # Swarm mode: a volume whose service runs on another node is not read here,
+    # where an old volume of the same name would pass for its data.
+    elsewhere = stack_control.volumes_elsewhere(client, desired, [v.name for v in policy.volumes])
+    if elsewhere:
+        raise BackupError("; ".join(elsewhere) + " (nothing was stopped or read)")
     volumes = [
         VolumeToRead(
             key=volume.name,

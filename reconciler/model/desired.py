@@ -9,6 +9,7 @@ Planning and hashing work on these values alone.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -242,6 +243,23 @@ class NetworkSpec(Frozen):
     attachable: bool = False
 
 
+# The local driver's mount types whose data lives on a server, not on the node.
+SHARED_DRIVER_TYPES = frozenset({"nfs", "nfs4", "cifs"})
+
+
+def keeps_data_on_its_node(
+    *, external: bool, driver: str | None, driver_opts: Mapping[str, str]
+) -> bool:
+    """Whether a volume's data lives on the node that mounts it: the local driver
+    without a network file system (NFS, CIFS) under it. An external volume counts
+    as such: its driver is not known."""
+    if external:
+        return True
+    if (driver or "local") != "local":
+        return False  # a volume plugin: its storage is the plugin's
+    return driver_opts.get("type", "").lower() not in SHARED_DRIVER_TYPES
+
+
 class VolumeSpec(Frozen):
     key: str
     name: str
@@ -249,6 +267,13 @@ class VolumeSpec(Frozen):
     driver_opts: dict[str, str] = {}
     labels: dict[str, str] = {}
     external: bool = False
+
+    @property
+    def on_one_node(self) -> bool:
+        """Its data is on the node of the task that mounts it (in swarm mode)."""
+        return keeps_data_on_its_node(
+            external=self.external, driver=self.driver, driver_opts=self.driver_opts
+        )
 
 
 class DesiredState(Frozen):
@@ -262,6 +287,14 @@ class DesiredState(Frozen):
     compose_path: str = "desired-state/compose.yaml"
     # Loaded for a plain engine or for Swarm (services then run as Swarm services).
     engine_mode: Literal["engine", "swarm"] = "engine"
+
+    def services_mounting(self, volume_name: str) -> list[ServiceSpec]:
+        """The services that mount the Docker volume ``volume_name``, in file order."""
+        return [
+            service
+            for service in self.services.values()
+            if any(m.type == "volume" and m.source == volume_name for m in service.mounts)
+        ]
 
     def container_of(self, service: str) -> str:
         """What names ``service``'s container: its container_name, or Compose's default;

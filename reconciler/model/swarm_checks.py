@@ -28,6 +28,7 @@ from reconciler.model.desired import (
     RestartPolicy,
     SwarmDeploy,
     UpdatePolicy,
+    keeps_data_on_its_node,
 )
 from reconciler.model.yaml_lines import KeyPath, pydantic_issues
 
@@ -38,11 +39,9 @@ def one_node_volume(volume: schema.Volume | None) -> bool:
     external volume counts as such: its driver is not known here."""
     if volume is None:
         return True
-    if volume.external:
-        return True
-    if (volume.driver or "local") != "local":
-        return False  # a volume plugin: its storage is the plugin's
-    return volume.driver_opts.get("type", "").lower() not in swarm.SHARED_DRIVER_TYPES
+    return keeps_data_on_its_node(
+        external=volume.external, driver=volume.driver, driver_opts=volume.driver_opts
+    )
 
 
 class SwarmChecks(ComposeChecks):

@@ -199,7 +199,6 @@ HOST_PORT_START_FIRST = (
     "start-first runs the new task beside the old one, and a port published in host mode "
     "is held by one task per node: write order: stop-first, or publish in mode ingress"
 )
-SHARED_DRIVER_TYPES = frozenset({"nfs", "nfs4", "cifs"})
 SWARM_STORE_REASON = (
     "unsupported key: in swarm mode the reconciler makes the Swarm {kind} itself, named by a "
     "hash of its content: declare where the content comes from (file: a path in the "

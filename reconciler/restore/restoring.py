@@ -411,6 +411,11 @@ def _check_stack(ctx: RestoreContext, plan: RestorePlan) -> str:
     The image with restic that stages the volumes and reads their safety
     copy, when the plan restores volumes ("" when it restores none).
     """
+    elsewhere = stack_control.volumes_elsewhere(
+        ctx.client, ctx.desired, [volume.key for volume in plan.volumes]
+    )
+    if elsewhere:
+        raise ReconcilerError("; ".join(elsewhere))
     for volume in plan.volumes:
         if not stack_control.volume_exists(ctx.client, volume.volume):
             raise ReconcilerError(

@@ -4,6 +4,7 @@ node when its node is drained, with nothing for the reconciler to repair."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -95,3 +96,60 @@ def test_placement_and_a_replica_moving_between_two_nodes(
     assert "nothing to do" in planned.stdout, planned.stdout
     services = swarm.api.services(filters={"label": f"{labels.PROJECT}={project}"})
     assert {s["Spec"]["Labels"][labels.SERVICE] for s in services} == {"web", "pinned"}
+
+
+def test_a_backup_refuses_a_volume_whose_service_runs_on_another_node(
+    tmp_path: Path,
+    git_workrepo: GitWorkRepo,
+    swarm: docker.DockerClient,
+    second_node: SecondNode,
+    swarm_project: str,
+) -> None:
+    """Backups read volumes on the manager. The service's data is on the node it is
+    pinned to; the manager's volume of the same name (the pass makes one there) is
+    empty, and backing it up would report a good backup of nothing."""
+    project = swarm_project
+    compose = {
+        "services": {
+            "pinned": {
+                "image": BUSYBOX_IMAGE,
+                "command": ["sh", "-c", IDLE],
+                "volumes": ["data:/data"],
+                "deploy": {"placement": {"constraints": [f"node.hostname == {NODE2_HOSTNAME}"]}},
+            },
+        },
+        "volumes": {"data": {}},
+    }
+    backup = {
+        "target": f"file://{tmp_path / 'backups'}",
+        "volumes": [{"name": "data", "stop_services": True}],
+    }
+    git_workrepo.commit_files(
+        {
+            "desired-state/compose.yaml": yaml.safe_dump(compose, sort_keys=False),
+            "desired-state/backup.yaml": yaml.safe_dump(backup, sort_keys=False),
+        },
+        message="a volume on the second node",
+    )
+    cli = make_cli(tmp_path, repo_url=str(git_workrepo.remote), project=project)
+    deployed = cli.run("sync", timeout=600)
+    assert deployed.returncode == 0, deployed.stderr[-3000:]
+    wait_for(lambda: nodes_of(swarm, project, "pinned") == [second_node.node_id])
+
+    backed_up = cli.run("backup", "run", timeout=600)
+    assert backed_up.returncode != 0, backed_up.stdout
+    assert (
+        f"volume data: its data is on node {NODE2_HOSTNAME}, where service pinned runs"
+        in backed_up.stderr
+    ), backed_up.stderr[-3000:]
+    assert f"node.hostname == {swarm.info()['Name']}" in backed_up.stderr
+    assert "nothing was stopped or read" in backed_up.stderr
+    # Nothing was stopped: the service kept its replica on the second node.
+    service = swarm.api.inspect_service(f"{project}_pinned")
+    assert service["Spec"]["Mode"]["Replicated"]["Replicas"] == 1
+    assert nodes_of(swarm, project, "pinned") == [second_node.node_id]
+    # Recorded as a failed backup, never as a good one.
+    status = cli.run("status", "--json")
+    last = json.loads(status.stdout)["backup"]["last"]
+    assert last["result"] == "failed", last
+    assert "its data is on node" in last["error"]
