@@ -24,14 +24,11 @@ from reconciler.adapters import engine_client
 from reconciler.adapters.engine_client import Client
 from reconciler.applied import load_applied
 from reconciler.backup import backup_status
-from reconciler.backup.backing_up import (
-    HELPER_IMAGE_VARIABLE,
-    BackupResult,
-    ProgressCallback,
-    run_backup,
-)
+from reconciler.backup.backing_up import BackupResult, run_backup
 from reconciler.backup.backup_target import BackupTarget, open_target
+from reconciler.backup.backup_writing import HELPER_IMAGE_VARIABLE
 from reconciler.backup.commit_policy import backup_policy
+from reconciler.backup.manifests import ProgressCallback
 from reconciler.backup.scheduling import BackupSchedule
 from reconciler.errors import BackupBusy, InvalidDesiredState, ReconcilerError
 from reconciler.logs import event

@@ -24,12 +24,6 @@ from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
 from reconciler.adapters.restic import Repository, Runner
-from reconciler.backup.backing_up import (
-    Progress,
-    list_backups,
-    prune,
-    verify_backup,
-)
 from reconciler.backup.backup_jobs import BackupContext, backup_now, load_context
 from reconciler.backup.backup_key import (
     VARIABLE,
@@ -39,6 +33,8 @@ from reconciler.backup.backup_key import (
     open_repository,
 )
 from reconciler.backup.backup_target import BackupTarget, open_target
+from reconciler.backup.manifests import Progress
+from reconciler.backup.stored_backups import list_backups, prune, verify_backup
 from reconciler.cli.commands import HELP
 from reconciler.decide.retention import RetentionRules
 from reconciler.errors import BackupKeyRefused, ReconcilerError

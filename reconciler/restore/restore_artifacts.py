@@ -10,7 +10,7 @@
 - ``without_schemas``: a MariaDB dump without the server's own ``mysql`` schema.
 
 A restore's safety copy is written by the backup pipeline's own
-``backing_up.write_backup``, and read back here like any backup.
+``backup_writing.write_backup``, and read back here like any backup.
 
 Used by the restore engine (``restoring.py``) and the drill (``restore_drill.py``).
 """

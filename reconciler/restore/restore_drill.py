@@ -36,9 +36,9 @@ from reconciler import notifying
 from reconciler.adapters import engine_client, mariadb, stack_control, volume_archive
 from reconciler.adapters.engine_client import REPORTED_ERRORS, Client
 from reconciler.applied import load_applied
-from reconciler.backup.backing_up import list_backups
 from reconciler.backup.backup_target import BackupTarget, open_target
 from reconciler.backup.commit_policy import backup_policy
+from reconciler.backup.stored_backups import list_backups
 from reconciler.decide.archive_members import sanitized, screen
 from reconciler.decide.dump_screening import screen_dump
 from reconciler.decide.restore_planning import ArtifactRef

@@ -55,20 +55,17 @@ from reconciler.adapters import (
 from reconciler.adapters.docker_engine import DockerEngine
 from reconciler.adapters.engine_client import ENGINE_ERRORS, REPORTED_ERRORS, Client
 from reconciler.backup import restic_backups
-from reconciler.backup.backing_up import (
+from reconciler.backup.backing_up import backup_lock
+from reconciler.backup.backup_target import BackupTarget, open_target, safety_url
+from reconciler.backup.backup_writing import (
     HELPER_IMAGE_VARIABLE,
-    Artifact,
     DatabaseToDump,
-    Manifest,
     VolumeToRead,
-    backup_id,
-    backup_lock,
-    list_backups,
-    read_manifest,
     restic_helper_image,
     write_backup,
 )
-from reconciler.backup.backup_target import BackupTarget, open_target, safety_url
+from reconciler.backup.manifests import Artifact, Manifest, backup_id
+from reconciler.backup.stored_backups import list_backups, read_manifest
 from reconciler.concurrency import both, concurrently
 from reconciler.decide.archive_members import screen
 from reconciler.decide.dump_screening import screen_dump

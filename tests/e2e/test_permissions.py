@@ -16,8 +16,8 @@ import docker
 import pytest
 import yaml
 
-from reconciler.backup.backing_up import list_backups
 from reconciler.backup.backup_target import open_target
+from reconciler.backup.stored_backups import list_backups
 from tests.e2e.conftest import make_cli
 from tests.e2e.test_restore import BACKUP, Env, compose
 from tests.fixtures.git_remotes import ServedRemote

@@ -17,8 +17,9 @@ import docker
 import pytest
 
 from reconciler import labels
-from reconciler.backup.backing_up import list_backups, read_manifest, run_backup
+from reconciler.backup.backing_up import run_backup
 from reconciler.backup.backup_target import open_target
+from reconciler.backup.stored_backups import list_backups, read_manifest
 from reconciler.model.backup_policy import load_backup_policy
 from reconciler.model.loading import load_desired_state
 from reconciler.settings import Settings, load_settings

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from reconciler.adapters.restic_helper import volume_path
-from reconciler.backup.backing_up import list_backups, read_manifest
 from reconciler.backup.backup_target import open_target
+from reconciler.backup.stored_backups import list_backups, read_manifest
 from tests.e2e.test_restore import Env, compose, env  # noqa: F401 (the fixture)
 from tests.fixtures.restic_planting import newer_id, plant_backup, repository
 from tests.integration.backup_stack import run_sql

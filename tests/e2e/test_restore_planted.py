@@ -22,8 +22,8 @@ import zstandard
 
 from reconciler import labels
 from reconciler.adapters.object_store import FileStore
-from reconciler.backup.backing_up import read_manifest
 from reconciler.backup.backup_target import legacy_target
+from reconciler.backup.stored_backups import read_manifest
 from reconciler.model.backup_policy import load_backup_policy
 from reconciler.model.loading import load_desired_state
 from tests.conftest import TEST_HELPER_IMAGE

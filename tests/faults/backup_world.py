@@ -14,8 +14,8 @@ import docker
 
 from reconciler import labels
 from reconciler.adapters.restic_helper import volume_path
-from reconciler.backup.backing_up import read_manifest
 from reconciler.backup.backup_target import open_target
+from reconciler.backup.stored_backups import read_manifest
 from tests.faults.world import World, compose, db_service, web_service
 from tests.fixtures.s3_server import FAKE_KEY, FAKE_SECRET, REGION
 from tests.integration.backup_stack import run_sql, wait_healthy

@@ -25,18 +25,11 @@ from reconciler import labels
 from reconciler.adapters import mariadb, volume_archive
 from reconciler.adapters.object_store import S3Store, open_store
 from reconciler.backup import backup_status
-from reconciler.backup.backing_up import (
-    MANIFEST,
-    Artifact,
-    Manifest,
-    list_backups,
-    prune,
-    read_manifest,
-    run_backup,
-    verify_backup,
-)
+from reconciler.backup.backing_up import run_backup
 from reconciler.backup.backup_jobs import BackupContext, backup_report
 from reconciler.backup.backup_target import BackupTarget, open_target
+from reconciler.backup.manifests import MANIFEST, Artifact, Manifest
+from reconciler.backup.stored_backups import list_backups, prune, read_manifest, verify_backup
 from reconciler.cli import backup as cli_backup
 from reconciler.decide.retention import RetentionRules
 from reconciler.errors import BackupBusy, DatabaseError, ReconcilerError, VerifyError

@@ -19,8 +19,9 @@ import pytest
 
 from reconciler.adapters import mariadb
 from reconciler.adapters.object_store import FileStore
-from reconciler.backup.backing_up import list_backups, run_backup
+from reconciler.backup.backing_up import run_backup
 from reconciler.backup.backup_target import open_target
+from reconciler.backup.stored_backups import list_backups
 from reconciler.errors import DatabaseError, RestoreFailed
 from reconciler.restore.restoring import RestoreContext, RestoreOptions, run_restore
 from tests.conftest import TEST_HELPER_IMAGE

@@ -13,8 +13,9 @@ import pytest
 
 from reconciler import labels
 from reconciler.adapters.object_store import S3Store, open_store
-from reconciler.backup.backing_up import list_backups, run_backup
+from reconciler.backup.backing_up import run_backup
 from reconciler.backup.backup_target import open_target
+from reconciler.backup.stored_backups import list_backups
 from reconciler.errors import RestoreFailed
 from reconciler.restore.restoring import RestoreContext, RestoreOptions, resolve_backup, run_restore
 from tests.conftest import TEST_HELPER_IMAGE

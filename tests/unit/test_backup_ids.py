@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from reconciler.adapters.object_store import FileStore
-from reconciler.backup.backing_up import _free_start, backup_id
+from reconciler.backup.backing_up import _free_start
 from reconciler.backup.backup_target import legacy_target
+from reconciler.backup.manifests import backup_id
 from reconciler.errors import BackupError
 
 

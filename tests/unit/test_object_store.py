@@ -17,8 +17,8 @@ from reconciler.adapters.object_store import (
     open_store,
     part_size,
 )
-from reconciler.backup.backing_up import Artifact, Manifest, backup_id, id_time
 from reconciler.backup.backup_target import legacy_target
+from reconciler.backup.manifests import Artifact, Manifest, backup_id, id_time
 from reconciler.errors import ObjectNotFound, StoreError
 
 MiB = 1024 * 1024
@@ -212,7 +212,7 @@ def test_an_artifact_listed_twice_is_refused() -> None:
 
 @pytest.mark.parametrize("ident", ["../x", "a/../..", "2026-11-27T05-04-00Z/..", ""])
 def test_a_backup_id_is_checked_before_it_names_a_key(tmp_path: Path, ident: str) -> None:
-    from reconciler.backup.backing_up import read_manifest
+    from reconciler.backup.stored_backups import read_manifest
     from reconciler.errors import VerifyError
 
     store = FileStore(tmp_path / "backups")

@@ -13,8 +13,8 @@ import pytest
 from reconciler.adapters.object_store import FileStore
 from reconciler.adapters.restic import Completed
 from reconciler.backup import restic_backups
-from reconciler.backup.backing_up import Artifact, Manifest, id_time
 from reconciler.backup.backup_target import BackupTarget, open_target, safety_url
+from reconciler.backup.manifests import Artifact, Manifest, id_time
 from reconciler.backup.restic_backups import _ChunkStream, _Node, _repacked
 from reconciler.errors import ResticBackupError
 

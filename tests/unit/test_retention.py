@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from reconciler.backup.backing_up import id_time
+from reconciler.backup.manifests import id_time
 from reconciler.decide.retention import BackupRef, RetentionRules, decide_retention
 
 CASES: list[dict[str, Any]] = yaml.safe_load(
