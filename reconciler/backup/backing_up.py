@@ -32,7 +32,7 @@ from reconciler.decide.retention import RetentionRules
 from reconciler.errors import BackupBusy, BackupError, ReconcilerError, StoreError
 from reconciler.logs import event
 from reconciler.model.backup_policy import BackupPolicy
-from reconciler.model.desired import DesiredState, ServiceSpec
+from reconciler.model.desired import DesiredState
 from reconciler.state import names
 from reconciler.state.files import PRIVATE_FILE_MODE, exclusive_lock, private_dir
 
@@ -258,7 +258,7 @@ def _backup(
         s.name
         for v in policy.volumes
         if v.stop_services
-        for s in _services_mounting(desired, desired.volumes[v.name].name)
+        for s in desired.services_mounting(desired.volumes[v.name].name)
     }
     return write_backup(
         client=client,
@@ -294,18 +294,10 @@ def _services_held_stopped(
             project=desired.project,
             services=[
                 (s.name, desired.container_of(s.name), s.stop_grace_period_s)
-                for s in _services_mounting(desired, volume)
+                for s in desired.services_mounting(volume)
             ],
             before_stop=journal.about_to_stop,
             # Kept when a start failed: the next holder of the pass lock tries again.
             on_all_started=journal.clear,
         ):
             yield
-
-
-def _services_mounting(desired: DesiredState, volume_name: str) -> list[ServiceSpec]:
-    return [
-        service
-        for service in desired.services.values()
-        if any(m.type == "volume" and m.source == volume_name for m in service.mounts)
-    ]

@@ -451,11 +451,7 @@ def _check_stack(ctx: RestoreContext, plan: RestorePlan) -> str:
 
 def _helper_image(ctx: RestoreContext, volume: str) -> str | None:
     """An image already present to mount ``volume`` in: its users' first, then any other."""
-    users = [
-        s.image
-        for s in ctx.desired.services.values()
-        if any(m.type == "volume" and m.source == volume for m in s.mounts)
-    ]
+    users = [s.image for s in ctx.desired.services_mounting(volume)]
     others = [s.image for s in ctx.desired.services.values() if s.image not in users]
     return stack_control.present_image(ctx.client, [*users, *others])
 
