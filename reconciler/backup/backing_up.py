@@ -157,7 +157,7 @@ def run_backup(
         pruned: tuple[str, ...] = ()
         if prune_after:
             try:
-                pruned = prune(target, _rules(policy), dry_run=False).delete
+                pruned = prune(target, _rules(policy), dry_run=False, now=clock()).delete
             except (StoreError, ReconcilerError) as exc:
                 # The backup itself is good; a prune that fails is retried after the next one.
                 event(

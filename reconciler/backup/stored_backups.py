@@ -303,8 +303,17 @@ class _TailSink:
         pass
 
 
-def prune(target: BackupTarget, rules: RetentionRules, *, dry_run: bool) -> RetentionDecision:
+def prune(
+    target: BackupTarget,
+    rules: RetentionRules,
+    *,
+    dry_run: bool,
+    now: datetime | None = None,
+) -> RetentionDecision:
     """Apply retention to the target (both formats); with ``dry_run`` only say what would go.
+
+    ``now`` is the time the rules count back from (default: the clock's): a
+    backup run passes its own clock, so the days it keeps are the days it counts.
 
     Only call after a successful backup (see ``decide.retention``). A complete
     old-format backup loses its manifest first, so one half deleted reads as
@@ -315,7 +324,7 @@ def prune(target: BackupTarget, rules: RetentionRules, *, dry_run: bool) -> Rete
     decision = decide_retention(
         [BackupRef(s.id, s.time, s.state == "complete") for s in summaries],
         rules,
-        now=datetime.now(UTC),
+        now=now or datetime.now(UTC),
     )
     if dry_run or not decision.delete:
         return decision

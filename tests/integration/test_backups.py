@@ -14,6 +14,7 @@ import textwrap
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -375,6 +376,24 @@ def test_retention_against_the_s3_server(s3_bucket: str) -> None:
         "2026-10-29T05-04-00Z": "complete",  # daily
         "2026-10-25T05-04-00Z": "complete",  # weekly: newest of ISO week 43
     }
+
+
+def test_retention_counts_back_from_the_time_the_backup_run_gives(tmp_path: Path) -> None:
+    """A run's clock is the prune's ``now``: the 'within a day' rule keeps the day's
+    first backup by the run's time, not by the machine's (a bench's day, a test's)."""
+    store = open_store(f"file://{tmp_path}/ret")
+    for ident in ("2026-10-30T05-04-00Z", "2026-10-31T05-04-00Z", "2026-10-31T17-04-00Z"):
+        store.put_bytes(f"{ident}/volumes/site.tar.zst", b"x")
+        store.put_bytes(f"{ident}/{MANIFEST}", b"{}")
+    rules = RetentionRules(daily=1, weekly=0, monthly=0, last=1)
+    target = open_target(store.url, os.environ)
+    then = datetime(2026, 10, 31, 18, 0, tzinfo=UTC)
+    assert prune(target, rules, dry_run=True, now=then).delete == ("2026-10-30T05-04-00Z",)
+    # From today, a month on, the day's first backup is no longer young.
+    assert prune(target, rules, dry_run=True).delete == (
+        "2026-10-31T05-04-00Z",
+        "2026-10-30T05-04-00Z",
+    )
 
 
 def test_file_target_round_trip(stack: Stack, tmp_path: Path) -> None:
