@@ -291,7 +291,12 @@ class Completed:
 
 
 class Runner(Protocol):
-    """Runs ``restic ARGS`` with ``env``; the local one and the helper container's."""
+    """Runs ``restic ARGS`` with ``env``; the local one and the helper container's.
+
+    stdout goes to ``stdout`` as bytes, or to ``on_line`` line by line (then
+    not kept: a listing of a million files is not held twice), or else into
+    ``Completed.stdout_lines``.
+    """
 
     def run(
         self,
@@ -368,7 +373,8 @@ class LocalRunner:
                     line = raw.decode("utf-8", "replace").rstrip("\n")
                     if on_line is not None:
                         on_line(line)
-                    lines.append(line)
+                    else:
+                        lines.append(line)
             process.wait()
         finally:
             timer.cancel()

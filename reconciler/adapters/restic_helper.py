@@ -210,7 +210,8 @@ class _Output:
         line = raw.decode("utf-8", "replace")
         if self.on_line is not None:
             self.on_line(line)
-        self.lines.append(line)
+        else:
+            self.lines.append(line)
 
 
 @contextmanager
