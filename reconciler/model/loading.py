@@ -32,9 +32,11 @@ from pydantic import BaseModel, ValidationError
 
 from reconciler.errors import InvalidDesiredState, Issue
 from reconciler.labels import container_name, network_name, volume_name
+from reconciler.model import compose_lifecycle, swarm_schema
 from reconciler.model import compose_schema as schema
-from reconciler.model import swarm_schema
 from reconciler.model.compose_checks import COMPOSE_FILE, GrantSection, grant_target
+from reconciler.model.compose_grants import ServiceFileGrant, TopLevelConfig, TopLevelSecret
+from reconciler.model.compose_values import ENGINE_MODE
 from reconciler.model.desired import (
     AnonymousVolume,
     BuildSpec,
@@ -159,8 +161,8 @@ class _Loader(SwarmChecks):
         volumes = self._valid_parts("volumes", schema.Volume)
         networks = self._valid_parts("networks", schema.Network)
         self.granted = {
-            "secrets": self._valid_parts("secrets", schema.TopLevelSecret),
-            "configs": self._valid_parts("configs", schema.TopLevelConfig),
+            "secrets": self._valid_parts("secrets", TopLevelSecret),
+            "configs": self._valid_parts("configs", TopLevelConfig),
         }
         project_name = self._project(project)
         active = self._active(services)
@@ -209,7 +211,7 @@ class _Loader(SwarmChecks):
     @property
     def _context(self) -> dict[str, str]:
         """The schema's validation context: which engine the file is for."""
-        return {schema.ENGINE_MODE: self.engine_mode}
+        return {ENGINE_MODE: self.engine_mode}
 
     def _valid_parts(self, section: str, model: type[_M]) -> dict[str, _M | None]:
         raw = self.raw.get(section)
@@ -591,7 +593,7 @@ class _Loader(SwarmChecks):
         return env
 
     def _grants(
-        self, section: GrantSection, grants: list[schema.ServiceFileGrant]
+        self, section: GrantSection, grants: list[ServiceFileGrant]
     ) -> tuple[FileGrant, ...]:
         """A service's ``secrets`` or ``configs``, each with the content of its source."""
         out: list[FileGrant] = []
@@ -752,7 +754,7 @@ def _network_spec(project: str, key: str, network: schema.Network | None) -> Net
     )
 
 
-def _health(check: schema.HealthCheck | None) -> HealthCheck | None:
+def _health(check: compose_lifecycle.HealthCheck | None) -> HealthCheck | None:
     if check is None:
         return None
     if check.disable or check.test == ["NONE"]:
