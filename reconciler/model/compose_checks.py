@@ -22,6 +22,8 @@ from typing import Any, Literal
 from reconciler import labels as labels_module
 from reconciler.errors import Issue
 from reconciler.model import compose_schema as schema
+from reconciler.model.compose_grants import ServiceFileGrant, TopLevelFile
+from reconciler.model.compose_runtime import ULIMIT_NAMES
 from reconciler.model.engine_mode import EngineMode
 from reconciler.model.yaml_lines import KeyPath, LineMap
 
@@ -69,7 +71,7 @@ class ComposeChecks:
         # (section, key) of parts with schema errors, checked without their bad keys.
         self.partial: set[tuple[str, str]] = set()
         # The top-level secrets and configs the schema accepted, and their contents once read.
-        self.granted: dict[GrantSection, Mapping[str, schema.TopLevelFile | None]] = {
+        self.granted: dict[GrantSection, Mapping[str, TopLevelFile | None]] = {
             "secrets": {},
             "configs": {},
         }
@@ -333,10 +335,10 @@ class ComposeChecks:
 
     def _check_runtime(self, base: KeyPath, svc: schema.Service) -> None:
         for key in svc.ulimits:
-            if key not in schema.ULIMIT_NAMES:
+            if key not in ULIMIT_NAMES:
                 self.add(
                     (*base, "ulimits", key),
-                    f"unknown ulimit {key!r}: use one of {', '.join(sorted(schema.ULIMIT_NAMES))}",
+                    f"unknown ulimit {key!r}: use one of {', '.join(sorted(ULIMIT_NAMES))}",
                 )
         for key, value in svc.sysctls.items():
             if value == "":
@@ -596,7 +598,7 @@ class ComposeChecks:
                 )
 
 
-def grant_target(section: GrantSection, grant: schema.ServiceFileGrant) -> str:
+def grant_target(section: GrantSection, grant: ServiceFileGrant) -> str:
     """Where Compose puts a secret or config in the container.
 
     Secrets: ``/run/secrets/<target or source>``, an absolute target as is;

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from reconciler.model import compose_schema as schema
 from reconciler.model import swarm_schema as swarm
 from reconciler.model.compose_checks import ComposeChecks
+from reconciler.model.compose_ports import Port
 from reconciler.model.desired import (
     NetworkSpec,
     PortBinding,
@@ -158,7 +159,7 @@ class SwarmChecks(ComposeChecks):
             )
 
 
-def swarm_port_mode(port: schema.Port) -> Literal["ingress", "host"]:
+def swarm_port_mode(port: Port) -> Literal["ingress", "host"]:
     """A port's publish mode in swarm mode: ingress (the routing mesh) unless host is asked."""
     return port.mode or "ingress"
 

@@ -1,7 +1,7 @@
 """The Compose keys of swarm mode, as users write them: ``deploy`` and what Swarm refuses.
 
 In swarm mode (``load_desired_state(..., engine_mode="swarm")``) the keys of
-``deploy`` that one engine refuses (``compose_schema.Deploy``) are validated
+``deploy`` that one engine refuses (``compose_runtime.Deploy``) are validated
 here, in Compose's syntaxes (durations such as ``10s``, ``parallelism: 2``).
 ``SWARM_REFUSED`` says, for each service key Swarm ignores or forbids, why and
 what to write instead; ``model/swarm_checks.py`` reports them at their line.
@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, model_validator
 
 from reconciler.model import compose_schema as schema
+from reconciler.model.compose_grants import STORE_KEYS
+from reconciler.model.compose_values import ComposeModel, Duration, Labels, NonEmptyText
 from reconciler.model.yaml_lines import KeyPath
 
 # ``node.hostname == vm1``, ``node.labels.zone != edge``: Docker's constraint grammar.
@@ -45,10 +47,10 @@ def pinned_node(constraints: tuple[str, ...] | list[str]) -> str | None:
     return next(iter(named))[1]
 
 
-class SpreadPreference(schema._Model):
+class SpreadPreference(ComposeModel):
     """``- spread: node.labels.zone``: the only placement preference Swarm has."""
 
-    spread: schema.NonEmptyText
+    spread: NonEmptyText
 
     @model_validator(mode="before")
     @classmethod
@@ -61,7 +63,7 @@ class SpreadPreference(schema._Model):
         return data
 
 
-class Placement(schema._Model):
+class Placement(ComposeModel):
     constraints: list[Annotated[str, BeforeValidator(_constraint)]] = []
     preferences: list[SpreadPreference] = []
     # 0: no limit, as Docker reads it.
@@ -89,10 +91,10 @@ def _rollback_failure_action(value: Any) -> Any:
     return value
 
 
-class _UpdateOptions(schema._Model):
+class _UpdateOptions(ComposeModel):
     parallelism: int | None = Field(default=None, ge=0)
-    delay: schema.Duration | None = None
-    monitor: schema.Duration | None = None
+    delay: Duration | None = None
+    monitor: Duration | None = None
     max_failure_ratio: float | None = Field(default=None, ge=0, le=1)
     order: Literal["start-first", "stop-first"] | None = None
 
@@ -105,12 +107,12 @@ class RollbackConfig(_UpdateOptions):
     failure_action: Annotated[str, BeforeValidator(_rollback_failure_action)] | None = None
 
 
-class RestartPolicyConfig(schema._Model):
+class RestartPolicyConfig(ComposeModel):
     condition: Literal["none", "on-failure", "any"] = "any"
-    delay: schema.Duration | None = None
+    delay: Duration | None = None
     # 0: without limit, as Docker reads it.
     max_attempts: int | None = Field(default=None, ge=0)
-    window: schema.Duration | None = None
+    window: Duration | None = None
 
 
 def _deploy_mode(value: Any) -> Any:
@@ -122,8 +124,8 @@ def _deploy_mode(value: Any) -> Any:
     return value
 
 
-class SwarmDeployConfig(schema._Model):
-    """Swarm's keys of a service's ``deploy`` (``resources`` is ``compose_schema.Deploy``'s)."""
+class SwarmDeployConfig(ComposeModel):
+    """Swarm's keys of a service's ``deploy`` (``resources`` is ``compose_runtime.Deploy``'s)."""
 
     mode: Annotated[Literal["replicated", "global"], BeforeValidator(_deploy_mode)] = "replicated"
     replicas: int | None = Field(default=None, ge=0)
@@ -132,7 +134,7 @@ class SwarmDeployConfig(schema._Model):
     rollback_config: RollbackConfig | None = None
     restart_policy: RestartPolicyConfig | None = None
     endpoint_mode: Literal["vip", "dnsrr"] = "vip"
-    labels: schema.Labels = {}
+    labels: Labels = {}
 
     @model_validator(mode="after")
     def _replicated_only(self) -> SwarmDeployConfig:
@@ -213,7 +215,7 @@ def explain_extra(loc: KeyPath, known: list[str]) -> str | None:
     if parent[:1] == ("services",) and len(parent) == 2 and key in SWARM_REFUSED:
         return f"refused in swarm mode: {SWARM_REFUSED[key]}"
     grants = parent[:1] in {("secrets",), ("configs",)} and len(parent) == 2
-    if grants and key in schema.STORE_KEYS:
+    if grants and key in STORE_KEYS:
         content = ", content: inline text" if parent[0] == "configs" else ""
         return SWARM_STORE_REASON.format(kind=parent[0][:-1], content=content)
     return schema.explain_extra(loc, known)

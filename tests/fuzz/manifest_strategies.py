@@ -6,10 +6,10 @@ Three levels, each reaching deeper into the loaders:
 - ``yaml_trees``: any tree YAML can hold, with the supported key names mixed
   in, for the schema;
 - ``compose_files`` / ``backup_files`` / ``restore_files``: files built from
-  the supported keys (docs/compose-subset.md, model/compose_schema.py) whose
-  values are mostly plausible and sometimes wrong, for the checks behind the
-  schema (ports, volumes, depends_on cycles, networks, health checks, env files,
-  build contexts).
+  the supported keys (docs/compose-subset.md, model/compose_schema.py and its
+  compose_*.py siblings) whose values are mostly plausible and sometimes wrong,
+  for the checks behind the schema (ports, volumes, depends_on cycles,
+  networks, health checks, env files, build contexts).
 
 ``CHECKOUT`` lists the files every example's checkout holds, so that relative
 paths in the generated files sometimes exist and sometimes do not.

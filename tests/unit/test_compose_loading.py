@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from reconciler.errors import InvalidDesiredState
-from reconciler.model import files, loading, text_files
+from reconciler.model import content_reading, files, loading, text_files
 from reconciler.model.loading import load_desired_state
 
 CASES = Path(__file__).parent / "cases"
@@ -206,7 +206,8 @@ def test_paths_outside_the_repository_are_never_read_or_hashed(
         read.append(path)
         return real_decode(data, path=path)
 
-    monkeypatch.setattr(loading, "decode_text", spied_decode)
+    monkeypatch.setattr(loading, "decode_text", spied_decode)  # compose.yaml
+    monkeypatch.setattr(content_reading, "decode_text", spied_decode)  # env files
     with pytest.raises(InvalidDesiredState) as caught:
         load_desired_state(root, environ={})
     assert len(caught.value.issues) == 3, caught.value

@@ -17,7 +17,7 @@ from dotenv import dotenv_values
 
 from reconciler.errors import InvalidDesiredState
 from reconciler.model.backup_policy import load_backup_policy
-from reconciler.model.compose_schema import parse_byte_size
+from reconciler.model.compose_runtime import parse_byte_size
 from reconciler.model.desired import DesiredState
 from reconciler.model.loading import load_desired_state
 from reconciler.model.restore_requests import load_restore_requests, parse_restore_requests
