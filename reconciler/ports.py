@@ -16,6 +16,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from reconciler.decide.image_gc import ObservedImage, PulledImage
 from reconciler.decide.verification import SignaturePolicy, Verification
 from reconciler.model.desired import HealthCheck, NetworkSpec, ServiceSpec, VolumeSpec
+from reconciler.model.engine_mode import SwarmRole
 from reconciler.model.observed import Observed, ObservedSwarm, ServiceProgress
 
 Progress = Callable[[str], None]
@@ -131,7 +132,7 @@ class Engine(Protocol):
 class SwarmEngine(Engine, Protocol):
     """An ``Engine`` that can also drive a Swarm (adapters/swarm_engine.py)."""
 
-    def is_swarm_manager(self) -> bool: ...
+    def swarm_role(self) -> SwarmRole: ...
 
     def observe_swarm(self, project: str) -> ObservedSwarm: ...
 

@@ -17,7 +17,7 @@ from reconciler.deploy.passes import AfterApply, PassListener, Reconciler, Recov
 from reconciler.deploy.verifying import CommitVerifier
 from reconciler.errors import Unavailable
 from reconciler.model.desired import DesiredState
-from reconciler.model.engine_mode import EngineMode
+from reconciler.model.engine_mode import EngineMode, SwarmRole
 from reconciler.ports import Checkout
 from reconciler.settings import Settings
 
@@ -120,7 +120,7 @@ def make_daemon(settings: Settings) -> Daemon:
 class SwarmProbe(Protocol):
     """What ``validate_engine_mode`` asks of an engine (``DockerEngine`` has it)."""
 
-    def is_swarm_manager(self) -> bool: ...
+    def swarm_role(self) -> SwarmRole: ...
 
     def close(self) -> None: ...
 
@@ -133,7 +133,7 @@ def validate_engine_mode(settings: Settings, engine: SwarmProbe | None = None) -
         return settings.engine
     engine = engine or DockerEngine()
     try:
-        return "swarm" if engine.is_swarm_manager() else "engine"
+        return "swarm" if engine.swarm_role() == "manager" else "engine"
     except Unavailable:
         return "engine"
     finally:

@@ -39,7 +39,7 @@ from reconciler.model.desired import (
     ServiceSpec,
     VolumeSpec,
 )
-from reconciler.model.engine_mode import swarm_mode_of
+from reconciler.model.engine_mode import SwarmRole, swarm_role_of
 from reconciler.model.observed import (
     Observed,
     ObservedContainer,
@@ -147,8 +147,8 @@ class DockerEngine:
 
     # -- observe ---------------------------------------------------------
 
-    def is_swarm_manager(self) -> bool:
-        """Whether this engine is a manager of an active Swarm (``docker info``);
+    def swarm_role(self) -> SwarmRole:
+        """What this engine is in a Swarm (``docker info``): manager, worker or none;
         ``Unavailable`` when it cannot be asked."""
         api = self._api
         try:
@@ -157,11 +157,11 @@ class DockerEngine:
             if exc.status_code == 403:
                 # A socket proxy without INFO (docs/security.md): it allows no
                 # Swarm calls either, so this is one engine.
-                return False
+                return "none"
             raise self._unavailable(exc) from exc
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
             raise self._unavailable(exc) from exc
-        return swarm_mode_of(info if isinstance(info, dict) else {})
+        return swarm_role_of(info if isinstance(info, dict) else {})
 
     def observe(self, project: str) -> Observed:
         api = self._api

@@ -195,16 +195,25 @@ class Reconciler:
             return None
         engine = self.engine if isinstance(self.engine, SwarmEngine) else None
         try:
-            manager = engine is not None and engine.is_swarm_manager()
+            role = engine.swarm_role() if engine is not None else "none"
         except Unavailable as exc:
             raise EngineUnavailable(str(exc)) from exc
-        if manager:
+        if role == "manager":
             return engine
         if wanted == "swarm":
             raise EngineUnavailable(
                 "RECONCILER_ENGINE=swarm, but the engine is not a Swarm manager: make it one "
                 '(docker swarm init, docs/operations.md "Growing past one VM"), or set '
                 "RECONCILER_ENGINE=auto"
+            )
+        if role == "worker":
+            # A plain stack here would run beside the Swarm's tasks, and the
+            # managers would never know of it.
+            raise EngineUnavailable(
+                "the engine is a member of a Swarm but not a manager (a worker, or a node "
+                "joining or locked): run the reconciler on a manager (docs/operations.md "
+                '"Growing past one VM"), or set RECONCILER_ENGINE=engine to run the stack on '
+                "this engine alone"
             )
         return None
 

@@ -153,3 +153,31 @@ def test_a_backup_refuses_a_volume_whose_service_runs_on_another_node(
     last = json.loads(status.stdout)["backup"]["last"]
     assert last["result"] == "failed", last
     assert "its data is on node" in last["error"]
+
+
+def test_the_reconciler_on_a_worker_deploys_nothing_and_says_where_to_run(
+    tmp_path: Path,
+    git_workrepo: GitWorkRepo,
+    second_node: SecondNode,
+    swarm_project: str,
+) -> None:
+    """A plain stack on a worker would run beside the Swarm's tasks, unseen by it."""
+    compose = {"services": {"web": {"image": BUSYBOX_IMAGE, "command": ["sh", "-c", IDLE]}}}
+    git_workrepo.commit_files(
+        {"desired-state/compose.yaml": yaml.safe_dump(compose, sort_keys=False)},
+        message="one service",
+    )
+    cli = make_cli(
+        tmp_path,
+        repo_url=str(git_workrepo.remote),
+        project=swarm_project,
+        extra={"DOCKER_HOST": f"unix://{second_node.socket}"},
+    )
+    refused = cli.run("sync", timeout=300)
+    assert refused.returncode != 0, refused.stdout
+    assert "a member of a Swarm but not a manager" in refused.stderr, refused.stderr[-2000:]
+    worker = docker.DockerClient(base_url=f"unix://{second_node.socket}")
+    try:
+        assert worker.containers.list(all=True, filters={"label": labels.PROJECT}) == []
+    finally:
+        worker.close()

@@ -21,7 +21,7 @@ from reconciler.model.desired import (
     SwarmDeploy,
     UpdatePolicy,
 )
-from reconciler.model.engine_mode import EngineMode, swarm_mode_of
+from reconciler.model.engine_mode import EngineMode, swarm_mode_of, swarm_role_of
 from reconciler.model.loading import load_desired_state
 from tests.unit.test_default_desired_state import ROOT, example_env
 
@@ -639,15 +639,18 @@ def test_deploy_enters_the_config_hash_only_when_set(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("info", "manager"),
+    ("info", "role"),
     [
-        ({"Swarm": {"LocalNodeState": "active", "ControlAvailable": True}}, True),
-        ({"Swarm": {"LocalNodeState": "active", "ControlAvailable": False}}, False),
-        ({"Swarm": {"LocalNodeState": "inactive", "ControlAvailable": False}}, False),
-        ({"Swarm": {"LocalNodeState": "pending", "ControlAvailable": True}}, False),
-        ({"Swarm": None}, False),
-        ({}, False),
+        ({"Swarm": {"LocalNodeState": "active", "ControlAvailable": True}}, "manager"),
+        ({"Swarm": {"LocalNodeState": "active", "ControlAvailable": False}}, "worker"),
+        ({"Swarm": {"LocalNodeState": "inactive", "ControlAvailable": False}}, "none"),
+        ({"Swarm": {"LocalNodeState": "pending", "ControlAvailable": True}}, "worker"),
+        ({"Swarm": {"LocalNodeState": "locked", "ControlAvailable": False}}, "worker"),
+        ({"Swarm": {"LocalNodeState": ""}}, "none"),
+        ({"Swarm": None}, "none"),
+        ({}, "none"),
     ],
 )
-def test_swarm_mode_is_a_manager_of_an_active_swarm(info: dict[str, object], manager: bool) -> None:
-    assert swarm_mode_of(info) is manager
+def test_swarm_mode_is_a_manager_of_an_active_swarm(info: dict[str, object], role: str) -> None:
+    assert swarm_role_of(info) == role
+    assert swarm_mode_of(info) is (role == "manager")

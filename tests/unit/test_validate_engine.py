@@ -11,6 +11,7 @@ import pytest
 from reconciler.adapters.docker_engine import DockerEngine
 from reconciler.cli import main
 from reconciler.errors import SettingsError, Unavailable
+from reconciler.model.engine_mode import SwarmRole
 from reconciler.settings import load_settings
 from reconciler.wiring import validate_engine_mode
 
@@ -30,10 +31,10 @@ class Probe:
         self.answer = answer
         self.closed = False
 
-    def is_swarm_manager(self) -> bool:
+    def swarm_role(self) -> SwarmRole:
         if self.answer is None:
             raise Unavailable("Docker engine unavailable at unix:///nowhere: no such socket")
-        return self.answer
+        return "manager" if self.answer else "none"
 
     def close(self) -> None:
         self.closed = True
@@ -83,8 +84,9 @@ def test_the_adapter_reads_docker_info() -> None:
     manager = {"Swarm": {"LocalNodeState": "active", "ControlAvailable": True}}
     worker = {"Swarm": {"LocalNodeState": "active", "ControlAvailable": False}}
 
-    assert DockerEngine(_Client(manager)).is_swarm_manager() is True
-    assert DockerEngine(_Client(worker)).is_swarm_manager() is False
+    assert DockerEngine(_Client(manager)).swarm_role() == "manager"
+    assert DockerEngine(_Client(worker)).swarm_role() == "worker"
+    assert DockerEngine(_Client({"Swarm": {"LocalNodeState": "inactive"}})).swarm_role() == "none"
 
 
 def folder(tmp_path: Path) -> Path:
