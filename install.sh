@@ -122,6 +122,7 @@ IMAGE_NAME=reconciler
 BASE_IMAGE=${RECONCILER_BASE_IMAGE:-}
 CONFIG_DIR=${RECONCILER_CONFIG_DIR:-/etc/reconciler}
 LOG_FILE=/var/log/reconciler-install.log
+LOG_ROTATE_BYTES=10485760
 BIN_DIR=/usr/local/bin
 # The first comment line of the host command this script writes: only a file
 # that has it is replaced or removed.
@@ -221,8 +222,14 @@ require_root() {
 }
 
 # open_log: makes the install log (mode 600: tool output may name paths and
-# settings) and says where it is. Appended to, so a rerun keeps the earlier runs.
+# settings) and says where it is. Appended to, so a rerun keeps the earlier runs;
+# past LOG_ROTATE_BYTES it becomes LOG_FILE.1 (one generation kept), as a
+# logrotate rule would: a docker build's output per run must not fill /var/log.
 open_log() {
+  if [ -f "$LOG_FILE" ] && [ "$(wc -c <"$LOG_FILE")" -gt "$LOG_ROTATE_BYTES" ]; then
+    mv -f "$LOG_FILE" "$LOG_FILE.1" 2>/dev/null \
+      || die "cannot rotate the install log $LOG_FILE (--log FILE names another)"
+  fi
   (umask 077 && mkdir -p "$(dirname "$LOG_FILE")" && : >>"$LOG_FILE") 2>/dev/null \
     || die "cannot write the install log $LOG_FILE (--log FILE names another)"
   chmod 600 "$LOG_FILE"

@@ -939,6 +939,25 @@ def test_the_log_is_made_0600_and_named_on_screen(tmp_path: Path) -> None:
     assert "[install] step: done\n" in log.read_text()
 
 
+def test_a_log_past_its_size_is_kept_as_one_earlier_generation(tmp_path: Path) -> None:
+    log = tmp_path / "reconciler-install.log"
+    log.write_text("the runs before\n" * 100)
+    log.chmod(0o600)
+    small = run_steps(tmp_path, "open_log", LOG_FILE=str(log), LOG_ROTATE_BYTES="100000")
+    assert small.returncode == 0, small.stderr
+    assert log.read_text().startswith("the runs before\n")  # under the size: appended to
+    assert not (tmp_path / "reconciler-install.log.1").exists()
+
+    rotated = run_steps(tmp_path, "open_log", LOG_FILE=str(log), LOG_ROTATE_BYTES="1000")
+    assert rotated.returncode == 0, rotated.stderr
+    earlier = tmp_path / "reconciler-install.log.1"
+    assert earlier.read_text().startswith("the runs before\n")
+    assert "the runs before" not in log.read_text()
+    assert "===== install.sh" in log.read_text()
+    assert _mode(log) == 0o600
+    assert _mode(earlier) == 0o600
+
+
 def _tag_checkout(tmp_path: Path) -> Path:
     """The files build_tag reads, committed in a git repository of their own."""
     checkout = tmp_path / "checkout"
