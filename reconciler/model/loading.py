@@ -16,7 +16,9 @@ real environment, then the env file, win over git, like Compose's shell over
 carry a secret (labels are readable by anyone who can list containers).
 
 The reading of a service's environment and of its secrets' and configs'
-contents is ``model/content_reading.py``'s, a base of the loader.
+contents is ``model/content_reading.py``'s, and the hashing of the checkout's
+files a service reads (bind mounts, env files, builds) is
+``model/checkout_hashing.py``'s: bases of the loader.
 
 Every problem found is collected; the loader raises one ``InvalidDesiredState``
 with all of them, each ``PATH:LINE: KEY: message`` with PATH relative to the
@@ -25,10 +27,9 @@ repository root. The only I/O is reading the checkout.
 
 from __future__ import annotations
 
-import hashlib
 import os
-from collections.abc import Callable, Mapping
-from pathlib import Path, PurePosixPath
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -37,10 +38,10 @@ from reconciler.errors import InvalidDesiredState, Issue
 from reconciler.labels import container_name, network_name, volume_name
 from reconciler.model import compose_lifecycle, swarm_schema
 from reconciler.model import compose_schema as schema
+from reconciler.model.checkout_hashing import CheckoutHashing
 from reconciler.model.compose_checks import COMPOSE_FILE
 from reconciler.model.compose_grants import TopLevelConfig, TopLevelSecret
 from reconciler.model.compose_values import ENGINE_MODE
-from reconciler.model.content_reading import ContentReading
 from reconciler.model.desired import (
     AnonymousVolume,
     BuildSpec,
@@ -58,7 +59,6 @@ from reconciler.model.desired import (
     VolumeSpec,
 )
 from reconciler.model.engine_mode import EngineMode
-from reconciler.model.files import hash_path
 from reconciler.model.interpolation import interpolate
 from reconciler.model.secrets import Secrets
 from reconciler.model.swarm_checks import SwarmChecks, swarm_deploy, swarm_network, swarm_port_mode
@@ -130,12 +130,11 @@ def merge_environ(environ: Mapping[str, str], secrets: Secrets) -> dict[str, str
     return {**secrets.values, **environ}
 
 
-class _Loader(SwarmChecks, ContentReading):
+class _Loader(SwarmChecks, CheckoutHashing):
     """One load: validate (schema, then ``ComposeChecks``, and ``SwarmChecks`` in
-    swarm mode), then resolve (what a service is given read by ``ContentReading``)."""
+    swarm mode), then resolve (what a service is given read by ``ContentReading``,
+    the checkout's files it reads hashed by ``CheckoutHashing``)."""
 
-    # Mount points Docker makes in the checkout (``_mount_points``): never hashed.
-    mount_points: frozenset[Path] = frozenset()
     # Swarm mode: each service's deploy, validated (SwarmChecks._swarm_deploys).
     deploys: Mapping[str, swarm_schema.SwarmDeployConfig]
 
@@ -447,84 +446,6 @@ class _Loader(SwarmChecks, ContentReading):
             out[key] = plain if plain is not None else deployed
         return out
 
-    def _sources(self, svc: schema.Service, mounts: tuple[Mount, ...]) -> dict[str, str]:
-        """The repository files the service reads, by path from the root, with their hashes.
-
-        Only for the plan's reasons (which file changed): an env file's bytes (an
-        encrypted one's ciphertext, which git holds anyway) and bind-mounted
-        files and folders; ``_build_spec`` adds the build's.
-        """
-        found: dict[str, str] = {}
-        for env_file in svc.env_file:
-            path = Path(os.path.normpath(self.compose_dir / env_file.path))
-            if path.is_file() and self._inside(path):
-                found[os.path.relpath(path, self.root)] = hash_path(path)
-        for mount in mounts:
-            if mount.content_hash is not None:
-                found[os.path.relpath(mount.source, self.root)] = mount.content_hash
-        return found
-
-    def _mount_points(
-        self, services: Mapping[str, schema.Service | None], active: set[str]
-    ) -> frozenset[Path]:
-        """Where Docker makes mount points in the checkout, resolved.
-
-        A volume mounted inside a bind-mounted folder of the repository (``./app:/app``
-        with ``/app/node_modules``) needs a folder there: Docker makes
-        ``app/node_modules`` in the checkout when the container starts. Hashing it
-        would make the next pass see a changed folder and recreate the service on
-        every pass; no container sees it (the volume covers it), so it is left out.
-        """
-        points: set[Path] = set()
-        for name, svc in services.items():
-            if svc is None or name not in active:
-                continue
-            for bind in svc.volumes:
-                if bind.type != "bind" or not bind.source or os.path.isabs(bind.source):
-                    continue
-                source = Path(os.path.normpath(self.compose_dir / bind.source))
-                if not self._inside(source):
-                    continue
-                outer = PurePosixPath(os.path.normpath(bind.target))
-                for other in svc.volumes:
-                    inner = PurePosixPath(os.path.normpath(other.target))
-                    if inner != outer and inner.is_relative_to(outer):
-                        points.add(source.resolve() / inner.relative_to(outer))
-        return frozenset(points)
-
-    def _hash(self, path: Path) -> str:
-        """``hash_path`` of a file or folder of the checkout, without Docker's mount points."""
-        root = path.resolve()
-        skip = [
-            point.relative_to(root).as_posix()
-            for point in self.mount_points
-            if point != root and point.is_relative_to(root)
-        ]
-        return hash_path(path, skip=skip)
-
-    def _build_spec(
-        self, base: KeyPath, build: schema.Build
-    ) -> tuple[BuildSpec | None, dict[str, str]]:
-        """The build, and its files for the plan's reasons: the context folder and a
-        Dockerfile kept outside it, by path from the root, with their hashes."""
-        context = Path(os.path.normpath(self.compose_dir / build.context))
-        if not context.is_dir() or not self._inside(context):
-            return None, {}  # reported by the checks
-        args: dict[str, str] = {}
-        for key, value in build.args.items():
-            resolved = self._from_environ(self._entry((*base, "build"), "args", key), key, value)
-            if resolved is not None:
-                args[key] = resolved
-        sources = _build_sources(context, build.dockerfile, hash_of=self._hash)
-        spec = BuildSpec(
-            context=str(context),
-            dockerfile=build.dockerfile,
-            args=args,
-            target=build.target,
-            context_hash=_build_hash(*sources.values()),
-        )
-        return spec, {os.path.relpath(path, self.root): digest for path, digest in sources.items()}
-
     def _mounts(
         self, base: KeyPath, svc: schema.Service, volume_specs: Mapping[str, VolumeSpec]
     ) -> list[Mount]:
@@ -630,29 +551,3 @@ def _without_follow_ups(issues: list[Issue], interpolation: list[Issue]) -> list
         if not follow_up:
             kept.append(issue)
     return kept
-
-
-def _build_sources(
-    context: Path, dockerfile: str, *, hash_of: Callable[[Path], str] = hash_path
-) -> dict[Path, str]:
-    """What decides whether an image is rebuilt: its context's files, and the
-    Dockerfile too when it lies outside the context (``context: ../site`` with
-    ``dockerfile: ../images/webserver/Dockerfile``: the site's files are the
-    context, the image's recipe is kept apart from them), each with its hash."""
-    found = {context: hash_of(context)}
-    path = Path(os.path.normpath(context / dockerfile))
-    if not path.is_relative_to(context) and path.is_file():
-        found[path] = hash_of(path)  # a missing Dockerfile is reported by the checks
-    return found
-
-
-def _build_hash(inside: str, outside: str | None = None) -> str:
-    """The context hash of a build from ``_build_sources``. A Dockerfile inside the
-    context is already covered, so such a context's hash is what it always was."""
-    if outside is None:
-        return inside
-    digest = hashlib.sha256()
-    digest.update(inside.encode())
-    digest.update(b"\0dockerfile\0")
-    digest.update(outside.encode())
-    return digest.hexdigest()

@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from reconciler.errors import InvalidDesiredState
-from reconciler.model import content_reading, files, loading, text_files
+from reconciler.model import checkout_hashing, content_reading, files, loading, text_files
 from reconciler.model.loading import load_desired_state
 
 CASES = Path(__file__).parent / "cases"
@@ -198,7 +198,7 @@ def test_paths_outside_the_repository_are_never_read_or_hashed(
         hashed.append(path)
         return real_hash(path)
 
-    monkeypatch.setattr(loading, "hash_path", spied_hash)
+    monkeypatch.setattr(checkout_hashing, "hash_path", spied_hash)
     read: list[str] = []
     real_decode = text_files.decode_text
 
