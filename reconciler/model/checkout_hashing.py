@@ -102,7 +102,7 @@ class CheckoutHashing(ContentReading):
             resolved = self._from_environ(self._entry((*base, "build"), "args", key), key, value)
             if resolved is not None:
                 args[key] = resolved
-        sources = _build_sources(context, build.dockerfile, hash_of=self._hash)
+        sources = _build_sources(context, build.dockerfile, hash_of=self._hash, inside=self._inside)
         spec = BuildSpec(
             context=str(context),
             dockerfile=build.dockerfile,
@@ -114,7 +114,11 @@ class CheckoutHashing(ContentReading):
 
 
 def _build_sources(
-    context: Path, dockerfile: str, *, hash_of: Callable[[Path], str] = hash_path
+    context: Path,
+    dockerfile: str,
+    *,
+    hash_of: Callable[[Path], str] = hash_path,
+    inside: Callable[[Path], bool] = lambda _: True,
 ) -> dict[Path, str]:
     """What decides whether an image is rebuilt: its context's files, and the
     Dockerfile too when it lies outside the context (``context: ../site`` with
@@ -122,8 +126,10 @@ def _build_sources(
     context, the image's recipe is kept apart from them), each with its hash."""
     found = {context: hash_of(context)}
     path = Path(os.path.normpath(context / dockerfile))
-    if not path.is_relative_to(context) and path.is_file():
-        found[path] = hash_of(path)  # a missing Dockerfile is reported by the checks
+    # A missing Dockerfile, or one outside the repository (never read), is
+    # reported by the checks.
+    if not path.is_relative_to(context) and path.is_file() and inside(path):
+        found[path] = hash_of(path)
     return found
 
 

@@ -216,6 +216,32 @@ def test_paths_outside_the_repository_are_never_read_or_hashed(
     assert read == ["desired-state/compose.yaml"]
 
 
+def test_a_dockerfile_outside_the_repository_is_never_hashed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The context is inside; only its dockerfile: leaves (found by a helper's review).
+    root = tmp_path / "repo"
+    (tmp_path / "Dockerfile").write_text("FROM scratch\n")
+    site = root / "desired-state" / "site"
+    site.mkdir(parents=True)
+    (root / "desired-state" / "compose.yaml").write_text(
+        "name: shop\nservices:\n  web:\n    build:\n      context: ./site\n"
+        "      dockerfile: ../../../Dockerfile\n"
+    )
+    hashed: list[Path] = []
+    real_hash = files.hash_path
+
+    def spied_hash(path: Path, **options: Any) -> str:
+        hashed.append(path)
+        return real_hash(path, **options)
+
+    monkeypatch.setattr(checkout_hashing, "hash_path", spied_hash)
+    with pytest.raises(InvalidDesiredState) as caught:
+        load_desired_state(root, environ={})
+    assert any("leaves the repository" in i.message for i in caught.value.issues), caught.value
+    assert tmp_path / "Dockerfile" not in hashed
+
+
 def test_an_alias_bomb_is_refused_before_it_is_expanded(tmp_path: Path) -> None:
     # Nine lines whose aliases expand to 9**9 values: without a limit the loader
     # walks them all (hours, and memory) instead of refusing the commit.
