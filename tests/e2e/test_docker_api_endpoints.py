@@ -93,6 +93,7 @@ _PROXY_VARIABLES = {
     "tasks": "TASKS",
     "configs": "CONFIGS",
     "secrets": "SECRETS",
+    "nodes": "NODES",
 }
 _ROW = re.compile(r"^\| `(GET|HEAD|POST|PUT|DELETE) (/[^`]*)` \| `?([A-Z_]+)`? \|")
 
