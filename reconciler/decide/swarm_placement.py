@@ -9,8 +9,9 @@ restore would fill without the service ever seeing it. So each such volume
 must be mounted by no running task on another node; a volume on shared
 storage (NFS, CIFS, a plugin) is the same wherever it is mounted.
 
-``task_hosts`` says, by service, the host names of the nodes its running
-tasks are on (adapters/swarm_engine.py asks the Swarm).
+``task_hosts`` says, by service, the host names of the other nodes its
+running tasks are on (adapters/swarm_engine.py asks the Swarm and tells this
+node apart by its node id: two VMs cloned from one image may share a host name).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def volumes_elsewhere(
         if not volume.on_one_node:
             continue
         for service in desired.services_mounting(volume.name):
-            away = sorted(set(task_hosts.get(service.name, ())) - {here})
+            away = sorted(task_hosts.get(service.name, ()))
             if away:
                 problems.append(
                     f"volume {key}: its data is on node {', '.join(away)}, where service "

@@ -40,13 +40,19 @@ def stack() -> DesiredState:
 
 def test_volumes_whose_services_run_here_or_nowhere_pass() -> None:
     assert volumes_elsewhere(stack(), ["uploads", "db"], here="vm1", task_hosts={}) == []
-    assert volumes_elsewhere(stack(), ["uploads"], here="vm1", task_hosts={"web": {"vm1"}}) == []
+    assert volumes_elsewhere(stack(), ["db"], here="vm1", task_hosts={"web": {"vm2"}}) == []
+
+
+def test_another_node_that_shares_this_ones_host_name_is_still_elsewhere() -> None:
+    # task_hosts holds other nodes only (told apart by node id): a clone named vm1 too.
+    (problem,) = volumes_elsewhere(stack(), ["uploads"], here="vm1", task_hosts={"web": {"vm1"}})
+    assert problem.startswith("volume uploads: its data is on node vm1, where service web runs")
 
 
 def test_a_volume_mounted_by_a_task_on_another_node_is_refused_with_the_fix() -> None:
     problems = volumes_elsewhere(
-        stack(), ["uploads", "db"], here="vm1", task_hosts={"worker": {"vm2"}, "db": {"vm1"}}
-    )
+        stack(), ["uploads", "db"], here="vm1", task_hosts={"worker": {"vm2"}}
+    )  # db runs here: this node is never in task_hosts
     assert problems == [
         "volume uploads: its data is on node vm2, where service worker runs, and backups and "
         "restores reach volumes on this node (vm1): pin worker here (deploy: placement: "
